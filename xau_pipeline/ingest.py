@@ -1,0 +1,66 @@
+"""Bring one series up to date over a window: ask only for what is missing, write it in one transaction."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from xau_pipeline.store.candle_store import CandleStore
+from xau_pipeline.store.upsert import UpsertCounts
+from xau_pipeline.symbols import Symbol
+from xau_pipeline.timeframes import Timeframe
+from xau_pipeline.twelvedata.client import SeriesFetch, TwelveDataClient
+from xau_pipeline.twelvedata.windows import Interval
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestReport:
+    """What one ingest asked for, paid and wrote."""
+
+    symbol: Symbol
+    timeframe: Timeframe
+    start: datetime
+    end: datetime
+    gaps: list[Interval] = field(default_factory=list)
+    fetch: SeriesFetch = field(default_factory=SeriesFetch)
+    counts: UpsertCounts = field(default_factory=UpsertCounts)
+
+
+def ingest(
+    client: TwelveDataClient,
+    store: CandleStore,
+    symbol: Symbol,
+    timeframe: Timeframe,
+    start: datetime,
+    end: datetime,
+    *,
+    force: bool = False,
+    log: logging.Logger | logging.LoggerAdapter | None = None,
+) -> IngestReport:
+    """Fetch the bars of [start, end) not yet stored closed (all of them if `force`) and upsert them."""
+    log = log or logger
+    now = client.clock().astimezone(timezone.utc).replace(microsecond=0)
+    end = min(end, now)
+    report = IngestReport(symbol, timeframe, start, end)
+    if start >= end:
+        log.info(f"{symbol.name} {timeframe.name}: nothing to fetch, the window starts in the future")
+        return report
+    report.gaps = [(start, end)] if force else store.missing(symbol.name, timeframe, start, end)
+    if not report.gaps:
+        log.info(f"{symbol.name} {timeframe.name}: {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} already stored; 0 API calls")
+        return report
+
+    def progress(index: int, total: int, bars: int) -> None:
+        log.info(f"{symbol.name} {timeframe.name}: window {index} of {total} fetched, {bars} closed bars so far")
+
+    report.fetch = client.fetch(symbol.api_symbol, timeframe, report.gaps, progress=progress)
+    report.counts = store.write(symbol.name, timeframe, report.fetch.bars, report.fetch.windows)
+    log.info(
+        f"{symbol.name} {timeframe.name}: {report.counts.inserted} inserted, {report.counts.updated} updated, "
+        f"{report.counts.unchanged} unchanged; {report.fetch.calls} API call(s), {report.fetch.credits} credit(s)"
+        + (f"; {report.fetch.forming_dropped} still-forming bar(s) not stored" if report.fetch.forming_dropped else "")
+    )
+    return report

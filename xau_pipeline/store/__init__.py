@@ -1,0 +1,1 @@
+"""PostgreSQL candle store: schema, migrations, upsert and fetch coverage."""

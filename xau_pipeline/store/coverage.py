@@ -1,0 +1,59 @@
+"""What was fetched, and when: the record that makes fetches incremental.
+
+A window fetched at time f covers, as final, the bars opening in [window_start, f - bar length):
+those had closed when the answer came. Bars still forming then are not covered and are asked for
+again. A covered window with no bars means the provider had nothing, not that we never asked.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from xau_pipeline.store.tables import fetch_coverage
+from xau_pipeline.twelvedata.client import FetchedWindow
+from xau_pipeline.twelvedata.windows import Interval
+
+SELECT_COVERED = sa.text(
+    """
+    SELECT window_start, closed_until
+    FROM fetch_coverage
+    WHERE symbol = :symbol AND timeframe = :timeframe
+      AND window_start < :end AND closed_until > :start
+      AND closed_until > window_start
+    ORDER BY window_start
+    """
+)
+
+
+def closed_until(window: FetchedWindow, bar: timedelta) -> datetime:
+    """The end of the part of `window` whose bars had all closed when it was fetched."""
+    return max(window.start, min(window.end, window.fetched_at - bar))
+
+
+def record_windows(connection: sa.Connection, symbol: str, timeframe: str, bar: timedelta, windows: list[FetchedWindow]) -> None:
+    """Record fetched windows, in the caller's transaction (with the bars they brought)."""
+    if not windows:
+        return
+    connection.execute(
+        fetch_coverage.insert(),
+        [
+            {
+                "symbol": symbol,
+                "timeframe": timeframe,
+                "window_start": w.start,
+                "window_end": w.end,
+                "closed_until": closed_until(w, bar),
+                "fetched_at": w.fetched_at,
+                "bars": w.bars,
+            }
+            for w in windows
+        ],
+    )
+
+
+def covered_intervals(connection: sa.Connection, symbol: str, timeframe: str, start: datetime, end: datetime) -> list[Interval]:
+    """Intervals of open times within reach of [start, end) whose bars were fetched closed."""
+    rows = connection.execute(SELECT_COVERED, {"symbol": symbol, "timeframe": timeframe, "start": start, "end": end})
+    return [(row.window_start, row.closed_until) for row in rows]

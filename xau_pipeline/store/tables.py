@@ -1,0 +1,38 @@
+"""Table definitions (the migrations are the source of truth for the schema; these mirror them)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+candles = sa.Table(
+    "candles",
+    metadata,
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("timeframe", sa.Text, nullable=False),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("open", sa.Numeric, nullable=False),
+    sa.Column("high", sa.Numeric, nullable=False),
+    sa.Column("low", sa.Numeric, nullable=False),
+    sa.Column("close", sa.Numeric, nullable=False),
+    sa.Column("volume", sa.Numeric, nullable=True),
+    sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("symbol", "timeframe", "timestamp", name="candles_symbol_timeframe_timestamp_key"),
+)
+
+fetch_coverage = sa.Table(
+    "fetch_coverage",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("timeframe", sa.Text, nullable=False),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
+    # Bars opening in [window_start, closed_until) had closed when fetched: they are final.
+    sa.Column("closed_until", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("bars", sa.Integer, nullable=False),
+    sa.Index("fetch_coverage_series_idx", "symbol", "timeframe", "window_start"),
+)

@@ -1,0 +1,40 @@
+"""The timeframes we keep: one table feeding every per-timeframe factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass(frozen=True)
+class Timeframe:
+    """A candle timeframe: our name, Twelve Data's interval, bar length and close-aligned schedule."""
+
+    name: str
+    interval: str
+    bar: timedelta
+    # One minute after each bar closes, UTC.
+    schedule_cron: str
+
+    @property
+    def key_suffix(self) -> str:
+        return f"candles_{self.name.lower()}"
+
+
+TIMEFRAMES: tuple[Timeframe, ...] = (
+    Timeframe("M15", "15min", timedelta(minutes=15), "1,16,31,46 * * * *"),
+    Timeframe("H1", "1h", timedelta(hours=1), "1 * * * *"),
+    Timeframe("H4", "4h", timedelta(hours=4), "1 0,4,8,12,16,20 * * *"),
+    Timeframe("D1", "1day", timedelta(days=1), "1 0 * * *"),
+)
+
+TIMEFRAMES_BY_NAME: dict[str, Timeframe] = {tf.name: tf for tf in TIMEFRAMES}
+
+
+def timeframe(name: str) -> Timeframe:
+    """The timeframe called `name` (case-insensitive), or a ValueError listing the valid ones."""
+    try:
+        return TIMEFRAMES_BY_NAME[name.upper()]
+    except KeyError:
+        valid = ", ".join(TIMEFRAMES_BY_NAME)
+        raise ValueError(f"unknown timeframe {name!r}: expected one of {valid}") from None

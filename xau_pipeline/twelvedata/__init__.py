@@ -1,0 +1,1 @@
+"""Twelve Data REST client: windows, parsing, error classification and retries."""

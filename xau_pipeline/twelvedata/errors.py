@@ -1,0 +1,58 @@
+"""Typed Twelve Data failures, each with a message a data engineer can act on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class TwelveDataError(Exception):
+    """Any failure talking to Twelve Data. Messages never contain the API key."""
+
+    retryable = False
+
+
+class AuthenticationError(TwelveDataError):
+    """401: the key is missing or wrong. Retrying cannot help."""
+
+
+class PlanNotAllowedError(TwelveDataError):
+    """403: the plan behind the key does not allow this request."""
+
+
+class InvalidRequestError(TwelveDataError):
+    """400: a parameter we sent was rejected — a bug on our side."""
+
+
+class UnknownSymbolError(InvalidRequestError):
+    """400/404: Twelve Data does not know the symbol."""
+
+
+class DailyLimitError(TwelveDataError):
+    """429 for the day: no more credits until the daily reset at 00:00 UTC."""
+
+    def __init__(self, message: str, resets_at: datetime):
+        super().__init__(message)
+        self.resets_at = resets_at
+
+
+class MinuteLimitError(TwelveDataError):
+    """429 for the minute: wait for the next minute, then retry."""
+
+    retryable = True
+
+
+class TransientError(TwelveDataError):
+    """5xx, HTML or malformed bodies, timeouts, dropped connections: retried with backoff."""
+
+    retryable = True
+
+
+class ServiceUnavailableError(TwelveDataError):
+    """Transient failures that outlasted every retry."""
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` with every occurrence of `secret` replaced by ***."""
+    if secret:
+        text = text.replace(secret, "***")
+    return text

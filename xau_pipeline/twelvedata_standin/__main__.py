@@ -1,0 +1,46 @@
+"""Run the Twelve Data stand-in in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from .server import StandIn, StandInConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, serve, and stop cleanly on SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m xau_pipeline.twelvedata_standin", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--api-key", default="demo-key")
+    parser.add_argument("--credits-per-minute", type=int, default=8)
+    parser.add_argument("--credits-per-day", type=int, default=800)
+    parser.add_argument("--no-limits", action="store_true", help="no per-minute or per-day credit limit")
+    parser.add_argument("--error-status", choices=("http", "body200"), default="http")
+    parser.add_argument("--weekend-bars", action="store_true", help="serve flat bars outside the sessions")
+    args = parser.parse_args(argv)
+
+    config = StandInConfig(
+        api_key=args.api_key,
+        host=args.host,
+        port=args.port,
+        credits_per_minute=None if args.no_limits else args.credits_per_minute,
+        credits_per_day=None if args.no_limits else args.credits_per_day,
+        error_status=args.error_status,
+        weekend_bars=args.weekend_bars,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with StandIn(config) as stand_in:
+        print(f"Twelve Data stand-in listening on {stand_in.url}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    print("Twelve Data stand-in stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

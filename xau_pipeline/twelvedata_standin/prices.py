@@ -1,0 +1,253 @@
+"""Deterministic price generation (15-minute base bars) and aggregation for the stand-in.
+
+Times are integer Unix seconds (UTC) internally; a bar is a tuple
+``(open_time, open, high, low, close)`` with ``Decimal`` prices quantized to 0.00001.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from bisect import bisect_left
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from functools import lru_cache
+
+from .sessions import in_session
+
+Bar = tuple[int, Decimal, Decimal, Decimal, Decimal]
+
+M15 = 900
+DAY = 86400
+INTERVAL_SECONDS: dict[str, int] = {"15min": M15, "1h": 3600, "4h": 14400, "1day": DAY}
+HISTORY_START = 1262304000  # 2010-01-01 00:00 UTC
+
+_EPOCH = 1704067200  # 2024-01-01 00:00 UTC, where a symbol's price level is given
+_YEAR = 365.25 * DAY
+_WAVES = (  # (relative amplitude, period in seconds)
+    (0.030, 131.0 * DAY),
+    (0.012, 17.3 * DAY),
+    (0.004, 1.0 * DAY),
+    (0.0015, 5.2 * 3600),
+)
+_NOISE = 0.0003
+_EXCURSION = 0.0004
+_QUANTUM = Decimal("0.00001")
+
+
+@dataclass(frozen=True)
+class Series:
+    """What determines one symbol's 15-minute bars (hashable: it keys the caches)."""
+
+    symbol: str
+    level: Decimal
+    holes: tuple[tuple[int, int], ...] = ()
+    revisions: tuple[tuple[int, Decimal], ...] = ()
+    weekend_bars: bool = False
+
+
+def _units(*parts: object, n: int = 1) -> list[float]:
+    """``n`` uniform numbers in [0, 1) derived from a hash of ``parts``."""
+    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8 * n).digest()
+    return [int.from_bytes(digest[8 * i : 8 * i + 8], "big") / 2.0**64 for i in range(n)]
+
+
+@lru_cache(maxsize=64)
+def _waves(symbol: str) -> tuple[tuple[float, float, float], ...]:
+    phases = _units(symbol, "phase", n=len(_WAVES))
+    return tuple((a, 2 * math.pi / p, 2 * math.pi * u) for (a, p), u in zip(_WAVES, phases))
+
+
+def _trend(x: float) -> float:
+    """Log growth since 2024-01-01 over ``x`` years: ~1300 (2010), 2050 (2024), ~4300 (2026), ~5900 (2030)."""
+    return 0.45 * (math.tanh((x - 1.5) / 0.8) - math.tanh(-1.5 / 0.8)) + 0.03 * x
+
+
+def mid(symbol: str, level: float, t: int) -> float:
+    """The symbol's mid price at Unix second ``t``: a closed-form trend, waves and hash noise."""
+    x = t - _EPOCH
+    waves = sum(a * math.sin(w * x + ph) for a, w, ph in _waves(symbol))
+    noise = _NOISE * (2 * _units(symbol, "mid", t)[0] - 1)
+    return level * math.exp(_trend(x / _YEAR)) * (1 + waves + noise)
+
+
+def _q(x: float) -> Decimal:
+    return Decimal(f"{x:.5f}")
+
+
+@lru_cache(maxsize=8192)
+def _mid_q(symbol: str, level: Decimal, t: int) -> Decimal:
+    return _q(mid(symbol, float(level), t))
+
+
+def render_price(value: Decimal) -> str:
+    """A price as Twelve Data writes it: at most 5 decimals, trailing zeros stripped."""
+    text = f"{value.quantize(_QUANTUM):f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _slot_bar(series: Series, t: int, until: int | None = None) -> Bar:
+    """The bar of slot ``t``; when ``until`` (< t + 15 min) is given, the bar formed so far."""
+    o = _mid_q(series.symbol, series.level, t)
+    if until is None:
+        c = _mid_q(series.symbol, series.level, t + M15)
+    else:
+        c = _q(mid(series.symbol, float(series.level), until))
+    frac = 1.0 if until is None else (until - t) / M15
+    up, down = _units(series.symbol, "bar", t, n=2)
+    h = max(o, c) + _q(float(o) * _EXCURSION * up * frac)
+    low = min(o, c) - _q(float(o) * _EXCURSION * down * frac)
+    delta = _revision_map(series.revisions).get(t) if series.revisions else None
+    if delta:
+        o, h, low, c = o + delta, h + delta, low + delta, c + delta
+    return (t, o, h, low, c)
+
+
+@lru_cache(maxsize=64)
+def _revision_map(revisions: tuple[tuple[int, Decimal], ...]) -> dict[int, Decimal]:
+    return dict(revisions)
+
+
+def _utc(t: int) -> datetime:
+    return datetime.fromtimestamp(t, timezone.utc)
+
+
+def _in_hole(series: Series, t: int) -> bool:
+    return any(a <= t < b for a, b in series.holes)
+
+
+def _last_session_slot(t: int) -> int:
+    """The newest in-session slot opening before ``t``."""
+    s = t - M15
+    while not in_session(_utc(s)):
+        s -= M15
+    return s
+
+
+def _flat_bar(series: Series, t: int, session_slot: int) -> Bar:
+    close = _slot_bar(series, session_slot)[4]
+    return (t, close, close, close, close)
+
+
+@lru_cache(maxsize=1024)
+def _day_bars(series: Series, day_start: int) -> tuple[tuple[int, ...], tuple[Bar, ...]]:
+    """All 15-minute bars of one UTC day, ignoring the clock: (open times, bars)."""
+    bars: list[Bar] = []
+    last_session: int | None = None
+    for t in range(day_start, day_start + DAY, M15):
+        session = in_session(_utc(t))
+        if not _in_hole(series, t):
+            if session:
+                bars.append(_slot_bar(series, t))
+            elif series.weekend_bars:
+                if last_session is None:
+                    last_session = _last_session_slot(t)
+                bars.append(_flat_bar(series, t, last_session))
+        if session:
+            last_session = t
+    return tuple(b[0] for b in bars), tuple(bars)
+
+
+def _forming_bar(series: Series, t: int, now: int) -> Bar | None:
+    if _in_hole(series, t):
+        return None
+    if in_session(_utc(t)):
+        return _slot_bar(series, t, until=now)
+    if series.weekend_bars:
+        return _flat_bar(series, t, _last_session_slot(t))
+    return None
+
+
+def m15_bars(series: Series, start: int, end: int, now: int) -> list[Bar]:
+    """15-minute bars opening in [start, end) and at or before ``now``, the forming one included."""
+    start = max(start, HISTORY_START)
+    forming = now // M15 * M15
+    closed_end = min(end, forming)
+    out: list[Bar] = []
+    day = start // DAY * DAY
+    while day < closed_end:
+        opens, bars = _day_bars(series, day)
+        lo = bisect_left(opens, start) if day <= start else 0
+        hi = bisect_left(opens, closed_end) if closed_end < day + DAY else len(opens)
+        out.extend(bars[lo:hi])
+        day += DAY
+    if start <= forming < end:
+        bar = _forming_bar(series, forming, now)
+        if bar is not None:
+            out.append(bar)
+    return out
+
+
+def bar_open(interval: str, t: int, h4_phase_hours: int = 0) -> int:
+    """Open time of the ``interval`` bar containing ``t`` (4h bars open at phase + 4k hours UTC)."""
+    length = INTERVAL_SECONDS[interval]
+    phase = h4_phase_hours * 3600 if interval == "4h" else 0
+    return (t - phase) // length * length + phase
+
+
+def aggregate(m15: list[Bar], interval: str, h4_phase_hours: int = 0) -> list[Bar]:
+    """Group ascending 15-minute bars into ``interval`` bars (first open, max, min, last close)."""
+    if interval == "15min":
+        return list(m15)
+    out: list[Bar] = []
+    key = None
+    o = h = low = c = Decimal(0)
+    for t, bo, bh, bl, bc in m15:
+        k = bar_open(interval, t, h4_phase_hours)
+        if k != key:
+            if key is not None:
+                out.append((key, o, h, low, c))
+            key, o, h, low = k, bo, bh, bl
+        else:
+            h = bh if bh > h else h
+            low = bl if bl < low else low
+        c = bc
+    if key is not None:
+        out.append((key, o, h, low, c))
+    return out
+
+
+@lru_cache(maxsize=65536)
+def _day_aggregate(series: Series, day_start: int) -> Bar | None:
+    """The 1day bar of a UTC day, from all its 15-minute bars (clock ignored)."""
+    bars = aggregate(list(_day_bars(series, day_start)[1]), "1day")
+    return bars[0] if bars else None
+
+
+def series_bars(series: Series, interval: str, start: int, end: int, now: int, h4_phase_hours: int = 0) -> list[Bar]:
+    """``interval`` bars opening in [start, end) and at or before ``now``, ascending.
+
+    The bar containing ``now`` is included, built from the data up to ``now``.
+    """
+    end = min(end, now + 1)
+    if start >= end:
+        return []
+    first = bar_open(interval, start, h4_phase_hours)
+    if first < start:
+        first += INTERVAL_SECONDS[interval]
+    last = bar_open(interval, end - 1, h4_phase_hours)
+    if last < first:
+        return []
+    if interval == "1day":
+        days = range(max(first, HISTORY_START), min(last + DAY, now - DAY + 1), DAY)
+        out = [bar for bar in map(lambda d: _day_aggregate(series, d), days) if bar is not None]
+        forming = now // DAY * DAY
+        if first <= forming <= last:
+            out.extend(aggregate(m15_bars(series, forming, forming + DAY, now), interval))
+        return out
+    return aggregate(m15_bars(series, first, last + INTERVAL_SECONDS[interval], now), interval, h4_phase_hours)
+
+
+def newest_bars(
+    series: Series, interval: str, start: int | None, end: int, now: int, count: int, h4_phase_hours: int = 0
+) -> list[Bar]:
+    """At most ``count`` bars opening in [start, end), the newest ones, ascending."""
+    floor = HISTORY_START if start is None else max(start, HISTORY_START)
+    span = count * INTERVAL_SECONDS[interval] * 2 + 4 * DAY
+    while True:
+        lo = max(min(end, now + 1) - span, floor)
+        bars = series_bars(series, interval, lo, end, now, h4_phase_hours)
+        if len(bars) >= count or lo <= floor:
+            return bars[-count:]
+        span *= 2

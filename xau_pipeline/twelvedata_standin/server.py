@@ -1,0 +1,606 @@
+"""A local HTTP stand-in for the Twelve Data REST API (``/time_series``), errors and limits included."""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+import math
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
+
+from . import prices
+
+UTC = timezone.utc
+EXCHANGE_TZ = ZoneInfo("America/New_York")
+
+# Messages as the real API words them.
+MSG_APIKEY = (
+    "**apikey** parameter is incorrect or not specified. You can get your free API key instantly following this "
+    "link: https://twelvedata.com/pricing. If you believe that everything is correct, you can contact us at "
+    "https://twelvedata.com/contact/customer"
+)
+MSG_DAY_LIMIT = (
+    "You have run out of API credits for the day. {used} API credits were used, with the current limit being "
+    "{limit}. Wait for the next day or consider switching to a higher tier plan at https://twelvedata.com/pricing"
+)
+MSG_MINUTE_LIMIT = (
+    "You have run out of API credits for the current minute. {used} API credits were used, with the current limit "
+    "being {limit}. Wait for the next minute or consider switching to a higher tier plan at "
+    "https://twelvedata.com/pricing"
+)
+MSG_SYMBOL = (
+    "**symbol** or **figi** parameter is missing or invalid. Please provide a valid symbol according to API "
+    "documentation: https://twelvedata.com/docs#reference-data"
+)
+MSG_NO_DATA = "No data is available on the specified dates. Try setting different start/end dates."
+VALID_INTERVALS = ("1min", "5min", "15min", "30min", "45min", "1h", "2h", "4h", "8h", "1day", "1week", "1month")
+MSG_INTERVAL = "Invalid **interval** provided: {value}. Supported intervals: " + ", ".join(VALID_INTERVALS)
+
+_META = {
+    "XAU/USD": ("Gold Spot", "US Dollar"),
+    "XAG/USD": ("Silver Spot", "US Dollar"),
+}
+_HTML_ERROR = (
+    "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n<center><h1>{status} {reason}</h1>"
+    "</center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n"
+)
+_REASONS = {502: "Bad Gateway", 520: "Web Server Returned an Unknown Error"}
+FAULT_KINDS = ("html_502", "html_520", "bad_json", "error", "slow", "reset")
+
+
+def _default_symbols() -> dict[str, Decimal]:
+    return {"XAU/USD": Decimal("2050"), "XAG/USD": Decimal("23")}
+
+
+@dataclass
+class StandInConfig:
+    """Behaviour of a stand-in; every field can be changed at runtime with ``StandIn.configure``."""
+
+    api_key: str = "demo-key"
+    host: str = "127.0.0.1"
+    port: int = 0
+    symbols: dict[str, Decimal] = field(default_factory=_default_symbols)
+    credits_per_minute: int | None = 8
+    credits_per_day: int | None = 800
+    error_status: str = "http"
+    end_inclusive: bool = True
+    weekend_bars: bool = False
+    holes: list[tuple[datetime, datetime]] = field(default_factory=list)
+    revisions: dict[datetime, Decimal] = field(default_factory=dict)
+    time_offset_seconds: float = 0.0
+    delay_seconds: float = 0.0
+    h4_phase_hours: int = 0
+    credit_headers: bool = True
+    max_outputsize: int = 5000
+
+    def __post_init__(self) -> None:
+        if self.error_status not in ("http", "body200"):
+            raise ValueError(f"error_status must be 'http' or 'body200', not {self.error_status!r}")
+        for when in [t for hole in self.holes for t in hole] + list(self.revisions):
+            if when.tzinfo is None:
+                raise ValueError(f"naive datetime in holes/revisions: {when!r}; use UTC-aware datetimes")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A scripted misbehaviour, consumed by the next ``/time_series`` request."""
+
+    kind: str
+    status: int | None = None
+    code: int | None = None
+    message: str | None = None
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {FAULT_KINDS}")
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request the stand-in received and what it answered."""
+
+    at: datetime
+    path: str
+    params: dict[str, str]
+    status: int
+    code: int
+    credits: int
+    values: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict (``at`` as an ISO string)."""
+        return {**dataclasses.asdict(self), "at": self.at.isoformat()}
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    reset: bool = False
+
+
+class _ParamError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def _epoch(when: datetime) -> int:
+    return math.floor(when.timestamp())
+
+
+def _series(cfg: StandInConfig, symbol: str) -> prices.Series:
+    return prices.Series(
+        symbol=symbol,
+        level=cfg.symbols[symbol],
+        holes=tuple((_epoch(a), _epoch(b)) for a, b in cfg.holes),
+        revisions=tuple(sorted((_epoch(t), Decimal(d)) for t, d in cfg.revisions.items())),
+        weekend_bars=cfg.weekend_bars,
+    )
+
+
+def _find_symbol(cfg: StandInConfig, value: str) -> str | None:
+    for symbol in cfg.symbols:
+        if symbol.upper() == value.strip().upper():
+            return symbol
+    return None
+
+
+def _parse_date(name: str, value: str, tz: ZoneInfo | timezone) -> tuple[int, bool]:
+    """A ``start_date``/``end_date`` as (Unix seconds, whether a time of day was given)."""
+    text = value.strip().replace("T", " ")
+    for fmt, has_time in (("%Y-%m-%d %H:%M:%S", True), ("%Y-%m-%d %H:%M", True), ("%Y-%m-%d", False)):
+        try:
+            naive = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return _epoch(naive.replace(tzinfo=tz)), has_time
+    raise _ParamError(400, f"Invalid **{name}** provided: {value}. Use the format YYYY-MM-DD or YYYY-MM-DD HH:MM:SS")
+
+
+def _parse_timezone(value: str | None) -> ZoneInfo | timezone:
+    # Twelve Data's default timezone is "Exchange"; the stand-in takes it as New York time.
+    if value is None or value.strip() == "" or value.strip().lower() == "exchange":
+        return EXCHANGE_TZ
+    if value.strip().upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(value.strip())
+    except (ValueError, KeyError, OSError):
+        raise _ParamError(400, f"Invalid **timezone** provided: {value}. Use UTC, Exchange or an IANA name") from None
+
+
+class StandIn:
+    """A running Twelve Data stand-in: an HTTP server on a real socket plus a Python control API."""
+
+    def __init__(self, config: StandInConfig | None = None) -> None:
+        self._config = dataclasses.replace(config) if config is not None else StandInConfig()
+        self._lock = threading.Lock()
+        self._faults: deque[Fault] = deque()
+        self._log: list[RequestRecord] = []
+        self._minute_used: dict[int, int] = {}
+        self._day_used: dict[int, int] = {}
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> StandIn:
+        """Start serving in a background thread (no-op if already started)."""
+        if self._httpd is not None:
+            return self
+        httpd = _Server((self._config.host, self._config.port), _Handler)
+        httpd.stand_in = self
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="twelvedata-standin", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close every open connection."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.close_connections()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> StandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:PORT`` (no trailing slash)."""
+        if self._httpd is None:
+            raise RuntimeError("the stand-in is not running")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def config(self) -> StandInConfig:
+        """A copy of the current configuration."""
+        with self._lock:
+            return dataclasses.replace(self._config)
+
+    def configure(self, **fields: Any) -> None:
+        """Change configuration fields at runtime; an unknown field raises ``TypeError``."""
+        with self._lock:
+            self._config = dataclasses.replace(self._config, **fields)
+
+    def push_fault(self, fault: Fault) -> None:
+        """Queue a fault for the next ``/time_series`` request (FIFO)."""
+        with self._lock:
+            self._faults.append(fault)
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """A snapshot of every request received (control endpoints excluded)."""
+        with self._lock:
+            return list(self._log)
+
+    def time_series_calls(self) -> int:
+        """Number of ``/time_series`` requests received, whatever their outcome."""
+        with self._lock:
+            return sum(1 for r in self._log if r.path == "/time_series")
+
+    def reset(self) -> None:
+        """Clear the request log, credit counters and queued faults (the configuration stays)."""
+        with self._lock:
+            self._log.clear()
+            self._minute_used.clear()
+            self._day_used.clear()
+            self._faults.clear()
+
+    def now(self) -> datetime:
+        """The stand-in's clock: real UTC now plus ``time_offset_seconds``."""
+        with self._lock:
+            offset = self._config.time_offset_seconds
+        return datetime.now(UTC) + timedelta(seconds=offset)
+
+    def bars(self, symbol: str, interval: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Closed bars opening in [start, end), as the server would serve them, ascending.
+
+        Ignores faults and limits; honours holes, revisions, weekend_bars and the clock.
+        """
+        cfg = self.config
+        if interval not in prices.INTERVAL_SECONDS:
+            raise ValueError(f"the stand-in serves {', '.join(prices.INTERVAL_SECONDS)}, not {interval!r}")
+        found = _find_symbol(cfg, symbol)
+        if found is None:
+            raise KeyError(symbol)
+        now = self.now().timestamp()
+        length = prices.INTERVAL_SECONDS[interval]
+        rows = prices.series_bars(
+            _series(cfg, found), interval, _epoch(start), _epoch(end), math.floor(now), cfg.h4_phase_hours
+        )
+        return [
+            {
+                "datetime": datetime.fromtimestamp(t, UTC),
+                **{k: Decimal(prices.render_price(v)) for k, v in zip(("open", "high", "low", "close"), (o, h, lo, c))},
+            }
+            for t, o, h, lo, c in rows
+            if t + length <= now
+        ]
+
+    def _record(self, at: datetime, path: str, params: dict[str, str], reply: _Reply, code: int, credits: int,
+                values: int = 0) -> _Reply:
+        shown = {k: ("***" if k.lower() == "apikey" else v) for k, v in params.items()}
+        record = RequestRecord(at, path, shown, 0 if reply.reset else reply.status, code, credits, values)
+        with self._lock:
+            self._log.append(record)
+        return reply
+
+    def _error(self, cfg: StandInConfig, code: int, message: str, status: int | None = None) -> _Reply:
+        if status is None:
+            status = code if cfg.error_status == "http" else 200
+        return _Reply(status, _json_bytes({"code": code, "message": message, "status": "error"}))
+
+    def _charge(self, at: datetime, n: int) -> tuple[int, int, StandInConfig]:
+        """Count ``n`` credits in the day and minute windows; return (day used, minute used, config)."""
+        day, minute = at.date().toordinal(), math.floor(at.timestamp()) // 60
+        with self._lock:
+            self._day_used = {day: self._day_used.get(day, 0) + n}
+            self._minute_used = {minute: self._minute_used.get(minute, 0) + n}
+            return self._day_used[day], self._minute_used[minute], self._config
+
+    def _credit_check(self, at: datetime, n: int) -> tuple[_Reply | None, int]:
+        day_used, minute_used, cfg = self._charge(at, n)
+        if cfg.credits_per_day is not None and day_used > cfg.credits_per_day:
+            return self._error(cfg, 429, MSG_DAY_LIMIT.format(used=day_used, limit=cfg.credits_per_day)), minute_used
+        if cfg.credits_per_minute is not None and minute_used > cfg.credits_per_minute:
+            msg = MSG_MINUTE_LIMIT.format(used=minute_used, limit=cfg.credits_per_minute)
+            return self._error(cfg, 429, msg), minute_used
+        return None, minute_used
+
+    def _authorized(self, cfg: StandInConfig, params: dict[str, str], authorization: str | None) -> bool:
+        sent: list[str] = []
+        if authorization:
+            scheme, _, key = authorization.strip().partition(" ")
+            if scheme.lower() == "apikey":
+                sent.append(key.strip())
+        if "apikey" in params:
+            sent.append(params["apikey"])
+        return any(hmac.compare_digest(k.encode(), cfg.api_key.encode()) for k in sent)
+
+    def _handle_api(self, method: str, path: str, params: dict[str, str], authorization: str | None) -> _Reply:
+        """Answer one request to the public API surface (logged in ``requests``)."""
+        at = self.now()
+        cfg = self.config
+        if method != "GET" or path not in ("/time_series", "/api_usage"):
+            reply = _Reply(404, _json_bytes({"code": 404, "message": f"Not found: {path}", "status": "error"}))
+            return self._record(at, path, params, reply, 404, 0)
+        if path == "/api_usage":
+            return self._api_usage(at, cfg, params, authorization)
+        return self._time_series(at, params, authorization)
+
+    def _api_usage(self, at: datetime, cfg: StandInConfig, params: dict[str, str], auth: str | None) -> _Reply:
+        if not self._authorized(cfg, params, auth):
+            return self._record(at, "/api_usage", params, self._error(cfg, 401, MSG_APIKEY), 401, 0)
+        refused, minute_used = self._credit_check(at, 1)
+        if refused is not None:
+            return self._record(at, "/api_usage", params, refused, 429, 1)
+        body = {
+            "timestamp": at.strftime("%Y-%m-%d %H:%M:%S"),
+            "current_usage": minute_used,
+            "plan_limit": cfg.credits_per_minute,
+        }
+        return self._record(at, "/api_usage", params, _Reply(200, _json_bytes(body)), 200, 1)
+
+    def _time_series(self, at: datetime, params: dict[str, str], auth: str | None) -> _Reply:
+        path = "/time_series"
+        with self._lock:
+            fault = self._faults.popleft() if self._faults else None
+            delay = self._config.delay_seconds
+        if delay > 0:
+            time.sleep(delay)
+        if fault is not None:
+            if fault.kind in ("html_502", "html_520"):
+                status = fault.status or int(fault.kind[-3:])
+                html = _HTML_ERROR.format(status=status, reason=_REASONS.get(status, "Error"))
+                reply = _Reply(status, html.encode(), "text/html")
+                return self._record(at, path, params, reply, status, 0)
+            if fault.kind == "bad_json":
+                reply = _Reply(fault.status or 200, b'{"meta": {"symbol": "XAU/USD", "interval": "1h", "currency_b')
+                return self._record(at, path, params, reply, reply.status, 0)
+            if fault.kind == "reset":
+                return self._record(at, path, params, _Reply(0, reset=True), 0, 0)
+            if fault.kind == "error":
+                cfg = self._charge(at, 1)[2]
+                code = fault.code or 500
+                reply = self._error(cfg, code, fault.message or "Internal server error", fault.status)
+                return self._record(at, path, params, reply, code, 1)
+            time.sleep(fault.seconds)
+        cfg = self.config
+        if not self._authorized(cfg, params, auth):
+            return self._record(at, path, params, self._error(cfg, 401, MSG_APIKEY), 401, 0)
+        n_symbols = max(1, len([s for s in params.get("symbol", "").split(",") if s.strip()]))
+        refused, minute_used = self._credit_check(at, n_symbols)
+        if refused is not None:
+            return self._record(at, path, params, refused, 429, n_symbols)
+        cfg = self.config
+        try:
+            body, count = self._time_series_body(cfg, params)
+        except _ParamError as exc:
+            return self._record(at, path, params, self._error(cfg, exc.code, exc.message), exc.code, n_symbols)
+        headers = {}
+        if cfg.credit_headers:
+            headers["api-credits-used"] = str(minute_used)
+            if cfg.credits_per_minute is not None:
+                headers["api-credits-left"] = str(max(0, cfg.credits_per_minute - minute_used))
+        reply = _Reply(200, _json_bytes(body), headers=headers)
+        return self._record(at, path, params, reply, 200, n_symbols, count)
+
+    def _time_series_body(self, cfg: StandInConfig, params: dict[str, str]) -> tuple[dict[str, Any], int]:
+        raw_symbol = params.get("symbol", "")
+        if "," in raw_symbol:
+            raise _ParamError(400, "Batch requests (comma-separated symbols) are not supported by this stand-in")
+        symbol = _find_symbol(cfg, raw_symbol) if raw_symbol.strip() else None
+        if symbol is None:
+            raise _ParamError(404, MSG_SYMBOL)
+        interval = params.get("interval", "")
+        if interval not in VALID_INTERVALS:
+            raise _ParamError(400, MSG_INTERVAL.format(value=interval))
+        if interval not in prices.INTERVAL_SECONDS:
+            raise _ParamError(400, f"Interval {interval} is not served by this Twelve Data stand-in "
+                                   f"(it serves {', '.join(prices.INTERVAL_SECONDS)})")
+        outputsize: int | None = None
+        if "outputsize" in params:
+            try:
+                outputsize = int(params["outputsize"])
+            except ValueError:
+                outputsize = -1
+            if not 1 <= outputsize <= cfg.max_outputsize:
+                raise _ParamError(400, f"Invalid **outputsize** provided: {params['outputsize']}. "
+                                       f"It must be between 1 and {cfg.max_outputsize}")
+        order = params.get("order", "desc").lower()
+        if order not in ("asc", "desc"):
+            raise _ParamError(400, f"Invalid **order** provided: {params['order']}. Supported values: asc, desc")
+        tz = _parse_timezone(params.get("timezone"))
+        start = end = None
+        if params.get("start_date"):
+            start, _ = _parse_date("start_date", params["start_date"], tz)
+        if params.get("end_date"):
+            end, has_time = _parse_date("end_date", params["end_date"], tz)
+            # A date-only end_date is exclusive (as observed); a datetime one per configuration.
+            if has_time and cfg.end_inclusive:
+                end += 1
+        dated = start is not None or end is not None
+        count = outputsize or (cfg.max_outputsize if dated else 30)
+        now = math.floor(self.now().timestamp())
+        rows = prices.newest_bars(
+            _series(cfg, symbol), interval, start, end if end is not None else now + 1, now, count, cfg.h4_phase_hours
+        )
+        if not rows:
+            raise _ParamError(400, MSG_NO_DATA)
+        if order == "desc":
+            rows.reverse()
+        base, quote = _META.get(symbol, tuple(symbol.split("/", 1)) if "/" in symbol else (symbol, ""))
+        meta = {"symbol": symbol, "interval": interval, "currency_base": base, "currency_quote": quote,
+                "type": "Physical Currency"}
+        values = [
+            {
+                "datetime": _render_time(t, interval, tz),
+                "open": prices.render_price(o),
+                "high": prices.render_price(h),
+                "low": prices.render_price(lo),
+                "close": prices.render_price(c),
+            }
+            for t, o, h, lo, c in rows
+        ]
+        return {"meta": meta, "values": values, "status": "ok"}, len(values)
+
+    def _handle_control(self, method: str, path: str, body: bytes) -> _Reply:
+        """Answer a ``/__standin__/...`` control request (no auth, no credits, not logged)."""
+        try:
+            if method == "GET" and path == "/__standin__/requests":
+                return _Reply(200, _json_bytes([r.to_json() for r in self.requests]))
+            if method == "GET" and path == "/__standin__/config":
+                return _Reply(200, _json_bytes(config_to_json(self.config)))
+            if method == "POST" and path == "/__standin__/config":
+                self.configure(**config_from_json(json.loads(body or b"{}")))
+                return _Reply(200, _json_bytes({"status": "ok"}))
+            if method == "POST" and path == "/__standin__/reset":
+                self.reset()
+                return _Reply(200, _json_bytes({"status": "ok"}))
+            if method == "POST" and path == "/__standin__/fault":
+                self.push_fault(Fault(**json.loads(body or b"{}")))
+                return _Reply(200, _json_bytes({"status": "ok"}))
+        except (TypeError, ValueError, InvalidOperation, AttributeError) as exc:
+            return _Reply(400, _json_bytes({"status": "error", "message": f"{type(exc).__name__}: {exc}"}))
+        return _Reply(404, _json_bytes({"status": "error", "message": f"unknown control endpoint {method} {path}"}))
+
+
+def _render_time(t: int, interval: str, tz: ZoneInfo | timezone) -> str:
+    if interval == "1day":
+        # A 1day bar covers a UTC day and carries that date, whatever the timezone asked.
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _aware(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def config_from_json(data: dict[str, Any]) -> dict[str, Any]:
+    """Config fields from JSON: datetimes as ISO strings (naive = UTC), decimals as strings."""
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object of config fields")
+    out = dict(data)
+    if "symbols" in out:
+        out["symbols"] = {k: Decimal(str(v)) for k, v in out["symbols"].items()}
+    if "holes" in out:
+        out["holes"] = [(_aware(a), _aware(b)) for a, b in out["holes"]]
+    if "revisions" in out:
+        out["revisions"] = {_aware(k): Decimal(str(v)) for k, v in out["revisions"].items()}
+    return out
+
+
+def config_to_json(cfg: StandInConfig) -> dict[str, Any]:
+    """The configuration as a JSON-ready dict (the inverse of ``config_from_json``)."""
+    out = dataclasses.asdict(cfg)
+    out["symbols"] = {k: str(v) for k, v in cfg.symbols.items()}
+    out["holes"] = [[a.isoformat(), b.isoformat()] for a, b in cfg.holes]
+    out["revisions"] = {k.isoformat(): str(v) for k, v in cfg.revisions.items()}
+    return out
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    stand_in: StandIn
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+    def close_connections(self) -> None:
+        with self.connections_lock:
+            conns, self.connections = list(self.connections), set()
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+    timeout = 120
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.connections_lock:
+                self.server.connections.discard(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def _handle(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        stand_in = self.server.stand_in
+        if parts.path.startswith("/__standin__/"):
+            reply = stand_in._handle_control(method, parts.path.rstrip("/"), body)
+        else:
+            params = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+            reply = stand_in._handle_api(method, parts.path, params, self.headers.get("Authorization"))
+        if reply.reset:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
+        self.send_response(reply.status)
+        content_type = reply.content_type + ("; charset=utf-8" if reply.content_type == "text/html" else "")
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")

@@ -1,0 +1,155 @@
+"""The candle assets end to end: Dagster runs against the stand-in and a real PostgreSQL."""
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from xau_pipeline.assets import build_candle_asset
+from xau_pipeline.partitions import daily_partitions
+from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.symbols import Symbol
+from xau_pipeline.timeframes import TIMEFRAMES
+from xau_pipeline.twelvedata_standin import Fault
+from xau_pipeline_tests.conftest import TEST_API_KEY
+
+UTC = timezone.utc
+GOLD = Symbol("XAU/USD")
+PARTITIONS = daily_partitions("2024-01-01")
+ASSETS = {tf.name: build_candle_asset(GOLD, tf, PARTITIONS) for tf in TIMEFRAMES}
+
+
+@pytest.fixture(scope="module")
+def instance():
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+@pytest.fixture
+def resources(stand_in, store):
+    return {
+        "twelvedata": TwelveDataResource(api_key=TEST_API_KEY, base_url=stand_in.url, backoff_seconds=0.01),
+        "candle_store": CandleStoreResource(database_url=store.url),
+    }
+
+
+def backfill(instance, resources, first, last, timeframes=ASSETS, force=False, raise_on_error=True):
+    run_config = {
+        "ops": {ASSETS[tf].op.name: {"config": {"force_refetch": True}} for tf in timeframes}
+    } if force else None
+    return dg.materialize(
+        [ASSETS[tf] for tf in timeframes],
+        instance=instance,
+        resources=resources,
+        tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+        run_config=run_config,
+        raise_on_error=raise_on_error,
+    )
+
+
+def stored_rows(store, timeframe):
+    query = sa.text(
+        'SELECT "timestamp", open, high, low, close, updated_at FROM candles '
+        "WHERE symbol = 'XAUUSD' AND timeframe = :tf ORDER BY \"timestamp\""
+    )
+    with store.engine.connect() as connection:
+        return list(connection.execute(query, {"tf": timeframe}))
+
+
+def served(stand_in, timeframe, start, end):
+    interval = next(tf.interval for tf in TIMEFRAMES if tf.name == timeframe)
+    return [(b["datetime"], b["open"], b["high"], b["low"], b["close"]) for b in stand_in.bars("XAU/USD", interval, start, end)]
+
+
+def materialization_metadata(result, timeframe):
+    key = ASSETS[timeframe].key
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
+    return events[0].materialization.metadata
+
+
+def test_quarter_backfill_stores_exactly_what_is_served_and_reruns_for_free(instance, resources, stand_in, store):
+    start, end = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC)
+    result = backfill(instance, resources, "2024-01-01", "2024-03-31")
+    assert result.success
+    for name in ASSETS:
+        rows = stored_rows(store, name)
+        assert [tuple(r[:5]) for r in rows] == served(stand_in, name, start, end), name
+        assert len({r.timestamp for r in rows}) == len(rows)
+        metadata = materialization_metadata(result, name)
+        assert metadata["rows_inserted"].value == len(rows) == metadata["dagster/row_count"].value
+        assert metadata["first_bar"].value.startswith("2024-01-0")
+    assert materialization_metadata(result, "M15")["api_calls"].value == 2
+    assert materialization_metadata(result, "D1")["api_calls"].value == 1
+    first_calls = stand_in.time_series_calls()
+    assert first_calls == 5  # M15 2, H1 1, H4 1, D1 1
+
+    before = {name: stored_rows(store, name) for name in ASSETS}
+    again = backfill(instance, resources, "2024-01-01", "2024-03-31")
+    assert again.success
+    assert stand_in.time_series_calls() == first_calls
+    for name in ASSETS:
+        metadata = materialization_metadata(again, name)
+        assert (metadata["api_calls"].value, metadata["rows_inserted"].value, metadata["rows_updated"].value) == (0, 0, 0)
+        assert stored_rows(store, name) == before[name]
+
+
+def test_forced_refetch_updates_a_revised_bar(instance, resources, stand_in, store):
+    backfill(instance, resources, "2024-02-05", "2024-02-06", timeframes=["M15", "H1"])
+    revised_at = datetime(2024, 2, 5, 14, 15, tzinfo=UTC)
+    stand_in.configure(revisions={revised_at: "1.5"})
+    calls = stand_in.time_series_calls()
+    result = backfill(instance, resources, "2024-02-05", "2024-02-06", timeframes=["M15", "H1"], force=True)
+    assert stand_in.time_series_calls() == calls + 2
+    assert materialization_metadata(result, "M15")["rows_updated"].value == 1
+    assert materialization_metadata(result, "H1")["rows_updated"].value == 1
+    window = (datetime(2024, 2, 5, tzinfo=UTC), datetime(2024, 2, 7, tzinfo=UTC))
+    for name in ("M15", "H1"):
+        assert [tuple(r[:5]) for r in stored_rows(store, name)] == served(stand_in, name, *window)
+
+
+def test_todays_forming_bars_are_never_stored(instance, resources, stand_in, store):
+    """The stand-in runs an hour ahead, so it serves bars that have not closed by our clock."""
+    stand_in.configure(weekend_bars=True, time_offset_seconds=3600)
+    today = datetime.now(UTC).date().isoformat()
+    result = backfill(instance, resources, today, today, timeframes=["M15", "D1"])
+    assert result.success
+    now = datetime.now(UTC)
+    m15 = stored_rows(store, "M15")
+    assert all(r.timestamp + timedelta(minutes=15) <= now for r in m15)
+    assert stored_rows(store, "D1") == []
+    assert materialization_metadata(result, "D1")["forming_bars_skipped"].value == 1
+    m15_served = sum(r.values for r in stand_in.requests if r.params["interval"] == "15min")
+    assert m15_served == len(m15) + materialization_metadata(result, "M15")["forming_bars_skipped"].value
+
+
+def test_api_failures_fail_the_run_with_a_clear_message(instance, store, stand_in):
+    resources = {
+        "twelvedata": TwelveDataResource(api_key="not-the-key", base_url=stand_in.url),
+        "candle_store": CandleStoreResource(database_url=store.url),
+    }
+    result = backfill(instance, resources, "2024-01-02", "2024-01-02", timeframes=["H1"], raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "AuthenticationError: Twelve Data rejected the API key" in failure.event_specific_data.error.message
+    assert stand_in.time_series_calls() == 1
+    assert stored_rows(store, "H1") == []
+
+
+def test_the_key_appears_in_no_dagster_event(instance, stand_in, store, monkeypatch):
+    monkeypatch.setenv("TWELVE_DATA_API_KEY", TEST_API_KEY)
+    resources = {
+        "twelvedata": TwelveDataResource(api_key=dg.EnvVar("TWELVE_DATA_API_KEY"), base_url=stand_in.url, backoff_seconds=0.01),
+        "candle_store": CandleStoreResource(database_url=store.url),
+    }
+    stand_in.push_fault(Fault("html_502"))
+    ok = backfill(instance, resources, "2024-01-03", "2024-01-03", timeframes=["H1"])
+    monkeypatch.setenv("TWELVE_DATA_API_KEY", TEST_API_KEY + "-wrong")
+    failed = backfill(instance, resources, "2024-01-04", "2024-01-04", timeframes=["H1"], raise_on_error=False)
+    assert ok.success and not failed.success
+    for result in (ok, failed):
+        records = instance.all_logs(result.run_id)
+        assert len(records) > 5
+        text = "\n".join(str(r) for r in records) + str(instance.get_run_by_id(result.run_id))
+        assert TEST_API_KEY not in text

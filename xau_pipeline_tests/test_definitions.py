@@ -1,0 +1,33 @@
+import importlib
+
+import dagster as dg
+
+
+def test_definitions_load(monkeypatch):
+    """The code location loads with placeholder settings: four assets in group `candles`, one partitioning."""
+    monkeypatch.setenv("TWELVE_DATA_API_KEY", "placeholder")
+    monkeypatch.setenv("XAU_HISTORY_START", "2024-01-01")
+    import xau_pipeline.definitions as module
+
+    defs = importlib.reload(module).defs
+    keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    assert keys == {f"xauusd/candles_{tf}" for tf in ("m15", "h1", "h4", "d1")}
+    specs = defs.resolve_all_asset_specs()
+    assert {spec.group_name for spec in specs} == {"candles"}
+    assert len({spec.partitions_def for spec in specs}) == 1
+    partitions = specs[0].partitions_def
+    assert partitions.get_first_partition_key() == "2024-01-01"
+    assert partitions.get_last_partition_key() == dg.DailyPartitionsDefinition("2024-01-01", end_offset=1).get_last_partition_key()
+    defs.resolve_implicit_global_asset_job_def()
+
+
+def test_a_second_symbol_is_one_setting(monkeypatch):
+    monkeypatch.setenv("XAU_SYMBOLS", "XAU/USD, XAG/USD")
+    import xau_pipeline.definitions as module
+
+    try:
+        keys = {key.to_user_string() for key in importlib.reload(module).defs.resolve_all_asset_keys()}
+        assert "xagusd/candles_h4" in keys and len(keys) == 8
+    finally:
+        monkeypatch.delenv("XAU_SYMBOLS")
+        importlib.reload(module)

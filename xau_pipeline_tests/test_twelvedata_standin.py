@@ -1,0 +1,515 @@
+"""Tests of the Twelve Data stand-in, over a real socket."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import requests
+
+from xau_pipeline.twelvedata_standin import Fault, RequestRecord, StandIn, StandInConfig
+from xau_pipeline.twelvedata_standin.prices import mid
+from xau_pipeline.twelvedata_standin.sessions import in_session
+
+UTC = timezone.utc
+KEY = "test-key"
+WED = datetime(2025, 6, 11, 14, 37, 5, tzinfo=UTC)  # a Wednesday in session, 5 s into a minute
+APIKEY_MSG = (
+    "**apikey** parameter is incorrect or not specified. You can get your free API key instantly following this "
+    "link: https://twelvedata.com/pricing. If you believe that everything is correct, you can contact us at "
+    "https://twelvedata.com/contact/customer"
+)
+NO_DATA_MSG = "No data is available on the specified dates. Try setting different start/end dates."
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with StandIn(StandInConfig(api_key=KEY)) as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def stand_in(server: StandIn) -> StandIn:
+    defaults = StandInConfig(api_key=KEY)
+    server.configure(
+        **{f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults) if f.name not in ("host", "port")}
+    )
+    server.reset()
+    return server
+
+
+def set_clock(stand_in: StandIn, when: datetime) -> None:
+    stand_in.configure(time_offset_seconds=(when - datetime.now(UTC)).total_seconds())
+
+
+def get(stand_in: StandIn, path: str = "/time_series", key: str | None = KEY, timeout: float = 5, **params):
+    headers = {"Authorization": f"apikey {key}"} if key is not None else {}
+    return requests.get(stand_in.url + path, params=params, headers=headers, timeout=timeout)
+
+
+def ts(stand_in: StandIn, **params):
+    """GET /time_series for XAU/USD in UTC unless overridden (a None value drops the parameter)."""
+    merged = {"symbol": "XAU/USD", "timezone": "UTC", **params}
+    return get(stand_in, **{k: v for k, v in merged.items() if v is not None})
+
+
+def values(stand_in: StandIn, **params) -> list[dict[str, str]]:
+    response = ts(stand_in, **params)
+    assert response.status_code == 200, response.text
+    return response.json()["values"]
+
+
+def as_decimals(row: dict[str, str]) -> tuple[Decimal, ...]:
+    return tuple(Decimal(row[k]) for k in ("open", "high", "low", "close"))
+
+
+def aggregate(rows: list[dict[str, str]]) -> tuple[Decimal, ...]:
+    rows = sorted(rows, key=lambda r: r["datetime"])
+    bars = [as_decimals(r) for r in rows]
+    return bars[0][0], max(b[1] for b in bars), min(b[2] for b in bars), bars[-1][3]
+
+
+# -- authentication -----------------------------------------------------------------------------
+
+
+def test_auth_by_header_and_by_query(stand_in: StandIn) -> None:
+    by_header = ts(stand_in, interval="1h", start_date="2025-06-10", end_date="2025-06-11")
+    by_query = get(stand_in, key=None, apikey=KEY, symbol="XAU/USD", interval="1h", timezone="UTC",
+                   start_date="2025-06-10", end_date="2025-06-11")
+    assert by_header.status_code == by_query.status_code == 200
+    assert by_header.json() == by_query.json()
+    records = stand_in.requests
+    assert [r.code for r in records] == [200, 200]
+    assert records[1].params["apikey"] == "***"
+    assert all(isinstance(r, RequestRecord) and r.credits == 1 for r in records)
+
+
+@pytest.mark.parametrize("key", ["wrong-key", None])
+def test_wrong_or_missing_key_is_401_without_echo(stand_in: StandIn, key: str | None) -> None:
+    response = get(stand_in, key=key, symbol="XAU/USD", interval="1h", timezone="UTC")
+    assert response.status_code == 401
+    assert response.json() == {"code": 401, "message": APIKEY_MSG, "status": "error"}
+    assert "wrong-key" not in response.text
+    record = stand_in.requests[-1]
+    assert (record.status, record.code, record.credits, record.values) == (401, 401, 0, 0)
+    assert "wrong-key" not in json.dumps(record.params)
+
+
+# -- credits ------------------------------------------------------------------------------------
+
+
+def test_minute_limit(stand_in: StandIn) -> None:
+    stand_in.configure(credits_per_minute=3, credits_per_day=None)
+    set_clock(stand_in, WED)
+    codes = [ts(stand_in, interval="1h", outputsize=2).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    last = ts(stand_in, interval="1h", outputsize=2)
+    assert last.json() == {
+        "code": 429,
+        "message": "You have run out of API credits for the current minute. 5 API credits were used, with the "
+        "current limit being 3. Wait for the next minute or consider switching to a higher tier plan at "
+        "https://twelvedata.com/pricing",
+        "status": "error",
+    }
+    assert [r.credits for r in stand_in.requests] == [1] * 5
+    set_clock(stand_in, WED + timedelta(minutes=1))
+    assert ts(stand_in, interval="1h", outputsize=2).status_code == 200
+
+
+def test_day_limit_checked_before_minute_limit(stand_in: StandIn) -> None:
+    stand_in.configure(credits_per_minute=2, credits_per_day=2)
+    set_clock(stand_in, WED)
+    assert [ts(stand_in, interval="1h", outputsize=1).status_code for _ in range(2)] == [200, 200]
+    refused = ts(stand_in, interval="1h", outputsize=1)
+    assert refused.status_code == 429
+    assert refused.json()["message"] == (
+        "You have run out of API credits for the day. 3 API credits were used, with the current limit being 2. "
+        "Wait for the next day or consider switching to a higher tier plan at https://twelvedata.com/pricing"
+    )
+    set_clock(stand_in, WED + timedelta(days=1))
+    assert ts(stand_in, interval="1h", outputsize=1).status_code == 200
+
+
+def test_body200_mode_sends_errors_with_http_200(stand_in: StandIn) -> None:
+    stand_in.configure(error_status="body200", credits_per_minute=1)
+    set_clock(stand_in, WED)
+    unauthorized = get(stand_in, key="bad", symbol="XAU/USD", interval="1h")
+    assert unauthorized.status_code == 200
+    assert unauthorized.json() == {"code": 401, "message": APIKEY_MSG, "status": "error"}
+    assert ts(stand_in, interval="1h").status_code == 200
+    limited = ts(stand_in, interval="1h")
+    assert limited.status_code == 200 and limited.json()["code"] == 429
+    assert stand_in.requests[-1].status == 200 and stand_in.requests[-1].code == 429
+
+
+def test_credit_headers(stand_in: StandIn) -> None:
+    set_clock(stand_in, WED)
+    ts(stand_in, interval="1h")
+    second = ts(stand_in, interval="1h")
+    assert second.headers["api-credits-used"] == "2"
+    assert second.headers["api-credits-left"] == "6"
+    stand_in.configure(credit_headers=False)
+    assert "api-credits-used" not in ts(stand_in, interval="1h").headers
+
+
+def test_api_usage_and_unknown_path(stand_in: StandIn) -> None:
+    set_clock(stand_in, WED)
+    ts(stand_in, interval="1h")
+    usage = get(stand_in, "/api_usage")
+    assert usage.status_code == 200
+    body = usage.json()
+    assert (body["current_usage"], body["plan_limit"]) == (2, 8)
+    assert body["timestamp"].startswith("2025-06-11 14:37:")
+    missing = get(stand_in, "/quote")
+    assert missing.status_code == 404 and missing.json()["status"] == "error"
+    assert [r.path for r in stand_in.requests] == ["/time_series", "/api_usage", "/quote"]
+    assert stand_in.time_series_calls() == 1
+
+
+# -- parameters and errors ----------------------------------------------------------------------
+
+
+def test_parameter_errors(stand_in: StandIn) -> None:
+    stand_in.configure(credits_per_minute=None)
+    unknown = ts(stand_in, symbol="FOO/BAR", interval="1h")
+    assert unknown.status_code == 404
+    assert unknown.json()["message"].startswith("**symbol** or **figi** parameter is missing or invalid.")
+    assert ts(stand_in, symbol=None, interval="1h").json()["code"] == 404
+    bad_interval = ts(stand_in, interval="2min")
+    assert bad_interval.status_code == 400
+    assert bad_interval.json()["message"] == (
+        "Invalid **interval** provided: 2min. Supported intervals: 1min, 5min, 15min, 30min, 45min, 1h, 2h, 4h, "
+        "8h, 1day, 1week, 1month"
+    )
+    assert ts(stand_in, interval="1week").status_code == 400
+    assert ts(stand_in, interval="1h", outputsize=5001).status_code == 400
+    assert ts(stand_in, interval="1h", outputsize=0).status_code == 400
+    assert ts(stand_in, interval="1h", start_date="10/06/2025").status_code == 400
+    assert ts(stand_in, interval="1h", timezone="Mars/Olympus").status_code == 400
+    assert all(r.credits == 1 and r.values == 0 for r in stand_in.requests)
+
+
+def test_no_data_in_range(stand_in: StandIn) -> None:
+    response = ts(stand_in, interval="1h", start_date="2025-06-14", end_date="2025-06-15")  # a Saturday
+    assert response.status_code == 400
+    assert response.json() == {"code": 400, "message": NO_DATA_MSG, "status": "error"}
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+def test_success_body_format(stand_in: StandIn) -> None:
+    body = ts(stand_in, interval="1h", start_date="2025-06-10", end_date="2025-06-11").json()
+    assert body["status"] == "ok"
+    assert body["meta"] == {"symbol": "XAU/USD", "interval": "1h", "currency_base": "Gold Spot",
+                            "currency_quote": "US Dollar", "type": "Physical Currency"}
+    for row in body["values"]:
+        assert list(row) == ["datetime", "open", "high", "low", "close"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row["datetime"])
+        for key in ("open", "high", "low", "close"):
+            assert re.fullmatch(r"\d+(\.\d{0,4}[1-9])?", row[key]), row[key]
+        o, h, low, c = as_decimals(row)
+        assert low <= min(o, c) <= max(o, c) <= h
+    daily = ts(stand_in, interval="1day", start_date="2025-06-09", end_date="2025-06-12").json()["values"]
+    assert [r["datetime"] for r in daily] == ["2025-06-11", "2025-06-10", "2025-06-09"]
+
+
+def test_default_outputsize_is_30_without_dates(stand_in: StandIn) -> None:
+    set_clock(stand_in, WED)
+    rows = values(stand_in, interval="15min")
+    assert len(rows) == 30
+    assert rows[0]["datetime"] == "2025-06-11 14:30:00"
+
+
+def test_truncation_keeps_newest_5000(stand_in: StandIn) -> None:
+    window = {"interval": "15min", "start_date": "2025-03-01", "end_date": "2025-06-01"}
+    desc = values(stand_in, **window)
+    asc = values(stand_in, order="asc", **window)
+    everything = stand_in.bars("XAU/USD", "15min", utc(2025, 3, 1), utc(2025, 6, 1))
+    assert len(everything) > 5000
+    newest = [b["datetime"].strftime("%Y-%m-%d %H:%M:%S") for b in everything[-5000:]]
+    assert len(desc) == len(asc) == 5000
+    assert [r["datetime"] for r in asc] == newest
+    assert [r["datetime"] for r in desc] == newest[::-1]
+    assert [r["datetime"] for r in values(stand_in, outputsize=3, **window)] == newest[::-1][:3]
+
+
+def test_date_only_end_is_exclusive(stand_in: StandIn) -> None:
+    rows = values(stand_in, interval="1h", start_date="2025-06-10", end_date="2025-06-11")
+    assert rows[0]["datetime"] == "2025-06-10 23:00:00"
+    assert rows[-1]["datetime"] == "2025-06-10 00:00:00"
+
+
+def test_datetime_end_inclusive_per_config(stand_in: StandIn) -> None:
+    window = {"interval": "1h", "start_date": "2025-06-10 20:00:00", "end_date": "2025-06-11 00:00:00"}
+    assert values(stand_in, **window)[0]["datetime"] == "2025-06-11 00:00:00"
+    stand_in.configure(end_inclusive=False)
+    assert values(stand_in, **window)[0]["datetime"] == "2025-06-10 23:00:00"
+
+
+def test_timezone_utc_versus_default_new_york(stand_in: StandIn) -> None:
+    window = {"interval": "1h", "start_date": "2025-06-10 14:00:00", "end_date": "2025-06-10 14:00:00"}
+    in_utc = values(stand_in, **window)
+    in_ny = values(stand_in, **{**window, "timezone": None})
+    assert in_ny == values(stand_in, **{**window, "timezone": "Exchange"})
+    assert in_utc[0]["datetime"] == in_ny[0]["datetime"] == "2025-06-10 14:00:00"
+    bar_18utc = values(stand_in, interval="1h", start_date="2025-06-10 18:00:00", end_date="2025-06-10 18:00:00")
+    assert as_decimals(in_ny[0]) == as_decimals(bar_18utc[0]) != as_decimals(in_utc[0])
+    in_london = values(stand_in, **{**window, "timezone": "Europe/London"})
+    assert as_decimals(in_london[0]) == as_decimals(values(stand_in, **{**window, "start_date": "2025-06-10 13:00:00",
+                                                                      "end_date": "2025-06-10 13:00:00"})[0])
+
+
+def test_aggregates_equal_their_15min_bars(stand_in: StandIn) -> None:
+    stand_in.configure(h4_phase_hours=1, credits_per_minute=None)
+    window = {"start_date": "2025-06-10", "end_date": "2025-06-11"}
+    m15 = values(stand_in, interval="15min", **window)
+    assert len(m15) == 92  # 24 h minus the 21:00-22:00 UTC daily break (New York summer time)
+    h1 = values(stand_in, interval="1h", **window)
+    assert len(h1) == 23
+    for bar in h1:
+        parts = [r for r in m15 if r["datetime"][:13] == bar["datetime"][:13]]
+        assert as_decimals(bar) == aggregate(parts)
+    h4 = values(stand_in, interval="4h", **window)
+    assert [r["datetime"][11:13] for r in h4] == ["21", "17", "13", "09", "05", "01"]
+    h4_13 = [r for r in m15 if "13" <= r["datetime"][11:13] <= "16"]
+    assert as_decimals(next(r for r in h4 if r["datetime"].endswith("13:00:00"))) == aggregate(h4_13)
+    day = values(stand_in, interval="1day", start_date="2025-06-10", end_date="2025-06-11")
+    assert [r["datetime"] for r in day] == ["2025-06-10"]
+    assert as_decimals(day[0]) == aggregate(m15)
+
+
+def test_deterministic_across_instances_and_windows(stand_in: StandIn) -> None:
+    window = {"interval": "15min", "start_date": "2025-06-10 10:00:00", "end_date": "2025-06-10 12:00:00"}
+    first = ts(stand_in, **window).json()
+    with StandIn(StandInConfig(api_key="other")) as other:
+        second = requests.get(other.url + "/time_series", params={"symbol": "XAU/USD", "timezone": "UTC", **window},
+                              headers={"Authorization": "apikey other"}, timeout=5).json()
+    assert first == second
+    wider = values(stand_in, interval="15min", start_date="2025-06-09", end_date="2025-06-12")
+    assert [r for r in wider if r["datetime"] in {v["datetime"] for v in first["values"]}] == first["values"]
+    m15 = first["values"]
+    for newer, older in zip(m15, m15[1:]):
+        assert newer["open"] == older["close"]
+
+
+def test_still_forming_bar_is_served(stand_in: StandIn) -> None:
+    set_clock(stand_in, WED)
+    rows = values(stand_in, interval="1h", outputsize=3)
+    newest = datetime.strptime(rows[0]["datetime"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    now = stand_in.now()
+    assert newest <= now < newest + timedelta(hours=1)
+    m15 = values(stand_in, interval="15min", start_date="2025-06-11 14:00:00")
+    assert [r["datetime"][11:] for r in m15] == ["14:30:00", "14:15:00", "14:00:00"]
+    assert as_decimals(rows[0]) == aggregate(m15)
+    assert stand_in.bars("XAU/USD", "1h", utc(2025, 6, 11), utc(2025, 6, 12))[-1]["datetime"] == utc(2025, 6, 11, 13)
+    set_clock(stand_in, WED + timedelta(minutes=10))
+    later = values(stand_in, interval="1h", outputsize=3)
+    assert later[0]["datetime"] == rows[0]["datetime"] and later[0] != rows[0]
+    assert later[1:] == rows[1:]
+
+
+def test_weekend_bars_off_by_default_and_flat_when_on(stand_in: StandIn) -> None:
+    saturday = {"interval": "1h", "start_date": "2025-06-14 00:00:00", "end_date": "2025-06-14 05:00:00"}
+    assert ts(stand_in, **saturday).status_code == 400
+    friday_last = values(stand_in, interval="15min", start_date="2025-06-13 20:00:00", end_date="2025-06-14 00:00:00")
+    assert friday_last[0]["datetime"] == "2025-06-13 20:45:00"  # Friday 17:00 New York = 21:00 UTC in summer
+    stand_in.configure(weekend_bars=True)
+    flat = values(stand_in, **saturday)
+    assert len(flat) == 6
+    for row in flat:
+        assert row["open"] == row["high"] == row["low"] == row["close"] == friday_last[0]["close"]
+
+
+def test_holes_remove_bars(stand_in: StandIn) -> None:
+    stand_in.configure(credits_per_minute=None)
+    window = {"start_date": "2025-06-10 11:00:00", "end_date": "2025-06-10 14:00:00"}
+    before = values(stand_in, interval="15min", **window)
+    stand_in.configure(holes=[(utc(2025, 6, 10, 12), utc(2025, 6, 10, 13)), (utc(2025, 6, 10, 13, 15),
+                                                                           utc(2025, 6, 10, 13, 45))])
+    m15 = values(stand_in, interval="15min", **window)
+    assert {r["datetime"][11:16] for r in before} - {r["datetime"][11:16] for r in m15} == {
+        "12:00", "12:15", "12:30", "12:45", "13:15", "13:30"}
+    h1 = values(stand_in, interval="1h", **window)
+    assert [r["datetime"][11:13] for r in h1] == ["14", "13", "11"]
+    assert as_decimals(h1[1]) == aggregate([r for r in m15 if r["datetime"][11:13] == "13"])
+
+
+def test_revisions_change_15min_and_1h(stand_in: StandIn) -> None:
+    start, end = utc(2025, 6, 10, 12), utc(2025, 6, 10, 13)
+    m15_before = stand_in.bars("XAU/USD", "15min", start, end)
+    h1_before = stand_in.bars("XAU/USD", "1h", start, end)
+    stand_in.configure(revisions={utc(2025, 6, 10, 12, 15): Decimal("25")})
+    m15_after = stand_in.bars("XAU/USD", "15min", start, end)
+    h1_after = stand_in.bars("XAU/USD", "1h", start, end)
+    for key in ("open", "high", "low", "close"):
+        assert m15_after[1][key] == m15_before[1][key] + 25
+    assert m15_after[0] == m15_before[0] and m15_after[2:] == m15_before[2:]
+    assert h1_after[0]["high"] == m15_after[1]["high"] != h1_before[0]["high"]
+    served = values(stand_in, interval="1h", start_date="2025-06-10 12:00:00", end_date="2025-06-10 12:00:00")
+    assert as_decimals(served[0]) == tuple(h1_after[0][k] for k in ("open", "high", "low", "close"))
+
+
+def test_bars_matches_served(stand_in: StandIn) -> None:
+    set_clock(stand_in, WED)
+    stand_in.configure(credits_per_minute=None)
+    for interval in ("15min", "1h", "4h", "1day"):
+        served = values(stand_in, interval=interval, start_date="2025-06-02", order="asc")
+        bars = stand_in.bars("XAU/USD", interval, utc(2025, 6, 2), utc(2025, 6, 12))
+        closed = served[:-1]  # the newest bar is still forming
+        assert len(bars) == len(closed) > 0
+        for bar, row in zip(bars, closed):
+            fmt = "%Y-%m-%d" if interval == "1day" else "%Y-%m-%d %H:%M:%S"
+            assert bar["datetime"].strftime(fmt) == row["datetime"] and bar["datetime"].tzinfo is not None
+            assert tuple(bar[k] for k in ("open", "high", "low", "close")) == as_decimals(row)
+
+
+# -- faults -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [502, 520])
+def test_html_faults(stand_in: StandIn, status: int) -> None:
+    stand_in.push_fault(Fault(f"html_{status}"))
+    response = ts(stand_in, interval="1h")
+    assert response.status_code == status
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert response.text.startswith(f"<html>\r\n<head><title>{status} ")
+    assert ts(stand_in, interval="1h").status_code == 200
+    assert [(r.status, r.credits) for r in stand_in.requests] == [(status, 0), (200, 1)]
+
+
+def test_bad_json_fault(stand_in: StandIn) -> None:
+    stand_in.push_fault(Fault("bad_json"))
+    response = ts(stand_in, interval="1h")
+    assert response.status_code == 200 and response.headers["Content-Type"] == "application/json"
+    with pytest.raises(ValueError):
+        response.json()
+
+
+def test_error_fault(stand_in: StandIn) -> None:
+    stand_in.push_fault(Fault("error", code=500, message="Internal error"))
+    stand_in.push_fault(Fault("error", status=200, code=503, message="Busy"))
+    first, second = ts(stand_in, interval="1h"), ts(stand_in, interval="1h")
+    assert first.status_code == 500
+    assert first.json() == {"code": 500, "message": "Internal error", "status": "error"}
+    assert second.status_code == 200 and second.json()["code"] == 503
+    assert [(r.code, r.credits) for r in stand_in.requests] == [(500, 1), (503, 1)]
+
+
+def test_slow_fault_and_delay(stand_in: StandIn) -> None:
+    stand_in.push_fault(Fault("slow", seconds=0.6))
+    with pytest.raises(requests.Timeout):
+        ts(stand_in, interval="1h", timeout=0.2)
+    assert ts(stand_in, interval="1h", timeout=2).status_code == 200
+    stand_in.configure(delay_seconds=0.6)
+    with pytest.raises(requests.Timeout):
+        ts(stand_in, interval="1h", timeout=0.2)
+    deadline = time.monotonic() + 5  # let the abandoned answers finish before the next test resets the log
+    while len(stand_in.requests) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [(r.code, r.credits) for r in stand_in.requests] == [(200, 1), (200, 1), (200, 1)]
+
+
+def test_reset_fault(stand_in: StandIn) -> None:
+    stand_in.push_fault(Fault("reset"))
+    with pytest.raises(requests.ConnectionError):
+        ts(stand_in, interval="1h")
+    assert ts(stand_in, interval="1h").status_code == 200
+    assert stand_in.time_series_calls() == 2
+    assert stand_in.requests[0].credits == 0
+
+
+def test_faults_are_fifo_and_reset_clears_them(stand_in: StandIn) -> None:
+    stand_in.push_fault(Fault("html_520"))
+    stand_in.push_fault(Fault("html_502"))
+    assert [ts(stand_in, interval="1h").status_code for _ in range(3)] == [520, 502, 200]
+    stand_in.push_fault(Fault("html_502"))
+    stand_in.reset()
+    assert stand_in.requests == []
+    assert ts(stand_in, interval="1h").status_code == 200
+    with pytest.raises(ValueError):
+        Fault("explode")
+
+
+# -- control ------------------------------------------------------------------------------------
+
+
+def test_configure_rejects_unknown_fields(stand_in: StandIn) -> None:
+    with pytest.raises(TypeError):
+        stand_in.configure(no_such_field=1)
+
+
+def test_control_endpoints(stand_in: StandIn) -> None:
+    config = {
+        "credits_per_minute": 1,
+        "holes": [["2025-06-10T12:00:00+00:00", "2025-06-10T13:00:00+00:00"]],
+        "revisions": {"2025-06-10T11:00:00Z": "10"},
+    }
+    assert requests.post(stand_in.url + "/__standin__/config", json=config, timeout=5).status_code == 200
+    assert stand_in.config.holes == [(utc(2025, 6, 10, 12), utc(2025, 6, 10, 13))]
+    assert stand_in.config.revisions == {utc(2025, 6, 10, 11): Decimal("10")}
+    window = {"interval": "15min", "start_date": "2025-06-10 11:00:00", "end_date": "2025-06-10 13:00:00"}
+    assert [r["datetime"][11:16] for r in values(stand_in, **window)] == ["13:00", "11:45", "11:30", "11:15", "11:00"]
+    assert ts(stand_in, **window).status_code == 429
+    logged = requests.get(stand_in.url + "/__standin__/requests", timeout=5).json()
+    assert [(r["code"], r["credits"], r["values"]) for r in logged] == [(200, 1, 5), (429, 1, 0)]
+    assert logged[0]["params"]["interval"] == "15min" and logged[0]["at"].startswith("20")
+    bad = requests.post(stand_in.url + "/__standin__/config", json={"nope": 1}, timeout=5)
+    assert bad.status_code == 400
+    assert requests.post(stand_in.url + "/__standin__/reset", timeout=5).status_code == 200
+    assert stand_in.requests == [] and stand_in.config.credits_per_minute == 1
+    assert ts(stand_in, **window).status_code == 200
+
+
+# -- prices and sessions ------------------------------------------------------------------------
+
+
+def test_sessions_follow_new_york_time() -> None:
+    # Winter (EST): open Sunday 23:00 UTC, close Friday 22:00 UTC, break 22:00-23:00 UTC.
+    assert not in_session(utc(2025, 1, 12, 22, 45)) and in_session(utc(2025, 1, 12, 23, 0))
+    assert in_session(utc(2025, 1, 17, 21, 45)) and not in_session(utc(2025, 1, 17, 22, 0))
+    assert not in_session(utc(2025, 1, 14, 22, 30)) and in_session(utc(2025, 1, 14, 23, 0))
+    assert not in_session(utc(2025, 1, 18, 12, 0))
+    # Summer (EDT): one hour earlier.
+    assert in_session(utc(2025, 6, 8, 22, 0)) and not in_session(utc(2025, 6, 8, 21, 45))
+    assert not in_session(utc(2025, 6, 13, 21, 0)) and not in_session(utc(2025, 6, 10, 21, 15))
+
+
+def test_prices_are_plausible_and_positive() -> None:
+    assert 1900 < mid("XAU/USD", 2050.0, int(utc(2024, 1, 1).timestamp())) < 2200
+    assert 3900 < mid("XAU/USD", 2050.0, int(utc(2026, 1, 15).timestamp())) < 4800
+    for year in range(2010, 2036):
+        assert mid("XAG/USD", 23.0, int(utc(year, 6, 1).timestamp())) > 0
+
+
+def test_main_runs_and_stops_on_sigterm() -> None:
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xau_pipeline.twelvedata_standin", "--port", "0", "--api-key", "demo", "--no-limits"],
+        cwd=root, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
+        response = requests.get(url + "/time_series", headers={"Authorization": "apikey demo"}, timeout=5,
+                                params={"symbol": "XAU/USD", "interval": "1day", "timezone": "UTC"})
+        assert response.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
