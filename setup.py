@@ -21,6 +21,8 @@ setup(
         "requests>=2.31",
         "pandas>=2.1",
         "tenacity>=8.2",
+        # CME Globex metals sessions (holidays, early closes); 5.5 has the 2026 schedule fixes.
+        "pandas-market-calendars>=5.5,<6",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["xau-pipeline = xau_pipeline.cli:main"]},

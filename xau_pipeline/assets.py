@@ -6,6 +6,7 @@ from datetime import datetime
 import dagster as dg
 from pydantic import Field
 
+from xau_pipeline.credit_budget import CreditBudget, CreditBudgetExhausted
 from xau_pipeline.ingest import IngestReport, ingest
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
@@ -33,10 +34,21 @@ def _newest_bars_table(store: CandleStore, report: IngestReport) -> str:
     return "\n".join(lines)
 
 
+def kind_of_work(tags: dict[str, str]) -> str:
+    """Which share of the credit budget a run draws on: schedule ticks, repair sensor runs, or backfill."""
+    if "dagster/schedule_name" in tags:
+        return "schedule"
+    if "dagster/sensor_name" in tags:
+        return "repair"
+    return "backfill"
+
+
 def report_metadata(store: CandleStore, report: IngestReport) -> dict[str, object]:
     """What the UI shows for a materialization."""
     stored, first, last = store.summary(report.symbol.name, report.timeframe, report.start, report.end)
+    stopped = {} if report.complete else {"stopped_early": f"{type(report.fetch.error).__name__}: {report.fetch.error}"}
     return {
+        **stopped,
         "dagster/row_count": stored,
         "rows_inserted": report.counts.inserted,
         "rows_updated": report.counts.updated,
@@ -77,13 +89,23 @@ def build_candle_asset(symbol: Symbol, timeframe: Timeframe, partitions_def: dg.
         start, end = context.partition_time_window
         try:
             store = candle_store.store()
-            client = twelvedata.client(log=context.log)
+            budget = CreditBudget(
+                store.engine, twelvedata.budget_settings(), kind_of_work(context.run.tags), context.run.run_id, log=context.log
+            )
+            client = twelvedata.client(log=context.log, budget=budget)
             try:
                 report = ingest(client, store, symbol, timeframe, start, end, force=config.force_refetch, log=context.log)
             finally:
                 client.close()
         except (TwelveDataError, StoreUnavailableError) as exc:
             raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from None
+        error = report.fetch.error
+        if error is not None and not isinstance(error, CreditBudgetExhausted):
+            raise dg.Failure(
+                description=f"{type(error).__name__}: {error} (the {len(report.fetch.windows)} window(s) fetched before it are stored)",
+                metadata=report_metadata(store, report),
+                allow_retries=False,
+            )
         return dg.MaterializeResult(metadata=report_metadata(store, report))
 
     return candles

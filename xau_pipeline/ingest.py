@@ -10,6 +10,7 @@ from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.upsert import UpsertCounts
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import Timeframe
+from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.twelvedata.client import SeriesFetch, TwelveDataClient
 from xau_pipeline.twelvedata.windows import Interval
 
@@ -27,6 +28,10 @@ class IngestReport:
     gaps: list[Interval] = field(default_factory=list)
     fetch: SeriesFetch = field(default_factory=SeriesFetch)
     counts: UpsertCounts = field(default_factory=UpsertCounts)
+
+    @property
+    def complete(self) -> bool:
+        return self.fetch.error is None
 
 
 def ingest(
@@ -56,8 +61,13 @@ def ingest(
     def progress(index: int, total: int, bars: int) -> None:
         log.info(f"{symbol.name} {timeframe.name}: window {index} of {total} fetched, {bars} closed bars so far")
 
-    report.fetch = client.fetch(symbol.api_symbol, timeframe, report.gaps, progress=progress)
+    report.fetch = client.fetch(symbol.api_symbol, timeframe, report.gaps, calendar(symbol.calendar), progress=progress)
     report.counts = store.write(symbol.name, timeframe, report.fetch.bars, report.fetch.windows)
+    if report.fetch.error is not None:
+        log.warning(
+            f"{symbol.name} {timeframe.name}: stopped after {len(report.fetch.windows)} window(s), "
+            f"{report.counts.inserted + report.counts.updated} row(s) stored: {report.fetch.error}"
+        )
     log.info(
         f"{symbol.name} {timeframe.name}: {report.counts.inserted} inserted, {report.counts.updated} updated, "
         f"{report.counts.unchanged} unchanged; {report.fetch.calls} API call(s), {report.fetch.credits} credit(s)"

@@ -7,6 +7,7 @@ import os
 import dagster as dg
 from pydantic import Field
 
+from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import DEFAULT_DATABASE_URL
 from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL, TwelveDataClient
@@ -20,8 +21,16 @@ class TwelveDataResource(dg.ConfigurableResource):
     timeout_seconds: float = Field(default=30.0, description="Per-request timeout.")
     max_attempts: int = Field(default=5, description="Attempts for transient failures (5xx, HTML, timeouts).")
     backoff_seconds: float = Field(default=2.0, description="First backoff between attempts; doubles each time.")
+    credits_per_minute: int = Field(default=8, description="TWELVE_DATA_CREDITS_PER_MINUTE: the plan's minute limit.")
+    credits_per_day: int = Field(default=800, description="TWELVE_DATA_CREDITS_PER_DAY: the plan's daily limit.")
+    schedule_credit_share: float = Field(
+        default=0.2, description="XAU_SCHEDULE_CREDIT_SHARE: share of each day's credits kept for the schedules."
+    )
 
-    def client(self, log=None) -> TwelveDataClient:
+    def budget_settings(self) -> BudgetSettings:
+        return BudgetSettings(self.credits_per_minute, self.credits_per_day, self.schedule_credit_share)
+
+    def client(self, log=None, budget: CreditBudget | None = None) -> TwelveDataClient:
         return TwelveDataClient(
             self.api_key,
             self.base_url,
@@ -29,6 +38,7 @@ class TwelveDataResource(dg.ConfigurableResource):
             max_attempts=self.max_attempts,
             backoff_seconds=self.backoff_seconds,
             log=log,
+            budget=budget,
         )
 
 
@@ -48,10 +58,14 @@ def _env_or_default(name: str, default: str) -> str | dg.EnvVar:
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources wired to the environment (see README: configuration)."""
+    budget = BudgetSettings.from_env()
     return {
         "twelvedata": TwelveDataResource(
             api_key=dg.EnvVar("TWELVE_DATA_API_KEY"),
             base_url=os.environ.get("TWELVE_DATA_BASE_URL") or DEFAULT_BASE_URL,
+            credits_per_minute=budget.per_minute,
+            credits_per_day=budget.per_day,
+            schedule_credit_share=budget.schedule_share,
         ),
         "candle_store": CandleStoreResource(database_url=_env_or_default("XAU_DATABASE_URL", DEFAULT_DATABASE_URL)),
     }

@@ -41,7 +41,7 @@ def session_store(database_url) -> CandleStore:
 def store(session_store) -> CandleStore:
     """The run's candle store, emptied before each test."""
     with session_store.engine.begin() as connection:
-        connection.execute(sa.text("TRUNCATE candles, fetch_coverage"))
+        connection.execute(sa.text("TRUNCATE candles, fetch_coverage, api_calls"))
     return session_store
 
 

@@ -18,6 +18,7 @@ from xau_pipeline_tests.conftest import TEST_API_KEY
 UTC = timezone.utc
 GOLD = Symbol("XAU/USD")
 PARTITIONS = daily_partitions("2024-01-01")
+NO_LIMITS = {"credits_per_minute": 10_000, "credits_per_day": 100_000}
 ASSETS = {tf.name: build_candle_asset(GOLD, tf, PARTITIONS) for tf in TIMEFRAMES}
 
 
@@ -30,7 +31,7 @@ def instance():
 @pytest.fixture
 def resources(stand_in, store):
     return {
-        "twelvedata": TwelveDataResource(api_key=TEST_API_KEY, base_url=stand_in.url, backoff_seconds=0.01),
+        "twelvedata": TwelveDataResource(api_key=TEST_API_KEY, base_url=stand_in.url, backoff_seconds=0.01, **NO_LIMITS),
         "candle_store": CandleStoreResource(database_url=store.url),
     }
 
@@ -140,7 +141,9 @@ def test_api_failures_fail_the_run_with_a_clear_message(instance, store, stand_i
 def test_the_key_appears_in_no_dagster_event(instance, stand_in, store, monkeypatch):
     monkeypatch.setenv("TWELVE_DATA_API_KEY", TEST_API_KEY)
     resources = {
-        "twelvedata": TwelveDataResource(api_key=dg.EnvVar("TWELVE_DATA_API_KEY"), base_url=stand_in.url, backoff_seconds=0.01),
+        "twelvedata": TwelveDataResource(
+            api_key=dg.EnvVar("TWELVE_DATA_API_KEY"), base_url=stand_in.url, backoff_seconds=0.01, **NO_LIMITS
+        ),
         "candle_store": CandleStoreResource(database_url=store.url),
     }
     stand_in.push_fault(Fault("html_502"))
@@ -153,3 +156,51 @@ def test_the_key_appears_in_no_dagster_event(instance, stand_in, store, monkeypa
         assert len(records) > 5
         text = "\n".join(str(r) for r in records) + str(instance.get_run_by_id(result.run_id))
         assert TEST_API_KEY not in text
+
+
+def test_a_backfill_over_its_share_stops_cleanly_and_completes_later(instance, stand_in, store):
+    """Two calls are needed, the backfill share allows one: the newest window is kept, the rest comes later."""
+    resources = {
+        "twelvedata": TwelveDataResource(
+            api_key=TEST_API_KEY, base_url=stand_in.url, credits_per_day=4, schedule_credit_share=0.75
+        ),
+        "candle_store": CandleStoreResource(database_url=store.url),
+    }
+    start, end = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 3, 31, tzinfo=UTC)
+    first = backfill(instance, resources, "2024-01-01", "2024-03-30", timeframes=["M15"])
+    assert first.success
+    metadata = materialization_metadata(first, "M15")
+    assert "backfill share of today's Twelve Data credits is spent" in metadata["stopped_early"].value
+    assert stand_in.time_series_calls() == 1
+    kept = stored_rows(store, "M15")
+    assert 4000 < len(kept) < len(served(stand_in, "M15", start, end))
+    assert [tuple(r[:5]) for r in kept] == served(stand_in, "M15", kept[0].timestamp, end)
+
+    with store.engine.begin() as connection:  # the next UTC day
+        connection.execute(sa.text("UPDATE api_calls SET at = at - interval '1 day'"))
+    second = backfill(instance, resources, "2024-01-01", "2024-03-30", timeframes=["M15"])
+    assert "stopped_early" not in materialization_metadata(second, "M15")
+    assert stand_in.time_series_calls() == 2
+    assert [tuple(r[:5]) for r in stored_rows(store, "M15")] == served(stand_in, "M15", start, end)
+    assert [r.updated_at for r in stored_rows(store, "M15")[-len(kept):]] == [r.updated_at for r in kept]
+
+
+def test_a_failure_after_some_windows_keeps_them(instance, resources, stand_in, store):
+    """The second (older) window fails for good: the run fails clearly, the first window is stored."""
+    resources["twelvedata"] = TwelveDataResource(
+        api_key=TEST_API_KEY, base_url=stand_in.url, backoff_seconds=0.01, max_attempts=2, **NO_LIMITS
+    )
+    stand_in.configure(delay_seconds=0)
+    start, end = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 3, 31, tzinfo=UTC)
+    stand_in.push_fault(Fault("slow", seconds=0))
+    stand_in.push_fault(Fault("html_502"))
+    stand_in.push_fault(Fault("html_502"))
+    result = backfill(instance, resources, "2024-01-01", "2024-03-30", timeframes=["M15"], raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "ServiceUnavailableError" in failure.event_specific_data.error.message
+    assert "1 window(s) fetched before it are stored" in failure.event_specific_data.error.message
+    kept = stored_rows(store, "M15")
+    assert kept and [tuple(r[:5]) for r in kept] == served(stand_in, "M15", kept[0].timestamp, end)
+    with store.engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM fetch_coverage")).scalar() == 1

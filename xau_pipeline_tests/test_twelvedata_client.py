@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
+from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.twelvedata.client import TwelveDataClient, utc_now
 from xau_pipeline.twelvedata.errors import (
     AuthenticationError,
@@ -24,6 +25,7 @@ UTC = timezone.utc
 M15, H1, H4, D1 = (TIMEFRAMES_BY_NAME[n] for n in ("M15", "H1", "H4", "D1"))
 WEDNESDAY = datetime(2024, 3, 13, tzinfo=UTC)
 DAY = timedelta(days=1)
+CME = calendar("cme_gold")
 
 
 def client_for(stand_in, **kwargs) -> TwelveDataClient:
@@ -43,7 +45,7 @@ def expected(stand_in, interval, start, end):
 @pytest.mark.parametrize("timeframe", [M15, H1, H4, D1], ids=lambda tf: tf.name)
 def test_window_is_fetched_exactly(stand_in, timeframe):
     start, end = WEDNESDAY - 10 * DAY, WEDNESDAY
-    result = client_for(stand_in).fetch("XAU/USD", timeframe, [(start, end)])
+    result = client_for(stand_in).fetch("XAU/USD", timeframe, [(start, end)], CME).raise_for_error()
     assert as_served(result.bars) == expected(stand_in, timeframe.interval, start, end)
     assert result.bars and all(b.open_time.tzinfo == UTC and b.volume is None for b in result.bars)
     assert all(isinstance(b.close, Decimal) for b in result.bars)
@@ -51,7 +53,7 @@ def test_window_is_fetched_exactly(stand_in, timeframe):
 
 
 def test_requests_send_utc_and_the_key_only_in_a_header(stand_in):
-    client_for(stand_in).fetch("XAU/USD", H1, [(WEDNESDAY - DAY, WEDNESDAY)])
+    client_for(stand_in).fetch("XAU/USD", H1, [(WEDNESDAY - DAY, WEDNESDAY)], CME).raise_for_error()
     (request,) = stand_in.requests
     assert request.params["timezone"] == "UTC"
     assert request.params["start_date"] == "2024-03-12 00:00:00"
@@ -63,7 +65,7 @@ def test_requests_send_utc_and_the_key_only_in_a_header(stand_in):
 def test_inclusive_or_exclusive_end_gives_the_same_bars(stand_in, end_inclusive):
     stand_in.configure(end_inclusive=end_inclusive)
     start, end = WEDNESDAY, WEDNESDAY + timedelta(hours=6)
-    result = client_for(stand_in).fetch("XAU/USD", H1, [(start, end)])
+    result = client_for(stand_in).fetch("XAU/USD", H1, [(start, end)], CME).raise_for_error()
     assert [b.open_time for b in result.bars] == [start + timedelta(hours=h) for h in range(6)]
 
 
@@ -71,7 +73,7 @@ def test_inclusive_or_exclusive_end_gives_the_same_bars(stand_in, end_inclusive)
 def test_long_windows_cost_the_fewest_calls(stand_in, timeframe, days, calls):
     """5000 bars a call: 90 days of M15 (about 6,000 bars) take 2 calls, a year of D1 one."""
     start = datetime(2024, 1, 1, tzinfo=UTC)
-    result = client_for(stand_in).fetch("XAU/USD", timeframe, [(start, start + days * DAY)])
+    result = client_for(stand_in).fetch("XAU/USD", timeframe, [(start, start + days * DAY)], CME).raise_for_error()
     assert stand_in.time_series_calls() == result.calls == calls
     assert as_served(result.bars) == expected(stand_in, timeframe.interval, start, start + days * DAY)
     assert max(r.values for r in stand_in.requests) <= 5000
@@ -82,7 +84,7 @@ def test_truncated_pages_are_followed_up(stand_in):
     stand_in.configure(weekend_bars=True)
     start = datetime(2024, 1, 1, tzinfo=UTC)
     end = start + 60 * DAY
-    result = client_for(stand_in).fetch("XAU/USD", M15, [(start, end)])
+    result = client_for(stand_in).fetch("XAU/USD", M15, [(start, end)], CME).raise_for_error()
     assert as_served(result.bars) == expected(stand_in, "15min", start, end)
     assert result.calls == stand_in.time_series_calls() >= 2
 
@@ -91,7 +93,7 @@ def test_still_forming_bars_are_dropped(stand_in):
     """The stand-in runs two hours ahead: what it serves as closed is still forming by our clock."""
     now = WEDNESDAY + timedelta(hours=10, minutes=7)
     stand_in.configure(time_offset_seconds=(now - utc_now()).total_seconds() + 7200)
-    result = client_for(stand_in, clock=lambda: now).fetch("XAU/USD", M15, [(WEDNESDAY, WEDNESDAY + DAY)])
+    result = client_for(stand_in, clock=lambda: now).fetch("XAU/USD", M15, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
     assert result.bars[-1].open_time == now.replace(minute=45, hour=9)
     assert result.forming_dropped > 0
     assert stand_in.requests[-1].values == len(result.bars) + result.forming_dropped
@@ -99,7 +101,7 @@ def test_still_forming_bars_are_dropped(stand_in):
 
 def test_no_data_is_an_empty_result(stand_in):
     saturday = datetime(2024, 3, 16, tzinfo=UTC)
-    result = client_for(stand_in).fetch("XAU/USD", M15, [(saturday, saturday + DAY)])
+    result = client_for(stand_in).fetch("XAU/USD", M15, [(saturday, saturday + DAY)], CME).raise_for_error()
     assert result.bars == [] and result.calls == 1
     assert stand_in.requests[-1].code == 400
     assert len(result.windows) == 1
@@ -109,7 +111,7 @@ def test_no_data_is_an_empty_result(stand_in):
 def test_wrong_key_fails_after_one_request(stand_in, error_status):
     stand_in.configure(error_status=error_status)
     with pytest.raises(AuthenticationError, match="TWELVE_DATA_API_KEY") as info:
-        client_for(stand_in, api_key="wrong-key-123").fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)])
+        client_for(stand_in, api_key="wrong-key-123").fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
     assert stand_in.time_series_calls() == 1
     assert "wrong-key-123" not in str(info.value)
 
@@ -133,13 +135,13 @@ def test_client_errors_fail_at_once(stand_in, code, message, error, error_status
     stand_in.configure(error_status=error_status)
     stand_in.push_fault(Fault("error", code=code, message=message))
     with pytest.raises(error):
-        client_for(stand_in).fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)])
+        client_for(stand_in).fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
     assert stand_in.time_series_calls() == 1
 
 
 def test_unknown_symbol_is_named(stand_in):
     with pytest.raises(UnknownSymbolError, match="XAU/EUR"):
-        client_for(stand_in).fetch("XAU/EUR", H1, [(WEDNESDAY, WEDNESDAY + DAY)])
+        client_for(stand_in).fetch("XAU/EUR", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
     assert stand_in.time_series_calls() == 1
 
 
@@ -149,14 +151,14 @@ def test_unknown_symbol_is_named(stand_in):
 def test_transient_failures_are_retried(stand_in, fault):
     stand_in.push_fault(fault)
     stand_in.push_fault(fault)
-    result = client_for(stand_in).fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)])
+    result = client_for(stand_in).fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
     assert as_served(result.bars) == expected(stand_in, "1h", WEDNESDAY, WEDNESDAY + DAY)
     assert stand_in.time_series_calls() == 3
 
 
 def test_timeouts_are_retried(stand_in):
     stand_in.push_fault(Fault("slow", seconds=1.5))
-    result = client_for(stand_in, timeout_seconds=0.5).fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)])
+    result = client_for(stand_in, timeout_seconds=0.5).fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
     assert as_served(result.bars) == expected(stand_in, "1h", WEDNESDAY, WEDNESDAY + DAY)
     assert result.calls == 2
     deadline = time.monotonic() + 5
@@ -170,7 +172,7 @@ def test_retries_are_bounded(stand_in):
     sleeps = []
     client = client_for(stand_in, max_attempts=4, backoff_seconds=1, sleep=sleeps.append)
     with pytest.raises(ServiceUnavailableError, match="after 4 attempts.*HTML"):
-        client.fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)])
+        client.fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
     assert stand_in.time_series_calls() == 4
     assert sleeps == [1, 2, 4]
 
@@ -183,8 +185,8 @@ def test_minute_limit_is_waited_out(stand_in):
     stand_in.configure(credits_per_minute=1, time_offset_seconds=offset)
     client = client_for(stand_in, clock=lambda: utc_now() + timedelta(seconds=offset))
     began = time.monotonic()
-    first = client.fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)])
-    second = client.fetch("XAU/USD", H1, [(WEDNESDAY + DAY, WEDNESDAY + 2 * DAY)])
+    first = client.fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
+    second = client.fetch("XAU/USD", H1, [(WEDNESDAY + DAY, WEDNESDAY + 2 * DAY)], CME).raise_for_error()
     assert as_served(second.bars) == expected(stand_in, "1h", WEDNESDAY + DAY, WEDNESDAY + 2 * DAY)
     assert len(first.bars) == 23  # the daily break, 21:00-22:00 UTC in US summer time
     assert [r.code for r in stand_in.requests] == [200, 429, 200], stand_in.requests
@@ -195,9 +197,9 @@ def test_minute_limit_is_waited_out(stand_in):
 def test_daily_limit_stops_with_the_reset_time(stand_in, error_status):
     stand_in.configure(credits_per_day=1, error_status=error_status)
     client = client_for(stand_in)
-    client.fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)])
+    client.fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
     with pytest.raises(DailyLimitError, match="resets at .* 00:00 UTC") as info:
-        client.fetch("XAU/USD", H1, [(WEDNESDAY + DAY, WEDNESDAY + 2 * DAY)])
+        client.fetch("XAU/USD", H1, [(WEDNESDAY + DAY, WEDNESDAY + 2 * DAY)], CME).raise_for_error()
     assert info.value.resets_at > utc_now()
     assert stand_in.time_series_calls() == 2
 
@@ -210,11 +212,11 @@ def test_the_key_appears_in_no_log_or_error(stand_in, caplog):
     texts = []
     for _ in range(2):
         try:
-            client_for(stand_in, log=log, max_attempts=3).fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)])
+            client_for(stand_in, log=log, max_attempts=3).fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
         except Exception as exc:  # noqa: BLE001 - the text of every failure is checked
             texts.append(repr(exc) + str(exc))
     try:
-        client_for(stand_in, api_key=TEST_API_KEY + "x", log=log).fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)])
+        client_for(stand_in, api_key=TEST_API_KEY + "x", log=log).fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
     except Exception as exc:  # noqa: BLE001
         texts.append(repr(exc) + str(exc))
     texts.append(caplog.text)

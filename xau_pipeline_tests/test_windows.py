@@ -2,11 +2,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from xau_pipeline.market_calendar import expected_slots
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL, plan_requests, subtract
+from xau_pipeline.trading_calendar import calendar
+from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL, WindowPlanner, merge_gaps, subtract
 
 UTC = timezone.utc
+CME = calendar("cme_gold")
 
 
 def t(day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -28,39 +29,47 @@ def test_subtract(covered, missing):
     assert subtract((t(1), t(10)), covered) == missing
 
 
+def plan(span, timeframe):
+    """The windows a planner gives when every page comes back as expected (not full)."""
+    planner = WindowPlanner(span, TIMEFRAMES_BY_NAME[timeframe].bar, CME)
+    windows, end = [], span[1]
+    while end > span[0]:
+        window = planner.window_ending_at(end)
+        windows.append(window)
+        end = window[0]
+    return planner, windows
+
+
 @pytest.mark.parametrize(
     ("timeframe", "days", "calls"),
-    [("M15", 90, 2), ("D1", 366, 1), ("H1", 366, 2), ("H4", 366, 1)],
+    [("M15", 90, 2), ("M15", 366, 5), ("D1", 366, 1), ("H1", 366, 2), ("H4", 366, 1)],
 )
-def test_plan_stays_within_5000_bars_in_few_calls(timeframe, days, calls):
-    """Windows are sized by the bars the market can hold, never more than 5000, in the fewest calls."""
-    tf = TIMEFRAMES_BY_NAME[timeframe]
-    start = t(1)
-    plan = plan_requests([(start, start + timedelta(days=days))], tf.bar)
-    assert len(plan) == calls
-    assert plan[0][0] == start and plan[-1][1] == start + timedelta(days=days)
-    assert all(a[1] == b[0] for a, b in zip(plan, plan[1:]))
-    assert all(expected_slots(s, e, tf.bar) <= MAX_BARS_PER_CALL for s, e in plan)
+def test_windows_stay_within_5000_bars_in_few_calls(timeframe, days, calls):
+    """Windows are sized by the trading calendar, newest first, never over 5000 expected bars."""
+    bar = TIMEFRAMES_BY_NAME[timeframe].bar
+    span = (t(1), t(1) + timedelta(days=days))
+    planner, windows = plan(span, timeframe)
+    assert len(windows) == planner.expected_calls == calls
+    assert windows[0][1] == span[1] and windows[-1][0] == span[0]
+    assert all(newer[0] == older[1] for newer, older in zip(windows, windows[1:]))
+    assert all(CME.count_expected(s, e, bar) <= MAX_BARS_PER_CALL for s, e in windows)
+    assert all(CME.count_expected(s, e, bar) == MAX_BARS_PER_CALL for s, e in windows[:-1])
+
+
+def test_a_window_can_end_anywhere():
+    """After a full page the next window ends at that page's oldest bar, which need not be a slot."""
+    planner = WindowPlanner((t(1), t(31)), TIMEFRAMES_BY_NAME["H1"].bar, CME)
+    assert planner.window_ending_at(t(20, 7, 30)) == (t(1), t(20, 7, 30))
 
 
 def test_neighbouring_gaps_share_a_call():
-    tf = TIMEFRAMES_BY_NAME["H1"]
+    bar = TIMEFRAMES_BY_NAME["H1"].bar
     gaps = [(t(2), t(3)), (t(5), t(6)), (t(8, 12), t(9))]
-    assert plan_requests(gaps, tf.bar) == [(t(2), t(9))]
+    assert merge_gaps(gaps, bar, CME) == [(t(2), t(9))]
 
 
 def test_far_gaps_get_their_own_calls():
-    tf = TIMEFRAMES_BY_NAME["M15"]
+    bar = TIMEFRAMES_BY_NAME["M15"].bar
     far = datetime(2024, 6, 1, tzinfo=UTC)
     gaps = [(t(2), t(3)), (far, far + timedelta(days=1))]
-    assert plan_requests(gaps, tf.bar) == gaps
-
-
-def test_weekends_are_not_counted():
-    tf = TIMEFRAMES_BY_NAME["M15"]
-    saturday = datetime(2024, 1, 6, tzinfo=UTC)
-    assert expected_slots(saturday, saturday + timedelta(days=1), tf.bar) == 0
-    # Sunday: 22:00-24:00 UTC may trade (the summer open).
-    assert expected_slots(saturday + timedelta(days=1), saturday + timedelta(days=2), tf.bar) == 8
-    monday = saturday + timedelta(days=2)
-    assert expected_slots(monday, monday + timedelta(days=1), tf.bar) == 96
+    assert merge_gaps(gaps, bar, CME) == gaps

@@ -36,3 +36,20 @@ fetch_coverage = sa.Table(
     sa.Column("bars", sa.Integer, nullable=False),
     sa.Index("fetch_coverage_series_idx", "symbol", "timeframe", "window_start"),
 )
+
+api_calls = sa.Table(
+    "api_calls",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("credits", sa.Integer, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("interval", sa.Text, nullable=False),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("outcome", sa.Text, nullable=False, server_default="pending"),
+    sa.Column("run_id", sa.Text, nullable=True),
+    sa.Index("api_calls_at_idx", "at"),
+    sa.Index("api_calls_run_idx", "run_id"),
+)

@@ -11,6 +11,7 @@ ON CONFLICT path inside a savepoint, so the result is the same.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,7 +35,7 @@ LOCK_SERIES = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:series, 0)
 
 SELECT_STORED = """
 COPY (
-    SELECT extract(epoch FROM "timestamp")::bigint, open, high, low, close, volume
+    SELECT floor(extract(epoch FROM "timestamp"))::bigint, open, high, low, close, volume
     FROM candles
     WHERE symbol = %(symbol)s AND timeframe = %(timeframe)s
       AND "timestamp" BETWEEN %(first)s AND %(last)s
@@ -143,7 +144,7 @@ def upsert_bars(connection: sa.Connection, symbol: str, timeframe: str, bars: Se
         fresh: list[Bar] = []
         changed: list[Bar] = []
         for bar in bars:
-            values = stored.get(int(bar.open_time.timestamp()))
+            values = stored.get(math.floor(bar.open_time.timestamp()))
             if values is None:
                 fresh.append(bar)
             elif values != _values_text(bar) and not _same_values(values, bar):

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
 import requests
 import tenacity
@@ -26,7 +27,11 @@ from xau_pipeline.twelvedata.errors import (
     UnknownSymbolError,
     redact,
 )
-from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL, Interval, plan_requests
+from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL, Interval, WindowPlanner, merge_gaps
+
+if TYPE_CHECKING:
+    from xau_pipeline.credit_budget import CreditBudget
+    from xau_pipeline.trading_calendar import TradingCalendar
 
 DEFAULT_BASE_URL = "https://api.twelvedata.com"
 NO_DATA_MESSAGE = "No data is available"
@@ -79,6 +84,13 @@ class SeriesFetch:
     calls: int = 0
     credits: int = 0
     forming_dropped: int = 0
+    error: TwelveDataError | None = None
+
+    def raise_for_error(self) -> SeriesFetch:
+        """Self, or the error that stopped the fetch."""
+        if self.error is not None:
+            raise self.error
+        return self
 
 
 def _api_time(t: datetime) -> str:
@@ -167,6 +179,7 @@ class TwelveDataClient:
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], None] = time.sleep,
         log: logging.Logger | logging.LoggerAdapter | None = None,
+        budget: CreditBudget | None = None,
     ):
         if not api_key:
             raise AuthenticationError(
@@ -182,6 +195,7 @@ class TwelveDataClient:
         self.clock = clock
         self.sleep = sleep
         self.log = log or logger
+        self.budget = budget
         self.calls = 0
         self.credits = 0
         self._session = requests.Session()
@@ -195,7 +209,21 @@ class TwelveDataClient:
 
     # -- one call ---------------------------------------------------------------------------
 
-    def _send(self, params: dict[str, str]) -> Page:
+    def _send(self, params: dict[str, str], window: Interval) -> Page:
+        """One HTTP request, paid from the credit budget when there is one."""
+        if self.budget is None:
+            return self._request(params)
+        ticket = self.budget.acquire(1, params["symbol"], params["interval"], *window)
+        credits_before = self.credits
+        try:
+            page = self._request(params)
+        except TwelveDataError as exc:
+            self.budget.settle(ticket, f"{type(exc).__name__}: {exc}", self.credits - credits_before)
+            raise
+        self.budget.settle(ticket, f"ok: {len(page.bars)} bars", self.credits - credits_before)
+        return page
+
+    def _request(self, params: dict[str, str]) -> Page:
         """One HTTP request, classified. Raises a TwelveDataError on anything but data or 'no data'."""
         self.calls += 1
         try:
@@ -229,7 +257,7 @@ class TwelveDataClient:
             self.log.warning(f"Twelve Data repeated {repeats} datetime(s); kept the first of each")
         return Page(bars, len(body["values"]) >= int(params["outputsize"]))
 
-    def _send_with_retries(self, params: dict[str, str]) -> Page:
+    def _send_with_retries(self, params: dict[str, str], window: Interval) -> Page:
         """`_send`, retrying transient failures with exponential backoff and waiting out minute limits."""
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TransientError),
@@ -245,7 +273,7 @@ class TwelveDataClient:
         minute_waits = 0
         while True:
             try:
-                return retrying(self._send, params)
+                return retrying(self._send, params, window)
             except TransientError as exc:
                 raise ServiceUnavailableError(
                     f"Twelve Data kept failing after {self.max_attempts} attempts: {exc}"
@@ -277,7 +305,7 @@ class TwelveDataClient:
         }
         calls_before, credits_before = self.calls, self.credits
         try:
-            page = self._send_with_retries(params)
+            page = self._send_with_retries(params, (start, end))
         except TwelveDataError as exc:
             self._log_call(symbol, interval, start, end, f"failed: {exc}", calls_before, credits_before)
             raise
@@ -293,37 +321,46 @@ class TwelveDataClient:
 
     # -- windows ----------------------------------------------------------------------------
 
-    def fetch_window(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime) -> tuple[list[Bar], datetime]:
-        """Every bar opening in [start, end) as served, following truncated pages; and when the last answer came."""
-        bars: list[Bar] = []
-        window_end = end
-        while True:
-            page = self.time_series(symbol, timeframe.interval, start, window_end)
-            fetched_at = self.clock()
-            bars.extend(b for b in page.bars if start <= b.open_time < window_end)
-            if not (page.full and page.bars and page.bars[0].open_time > start):
-                break
-            # Twelve Data keeps the bars nearest end_date when a range overflows outputsize:
-            # ask again for what lies before the oldest bar we got.
-            window_end = page.bars[0].open_time
-        bars.sort(key=lambda b: b.open_time)
-        return bars, fetched_at
+    def fetch(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        gaps: list[Interval],
+        calendar: TradingCalendar,
+        progress: Callable[[int, int, int], None] | None = None,
+    ) -> SeriesFetch:
+        """Closed bars for every gap, in as few calls as the 5000-bar limit allows.
 
-    def fetch(self, symbol: str, timeframe: Timeframe, gaps: list[Interval], progress=None) -> SeriesFetch:
-        """Closed bars for every gap, in as few calls as the 5000-bar limit allows."""
+        A failure stops the fetch; what was fetched before it is returned with `error` set.
+
+        Each window is sized by `calendar` to hold at most 5000 bars; if the feed still fills a
+        page (bars outside the calendar), the next window ends where that page's oldest bar begins.
+        """
         result = SeriesFetch()
         calls_before, credits_before = self.calls, self.credits
-        requests_planned = plan_requests(gaps, timeframe.bar)
+        planners = [WindowPlanner(span, timeframe.bar, calendar) for span in merge_gaps(gaps, timeframe.bar, calendar)]
+        planned = sum(p.expected_calls for p in planners)
         by_time: dict[datetime, Bar] = {}
-        for index, (start, end) in enumerate(requests_planned, start=1):
-            bars, fetched_at = self.fetch_window(symbol, timeframe, start, end)
-            closed = [b for b in bars if b.open_time + timeframe.bar <= fetched_at]
-            result.forming_dropped += len(bars) - len(closed)
-            for bar in closed:
-                by_time[bar.open_time] = bar
-            result.windows.append(FetchedWindow(start, end, fetched_at, len(closed)))
-            if progress is not None:
-                progress(index, len(requests_planned), len(by_time))
+        try:
+            for planner in planners:
+                end = planner.end
+                while end > planner.start:
+                    start, end = planner.window_ending_at(end)
+                    page = self.time_series(symbol, timeframe.interval, start, end)
+                    fetched_at = self.clock()
+                    bars = [b for b in page.bars if start <= b.open_time < end]
+                    if page.full and bars and bars[0].open_time > start:
+                        start = bars[0].open_time
+                    closed = [b for b in bars if b.open_time + timeframe.bar <= fetched_at]
+                    result.forming_dropped += len(bars) - len(closed)
+                    by_time.update((b.open_time, b) for b in closed)
+                    result.windows.append(FetchedWindow(start, end, fetched_at, len(closed)))
+                    if progress is not None:
+                        progress(len(result.windows), max(planned, len(result.windows)), len(by_time))
+                    end = start
+        except TwelveDataError as exc:
+            # Whole windows fetched before the failure are kept: the caller stores them.
+            result.error = exc
         result.bars = [by_time[t] for t in sorted(by_time)]
         result.calls = self.calls - calls_before
         result.credits = self.credits - credits_before

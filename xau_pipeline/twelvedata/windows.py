@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from xau_pipeline.market_calendar import expected_slots, window_end_for_bars
+if TYPE_CHECKING:
+    from xau_pipeline.trading_calendar import TradingCalendar
 
 Interval = tuple[datetime, datetime]
 
@@ -30,22 +33,39 @@ def subtract(window: Interval, covered: list[Interval]) -> list[Interval]:
     return missing
 
 
-def plan_requests(gaps: list[Interval], bar: timedelta, max_bars: int = MAX_BARS_PER_CALL) -> list[Interval]:
-    """Request windows covering every gap, each expected to hold at most `max_bars` bars.
+def merge_gaps(gaps: list[Interval], bar: timedelta, calendar: TradingCalendar, max_bars: int = MAX_BARS_PER_CALL) -> list[Interval]:
+    """Gaps joined into spans wherever the joined span still fits one call.
 
-    A call costs one credit whatever its size, so neighbouring gaps share a call whenever
-    the span between them still fits; bars refetched in between are harmless (upsert).
+    A call costs one credit whatever its size, so neighbouring gaps share a call; bars
+    refetched in between are harmless (the upsert leaves them unchanged).
     """
-    requests: list[Interval] = []
+    spans: list[Interval] = []
     for gap_start, gap_end in sorted(gaps):
-        if requests:
-            last_start, last_end = requests[-1]
-            if expected_slots(last_start, gap_end, bar) <= max_bars:
-                requests[-1] = (last_start, max(last_end, gap_end))
-                continue
-        cursor = gap_start
-        while cursor < gap_end:
-            window_end = window_end_for_bars(cursor, gap_end, bar, max_bars)
-            requests.append((cursor, window_end))
-            cursor = window_end
-    return requests
+        if spans and calendar.count_expected(spans[-1][0], gap_end, bar) <= max_bars:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], gap_end))
+        else:
+            spans.append((gap_start, gap_end))
+    return spans
+
+
+class WindowPlanner:
+    """Request windows for one span, newest first, each expected to hold at most `max_bars` bars.
+
+    Windows run backwards from the span's end because Twelve Data, when a range holds more
+    than outputsize bars, keeps the newest: whatever a full page leaves out ends the next window.
+    """
+
+    def __init__(self, span: Interval, bar: timedelta, calendar: TradingCalendar, max_bars: int = MAX_BARS_PER_CALL):
+        self.start, self.end = span
+        self.max_bars = max_bars
+        self._slots = calendar.expected_slots(self.start, self.end, bar)
+
+    @property
+    def expected_calls(self) -> int:
+        return max(1, -(-len(self._slots) // self.max_bars))
+
+    def window_ending_at(self, end: datetime) -> Interval:
+        """The longest window ending at `end` that holds at most `max_bars` expected slots."""
+        newest = bisect_left(self._slots, end)
+        oldest = newest - self.max_bars
+        return (self.start if oldest <= 0 else self._slots[oldest], end)

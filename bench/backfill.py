@@ -1,0 +1,94 @@
+"""One-year backfill of all four timeframes through Dagster against the local stand-in.
+
+Prints the API calls per timeframe against the minimum ceil(bars / 5000), and the wall time.
+Usage: python bench/backfill.py [--year 2025]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import secrets
+import time
+from datetime import datetime, timezone
+
+os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
+os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
+
+import dagster as dg  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG  # noqa: E402
+
+from xau_pipeline.assets import build_candle_asset  # noqa: E402
+from xau_pipeline.partitions import daily_partitions  # noqa: E402
+from xau_pipeline.resources import CandleStoreResource, TwelveDataResource  # noqa: E402
+from xau_pipeline.store.database import engine_for, normalize_url  # noqa: E402
+from xau_pipeline.symbols import Symbol  # noqa: E402
+from xau_pipeline.timeframes import TIMEFRAMES  # noqa: E402
+from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL  # noqa: E402
+from xau_pipeline.twelvedata_standin import StandIn, StandInConfig  # noqa: E402
+
+SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--year", type=int, default=2025)
+    year = parser.parse_args().year
+    server = sa.engine.make_url(normalize_url(SERVER))
+    name = f"xau_bench_{os.getpid()}_{secrets.token_hex(2)}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        run(year, url)
+    finally:
+        engine_for(url).dispose()
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def run(year: int, url: str) -> None:
+    gold = Symbol("XAU/USD")
+    partitions = daily_partitions(f"{year}-01-01")
+    assets = [build_candle_asset(gold, tf, partitions) for tf in TIMEFRAMES]
+    start, end = datetime(year, 1, 1, tzinfo=timezone.utc), datetime(year + 1, 1, 1, tzinfo=timezone.utc)
+    config = StandInConfig(api_key="bench-key", credits_per_minute=None, credits_per_day=None)
+    with StandIn(config) as stand_in, dg.DagsterInstance.local_temp() as instance:
+        resources = {
+            "twelvedata": TwelveDataResource(
+                api_key="bench-key", base_url=stand_in.url, credits_per_minute=10_000, credits_per_day=100_000
+            ),
+            "candle_store": CandleStoreResource(database_url=url),
+        }
+        began = time.perf_counter()
+        result = dg.materialize(
+            assets,
+            instance=instance,
+            resources=resources,
+            tags={ASSET_PARTITION_RANGE_START_TAG: f"{year}-01-01", ASSET_PARTITION_RANGE_END_TAG: f"{year}-12-31"},
+        )
+        wall = time.perf_counter() - began
+        assert result.success
+        calls_by_interval: dict[str, int] = {}
+        for request in stand_in.requests:
+            interval = request.params.get("interval", "?")
+            calls_by_interval[interval] = calls_by_interval.get(interval, 0) + 1
+        print(f"One-year backfill ({year}) of XAU/USD through Dagster, stand-in without limits")
+        print(f"{'timeframe':<10}{'bars':>8}{'calls':>7}{'minimum':>9}")
+        total_calls = total_minimum = 0
+        for tf in TIMEFRAMES:
+            bars = len(stand_in.bars("XAU/USD", tf.interval, start, end))
+            minimum = math.ceil(bars / MAX_BARS_PER_CALL)
+            calls = calls_by_interval.get(tf.interval, 0)
+            total_calls += calls
+            total_minimum += minimum
+            print(f"{tf.name:<10}{bars:>8}{calls:>7}{minimum:>9}")
+        print(f"{'total':<10}{'':>8}{total_calls:>7}{total_minimum:>9}")
+        print(f"wall time: {wall:.1f} s (goal < 60 s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""One Twelve Data credit budget for every process that uses the key, kept in PostgreSQL.
+
+Twelve Data limits credits per API key, not per process: 8 a minute and 800 a day on the free
+plan, the day resetting at 00:00 UTC. Every call first takes its credits here, under a
+transaction-scoped advisory lock, and is written to the `api_calls` ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+
+from xau_pipeline.store.tables import api_calls
+from xau_pipeline.twelvedata.errors import TwelveDataError
+
+KINDS = ("schedule", "backfill", "repair")
+# Any constant shared by every xau_pipeline process.
+BUDGET_LOCK_KEY = 0x7861755F637264  # "xau_crd"
+# Counted over a sliding 61 s, not a calendar minute: then no calendar minute of any clock
+# (Twelve Data's included, skewed or not, 1 s of latency allowed) sees more than the limit.
+MINUTE_WINDOW = timedelta(seconds=61)
+
+LOCK_BUDGET = sa.text("SELECT pg_advisory_xact_lock(:key)")
+USAGE = sa.text(
+    """
+    WITH clock AS (
+        SELECT clock_timestamp() AS now,
+               date_trunc('day', clock_timestamp() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS day_start
+    )
+    SELECT
+        clock.now,
+        coalesce(sum(credits) FILTER (WHERE at > clock.now - :minute_window), 0) AS minute_used,
+        min(at) FILTER (WHERE at > clock.now - :minute_window) AS minute_oldest,
+        coalesce(sum(credits) FILTER (WHERE at >= clock.day_start), 0) AS day_used,
+        coalesce(sum(credits) FILTER (WHERE at >= clock.day_start AND kind <> 'schedule'), 0) AS day_used_unscheduled
+    FROM clock
+    LEFT JOIN api_calls ON at >= least(clock.day_start, clock.now - :minute_window)
+    GROUP BY clock.now
+    """
+)
+USAGE_BY_KIND = sa.text(
+    """
+    SELECT kind, coalesce(sum(credits), 0) AS credits, count(*) AS calls
+    FROM api_calls
+    WHERE at >= :day_start AND at < :day_start + interval '1 day'
+    GROUP BY kind ORDER BY kind
+    """
+)
+
+
+class CreditBudgetExhausted(TwelveDataError):
+    """This kind of work has spent its share of today's credits."""
+
+    def __init__(self, message: str, resets_at: datetime):
+        super().__init__(message)
+        self.resets_at = resets_at
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """The plan's limits and the share of each day kept for the schedules."""
+
+    per_minute: int = 8
+    per_day: int = 800
+    schedule_share: float = 0.2
+
+    @classmethod
+    def from_env(cls) -> BudgetSettings:
+        """TWELVE_DATA_CREDITS_PER_MINUTE, TWELVE_DATA_CREDITS_PER_DAY, XAU_SCHEDULE_CREDIT_SHARE."""
+        try:
+            settings = cls(
+                per_minute=int(os.environ.get("TWELVE_DATA_CREDITS_PER_MINUTE") or cls.per_minute),
+                per_day=int(os.environ.get("TWELVE_DATA_CREDITS_PER_DAY") or cls.per_day),
+                schedule_share=float(os.environ.get("XAU_SCHEDULE_CREDIT_SHARE") or cls.schedule_share),
+            )
+        except ValueError as exc:
+            raise ValueError(f"bad credit budget setting: {exc}") from None
+        if settings.per_minute < 1 or settings.per_day < 1 or not 0 <= settings.schedule_share < 1:
+            raise ValueError(f"credit budget settings out of range: {settings}")
+        return settings
+
+    @property
+    def reserved_for_schedules(self) -> int:
+        return math.ceil(self.per_day * self.schedule_share)
+
+
+def next_utc_midnight(now: datetime) -> datetime:
+    return datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+
+
+class CreditBudget:
+    """Takes credits for one kind of work (schedule, backfill or repair) on behalf of one run."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        settings: BudgetSettings,
+        kind: str,
+        run_id: str | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        log: logging.Logger | logging.LoggerAdapter | None = None,
+    ):
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind of API work {kind!r}: expected one of {', '.join(KINDS)}")
+        self.engine = engine
+        self.settings = settings
+        self.kind = kind
+        self.run_id = run_id
+        self.sleep = sleep
+        self.log = log or logging.getLogger(__name__)
+
+    def acquire(self, credits: int, symbol: str, interval: str, window_start: datetime | None, window_end: datetime | None) -> int:
+        """Take `credits` now, waiting while this minute's are spent; returns the ledger id."""
+        s = self.settings
+        while True:
+            with self.engine.begin() as connection:
+                connection.execute(LOCK_BUDGET, {"key": BUDGET_LOCK_KEY})
+                usage = connection.execute(USAGE, {"minute_window": MINUTE_WINDOW}).one()
+                now = usage.now
+                over_day = usage.day_used + credits > s.per_day
+                if self.kind != "schedule":
+                    over_day |= usage.day_used_unscheduled + credits > s.per_day - s.reserved_for_schedules
+                if over_day:
+                    resets_at = next_utc_midnight(now)
+                    raise CreditBudgetExhausted(
+                        f"the {self.kind} share of today's Twelve Data credits is spent "
+                        f"({usage.day_used} of {s.per_day} used today, {s.reserved_for_schedules} kept for schedules); "
+                        f"it resets at {resets_at:%Y-%m-%d %H:%M} UTC",
+                        resets_at,
+                    )
+                if usage.minute_used + credits <= s.per_minute:
+                    return connection.execute(
+                        api_calls.insert().returning(api_calls.c.id),
+                        {
+                            "at": now,
+                            "credits": credits,
+                            "kind": self.kind,
+                            "symbol": symbol,
+                            "interval": interval,
+                            "window_start": window_start,
+                            "window_end": window_end,
+                            "outcome": "pending",
+                            "run_id": self.run_id,
+                        },
+                    ).scalar_one()
+                pause = max((usage.minute_oldest + MINUTE_WINDOW - now).total_seconds(), 0.05)
+            self.log.info(f"credit budget: {usage.minute_used} of {s.per_minute} credits used in the last minute; waiting {pause:.1f} s")
+            self.sleep(pause)
+
+    def settle(self, ledger_id: int, outcome: str, credits: int) -> None:
+        """Record how the call ended and what it really cost (a transport failure costs nothing)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                api_calls.update().where(api_calls.c.id == ledger_id).values(outcome=outcome[:200], credits=credits)
+            )
+
+
+def usage_today(engine: sa.Engine, now: datetime | None = None) -> list[sa.Row]:
+    """Credits and calls by kind for the UTC day of `now`."""
+    now = now or datetime.now(timezone.utc)
+    day_start = datetime.combine(now.date(), datetime.min.time(), timezone.utc)
+    with engine.connect() as connection:
+        return list(connection.execute(USAGE_BY_KIND, {"day_start": day_start}))

@@ -1,0 +1,85 @@
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from xau_pipeline.credit_budget import BudgetSettings, CreditBudget, CreditBudgetExhausted, usage_today
+from xau_pipeline.store.tables import api_calls
+
+UTC = timezone.utc
+
+
+def budget(store, kind="backfill", **settings):
+    return CreditBudget(store.engine, BudgetSettings(**settings), kind, run_id="run-1")
+
+
+def take(b, n=1):
+    return [b.acquire(1, "XAU/USD", "1h", None, None) for _ in range(n)]
+
+
+def ledger(store):
+    with store.engine.connect() as connection:
+        return list(connection.execute(sa.select(api_calls).order_by(api_calls.c.id)))
+
+
+def test_each_call_is_written_to_the_ledger_and_settled(store):
+    b = budget(store)
+    (ticket,) = take(b)
+    b.settle(ticket, "ok: 24 bars", 1)
+    (row,) = ledger(store)
+    assert (row.kind, row.run_id, row.outcome, row.credits, row.interval) == ("backfill", "run-1", "ok: 24 bars", 1, "1h")
+    assert tuple(usage_today(store.engine)[0]) == ("backfill", 1, 1)
+
+
+def test_a_spent_minute_is_waited_out(store):
+    """Three credits were used 58 s ago under a limit of 3: the next call waits about 3 s, not less."""
+    with store.engine.begin() as connection:
+        connection.execute(
+            api_calls.insert(),
+            [{"at": datetime.now(UTC) - timedelta(seconds=58), "credits": 1, "kind": "schedule", "symbol": "XAU/USD",
+              "interval": "1h", "outcome": "ok"} for _ in range(3)],
+        )
+    pauses = []
+    b = CreditBudget(store.engine, BudgetSettings(per_minute=3), "backfill", sleep=lambda s: (pauses.append(s), time.sleep(s)))
+    began = time.monotonic()
+    take(b)
+    assert 2 < time.monotonic() - began < 6
+    assert pauses and 2 < sum(pauses) < 6
+
+
+def test_backfills_leave_the_schedules_their_share(store):
+    """800 a day with 20 % kept: backfill and repair together stop at 640, schedules go on to 800 (here 10, 2 kept)."""
+    settings = {"per_minute": 100, "per_day": 10, "schedule_share": 0.2}
+    take(budget(store, "backfill", **settings), 5)
+    take(budget(store, "repair", **settings), 3)
+    with pytest.raises(CreditBudgetExhausted, match="backfill share.*resets at"):
+        take(budget(store, "backfill", **settings))
+    take(budget(store, "schedule", **settings), 2)
+    with pytest.raises(CreditBudgetExhausted, match="schedule share") as info:
+        take(budget(store, "schedule", **settings))
+    assert info.value.resets_at.time() == datetime.min.time() and info.value.resets_at > datetime.now(UTC)
+    assert len(ledger(store)) == 10
+
+
+def test_yesterdays_credits_do_not_count(store):
+    with store.engine.begin() as connection:
+        connection.execute(
+            api_calls.insert(),
+            [{"at": datetime.now(UTC) - timedelta(days=1, minutes=1), "credits": 5, "kind": "backfill", "symbol": "XAU/USD",
+              "interval": "1h", "outcome": "ok"}],
+        )
+    take(budget(store, per_day=5, schedule_share=0), 5)
+
+
+@pytest.mark.parametrize(("env", "error"), [({"TWELVE_DATA_CREDITS_PER_MINUTE": "x"}, "bad credit"), ({"XAU_SCHEDULE_CREDIT_SHARE": "1.5"}, "out of range")])
+def test_bad_settings_are_refused(monkeypatch, env, error):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=error):
+        BudgetSettings.from_env()
+
+
+def test_unknown_kind_is_refused(store):
+    with pytest.raises(ValueError, match="schedule, backfill, repair"):
+        budget(store, "adhoc")
