@@ -1,14 +1,28 @@
-"""The code location: every candle asset and the resources they use."""
+"""The code location: candle assets, their checks and schedules, and the resources they use."""
+
+import warnings
 
 import dagster as dg
 
 from xau_pipeline.assets import build_candle_asset
+from xau_pipeline.checks import build_candle_checks
 from xau_pipeline.partitions import daily_partitions
 from xau_pipeline.resources import default_resources
+from xau_pipeline.schedules import build_candle_schedule
 from xau_pipeline.symbols import configured_symbols
 from xau_pipeline.timeframes import TIMEFRAMES
 
-partitions = daily_partitions()
-candle_assets = [build_candle_asset(symbol, tf, partitions) for symbol in configured_symbols() for tf in TIMEFRAMES]
+# Partitioned asset checks and backfill policies are preview/beta in Dagster 1.13: we rely on them knowingly.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-defs = dg.Definitions(assets=candle_assets, resources=default_resources())
+partitions = daily_partitions()
+assets, checks, schedules = [], [], []
+for symbol in configured_symbols():
+    for tf in TIMEFRAMES:
+        asset = build_candle_asset(symbol, tf, partitions)
+        assets.append(asset)
+        checks += build_candle_checks(symbol, tf, asset, partitions)
+        schedules.append(build_candle_schedule(symbol, tf, asset, partitions))
+
+defs = dg.Definitions(assets=assets, asset_checks=checks, schedules=schedules, resources=default_resources())

@@ -1,0 +1,108 @@
+"""Data-quality queries behind the asset checks: OHLC sanity and agreement with M15."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from xau_pipeline.store.gaps import EPOCH
+
+# Each bar with the close before it (the bar before the window included, so the first bar
+# of a day is compared with the previous day's last).
+OHLC_ROWS = sa.text(
+    """
+    SELECT "timestamp", open, high, low, close, prev_close
+    FROM (
+        SELECT "timestamp", open, high, low, close,
+               lag(close) OVER (ORDER BY "timestamp") AS prev_close
+        FROM candles
+        WHERE symbol = :symbol AND timeframe = :timeframe
+          AND "timestamp" >= coalesce(
+              (SELECT max("timestamp") FROM candles
+               WHERE symbol = :symbol AND timeframe = :timeframe AND "timestamp" < :start), :start)
+          AND "timestamp" < :end
+    ) AS ordered
+    WHERE "timestamp" >= :start
+      AND (low > least(open, close) OR greatest(open, close) > high
+           OR least(open, high, low, close) <= 0
+           OR (prev_close > 0 AND abs(open - prev_close) / prev_close > :max_jump))
+    ORDER BY "timestamp"
+    """
+)
+
+# M15 bars grouped into the higher timeframe's slots (date_bin on the slot grid).
+M15_AGGREGATES = sa.text(
+    """
+    WITH m15 AS (
+        SELECT date_bin(CAST(:bar AS interval), "timestamp", CAST(:origin AS timestamptz)) AS slot,
+               "timestamp", open, high, low, close
+        FROM candles
+        WHERE symbol = :symbol AND timeframe = 'M15' AND "timestamp" >= :start AND "timestamp" < :end_of_last_bar
+    ), aggregated AS (
+        SELECT slot, count(*) AS bars,
+               (array_agg(open ORDER BY "timestamp"))[1] AS open,
+               max(high) AS high, min(low) AS low,
+               (array_agg(close ORDER BY "timestamp" DESC))[1] AS close
+        FROM m15 GROUP BY slot
+    )
+    SELECT h."timestamp", h.open, h.high, h.low, h.close,
+           a.bars, a.open AS m15_open, a.high AS m15_high, a.low AS m15_low, a.close AS m15_close
+    FROM candles h LEFT JOIN aggregated a ON a.slot = h."timestamp"
+    WHERE h.symbol = :symbol AND h.timeframe = :timeframe AND h."timestamp" >= :start AND h."timestamp" < :end
+    ORDER BY h."timestamp"
+    """
+)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A higher-timeframe bar and the M15 aggregate it disagrees with."""
+
+    timestamp: datetime
+    fields: tuple[str, ...]
+    bar: tuple[Decimal, ...]
+    m15: tuple[Decimal, ...]
+
+
+def invalid_ohlc(connection: sa.Connection, symbol: str, timeframe: str, start: datetime, end: datetime, max_jump: Decimal) -> list[sa.Row]:
+    """Bars breaking low <= min(open, close) <= max(open, close) <= high, with a price <= 0, or jumping too far."""
+    params = {"symbol": symbol, "timeframe": timeframe, "start": start, "end": end, "max_jump": max_jump}
+    return list(connection.execute(OHLC_ROWS, params))
+
+
+def m15_mismatches(
+    connection: sa.Connection,
+    symbol: str,
+    timeframe: str,
+    bar: timedelta,
+    phase: timedelta,
+    start: datetime,
+    end: datetime,
+    tolerance: Decimal,
+    m15_expected: callable,
+) -> tuple[list[Mismatch], int, int]:
+    """Bars of `timeframe` whose OHLC differ from their M15 bars by more than `tolerance` (relative).
+
+    Only bars whose M15 bars are all stored (`m15_expected(slot)` of them) are compared.
+    Returns the mismatches, how many bars were compared and how many were skipped as incomplete.
+    """
+    params = {"symbol": symbol, "timeframe": timeframe, "start": start, "end": end,
+              "end_of_last_bar": end + bar, "bar": bar, "origin": EPOCH + phase}
+    mismatches, compared, incomplete = [], 0, 0
+    for row in connection.execute(M15_AGGREGATES, params):
+        if row.bars is None or row.bars < m15_expected(row.timestamp):
+            incomplete += 1
+            continue
+        compared += 1
+        bar_values = (row.open, row.high, row.low, row.close)
+        m15_values = (row.m15_open, row.m15_high, row.m15_low, row.m15_close)
+        differing = tuple(
+            name for name, a, b in zip(("open", "high", "low", "close"), bar_values, m15_values)
+            if abs(a - b) > tolerance * abs(b)
+        )
+        if differing:
+            mismatches.append(Mismatch(row.timestamp, differing, bar_values, m15_values))
+    return mismatches, compared, incomplete
