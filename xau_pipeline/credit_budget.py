@@ -39,7 +39,8 @@ USAGE = sa.text(
         coalesce(sum(credits) FILTER (WHERE at > clock.now - :minute_window), 0) AS minute_used,
         min(at) FILTER (WHERE at > clock.now - :minute_window) AS minute_oldest,
         coalesce(sum(credits) FILTER (WHERE at >= clock.day_start), 0) AS day_used,
-        coalesce(sum(credits) FILTER (WHERE at >= clock.day_start AND kind <> 'schedule'), 0) AS day_used_unscheduled
+        coalesce(sum(credits) FILTER (WHERE at >= clock.day_start AND kind <> 'schedule'), 0) AS day_used_unscheduled,
+        coalesce(sum(credits) FILTER (WHERE at >= clock.day_start AND kind = 'repair'), 0) AS day_used_repair
     FROM clock
     LEFT JOIN api_calls ON at >= least(clock.day_start, clock.now - :minute_window)
     GROUP BY clock.now
@@ -70,25 +71,36 @@ class BudgetSettings:
     per_minute: int = 8
     per_day: int = 800
     schedule_share: float = 0.2
+    repair_share: float = 0.1
 
     @classmethod
     def from_env(cls) -> BudgetSettings:
-        """TWELVE_DATA_CREDITS_PER_MINUTE, TWELVE_DATA_CREDITS_PER_DAY, XAU_SCHEDULE_CREDIT_SHARE."""
+        """TWELVE_DATA_CREDITS_PER_MINUTE, TWELVE_DATA_CREDITS_PER_DAY, XAU_SCHEDULE_CREDIT_SHARE, XAU_REPAIR_CREDIT_SHARE."""
         try:
             settings = cls(
                 per_minute=int(os.environ.get("TWELVE_DATA_CREDITS_PER_MINUTE") or cls.per_minute),
                 per_day=int(os.environ.get("TWELVE_DATA_CREDITS_PER_DAY") or cls.per_day),
                 schedule_share=float(os.environ.get("XAU_SCHEDULE_CREDIT_SHARE") or cls.schedule_share),
+                repair_share=float(os.environ.get("XAU_REPAIR_CREDIT_SHARE") or cls.repair_share),
             )
         except ValueError as exc:
             raise ValueError(f"bad credit budget setting: {exc}") from None
-        if settings.per_minute < 1 or settings.per_day < 1 or not 0 <= settings.schedule_share < 1:
+        if (
+            settings.per_minute < 1
+            or settings.per_day < 1
+            or not 0 <= settings.schedule_share < 1
+            or not 0 <= settings.repair_share <= 1 - settings.schedule_share
+        ):
             raise ValueError(f"credit budget settings out of range: {settings}")
         return settings
 
     @property
     def reserved_for_schedules(self) -> int:
         return math.ceil(self.per_day * self.schedule_share)
+
+    @property
+    def repair_cap(self) -> int:
+        return math.floor(self.per_day * self.repair_share)
 
 
 def next_utc_midnight(now: datetime) -> datetime:
@@ -128,11 +140,14 @@ class CreditBudget:
                 over_day = usage.day_used + credits > s.per_day
                 if self.kind != "schedule":
                     over_day |= usage.day_used_unscheduled + credits > s.per_day - s.reserved_for_schedules
+                if self.kind == "repair":
+                    over_day |= usage.day_used_repair + credits > s.repair_cap
                 if over_day:
                     resets_at = next_utc_midnight(now)
                     raise CreditBudgetExhausted(
                         f"the {self.kind} share of today's Twelve Data credits is spent "
-                        f"({usage.day_used} of {s.per_day} used today, {s.reserved_for_schedules} kept for schedules); "
+                        f"({usage.day_used} of {s.per_day} used today, {s.reserved_for_schedules} kept for schedules, "
+                        f"repairs capped at {s.repair_cap}); "
                         f"it resets at {resets_at:%Y-%m-%d %H:%M} UTC",
                         resets_at,
                     )

@@ -7,6 +7,7 @@ import dagster as dg
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.checks import build_candle_checks
 from xau_pipeline.partitions import daily_partitions
+from xau_pipeline.repair import build_repair_sensor
 from xau_pipeline.resources import default_resources
 from xau_pipeline.schedules import build_candle_schedule
 from xau_pipeline.symbols import configured_symbols
@@ -17,12 +18,15 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 partitions = daily_partitions()
-assets, checks, schedules = [], [], []
+assets, checks, schedules, sensors = [], [], [], []
 for symbol in configured_symbols():
     for tf in TIMEFRAMES:
         asset = build_candle_asset(symbol, tf, partitions)
         assets.append(asset)
         checks += build_candle_checks(symbol, tf, asset, partitions)
         schedules.append(build_candle_schedule(symbol, tf, asset, partitions))
+        sensors.append(build_repair_sensor(symbol, tf, asset, partitions))
 
-defs = dg.Definitions(assets=assets, asset_checks=checks, schedules=schedules, resources=default_resources())
+defs = dg.Definitions(
+    assets=assets, asset_checks=checks, schedules=schedules, sensors=sensors, resources=default_resources()
+)

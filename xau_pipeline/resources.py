@@ -26,9 +26,14 @@ class TwelveDataResource(dg.ConfigurableResource):
     schedule_credit_share: float = Field(
         default=0.2, description="XAU_SCHEDULE_CREDIT_SHARE: share of each day's credits kept for the schedules."
     )
+    repair_credit_share: float = Field(
+        default=0.1, description="XAU_REPAIR_CREDIT_SHARE: most of each day's credits gap repair may spend."
+    )
 
     def budget_settings(self) -> BudgetSettings:
-        return BudgetSettings(self.credits_per_minute, self.credits_per_day, self.schedule_credit_share)
+        return BudgetSettings(
+            self.credits_per_minute, self.credits_per_day, self.schedule_credit_share, self.repair_credit_share
+        )
 
     def client(self, log=None, budget: CreditBudget | None = None) -> TwelveDataClient:
         return TwelveDataClient(
@@ -66,6 +71,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             credits_per_minute=budget.per_minute,
             credits_per_day=budget.per_day,
             schedule_credit_share=budget.schedule_share,
+            repair_credit_share=budget.repair_share,
         ),
         "candle_store": CandleStoreResource(database_url=_env_or_default("XAU_DATABASE_URL", DEFAULT_DATABASE_URL)),
     }

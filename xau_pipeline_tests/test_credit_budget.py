@@ -50,7 +50,7 @@ def test_a_spent_minute_is_waited_out(store):
 
 def test_backfills_leave_the_schedules_their_share(store):
     """800 a day with 20 % kept: backfill and repair together stop at 640, schedules go on to 800 (here 10, 2 kept)."""
-    settings = {"per_minute": 100, "per_day": 10, "schedule_share": 0.2}
+    settings = {"per_minute": 100, "per_day": 10, "schedule_share": 0.2, "repair_share": 0.5}
     take(budget(store, "backfill", **settings), 5)
     take(budget(store, "repair", **settings), 3)
     with pytest.raises(CreditBudgetExhausted, match="backfill share.*resets at"):
@@ -83,3 +83,11 @@ def test_bad_settings_are_refused(monkeypatch, env, error):
 def test_unknown_kind_is_refused(store):
     with pytest.raises(ValueError, match="schedule, backfill, repair"):
         budget(store, "adhoc")
+
+
+def test_repairs_stop_at_their_own_cap(store):
+    settings = {"per_minute": 100, "per_day": 20, "schedule_share": 0.2, "repair_share": 0.1}
+    take(budget(store, "repair", **settings), 2)
+    with pytest.raises(CreditBudgetExhausted, match="repairs capped at 2"):
+        take(budget(store, "repair", **settings))
+    take(budget(store, "backfill", **settings), 3)

@@ -27,14 +27,15 @@ MISSING_SLOTS = sa.text(
                              s.close_at - interval '1 microsecond', CAST(:bar AS interval)) AS slot
         WHERE slot >= :start AND slot < :end
     )
-    SELECT e.slot,
-           EXISTS (
-               SELECT 1 FROM fetch_coverage f
-               WHERE f.symbol = :symbol AND f.timeframe = :timeframe
-                 AND f.window_start <= e.slot AND f.closed_until > e.slot
-           ) AS fetched
+    SELECT e.slot, fetched.times AS fetches, fetched.last_at AS last_fetched_at
     FROM expected e
     LEFT JOIN candles c ON c.symbol = :symbol AND c.timeframe = :timeframe AND c."timestamp" = e.slot
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS times, max(f.fetched_at) AS last_at
+        FROM fetch_coverage f
+        WHERE f.symbol = :symbol AND f.timeframe = :timeframe
+          AND f.window_start <= e.slot AND f.closed_until > e.slot
+    ) AS fetched
     WHERE c."timestamp" IS NULL
     ORDER BY e.slot
     """
@@ -78,10 +79,12 @@ NOT_CLOSED = "not closed yet"
 
 @dataclass(frozen=True)
 class Gap:
-    """One expected bar with no row, and why."""
+    """One expected bar with no row, and why; how often its slot was fetched closed, and when last."""
 
     slot: datetime
     reason: str
+    fetches: int = 0
+    last_fetched_at: datetime | None = None
 
 
 @dataclass
@@ -136,12 +139,12 @@ def find_gaps(
         "closes": [s[1] for s in sessions],
     }
     gaps = []
-    for slot, fetched in connection.execute(MISSING_SLOTS, params):
+    for slot, fetches, last_fetched_at in connection.execute(MISSING_SLOTS, params):
         if slot + bar > now:
             reason = NOT_CLOSED
         else:
-            reason = PROVIDER_EMPTY if fetched else NEVER_FETCHED
-        gaps.append(Gap(slot, reason))
+            reason = PROVIDER_EMPTY if fetches else NEVER_FETCHED
+        gaps.append(Gap(slot, reason, fetches, last_fetched_at))
     return GapReport(
         expected=calendar.count_expected(start, end, bar, phase),
         stored=connection.execute(STORED_COUNT, params).scalar_one(),

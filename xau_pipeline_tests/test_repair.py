@@ -1,0 +1,110 @@
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import dagster as dg
+import sqlalchemy as sa
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from xau_pipeline.assets import build_candle_asset
+from xau_pipeline.partitions import daily_partitions
+from xau_pipeline.repair import build_repair_sensor, plan_repairs
+from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.store.tables import api_calls
+from xau_pipeline.symbols import Symbol
+from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
+from xau_pipeline.trading_calendar import calendar
+from xau_pipeline.twelvedata.client import Bar, FetchedWindow
+
+UTC = timezone.utc
+GOLD = Symbol("XAU/USD")
+M15 = TIMEFRAMES_BY_NAME["M15"]
+CME = calendar("cme_gold")
+NOW = datetime(2024, 3, 20, tzinfo=UTC)
+PARTITIONS = daily_partitions("2024-03-11")
+
+
+def day(n: int) -> tuple[datetime, datetime]:
+    start = datetime(2024, 3, n, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def fill(store, n: int, fetched_at: list[datetime], missing: int | None = None):
+    """Store day n's bars but slot `missing`, recording one fetch at each of `fetched_at`."""
+    slots = CME.expected_slots(*day(n), M15.bar)
+    bars = [Bar(s, Decimal("2160"), Decimal("2161"), Decimal("2159"), Decimal("2160.5")) for i, s in enumerate(slots) if i != missing]
+    windows = [FetchedWindow(*day(n), at, len(bars)) for at in fetched_at]
+    store.write("XAUUSD", M15, bars, windows)
+
+
+def plan(store, now=NOW):
+    with store.engine.connect() as connection:
+        return plan_repairs(connection, GOLD, M15, PARTITIONS, now)
+
+
+def test_the_plan_names_exactly_the_partitions_to_repair(store):
+    for n in (11, 17, 18, 19):
+        fill(store, n, [NOW])  # complete
+    fill(store, 12, [NOW - timedelta(hours=2)], missing=5)  # provider gap, one try 2 h ago: due (after 1 h)
+    # the 13th: never fetched
+    fill(store, 14, [NOW - timedelta(minutes=30)], missing=7)  # provider gap tried 30 min ago: not yet
+    fill(store, 15, [datetime(2024, 3, 16, tzinfo=UTC), NOW - timedelta(days=2)], missing=9)  # retried 2 days ago: due
+    result = plan(store)
+    assert result.never_fetched == ["2024-03-13"]
+    assert result.provider_retry == ["2024-03-12", "2024-03-15"]
+    assert result.given_up == []
+
+
+def test_provider_gaps_are_retried_per_backoff_then_left_alone(store):
+    """Tries at 1 h, 1 day and 1 week after the previous one; after the third retry, never again."""
+    tries = [datetime(2024, 3, 13, tzinfo=UTC)]
+    for wait in (timedelta(hours=1), timedelta(days=1), timedelta(weeks=1)):
+        with store.engine.begin() as connection:
+            connection.execute(sa.text("TRUNCATE candles, fetch_coverage"))
+        fill(store, 12, tries, missing=5)
+        assert plan(store, tries[-1] + wait - timedelta(minutes=1)).provider_retry == []
+        assert plan(store, tries[-1] + wait).provider_retry == ["2024-03-12"]
+        tries.append(tries[-1] + wait)  # the retry happened, and found nothing again
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("TRUNCATE candles, fetch_coverage"))
+    fill(store, 12, tries, missing=5)
+    far_later = tries[-1] + timedelta(days=365)
+    assert plan(store, far_later).provider_retry == []
+    assert "2024-03-12" in plan(store, far_later).given_up
+
+
+def sensor_for(store, stand_in_url="http://127.0.0.1:9", **budget):
+    recent = daily_partitions((datetime.now(UTC) - timedelta(days=3)).date().isoformat())
+    asset = build_candle_asset(GOLD, M15, recent)
+    sensor = build_repair_sensor(GOLD, M15, asset, recent)
+    resources = {
+        "candle_store": CandleStoreResource(database_url=store.url),
+        "twelvedata": TwelveDataResource(api_key="unused", base_url=stand_in_url, **budget),
+    }
+    defs = dg.Definitions(assets=[asset], sensors=[sensor], resources=resources)
+    return sensor, defs, recent
+
+
+def test_the_sensor_requests_one_ranged_run_for_never_fetched_days(store):
+    sensor, defs, recent = sensor_for(store)
+    with dg.DagsterInstance.ephemeral() as instance:
+        context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources)
+        result = sensor.evaluate_tick(context)
+    first = recent.get_first_partition_key()
+    (request,) = result.run_requests
+    assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == first
+    assert request.tags[ASSET_PARTITION_RANGE_END_TAG] >= first
+    assert not request.run_config
+
+
+def test_the_sensor_respects_the_repair_share(store):
+    sensor, defs, _ = sensor_for(store, credits_per_day=100, repair_credit_share=0.05)
+    with store.engine.begin() as connection:
+        connection.execute(api_calls.insert(), [
+            {"at": datetime.now(UTC), "credits": 1, "kind": "repair", "symbol": "XAU/USD", "interval": "15min", "outcome": "ok"}
+            for _ in range(5)
+        ])
+    with dg.DagsterInstance.ephemeral() as instance:
+        context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources)
+        result = sensor.evaluate_tick(context)
+    assert not result.run_requests
+    assert "repair share of today's credits is spent (5 of 5)" in result.skip_message
