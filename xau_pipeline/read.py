@@ -1,0 +1,123 @@
+"""Reading stored candles back: pandas DataFrames with exact Decimal prices.
+
+    from xau_pipeline.read import load_candles
+    df = load_candles("H1", "2024-01-01", "2024-02-01")
+
+Prices come back as `decimal.Decimal` (dtype object), exactly the digits stored; timestamps are
+the bars' open times, tz-aware UTC. Windows are half-open: start <= timestamp < end.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timezone
+
+import pandas as pd
+import sqlalchemy as sa
+
+from xau_pipeline.store.candle_store import CandleStore
+from xau_pipeline.store.database import database_url as configured_database_url
+from xau_pipeline.store.tables import candles
+from xau_pipeline.timeframes import Timeframe, timeframe as lookup_timeframe
+
+UTC = timezone.utc
+COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+PRICE_COLUMNS = COLUMNS[1:]
+
+TimeLike = datetime | date | str | None
+
+_TIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2})?(?:Z|[+-]\d{2}:?\d{2})?)?", re.IGNORECASE)
+
+
+def parse_time(value: datetime | date | str, what: str = "time") -> datetime:
+    """A UTC datetime from `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS][Z|±HH:MM]` or a (date)time.
+
+    Naive values are taken as UTC; an explicit offset is converted to UTC.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if not _TIME_TEXT.fullmatch(text):
+            raise ValueError(f"{what} {value!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS] (UTC)")
+        try:
+            value = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1] in "zZ" else text)
+        except ValueError as exc:
+            raise ValueError(f"{what} {text!r} is not a valid date: {exc}") from None
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime.combine(value, time.min)
+    elif not isinstance(value, datetime):
+        raise TypeError(f"{what} must be a datetime, a date or a string, got {type(value).__name__}")
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _window(start: TimeLike, end: TimeLike) -> tuple[datetime | None, datetime | None]:
+    start_at = None if start is None else parse_time(start, "start")
+    end_at = None if end is None else parse_time(end, "end")
+    if start_at is not None and end_at is not None and start_at > end_at:
+        raise ValueError(f"start {start_at:%Y-%m-%dT%H:%M:%SZ} is after end {end_at:%Y-%m-%dT%H:%M:%SZ}")
+    return start_at, end_at
+
+
+def _series_query(timeframe: str | Timeframe, start: TimeLike, end: TimeLike, symbol: str, limit: int | None, newest_first: bool):
+    tf = timeframe if isinstance(timeframe, Timeframe) else lookup_timeframe(timeframe)
+    start_at, end_at = _window(start, end)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    conditions = [candles.c.symbol == symbol.replace("/", "").upper(), candles.c.timeframe == tf.name]
+    if start_at is not None:
+        conditions.append(candles.c.timestamp >= start_at)
+    if end_at is not None:
+        conditions.append(candles.c.timestamp < end_at)
+    order = candles.c.timestamp.desc() if newest_first else candles.c.timestamp.asc()
+    query = sa.select(*(candles.c[name] for name in COLUMNS)).where(*conditions).order_by(order)
+    return query if limit is None else query.limit(limit)
+
+
+def _frame(rows: list[sa.Row]) -> pd.DataFrame:
+    data: dict[str, pd.Series] = {
+        "timestamp": pd.Series(pd.DatetimeIndex([row.timestamp for row in rows], dtype="datetime64[us, UTC]"))
+    }
+    for name in PRICE_COLUMNS:
+        data[name] = pd.Series([getattr(row, name) for row in rows], dtype=object)
+    return pd.DataFrame(data, columns=list(COLUMNS))
+
+
+def _fetch(query, database_url: str | None) -> pd.DataFrame:
+    store = CandleStore(database_url or configured_database_url())
+    with store.engine.connect() as connection:
+        return _frame(list(connection.execute(query)))
+
+
+def load_candles(
+    timeframe: str | Timeframe,
+    start: TimeLike = None,
+    end: TimeLike = None,
+    *,
+    symbol: str = "XAUUSD",
+    database_url: str | None = None,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """Stored candles opening in [start, end), oldest first (at most `limit`, the oldest ones).
+
+    Columns: timestamp (UTC), open, high, low, close, volume (Decimal or None). `database_url`
+    defaults to XAU_DATABASE_URL. Raises ValueError for a bad timeframe, date or limit and
+    StoreUnavailableError when the database cannot be reached.
+    """
+    return _fetch(_series_query(timeframe, start, end, symbol, limit, newest_first=False), database_url)
+
+
+def newest_candles(
+    timeframe: str | Timeframe,
+    start: TimeLike = None,
+    end: TimeLike = None,
+    *,
+    symbol: str = "XAUUSD",
+    database_url: str | None = None,
+    limit: int | None = 100,
+) -> pd.DataFrame:
+    """The newest `limit` candles opening in [start, end), newest first; columns as `load_candles`."""
+    return _fetch(_series_query(timeframe, start, end, symbol, limit, newest_first=True), database_url)
+
+
+__all__ = ["COLUMNS", "load_candles", "newest_candles", "parse_time"]
