@@ -6,7 +6,7 @@ from datetime import datetime
 import dagster as dg
 from pydantic import Field
 
-from xau_pipeline.credit_budget import CreditBudget, CreditBudgetExhausted
+from xau_pipeline.credit_budget import CreditBudget, CreditBudgetExhausted, calls_of_run
 from xau_pipeline.ingest import IngestReport, ingest
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
@@ -43,7 +43,16 @@ def kind_of_work(tags: dict[str, str]) -> str:
     return "backfill"
 
 
-def report_metadata(store: CandleStore, report: IngestReport) -> dict[str, object]:
+def _ledger_table(store: CandleStore, report: IngestReport, run_id: str) -> str:
+    rows = calls_of_run(store.engine, run_id, report.symbol.api_symbol, report.timeframe.interval)
+    lines = ["| at (UTC) | window (UTC) | credits | outcome |", "|---|---|---|---|"]
+    lines += [
+        f"| {r.at:%Y-%m-%d %H:%M:%S} | {_utc(r.window_start)} .. {_utc(r.window_end)} | {r.credits} | {r.outcome} |" for r in rows
+    ]
+    return "\n".join(lines) if rows else "no API call"
+
+
+def report_metadata(store: CandleStore, report: IngestReport, run_id: str) -> dict[str, object]:
     """What the UI shows for a materialization."""
     stored, first, last = store.summary(report.symbol.name, report.timeframe, report.start, report.end)
     stopped = {} if report.complete else {"stopped_early": f"{type(report.fetch.error).__name__}: {report.fetch.error}"}
@@ -60,6 +69,7 @@ def report_metadata(store: CandleStore, report: IngestReport) -> dict[str, objec
         "api_credits": report.fetch.credits,
         "forming_bars_skipped": report.fetch.forming_dropped,
         "newest_bars": dg.MetadataValue.md(_newest_bars_table(store, report)),
+        "api_call_ledger": dg.MetadataValue.md(_ledger_table(store, report, run_id)),
     }
 
 
@@ -103,9 +113,9 @@ def build_candle_asset(symbol: Symbol, timeframe: Timeframe, partitions_def: dg.
         if error is not None and not isinstance(error, CreditBudgetExhausted):
             raise dg.Failure(
                 description=f"{type(error).__name__}: {error} (the {len(report.fetch.windows)} window(s) fetched before it are stored)",
-                metadata=report_metadata(store, report),
+                metadata=report_metadata(store, report, context.run.run_id),
                 allow_retries=False,
             )
-        return dg.MaterializeResult(metadata=report_metadata(store, report))
+        return dg.MaterializeResult(metadata=report_metadata(store, report, context.run.run_id))
 
     return candles

@@ -184,3 +184,14 @@ def usage_today(engine: sa.Engine, now: datetime | None = None) -> list[sa.Row]:
     day_start = datetime.combine(now.date(), datetime.min.time(), timezone.utc)
     with engine.connect() as connection:
         return list(connection.execute(USAGE_BY_KIND, {"day_start": day_start}))
+
+
+def calls_of_run(engine: sa.Engine, run_id: str, symbol: str, interval: str) -> list[sa.Row]:
+    """The ledger rows of one run's calls for one series, oldest first."""
+    query = (
+        sa.select(api_calls.c.at, api_calls.c.window_start, api_calls.c.window_end, api_calls.c.credits, api_calls.c.outcome)
+        .where(api_calls.c.run_id == run_id, api_calls.c.symbol == symbol, api_calls.c.interval == interval)
+        .order_by(api_calls.c.id)
+    )
+    with engine.connect() as connection:
+        return list(connection.execute(query))

@@ -82,6 +82,8 @@ def test_quarter_backfill_stores_exactly_what_is_served_and_reruns_for_free(inst
         assert metadata["rows_inserted"].value == len(rows) == metadata["dagster/row_count"].value
         assert metadata["first_bar"].value.startswith("2024-01-0")
     assert materialization_metadata(result, "M15")["api_calls"].value == 2
+    ledger = materialization_metadata(result, "M15")["api_call_ledger"].value
+    assert ledger.count("| 1 | ok: ") == 2 and "| 2024-01-01 00:00 UTC .. " in ledger
     assert materialization_metadata(result, "D1")["api_calls"].value == 1
     first_calls = stand_in.time_series_calls()
     assert first_calls == 5  # M15 2, H1 1, H4 1, D1 1
