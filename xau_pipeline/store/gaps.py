@@ -15,21 +15,32 @@ from xau_pipeline.trading_calendar import TradingCalendar
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
-# One generate_series per trading session (date_bin puts its first slot on the bar grid),
-# restricted to the requested window; DISTINCT because a 4h or 1day slot can overlap two
-# sessions across the daily break. Then LEFT JOIN candles: what has no row is a gap.
+# One generate_series per trading session, on the bar grid (date_bin), starting after the last
+# slot of the session before so that a 4h or 1day slot straddling the daily break is listed once;
+# restricted to the requested window. Then LEFT JOIN candles: what has no row is a gap.
 MISSING_SLOTS = sa.text(
     """
-    WITH expected AS (
-        SELECT DISTINCT slot
-        FROM unnest(CAST(:opens AS timestamptz[]), CAST(:closes AS timestamptz[])) AS s(open_at, close_at),
-             generate_series(date_bin(CAST(:bar AS interval), s.open_at, CAST(:origin AS timestamptz)),
-                             s.close_at - interval '1 microsecond', CAST(:bar AS interval)) AS slot
+    WITH sessions AS (
+        SELECT open_at, close_at, lag(close_at) OVER (ORDER BY open_at) AS previous_close
+        FROM unnest(CAST(:opens AS timestamptz[]), CAST(:closes AS timestamptz[])) AS s(open_at, close_at)
+    ), expected AS (
+        SELECT slot
+        FROM sessions s,
+             generate_series(
+                 greatest(
+                     date_bin(CAST(:bar AS interval), s.open_at, CAST(:origin AS timestamptz)),
+                     date_bin(CAST(:bar AS interval), s.previous_close - interval '1 microsecond', CAST(:origin AS timestamptz))
+                         + CAST(:bar AS interval)
+                 ),
+                 s.close_at - interval '1 microsecond',
+                 CAST(:bar AS interval)
+             ) AS slot
         WHERE slot >= :start AND slot < :end
     )
     SELECT e.slot, fetched.times AS fetches, fetched.last_at AS last_fetched_at
     FROM expected e
     LEFT JOIN candles c ON c.symbol = :symbol AND c.timeframe = :timeframe AND c."timestamp" = e.slot
+         AND c."timestamp" >= :start AND c."timestamp" < :end
     CROSS JOIN LATERAL (
         SELECT count(*) AS times, max(f.fetched_at) AS last_at
         FROM fetch_coverage f
@@ -41,18 +52,10 @@ MISSING_SLOTS = sa.text(
     """
 )
 
-# Stored bars whose slot overlaps no session: Twelve Data's feed runs 24/7, so they can arrive.
-OFF_SESSION_BARS = sa.text(
-    """
-    SELECT count(*)
-    FROM candles c
-    WHERE c.symbol = :symbol AND c.timeframe = :timeframe AND c."timestamp" >= :start AND c."timestamp" < :end
-      AND NOT EXISTS (
-          SELECT 1 FROM unnest(CAST(:opens AS timestamptz[]), CAST(:closes AS timestamptz[])) AS s(open_at, close_at)
-          WHERE s.open_at < c."timestamp" + CAST(:bar AS interval) AND s.close_at > c."timestamp"
-      )
-    """
-)
+# PostgreSQL cannot estimate how many rows generate_series yields per session (it guesses 5), so
+# over a long window it probes the candles index once per slot; a merge anti join over one
+# ordered scan is about four times faster, and JIT compilation alone would cost ~80 ms.
+PLAN_FOR_LONG_WINDOWS = ("SET LOCAL enable_nestloop = off", "SET LOCAL jit = off", "SET LOCAL work_mem = '32MB'")
 
 STORED_COUNT = sa.text(
     """
@@ -138,6 +141,8 @@ def find_gaps(
         "opens": [s[0] for s in sessions],
         "closes": [s[1] for s in sessions],
     }
+    for setting in PLAN_FOR_LONG_WINDOWS:
+        connection.exec_driver_sql(setting)
     gaps = []
     for slot, fetches, last_fetched_at in connection.execute(MISSING_SLOTS, params):
         if slot + bar > now:
@@ -145,10 +150,7 @@ def find_gaps(
         else:
             reason = PROVIDER_EMPTY if fetches else NEVER_FETCHED
         gaps.append(Gap(slot, reason, fetches, last_fetched_at))
-    return GapReport(
-        expected=calendar.count_expected(start, end, bar, phase),
-        stored=connection.execute(STORED_COUNT, params).scalar_one(),
-        off_session=connection.execute(OFF_SESSION_BARS, params).scalar_one(),
-        gaps=gaps,
-        phase=phase,
-    )
+    expected = calendar.count_expected(start, end, bar, phase)
+    stored = connection.execute(STORED_COUNT, params).scalar_one()
+    # Every stored bar either fills an expected slot or lies off-session (or off the grid).
+    return GapReport(expected, stored, off_session=stored - (expected - len(gaps)), gaps=gaps, phase=phase)
