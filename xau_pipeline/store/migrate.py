@@ -13,6 +13,9 @@ from alembic.script import ScriptDirectory
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant shared by every xau_pipeline process: pg_advisory_lock takes a bigint key.
 MIGRATION_LOCK_KEY = 0x7861755F6D6967  # "xau_mig"
+# Not Alembic's default `alembic_version`: Dagster's PostgreSQL storage keeps its own schema
+# version under that name, and the two may share a database.
+VERSION_TABLE = "xau_pipeline_schema_version"
 
 
 def alembic_config() -> Config:
@@ -27,7 +30,7 @@ def head_revision() -> str:
 
 def current_revision(engine: sa.Engine) -> str | None:
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
 def migrate(engine: sa.Engine) -> str:

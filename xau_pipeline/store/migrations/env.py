@@ -2,9 +2,10 @@
 
 from alembic import context
 
+from xau_pipeline.store.migrate import VERSION_TABLE
 from xau_pipeline.store.tables import metadata
 
 connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=metadata)
+context.configure(connection=connection, target_metadata=metadata, version_table=VERSION_TABLE)
 with context.begin_transaction():
     context.run_migrations()
