@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import secrets
 import time
 from datetime import datetime, timezone
 
@@ -17,13 +16,12 @@ os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
 os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
 
 import dagster as dg  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG  # noqa: E402
 
 from xau_pipeline.assets import build_candle_asset  # noqa: E402
 from xau_pipeline.partitions import daily_partitions  # noqa: E402
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource  # noqa: E402
-from xau_pipeline.store.database import engine_for, normalize_url  # noqa: E402
+from xau_pipeline.store.database import temporary_database  # noqa: E402
 from xau_pipeline.symbols import Symbol  # noqa: E402
 from xau_pipeline.timeframes import TIMEFRAMES  # noqa: E402
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL  # noqa: E402
@@ -36,18 +34,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--year", type=int, default=2025)
     year = parser.parse_args().year
-    server = sa.engine.make_url(normalize_url(SERVER))
-    name = f"xau_bench_{os.getpid()}_{secrets.token_hex(2)}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
+    with temporary_database(SERVER, "xau_bench") as url:
         run(year, url)
-    finally:
-        engine_for(url).dispose()
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def run(year: int, url: str) -> None:

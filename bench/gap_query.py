@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import statistics
 import time
 from datetime import datetime, timedelta, timezone
@@ -18,7 +17,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.database import engine_for, normalize_url
+from xau_pipeline.store.database import temporary_database
 from xau_pipeline.store.gaps import EPOCH, MISSING_SLOTS, PLAN_FOR_LONG_WINDOWS, find_gaps
 from xau_pipeline.store.upsert import upsert_bars
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
@@ -43,18 +42,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--years", type=int, default=10)
     years = parser.parse_args().years
-    server = sa.engine.make_url(normalize_url(SERVER))
-    name = f"xau_bench_{os.getpid()}_{secrets.token_hex(2)}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
+    with temporary_database(SERVER, "xau_bench") as url:
         run(url, years)
-    finally:
-        engine_for(url).dispose()
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def run(url: str, years: int) -> None:

@@ -20,15 +20,13 @@ import argparse
 import logging
 import math
 import os
-import secrets
 import time
 from collections import Counter
 from datetime import datetime, timezone
 
-import sqlalchemy as sa
 
 from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
-from xau_pipeline.store.database import engine_for, normalize_url
+from xau_pipeline.store.database import engine_for, temporary_database
 from xau_pipeline.store.migrate import migrate
 from xau_pipeline.timeframes import TIMEFRAMES
 from xau_pipeline.trading_calendar import calendar
@@ -52,20 +50,9 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="log every call and every wait for credits")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
-    server = sa.engine.make_url(normalize_url(SERVER))
-    name = f"xau_bench_{os.getpid()}_{secrets.token_hex(2)}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
+    with temporary_database(SERVER, "xau_bench") as url:
         migrate(engine_for(url))
         run(args.start, args.end, url)
-    finally:
-        engine_for(url).dispose()
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def run(start: datetime, end: datetime, url: str) -> None:

@@ -18,14 +18,13 @@ import argparse
 import io
 import os
 import platform
-import secrets
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import sqlalchemy as sa
 
-from xau_pipeline.store.database import engine_for, normalize_url
+from xau_pipeline.store.database import engine_for, temporary_database
 from xau_pipeline.store.migrate import migrate
 from xau_pipeline.store.upsert import upsert_bars
 from xau_pipeline.twelvedata.client import Bar
@@ -169,19 +168,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    server = sa.engine.make_url(normalize_url(SERVER))
-    name = f"xau_bench_{os.getpid()}_{secrets.token_hex(2)}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
+    with temporary_database(SERVER, "xau_bench") as url:
         run(url, args.rows, args.repeat)
-    finally:
-        engine_for(url).dispose()
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

@@ -192,9 +192,8 @@ def test_a_failure_after_some_windows_keeps_them(instance, resources, stand_in, 
     resources["twelvedata"] = TwelveDataResource(
         api_key=TEST_API_KEY, base_url=stand_in.url, backoff_seconds=0.01, max_attempts=2, **NO_LIMITS
     )
-    stand_in.configure(delay_seconds=0)
-    start, end = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 3, 31, tzinfo=UTC)
-    stand_in.push_fault(Fault("slow", seconds=0))
+    end = datetime(2024, 3, 31, tzinfo=UTC)
+    stand_in.push_fault(Fault("slow", seconds=0))  # the first (newest) window is answered normally
     stand_in.push_fault(Fault("html_502"))
     stand_in.push_fault(Fault("html_502"))
     result = backfill(instance, resources, "2024-01-01", "2024-03-30", timeframes=["M15"], raise_on_error=False)

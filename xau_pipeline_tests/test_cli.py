@@ -9,7 +9,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from xau_pipeline import cli
 from xau_pipeline.store.tables import api_calls
