@@ -100,11 +100,18 @@ def test_still_forming_bars_are_dropped(stand_in):
 
 
 def test_no_data_is_an_empty_result(stand_in):
-    saturday = datetime(2024, 3, 16, tzinfo=UTC)
-    result = client_for(stand_in).fetch("XAU/USD", M15, [(saturday, saturday + DAY)], CME).raise_for_error()
+    """The provider has nothing for a day the market traded: an empty result, recorded as fetched."""
+    stand_in.configure(holes=[(WEDNESDAY, WEDNESDAY + DAY)])
+    result = client_for(stand_in).fetch("XAU/USD", M15, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
     assert result.bars == [] and result.calls == 1
     assert stand_in.requests[-1].code == 400
     assert len(result.windows) == 1
+
+
+def test_a_closed_market_costs_no_call(stand_in):
+    saturday, good_friday = datetime(2024, 3, 16, tzinfo=UTC), datetime(2024, 3, 29, tzinfo=UTC)
+    result = client_for(stand_in).fetch("XAU/USD", M15, [(saturday, saturday + DAY), (good_friday, good_friday + DAY)], CME)
+    assert (result.raise_for_error().calls, result.bars, stand_in.time_series_calls()) == (0, [], 0)
 
 
 @pytest.mark.parametrize("error_status", ["http", "body200"])

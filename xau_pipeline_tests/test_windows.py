@@ -70,6 +70,12 @@ def test_neighbouring_gaps_share_a_call():
 
 def test_far_gaps_get_their_own_calls():
     bar = TIMEFRAMES_BY_NAME["M15"].bar
-    far = datetime(2024, 6, 1, tzinfo=UTC)
+    far = datetime(2024, 6, 3, tzinfo=UTC)  # a Monday
     gaps = [(t(2), t(3)), (far, far + timedelta(days=1))]
     assert merge_gaps(gaps, bar, CME) == gaps
+
+
+def test_gaps_with_the_market_closed_are_dropped():
+    bar = TIMEFRAMES_BY_NAME["M15"].bar
+    saturday, monday = (t(6), t(7)), (t(8), t(9))
+    assert merge_gaps([saturday, monday], bar, CME) == [monday]

@@ -338,6 +338,8 @@ class TwelveDataClient:
         result = SeriesFetch()
         calls_before, credits_before = self.calls, self.credits
         planners = [WindowPlanner(span, timeframe.bar, calendar) for span in merge_gaps(gaps, timeframe.bar, calendar)]
+        if gaps and not planners:
+            self.log.info(f"{symbol} {timeframe.name}: the market is closed throughout the missing window(s); no call")
         planned = sum(p.expected_calls for p in planners)
         by_time: dict[datetime, Bar] = {}
         try:

@@ -37,10 +37,13 @@ def merge_gaps(gaps: list[Interval], bar: timedelta, calendar: TradingCalendar, 
     """Gaps joined into spans wherever the joined span still fits one call.
 
     A call costs one credit whatever its size, so neighbouring gaps share a call; bars
-    refetched in between are harmless (the upsert leaves them unchanged).
+    refetched in between are harmless (the upsert leaves them unchanged). Gaps in which the
+    market is closed throughout are dropped.
     """
     spans: list[Interval] = []
     for gap_start, gap_end in sorted(gaps):
+        if calendar.count_expected(gap_start, gap_end, bar) == 0:
+            continue  # the market is closed all through it: nothing to ask for
         if spans and calendar.count_expected(spans[-1][0], gap_end, bar) <= max_bars:
             spans[-1] = (spans[-1][0], max(spans[-1][1], gap_end))
         else:
@@ -61,8 +64,12 @@ class WindowPlanner:
         self._slots = calendar.expected_slots(self.start, self.end, bar)
 
     @property
+    def expected_bars(self) -> int:
+        return len(self._slots)
+
+    @property
     def expected_calls(self) -> int:
-        return max(1, -(-len(self._slots) // self.max_bars))
+        return -(-len(self._slots) // self.max_bars)
 
     def window_ending_at(self, end: datetime) -> Interval:
         """The longest window ending at `end` that holds at most `max_bars` expected slots."""
