@@ -36,12 +36,12 @@ def resources(stand_in, store):
     }
 
 
-def backfill(instance, resources, first, last, timeframes=ASSETS, force=False, raise_on_error=True):
+def backfill(instance, resources, first, last, timeframes=ASSETS, force=False, raise_on_error=True, assets=ASSETS):
     run_config = {
-        "ops": {ASSETS[tf].op.name: {"config": {"force_refetch": True}} for tf in timeframes}
+        "ops": {assets[tf].op.name: {"config": {"force_refetch": True}} for tf in timeframes}
     } if force else None
     return dg.materialize(
-        [ASSETS[tf] for tf in timeframes],
+        [assets[tf] for tf in timeframes],
         instance=instance,
         resources=resources,
         tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
@@ -113,10 +113,14 @@ def test_forced_refetch_updates_a_revised_bar(instance, resources, stand_in, sto
 
 
 def test_todays_forming_bars_are_never_stored(instance, resources, stand_in, store):
-    """The stand-in runs an hour ahead, so it serves bars that have not closed by our clock."""
+    """The stand-in runs an hour ahead, so it serves bars that have not closed by our clock.
+
+    A 24x7 calendar and weekend bars make the test independent of the day it runs on.
+    """
     stand_in.configure(weekend_bars=True, time_offset_seconds=3600)
     today = datetime.now(UTC).date().isoformat()
-    result = backfill(instance, resources, today, today, timeframes=["M15", "D1"])
+    around_the_clock = {tf.name: build_candle_asset(Symbol("XAU/USD", calendar="24x7"), tf, PARTITIONS) for tf in TIMEFRAMES}
+    result = backfill(instance, resources, today, today, timeframes=["M15", "D1"], assets=around_the_clock)
     assert result.success
     now = datetime.now(UTC)
     m15 = stored_rows(store, "M15")
