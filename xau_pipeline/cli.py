@@ -2,6 +2,7 @@
 
 Every failure is one `error: ...` line on stderr: exit status 2 for a usage or configuration
 error, 1 when the database cannot be reached. The database password is never printed.
+`doctor` instead prints one `ok`/`FAIL` line per check and exits 1 if any failed.
 """
 
 from __future__ import annotations
@@ -214,6 +215,171 @@ def _credits(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- doctor ------------------------------------------------------------------------------------
+
+DOCTOR_TIMEOUT_SECONDS = 5.0
+
+
+class _Check:
+    """One `ok`/`FAIL` line of `xau-pipeline doctor`."""
+
+    def __init__(self, name: str, passed: bool, detail: str):
+        self.name, self.passed, self.detail = name, passed, detail
+
+    def line(self) -> str:
+        return f"{'ok' if self.passed else 'FAIL':<4}  {self.name}: {self.detail}"
+
+
+def _reason(exc: BaseException) -> str:
+    """The cause of a failure, on one line: the driver's message for a database error."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig or exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+def _doctor_database(url: str | None, url_error: str | None):
+    """(check, engine or None): can we connect and run a query?"""
+    if url is None:
+        return _Check("database", False, f"bad XAU_DATABASE_URL: {url_error}"), None
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    shown = safe_url(url)
+    # A plain engine: CandleStore would migrate as a side effect.
+    engine = sa.create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": int(DOCTOR_TIMEOUT_SECONDS)})
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except Exception as exc:
+        engine.dispose()
+        return _Check("database", False, f"{shown} unreachable: {_reason(exc)}"), None
+    return _Check("database", True, f"{shown} reachable"), engine
+
+
+def _doctor_migrations(engine) -> _Check:
+    if engine is None:
+        return _Check("migrations", False, "not checked: the database is unreachable")
+    from alembic.script import ScriptDirectory
+
+    from xau_pipeline.store.migrate import alembic_config, current_revision, head_revision
+
+    try:
+        current, head = current_revision(engine), head_revision()
+    except Exception as exc:
+        return _Check("migrations", False, f"cannot read the schema revision: {_reason(exc)}")
+    if current == head:
+        return _Check("migrations", True, f"schema at head revision {head}")
+    if current is None:
+        import sqlalchemy as sa
+
+        try:
+            tables = sa.inspect(engine).has_table("candles")
+        except Exception:
+            tables = False
+        what = "no schema revision recorded, though a candles table exists" if tables else "no schema yet"
+        return _Check("migrations", False, f"{what} (head revision is {head}); run: xau-pipeline migrate")
+    try:
+        known = ScriptDirectory.from_config(alembic_config()).get_revision(current) is not None
+    except Exception:
+        known = False
+    if not known:
+        return _Check(
+            "migrations", False,
+            f"schema at revision {current}, unknown to this xau_pipeline (head {head}): was it migrated by a newer version?",
+        )
+    return _Check("migrations", False, f"schema at revision {current}, behind head {head}; run: xau-pipeline migrate")
+
+
+def _doctor_api_key() -> _Check:
+    import os
+
+    if (os.environ.get("TWELVE_DATA_API_KEY") or "").strip():
+        return _Check("api key", True, "TWELVE_DATA_API_KEY is set")
+    return _Check("api key", False, "TWELVE_DATA_API_KEY is not set (a free key: https://twelvedata.com/pricing)")
+
+
+def _doctor_api() -> _Check:
+    import os
+
+    import requests
+
+    from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL
+
+    base = (os.environ.get("TWELVE_DATA_BASE_URL") or "").strip() or DEFAULT_BASE_URL
+    # A plain GET of the base URL, without the key: it costs no credit, and any HTTP answer
+    # (even 404) shows that something is listening there.
+    try:
+        response = requests.get(base, timeout=DOCTOR_TIMEOUT_SECONDS, headers={"User-Agent": "xau-pipeline doctor"})
+    except requests.Timeout:
+        return _Check("api", False, f"{base} did not answer within {DOCTOR_TIMEOUT_SECONDS:g} s")
+    except requests.ConnectionError as exc:
+        cause = exc.args[0] if exc.args else exc
+        reason = getattr(cause, "reason", None) or cause
+        return _Check("api", False, f"{base} unreachable: {_reason(reason) if isinstance(reason, BaseException) else reason}")
+    except requests.RequestException as exc:
+        return _Check("api", False, f"{base} unusable: {type(exc).__name__}: {_reason(exc)}")
+    response.close()
+    return _Check("api", True, f"{base} reachable (HTTP {response.status_code} to a keyless GET, no credit spent)")
+
+
+def _doctor_credits(engine) -> _Check:
+    from xau_pipeline.credit_budget import KINDS, BudgetSettings, usage_today
+
+    try:
+        settings = BudgetSettings.from_env()
+    except ValueError as exc:
+        return _Check("credits", False, str(exc))
+    if engine is None:
+        return _Check("credits", False, "not checked: the database is unreachable")
+    import sqlalchemy as sa
+
+    try:
+        if not sa.inspect(engine).has_table("api_calls"):
+            return _Check("credits", False, "not checked: no credit ledger (api_calls) yet; run: xau-pipeline migrate")
+        usage = {row.kind: int(row.credits) for row in usage_today(engine, _now())}
+    except Exception as exc:
+        return _Check("credits", False, f"cannot read today's ledger: {_reason(exc)}")
+    used = sum(usage.values())
+    left = max(settings.per_day - used, 0)
+    unscheduled_left = max(settings.per_day - settings.reserved_for_schedules - (used - usage.get("schedule", 0)), 0)
+    left_by_kind = {
+        "schedule": left,
+        "backfill": min(left, unscheduled_left),
+        "repair": min(left, unscheduled_left, max(settings.repair_cap - usage.get("repair", 0), 0)),
+    }
+    kinds = list(KINDS) + sorted(set(usage) - set(KINDS))
+    spent = ", ".join(f"{kind} {usage.get(kind, 0)}" for kind in kinds)
+    open_to = ", ".join(f"{kind} {left_by_kind[kind]}" for kind in KINDS)
+    return _Check(
+        "credits", left > 0,
+        f"{left} of {settings.per_day} left today (UTC day); left for: {open_to}; used: {spent}",
+    )
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        url, url_error = database_url(), None
+    except Exception as exc:
+        url, url_error = None, _reason(exc)
+    database, engine = _doctor_database(url, url_error)
+    try:
+        checks = [database, _doctor_migrations(engine), _doctor_api_key(), _doctor_api(), _doctor_credits(engine)]
+    finally:
+        if engine is not None:
+            engine.dispose()
+    key = (os.environ.get("TWELVE_DATA_API_KEY") or "").strip()
+    for check in checks:
+        check.detail = _one_line(check.detail, url)
+        # No check prints the key; this only guards against one pasted into a URL or setting.
+        # (A key of a few characters would match ordinary words, and no real key is that short.)
+        if len(key) >= 6:
+            check.detail = check.detail.replace(key, "***")
+        print(check.line())
+    return 0 if all(check.passed for check in checks) else EXIT_FAILURE
+
+
 # ---- entry point ---------------------------------------------------------------------------------
 
 
@@ -241,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     gaps.set_defaults(run=_gaps)
 
     commands.add_parser("credits", help="Twelve Data credits used and left today").set_defaults(run=_credits)
+    commands.add_parser(
+        "doctor", help="check the database, its schema, the API key, the API and today's credits"
+    ).set_defaults(run=_doctor)
     return parser
 
 

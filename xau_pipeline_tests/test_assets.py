@@ -13,27 +13,17 @@ from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES
 from xau_pipeline.twelvedata_standin import Fault
-from xau_pipeline_tests.conftest import TEST_API_KEY
+from xau_pipeline_tests.conftest import NO_CREDIT_LIMITS, TEST_API_KEY
 
 UTC = timezone.utc
 GOLD = Symbol("XAU/USD")
 PARTITIONS = daily_partitions("2024-01-01")
-NO_LIMITS = {"credits_per_minute": 10_000, "credits_per_day": 100_000}
 ASSETS = {tf.name: build_candle_asset(GOLD, tf, PARTITIONS) for tf in TIMEFRAMES}
 
 
-@pytest.fixture(scope="module")
-def instance():
-    with dg.DagsterInstance.ephemeral() as instance:
-        yield instance
-
-
 @pytest.fixture
-def resources(stand_in, store):
-    return {
-        "twelvedata": TwelveDataResource(api_key=TEST_API_KEY, base_url=stand_in.url, backoff_seconds=0.01, **NO_LIMITS),
-        "candle_store": CandleStoreResource(database_url=store.url),
-    }
+def instance(dagster_instance):
+    return dagster_instance
 
 
 def backfill(instance, resources, first, last, timeframes=ASSETS, force=False, raise_on_error=True, assets=ASSETS):
@@ -148,7 +138,7 @@ def test_the_key_appears_in_no_dagster_event(instance, stand_in, store, monkeypa
     monkeypatch.setenv("TWELVE_DATA_API_KEY", TEST_API_KEY)
     resources = {
         "twelvedata": TwelveDataResource(
-            api_key=dg.EnvVar("TWELVE_DATA_API_KEY"), base_url=stand_in.url, backoff_seconds=0.01, **NO_LIMITS
+            api_key=dg.EnvVar("TWELVE_DATA_API_KEY"), base_url=stand_in.url, backoff_seconds=0.01, **NO_CREDIT_LIMITS
         ),
         "candle_store": CandleStoreResource(database_url=store.url),
     }
@@ -194,7 +184,7 @@ def test_a_backfill_over_its_share_stops_cleanly_and_completes_later(instance, s
 def test_a_failure_after_some_windows_keeps_them(instance, resources, stand_in, store):
     """The second (older) window fails for good: the run fails clearly, the first window is stored."""
     resources["twelvedata"] = TwelveDataResource(
-        api_key=TEST_API_KEY, base_url=stand_in.url, backoff_seconds=0.01, max_attempts=2, **NO_LIMITS
+        api_key=TEST_API_KEY, base_url=stand_in.url, backoff_seconds=0.01, max_attempts=2, **NO_CREDIT_LIMITS
     )
     end = datetime(2024, 3, 31, tzinfo=UTC)
     stand_in.push_fault(Fault("slow", seconds=0))  # the first (newest) window is answered normally

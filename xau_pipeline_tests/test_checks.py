@@ -10,11 +10,9 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.checks import build_candle_checks
 from xau_pipeline.partitions import daily_partitions
-from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline_tests.conftest import TEST_API_KEY
 
 UTC = timezone.utc
 GOLD = Symbol("XAU/USD")
@@ -24,20 +22,9 @@ CHECKS = {name: build_candle_checks(GOLD, TIMEFRAMES_BY_NAME[name], ASSETS[name]
 EVERYTHING = [*ASSETS.values(), *CHECKS["M15"], *CHECKS["H1"]]
 
 
-@pytest.fixture(scope="module")
-def instance():
-    with dg.DagsterInstance.ephemeral() as instance:
-        yield instance
-
-
 @pytest.fixture
-def resources(stand_in, store):
-    return {
-        "twelvedata": TwelveDataResource(
-            api_key=TEST_API_KEY, base_url=stand_in.url, credits_per_minute=10_000, credits_per_day=100_000
-        ),
-        "candle_store": CandleStoreResource(database_url=store.url),
-    }
+def instance(dagster_instance):
+    return dagster_instance
 
 
 def run(instance, resources, first, last, checks_only=False):

@@ -1,0 +1,367 @@
+"""`python -m xau_pipeline.launch run|demo`: what `make run` and `make demo` start.
+
+run   Start the Dagster UI and daemon (`dagster dev`) on 127.0.0.1:3000 (XAU_UI_HOST, XAU_UI_PORT).
+      Without XAU_DATABASE_URL, an embedded PostgreSQL (files in <project>/.pgdata, or XAU_PGDATA)
+      holds the candles (database `xau`) and Dagster's runs, events and schedules (database
+      `dagster`). With XAU_DATABASE_URL, that database holds both, Dagster's in its own schema
+      `dagster`, unless XAU_DAGSTER_PG_URL names another. Needs TWELVE_DATA_API_KEY.
+demo  The same, offline: a Twelve Data stand-in in this process (127.0.0.1:8765, key `demo-key`,
+      the free plan's limits) and the last three weeks of every timeframe stored first.
+
+Ctrl-C or SIGTERM stops Dagster, then the embedded PostgreSQL. Exit status 2: configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, closing, suppress
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+EXIT_CONFIG = 2
+EXIT_FAILURE = 1
+DEMO_PORT = 8765
+DEMO_KEY = "demo-key"
+DEMO_DAYS = 21
+DAGSTER_SCHEMA = "dagster"
+SHUTDOWN_GRACE_SECONDS = 60
+
+NO_KEY_MESSAGE = """\
+TWELVE_DATA_API_KEY is not set: the pipeline needs a Twelve Data API key to fetch candles.
+  - Get a free key at https://twelvedata.com/pricing (8 credits a minute, 800 a day), then
+      export TWELVE_DATA_API_KEY=your-key
+      make run
+  - Or try it offline against the local Twelve Data stand-in, with three weeks of demo data:
+      make demo
+"""
+
+
+class LaunchError(Exception):
+    """A problem to report in one message, with an exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILURE):
+        super().__init__(message)
+        self.status = status
+
+
+def say(message: str) -> None:
+    print(f"[xau_pipeline] {message}", flush=True)
+
+
+def project_root() -> Path:
+    """The folder holding workspace.yaml: the current one when started from the project, else the package's."""
+    for candidate in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (candidate / "workspace.yaml").exists() and (candidate / "dagster.yaml").exists():
+            return candidate.resolve()
+    raise LaunchError("cannot find workspace.yaml and dagster.yaml: run this from the project folder", EXIT_CONFIG)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise LaunchError(
+                f"cannot serve the UI on {host}:{port} ({exc.strerror}): is another `make run` running? "
+                "Stop it, or set XAU_UI_PORT to another port."
+            ) from None
+
+
+# ---- databases ---------------------------------------------------------------------------------
+
+
+def _with_schema(url: str, schema: str) -> str:
+    """`url` with every connection's search_path set to `schema` (psycopg2 `options`)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    options = " ".join(filter(None, [parsed.query.get("options"), f"-csearch_path={schema}"]))
+    return parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
+def _ensure_schema(url: str, schema: str) -> None:
+    import sqlalchemy as sa
+
+    from xau_pipeline.store.database import safe_url
+
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 10}, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        raise LaunchError(f"cannot reach the database at {safe_url(url)}: {str(exc.orig).strip()}") from None
+    except sa.exc.ProgrammingError as exc:
+        raise LaunchError(
+            f"cannot create schema {schema!r} for Dagster in {safe_url(url)} ({str(exc.orig).strip()}); "
+            "set XAU_DAGSTER_PG_URL to a database Dagster may use",
+            EXIT_CONFIG,
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def prepare_databases(root: Path, stack: ExitStack) -> tuple[str, str]:
+    """(candle URL, Dagster storage URL), starting the embedded PostgreSQL when no database is configured."""
+    from xau_pipeline.store.database import normalize_url, safe_url
+
+    try:
+        dagster_url = normalize_url(os.environ["XAU_DAGSTER_PG_URL"]) if os.environ.get("XAU_DAGSTER_PG_URL") else None
+        candles_url = normalize_url(os.environ["XAU_DATABASE_URL"]) if os.environ.get("XAU_DATABASE_URL") else None
+    except ValueError as exc:
+        raise LaunchError(str(exc), EXIT_CONFIG) from None
+
+    if candles_url is None:
+        from xau_pipeline import embedded_postgres
+
+        data_dir = Path(os.environ.get("XAU_PGDATA") or root / ".pgdata")
+        started = time.perf_counter()
+        try:
+            server = embedded_postgres.start(data_dir)
+        except embedded_postgres.EmbeddedPostgresError as exc:
+            raise LaunchError(str(exc)) from None
+        stack.callback(_stop_embedded, server)
+        candles_url = server.ensure_database("xau")
+        if dagster_url is None:
+            dagster_url = server.ensure_database("dagster")
+        say(
+            f"embedded PostgreSQL ready in {time.perf_counter() - started:.1f} s on 127.0.0.1:{server.port} "
+            f"(files in {server.data_dir}; set XAU_DATABASE_URL to use your own server)"
+        )
+    elif dagster_url is None:
+        # One database for both: Dagster's tables (and its own Alembic version table) in schema `dagster`.
+        _ensure_schema(candles_url, DAGSTER_SCHEMA)
+        dagster_url = _with_schema(candles_url, DAGSTER_SCHEMA)
+    say(f"candles in {safe_url(candles_url)}; Dagster's runs and events in {safe_url(dagster_url)}")
+    return candles_url, dagster_url
+
+
+def _stop_embedded(server) -> None:
+    server.stop()
+    say("embedded PostgreSQL stopped")
+
+
+def prepare_dagster_home(root: Path) -> Path:
+    home = Path(os.environ.get("DAGSTER_HOME") or root / ".dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    source, target = root / "dagster.yaml", home / "dagster.yaml"
+    if not target.exists() or target.read_bytes() != source.read_bytes():
+        shutil.copyfile(source, target)
+    return home
+
+
+# ---- demo ----------------------------------------------------------------------------------------
+
+
+def start_stand_in(stack: ExitStack) -> str:
+    from xau_pipeline.twelvedata_standin import StandIn, StandInConfig
+
+    port = int(os.environ.get("XAU_DEMO_STANDIN_PORT") or DEMO_PORT)
+    try:
+        stand_in = StandIn(StandInConfig(api_key=DEMO_KEY, port=port)).start()
+    except OSError:
+        stand_in = StandIn(StandInConfig(api_key=DEMO_KEY, port=0)).start()
+        say(f"port {port} is taken; the stand-in uses {stand_in.url} instead")
+    stack.callback(stand_in.stop)
+    say(f"Twelve Data stand-in on {stand_in.url} (key {DEMO_KEY}, 8 credits a minute, 800 a day)")
+    return stand_in.url
+
+
+def fill_demo_data(candles_url: str, base_url: str) -> None:
+    """Store the last DEMO_DAYS days of every timeframe, and tell Dagster those partitions are materialized."""
+    from xau_pipeline.ingest import ingest
+    from xau_pipeline.partitions import history_start
+    from xau_pipeline.store.candle_store import CandleStore
+    from xau_pipeline.symbols import configured_symbols
+    from xau_pipeline.timeframes import TIMEFRAMES
+    from xau_pipeline.twelvedata.client import TwelveDataClient
+
+    started = time.perf_counter()
+    now = datetime.now(timezone.utc)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    first_day = max(today - timedelta(days=DEMO_DAYS), datetime.fromisoformat(history_start()).replace(tzinfo=timezone.utc))
+    client = TwelveDataClient(DEMO_KEY, base_url)
+    store = CandleStore(candles_url)
+    filled = []
+    for symbol in configured_symbols():
+        for tf in TIMEFRAMES:
+            report = ingest(client, store, symbol, tf, first_day, today + timedelta(days=1))
+            if not report.complete:
+                say(f"demo data for {symbol.api_symbol} {tf.name} is incomplete: {report.fetch.error}")
+            filled.append((symbol, tf))
+    say(f"demo data: {DEMO_DAYS} days of {', '.join(tf.name for tf in TIMEFRAMES)} stored "
+        f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
+    _report_demo_partitions(store, filled, first_day, today)
+
+
+def _report_demo_partitions(store, filled, first_day: datetime, today: datetime) -> None:
+    """Record the filled days as materialized (outside any run), so the UI shows them as such."""
+    import warnings
+
+    import dagster as dg
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    with dg.DagsterInstance.get() as instance:
+        for symbol, tf in filled:
+            key = dg.AssetKey([symbol.key_prefix, tf.key_suffix])
+            day = first_day
+            while day <= today:
+                rows = store.summary(symbol.name, tf, day, day + timedelta(days=1))[0]
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization(
+                        asset_key=key,
+                        partition=day.strftime("%Y-%m-%d"),
+                        description="stored by `make demo` from the local stand-in",
+                        metadata={"dagster/row_count": rows, "source": "make demo"},
+                    )
+                )
+                day += timedelta(days=1)
+
+
+# ---- dagster dev ---------------------------------------------------------------------------------
+
+
+def _group_members(pgid: int) -> list:
+    import psutil
+
+    members = []
+    for process in psutil.process_iter(["status"]):
+        with suppress(psutil.Error, OSError):
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(process)
+    return members
+
+
+def _end_group(pgid: int, grace: float = 5.0) -> None:
+    """Whatever `dagster dev` left behind in its process group: SIGTERM, then SIGKILL."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        if not _group_members(pgid):
+            return
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signum)
+        deadline = time.monotonic() + grace
+        while _group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def run_dagster(root: Path, env: dict[str, str], host: str, port: int) -> int:
+    """`dagster dev` in its own process group until it exits or we are told to stop; returns its status."""
+    dagster = Path(sys.executable).parent / "dagster"
+    command = [str(dagster)] if dagster.exists() else [sys.executable, "-m", "dagster"]
+    command += ["dev", "-h", host, "-p", str(port), "-w", str(root / "workspace.yaml")]
+    say(f"starting the Dagster UI and daemon on http://{host}:{port} (Ctrl-C stops everything)")
+    process: subprocess.Popen | None = None
+    stop_requested: list[float] = []  # monotonic time of each stop signal
+
+    def on_signal(_signum, _frame):
+        stop_requested.append(time.monotonic())
+        if process is None:
+            return
+        with suppress(ProcessLookupError):
+            if len(stop_requested) == 1:
+                say("stopping Dagster...")
+                process.send_signal(signal.SIGTERM)  # dagster dev treats it as Ctrl-C
+            else:
+                say("stopping Dagster at once")
+                os.killpg(process.pid, signal.SIGKILL)
+
+    # Installed before the child starts: a handler resets to the default there, while an ignored SIGINT
+    # (as in a shell's background job) would stay ignored, and `dagster dev` maps SIGTERM to SIGINT's handler.
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    status = 0
+    try:
+        # Its own process group: a terminal's Ctrl-C reaches us only, and we stop Dagster once, in order.
+        process = subprocess.Popen(command, cwd=root, env=env, process_group=0)
+        if stop_requested:  # a signal came while it was being started
+            process.send_signal(signal.SIGTERM)
+        while True:
+            try:
+                status = process.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                if len(stop_requested) == 1 and time.monotonic() - stop_requested[0] > SHUTDOWN_GRACE_SECONDS:
+                    on_signal(None, None)
+    finally:
+        if process is not None:
+            _end_group(process.pid)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if stop_requested:
+        say("Dagster stopped")
+        return 0
+    return status
+
+
+# ---- main ----------------------------------------------------------------------------------------
+
+
+def _raise_keyboard_interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def launch(mode: str) -> int:
+    root = project_root()
+    host = os.environ.get("XAU_UI_HOST") or "127.0.0.1"
+    try:
+        port = int(os.environ.get("XAU_UI_PORT") or 3000)
+    except ValueError:
+        raise LaunchError(f"XAU_UI_PORT must be a port number, got {os.environ['XAU_UI_PORT']!r}", EXIT_CONFIG) from None
+    if mode == "run" and not os.environ.get("TWELVE_DATA_API_KEY"):
+        if os.environ.get("TWELVE_DATA_BASE_URL"):
+            raise LaunchError(
+                f"TWELVE_DATA_API_KEY is not set (the API at {os.environ['TWELVE_DATA_BASE_URL']} needs one too); "
+                "`make demo` runs the stand-in with its key",
+                EXIT_CONFIG,
+            )
+        sys.stderr.write(NO_KEY_MESSAGE)
+        return EXIT_CONFIG
+    _check_port_free(host, port)
+
+    # Until Dagster runs, SIGTERM unwinds like Ctrl-C, so whatever was started is stopped.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    with ExitStack() as stack:
+        try:
+            if mode == "demo":
+                base_url = start_stand_in(stack)
+                if os.environ.get("TWELVE_DATA_API_KEY") and os.environ.get("TWELVE_DATA_API_KEY") != DEMO_KEY:
+                    say("the demo uses the stand-in and its key, not your TWELVE_DATA_API_KEY")
+                os.environ["TWELVE_DATA_BASE_URL"] = base_url
+                os.environ["TWELVE_DATA_API_KEY"] = DEMO_KEY
+            candles_url, dagster_url = prepare_databases(root, stack)
+            os.environ["XAU_DATABASE_URL"] = candles_url
+            os.environ["XAU_DAGSTER_PG_URL"] = dagster_url
+            os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(root))
+            # Batch Dagster's per-partition bookkeeping for large backfills (docs/architecture.md).
+            os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
+            os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
+            if mode == "demo":
+                fill_demo_data(candles_url, os.environ["TWELVE_DATA_BASE_URL"])
+        except KeyboardInterrupt:
+            say("interrupted")
+            return 130
+        return run_dagster(root, dict(os.environ), host, port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m xau_pipeline.launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("mode", choices=("run", "demo"))
+    args = parser.parse_args(argv)
+    try:
+        return launch(args.mode)
+    except LaunchError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""The README's run command: `python -m xau_pipeline.launch run` (what `make run` starts)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import closing
+
+import psutil
+import requests
+
+from xau_pipeline import embedded_postgres
+from xau_pipeline_tests.conftest import REPO, TEST_API_KEY
+
+LAUNCH = [sys.executable, "-m", "xau_pipeline.launch", "run"]
+WORKSPACE_QUERY = """{
+  workspaceOrError { ... on Workspace { locationEntries {
+    name loadStatus locationOrLoadError { __typename ... on PythonError { message } }
+  } } }
+  instance { info }
+}"""
+
+
+def clean_env(**overrides) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWELVE_DATA_", "XAU_", "DAGSTER_"))}
+    return {**env, **overrides}
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_run_without_a_key_says_how_to_get_one_and_exits_2(tmp_path):
+    data_dir = REPO / ".pgdata" / f"test-nokey-{os.getpid()}"
+    result = subprocess.run(
+        LAUNCH, cwd=REPO, env=clean_env(XAU_PGDATA=str(data_dir), DAGSTER_HOME=str(tmp_path)),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "TWELVE_DATA_API_KEY" in result.stderr
+    assert "https://twelvedata.com/pricing" in result.stderr
+    assert "export TWELVE_DATA_API_KEY=" in result.stderr
+    assert "make demo" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not data_dir.exists()  # nothing was started
+
+
+def test_run_starts_the_embedded_database_and_the_ui_and_stops_both(stand_in, tmp_path):
+    """From the current tree, as from a fresh clone: no XAU_DATABASE_URL, so the embedded PostgreSQL."""
+    data_dir = REPO / ".pgdata" / f"test-launch-{os.getpid()}"
+    port = free_port()
+    env = clean_env(
+        XAU_PGDATA=str(data_dir),
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+        XAU_UI_PORT=str(port),
+        TWELVE_DATA_BASE_URL=stand_in.url,
+        TWELVE_DATA_API_KEY=TEST_API_KEY,
+    )
+    log = tmp_path / "launch.log"
+    started = time.monotonic()
+    with open(log, "wb") as out:
+        launcher = subprocess.Popen(LAUNCH, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    spawned: dict[int, psutil.Process] = {}  # everything the launcher started, seen while it ran
+    try:
+        base = f"http://127.0.0.1:{port}"
+        entry, info, answered_after = None, "", None
+        while time.monotonic() - started < 60 and launcher.poll() is None:
+            spawned.update((p.pid, p) for p in launcher_children(launcher.pid))
+            try:
+                if answered_after is None and requests.get(f"{base}/server_info", timeout=2).ok:
+                    answered_after = time.monotonic() - started
+                if answered_after is not None:
+                    data = requests.post(f"{base}/graphql", json={"query": WORKSPACE_QUERY}, timeout=5).json()["data"]
+                    entry = data["workspaceOrError"]["locationEntries"][0]
+                    info = data["instance"]["info"] or ""
+                    if entry["loadStatus"] == "LOADED":
+                        break
+            except requests.RequestException:
+                pass
+            time.sleep(0.25)
+        output = log.read_text(errors="replace")
+        assert answered_after is not None, f"the UI never answered:\n{output[-3000:]}"
+        assert entry is not None and entry["loadStatus"] == "LOADED", f"{entry}\n{output[-3000:]}"
+        assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation", entry
+        assert "PostgresRunStorage" in info and "PostgresEventLogStorage" in info, info[:2000]
+        postmaster = int((data_dir / "cluster" / "postmaster.pid").read_text().split()[0])
+        assert alive(postmaster)
+        print(f"UI answered {answered_after:.1f} s after launch; code location loaded")
+
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=90) == 0, log.read_text(errors="replace")[-3000:]
+        output = log.read_text(errors="replace")
+        assert "[xau_pipeline] Dagster stopped" in output and "[xau_pipeline] embedded PostgreSQL stopped" in output
+        assert not alive(postmaster)
+        assert not [p.cmdline() for p in spawned.values() if running(p)]  # dagster dev, webserver, daemon, code server
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait(10)
+        for process in spawned.values():
+            if running(process):
+                process.kill()
+        embedded_postgres.remove(data_dir)
+
+
+def launcher_children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_a_given_database_holds_the_candles_and_dagster_in_its_own_schema(database_url, monkeypatch, tmp_path):
+    import shutil
+    from contextlib import ExitStack
+
+    import dagster as dg
+    import sqlalchemy as sa
+
+    from xau_pipeline import launch
+    from xau_pipeline.store.candle_store import CandleStore
+
+    monkeypatch.setenv("XAU_DATABASE_URL", database_url.replace("postgresql+psycopg2://", "postgresql://"))
+    monkeypatch.delenv("XAU_DAGSTER_PG_URL", raising=False)
+    with ExitStack() as stack:
+        candles_url, dagster_url = launch.prepare_databases(REPO, stack)
+    assert candles_url == database_url
+    assert dagster_url.startswith(database_url + "?options=") and "search_path" in dagster_url
+
+    shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("XAU_DAGSTER_PG_URL", dagster_url)
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert instance.get_runs() == []
+    CandleStore(candles_url)
+    with sa.create_engine(candles_url, poolclass=sa.pool.NullPool).connect() as connection:
+        tables = set(connection.execute(sa.text(
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema IN ('public', 'dagster')"
+        )).scalars())  # fmt: skip
+    assert {"public.candles", "dagster.runs", "dagster.event_logs"} <= tables
+    assert "public.runs" not in tables

@@ -1,0 +1,374 @@
+"""The Dagster UI in a real browser.
+
+`dagster dev` runs against the Twelve Data stand-in and this test run's own database; headless
+Chromium (Debian's `chromium`, driven by Playwright, which downloads no browser) checks that
+the asset graph shows the four candle assets and their checks; a partition backfill is launched
+the way the UI launches one (its GraphQL API), and once it has finished, a screenshot of the
+asset page with its check results is kept in test-artifacts/ui-asset-checks.png.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import requests
+
+from xau_pipeline_tests.conftest import TEST_API_KEY
+
+REPO = Path(__file__).resolve().parent.parent
+DAGSTER = Path(sys.executable).parent / "dagster"
+ARTIFACTS = REPO / "test-artifacts"
+SCREENSHOT = ARTIFACTS / "ui-asset-checks.png"
+GRAPH_SCREENSHOT = ARTIFACTS / "ui-asset-graph.png"
+
+# As root, on a machine with no internet: no sandbox, no GPU, and none of Chromium's own
+# background connections (they would be refused, many at a time).
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+BASE_CHECKS = {"no_gaps", "ohlc_valid", "fresh"}
+CHECKS = {
+    "candles_m15": BASE_CHECKS,
+    "candles_h1": BASE_CHECKS | {"consistent_with_m15"},
+    "candles_h4": BASE_CHECKS | {"consistent_with_m15"},
+    "candles_d1": BASE_CHECKS | {"consistent_with_m15"},
+}
+BACKFILLED = ("candles_h1", "candles_m15")
+# `fresh` judges only the newest partition: for older ones it records no per-partition result
+# (Dagster shows them SKIPPED) and the run's one result passes.
+PER_PARTITION_CHECKS = {"no_gaps", "ohlc_valid", "consistent_with_m15"}
+# The default (multiprocess) executor, with forkserver instead of spawn: each step still runs
+# in its own process, but starts in about a second instead of three. The run then takes about
+# 11 s instead of 33 s, under the backfill daemon's 30 s pass, so the backfill is seen finished
+# one pass (30 s) sooner. The UI's launchpad sends run config the same way.
+BACKFILL_RUN_CONFIG = {"execution": {"config": {"multiprocess": {"start_method": {"forkserver": {}}}}}}
+STARTUP_TIMEOUT = 60
+BACKFILL_TIMEOUT = 150
+TERMINAL_BACKFILL = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "COMPLETED", "FAILED", "CANCELED"}
+
+INSTANCE_YAML = """\
+telemetry:
+  enabled: false
+# Dequeue queued runs every second instead of every five: the test waits for them.
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+"""
+
+
+def chromium() -> str:
+    """Debian's Chromium; a missing browser fails the test, it never skips it."""
+    path = os.environ.get("XAU_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path or not os.access(path, os.X_OK):
+        pytest.fail(
+            "Chromium is not installed: the browser test needs Debian's chromium package "
+            "(apt-get update && apt-get install -y --no-install-recommends chromium; .ci/run does this), "
+            f"or set XAU_CHROMIUM to its path (XAU_CHROMIUM={os.environ.get('XAU_CHROMIUM', '')!r})",
+            pytrace=False,
+        )
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.fail("the Python package playwright is missing: pip install -e '.[test]'", pytrace=False)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def backfill_days(today: date) -> tuple[str, str]:
+    """The two most recent consecutive weekdays, both before today (closed UTC days)."""
+    day = today - timedelta(days=1)
+    while day.weekday() >= 5 or (day - timedelta(days=1)).weekday() >= 5:
+        day -= timedelta(days=1)
+    return (day - timedelta(days=1)).isoformat(), day.isoformat()
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", header[16:24])
+
+
+class Dagster:
+    """`dagster dev` in its own process group, and its GraphQL API."""
+
+    def __init__(self, home: Path, workspace: Path, env: dict[str, str]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = home / "dagster-dev.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [str(DAGSTER), "dev", "-h", "127.0.0.1", "-p", str(self.port), "-w", str(workspace)],
+            cwd=home, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def graphql(self, query: str, **variables) -> dict:
+        response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=30)
+        response.raise_for_status()
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def wait_until_loaded(self) -> None:
+        """Until the webserver answers and the code location has loaded."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"dagster dev exited ({self.process.returncode}):\n{self.log_tail()}"
+            try:
+                data = self.graphql(
+                    "{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus"
+                    " locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+                )
+            except (requests.RequestException, ValueError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                entries = data["workspaceOrError"].get("locationEntries") or []
+                last = repr(entries)
+                for entry in entries:
+                    loaded = entry["locationOrLoadError"] or {}
+                    assert loaded.get("__typename") != "PythonError", f"the code location failed to load: {loaded['message']}"
+                    if entry["loadStatus"] == "LOADED" and loaded.get("__typename") == "RepositoryLocation":
+                        return
+            time.sleep(0.5)
+        pytest.fail(f"dagster dev did not load the code location within {STARTUP_TIMEOUT} s ({last}):\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGINT)  # what Ctrl-C sends: dagster dev shuts its services down
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # anything left in the group, run workers included
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=10)
+        self._log.close()
+
+
+LAUNCH_BACKFILL = """
+mutation LaunchBackfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+    ... on PartitionSetNotFoundError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConflict { message }
+  }
+}
+"""
+BACKFILL_STATUS = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status numPartitions error { message } }
+    ... on PythonError { message }
+  }
+}
+"""
+BACKFILL_RUNS = """
+query BackfillRuns($id: String!) {
+  runsOrError(filter: { tags: [{ key: "dagster/backfill", value: $id }] }) {
+    __typename
+    ... on Runs { results { runId status startTime endTime } }
+  }
+}
+"""
+ASSET_CHECKS = """
+{
+  assetNodes {
+    assetKey { path }
+    assetChecksOrError { __typename ... on AssetChecks { checks { name } } }
+  }
+}
+"""
+CHECK_EXECUTIONS = """
+query Executions($asset: AssetKeyInput!, $check: String!) {
+  assetCheckExecutions(assetKey: $asset, checkName: $check, limit: 50) {
+    runId status partition
+    evaluation { success partition }
+  }
+}
+"""
+
+
+def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results(stand_in, store, tmp_path):
+    started = time.monotonic()
+    chromium_path = chromium()
+    from playwright.sync_api import sync_playwright
+
+    home = tmp_path / "dagster_home"
+    (home / ".nux").mkdir(parents=True)
+    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    (home / ".nux" / "nux.yaml").write_text("seen: 1\n")  # no "join the community" dialog over the page
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n"
+        "  - python_module:\n"
+        "      module_name: xau_pipeline.definitions\n"
+        f"      working_directory: {REPO}\n"
+    )
+    today = datetime.now(timezone.utc).date()
+    first_day, last_day = backfill_days(today)
+    env = {**os.environ}
+    env.pop("XAU_SYMBOLS", None)
+    env.update(
+        DAGSTER_HOME=str(home),
+        TWELVE_DATA_BASE_URL=stand_in.url,
+        TWELVE_DATA_API_KEY=TEST_API_KEY,
+        XAU_DATABASE_URL=store.url,
+        TWELVE_DATA_CREDITS_PER_MINUTE="100000",
+        TWELVE_DATA_CREDITS_PER_DAY="100000",
+        # A month of partitions keeps the UI's partition bookkeeping small.
+        XAU_HISTORY_START=(date.fromisoformat(first_day) - timedelta(days=30)).isoformat(),
+        # No repair share: the gap-repair sensors (running by default) then launch nothing
+        # beside the backfill under test.
+        XAU_REPAIR_CREDIT_SHARE="0",
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    SCREENSHOT.unlink(missing_ok=True)
+
+    dagster = Dagster(home, workspace, env)
+    try:
+        dagster.wait_until_loaded()
+        loaded_at = time.monotonic()
+
+        # The backfill first: the backfill daemon picks it up on its next pass (every 30 s),
+        # and the browser checks run meanwhile. The UI's partition dialog sends this same
+        # mutation (launchPartitionBackfill with partitionsByAssets).
+        launched = dagster.graphql(
+            LAUNCH_BACKFILL,
+            params={
+                "partitionsByAssets": [
+                    {"assetKey": {"path": ["xauusd", name]}, "partitions": {"range": {"start": first_day, "end": last_day}}}
+                    for name in BACKFILLED
+                ],
+                "title": "browser test backfill",
+                "runConfigData": BACKFILL_RUN_CONFIG,
+            },
+        )["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill_id = launched["backfillId"]
+
+        # The check names, as the UI's GraphQL API knows them.
+        nodes = dagster.graphql(ASSET_CHECKS)["assetNodes"]
+        known = {
+            node["assetKey"]["path"][-1]: {check["name"] for check in node["assetChecksOrError"]["checks"]}
+            for node in nodes
+            if node["assetKey"]["path"][0] == "xauusd"
+        }
+        assert known == CHECKS
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch_persistent_context(
+                str(tmp_path / "chromium-profile"),  # a fresh, empty profile
+                executable_path=chromium_path,
+                headless=True,
+                args=CHROMIUM_FLAGS,
+                viewport={"width": 1440, "height": 900},
+            )
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(30_000)
+
+                # The asset graph: every asset node, with a link to its checks showing their count.
+                page.goto(f"{dagster.url}/asset-groups/candles")
+                for name, checks in CHECKS.items():
+                    link = page.locator(f'a[href="/assets/xauusd/{name}?view=checks"]').first
+                    link.wait_for(state="visible")
+                    counts = re.search(r"(\d+)\s*/\s*(\d+)", link.inner_text())
+                    assert counts and int(counts.group(2)) == len(checks), (name, link.inner_text())
+                text = page.inner_text("body")
+                for name in CHECKS:
+                    assert name in text
+                assert text.count("Asset checks") >= len(CHECKS), text[:2000]
+                page.screenshot(path=str(GRAPH_SCREENSHOT))
+
+                # Wait for the backfill and its runs.
+                deadline = time.monotonic() + BACKFILL_TIMEOUT
+                status = None
+                while time.monotonic() < deadline:
+                    backfill = dagster.graphql(BACKFILL_STATUS, id=backfill_id)["partitionBackfillOrError"]
+                    assert backfill["__typename"] == "PartitionBackfill", backfill
+                    status = backfill["status"]
+                    if status in TERMINAL_BACKFILL:
+                        break
+                    assert dagster.process.poll() is None, dagster.log_tail()
+                    time.sleep(1)
+                runs = dagster.graphql(BACKFILL_RUNS, id=backfill_id)["runsOrError"]["results"]
+                assert status == "COMPLETED_SUCCESS", (status, backfill, runs, dagster.log_tail())
+                assert runs and all(run["status"] == "SUCCESS" for run in runs), runs
+                run_ids = {run["runId"] for run in runs}
+                finished_at = time.monotonic()
+
+                # Check results of the backfill's runs: one per check and partition.
+                for name in BACKFILLED:
+                    for check in sorted(CHECKS[name]):
+                        executions = [
+                            e for e in dagster.graphql(CHECK_EXECUTIONS, asset={"path": ["xauusd", name]}, check=check)["assetCheckExecutions"]
+                            if e["runId"] in run_ids
+                        ]
+                        assert executions, f"no {check} result for {name} from the backfill"
+                        if check in PER_PARTITION_CHECKS:
+                            by_partition = {e["partition"]: e for e in executions if e["partition"]}
+                            assert {first_day, last_day} <= set(by_partition), (name, check, executions)
+                            for day in (first_day, last_day):
+                                e = by_partition[day]
+                                assert e["status"] == "SUCCEEDED" and e["evaluation"]["success"], (name, check, day, e)
+                        else:  # `fresh`: the run's result passes, the older partitions are left SKIPPED
+                            statuses = {e["status"] for e in executions}
+                            assert "SUCCEEDED" in statuses and statuses <= {"SUCCEEDED", "SKIPPED"}, (name, check, executions)
+
+                # The asset page's checks tab, showing those results.
+                page.goto(f"{dagster.url}/assets/xauusd/candles_h1?view=checks")
+                for check in sorted(CHECKS["candles_h1"]):
+                    page.get_by_text(check, exact=True).first.wait_for(state="visible")
+                page.get_by_text(re.compile("^(Passed|Succeeded)$")).first.wait_for(state="visible")
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=str(SCREENSHOT))
+            finally:
+                browser.close()
+    finally:
+        stopping = time.monotonic()
+        dagster.stop()
+        stopped_in = time.monotonic() - stopping
+
+    assert SCREENSHOT.exists()
+    width, height = png_size(SCREENSHOT)
+    assert (width, height) == (1440, 900)
+    assert SCREENSHOT.stat().st_size > 30_000  # a rendered page, not a blank one
+    print(
+        f"\nUI browser test: loaded in {loaded_at - started:.1f} s, backfill {first_day}..{last_day} done "
+        f"{finished_at - loaded_at:.1f} s after launch (runs took {[round(r['endTime'] - r['startTime'], 1) for r in runs]} s), {time.monotonic() - started:.1f} s in all (stopping dagster dev {stopped_in:.1f} s); screenshot {SCREENSHOT}"
+    )
