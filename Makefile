@@ -1,4 +1,5 @@
-# The two commands a newcomer needs: `make run` and `make test` (`make demo` needs no API key). Both create .venv on first use.
+# The two commands a newcomer needs: `make run` and `make test` (`make demo` needs no API key).
+# Each creates .venv and installs the project on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,10 +19,6 @@ $(STAMP): setup.py pyproject.toml
 
 install: $(STAMP)
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-
 # Without XAU_DATABASE_URL, an embedded PostgreSQL (files in .pgdata/) holds the candles and Dagster's storage.
 run: $(STAMP)
 	$(BIN)/python -m xau_pipeline.launch run
@@ -33,9 +30,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+# Each benchmark prints its figures; rate_limited_backfill.py takes about 3 minutes (8 calls a minute).
 bench: $(STAMP)
 	$(BIN)/python bench/backfill.py
 	$(BIN)/python bench/upsert_speed.py
+	$(BIN)/python bench/gap_query.py
+	$(BIN)/python bench/live_cost.py
+	$(BIN)/python bench/rate_limited_backfill.py
 
 standin: $(STAMP)
 	$(BIN)/python -m xau_pipeline.twelvedata_standin --port 8765 --api-key demo-key

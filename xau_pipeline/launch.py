@@ -110,7 +110,7 @@ def _ensure_schema(url: str, schema: str) -> None:
 
 def prepare_databases(root: Path, stack: ExitStack) -> tuple[str, str]:
     """(candle URL, Dagster storage URL), starting the embedded PostgreSQL when no database is configured."""
-    from xau_pipeline.store.database import normalize_url, safe_url
+    from xau_pipeline.store.database import EMBEDDED_CANDLE_DATABASE, normalize_url, safe_url
 
     try:
         dagster_url = normalize_url(os.environ["XAU_DAGSTER_PG_URL"]) if os.environ.get("XAU_DAGSTER_PG_URL") else None
@@ -128,7 +128,7 @@ def prepare_databases(root: Path, stack: ExitStack) -> tuple[str, str]:
         except embedded_postgres.EmbeddedPostgresError as exc:
             raise LaunchError(str(exc)) from None
         stack.callback(_stop_embedded, server)
-        candles_url = server.ensure_database("xau")
+        candles_url = server.ensure_database(EMBEDDED_CANDLE_DATABASE)
         if dagster_url is None:
             dagster_url = server.ensure_database("dagster")
         say(

@@ -7,11 +7,14 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+# The database `make run` creates for the candles on its embedded PostgreSQL.
+EMBEDDED_CANDLE_DATABASE = "xau"
 
 
 def normalize_url(url: str) -> str:
@@ -28,8 +31,14 @@ def normalize_url(url: str) -> str:
 
 
 def database_url() -> str:
-    """`XAU_DATABASE_URL`, normalised; a local PostgreSQL by default."""
-    return normalize_url(os.environ.get("XAU_DATABASE_URL") or DEFAULT_DATABASE_URL)
+    """`XAU_DATABASE_URL`, normalised; else the embedded PostgreSQL that `make run` started from
+    this folder (its port is in `.pgdata/port`); else a local PostgreSQL."""
+    if os.environ.get("XAU_DATABASE_URL"):
+        return normalize_url(os.environ["XAU_DATABASE_URL"])
+    port_file = Path(os.environ.get("XAU_PGDATA") or ".pgdata") / "port"
+    if port_file.is_file():
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{port_file.read_text().strip()}/{EMBEDDED_CANDLE_DATABASE}"
+    return DEFAULT_DATABASE_URL
 
 
 def safe_url(url: str) -> str:
