@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from pathlib import Path
 
 import psutil
 import requests
@@ -63,8 +64,19 @@ def test_run_without_a_key_says_how_to_get_one_and_exits_2(tmp_path):
     assert not data_dir.exists()  # nothing was started
 
 
-def test_run_starts_the_embedded_database_and_the_ui_and_stops_both(stand_in, tmp_path):
-    """From the current tree, as from a fresh clone: no XAU_DATABASE_URL, so the embedded PostgreSQL."""
+def fresh_clone(tmp_path) -> Path:
+    """A clone of the committed project whose files look older than the venv's install stamp,
+    so `make run` reuses the test's virtualenv instead of reinstalling the project from the clone."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=60)
+    for name in ("setup.py", "pyproject.toml"):
+        os.utime(clone / name, (0, 0))
+    return clone
+
+
+def test_make_run_in_a_fresh_clone_starts_the_embedded_database_and_the_ui_and_stops_both(stand_in, tmp_path):
+    """The README's run command in a fresh clone: no XAU_DATABASE_URL, so the embedded PostgreSQL."""
+    clone = fresh_clone(tmp_path)
     data_dir = REPO / ".pgdata" / f"test-launch-{os.getpid()}"
     port = free_port()
     env = clean_env(
@@ -77,13 +89,16 @@ def test_run_starts_the_embedded_database_and_the_ui_and_stops_both(stand_in, tm
     log = tmp_path / "launch.log"
     started = time.monotonic()
     with open(log, "wb") as out:
-        launcher = subprocess.Popen(LAUNCH, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        make = subprocess.Popen(
+            ["make", "run", f"VENV={Path(sys.executable).parent.parent}"], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
     spawned: dict[int, psutil.Process] = {}  # everything the launcher started, seen while it ran
     try:
         base = f"http://127.0.0.1:{port}"
         entry, info, answered_after = None, "", None
-        while time.monotonic() - started < 60 and launcher.poll() is None:
-            spawned.update((p.pid, p) for p in launcher_children(launcher.pid))
+        while time.monotonic() - started < 60 and make.poll() is None:
+            spawned.update((p.pid, p) for p in launcher_children(make.pid))
             try:
                 if answered_after is None and requests.get(f"{base}/server_info", timeout=2).ok:
                     answered_after = time.monotonic() - started
@@ -105,16 +120,17 @@ def test_run_starts_the_embedded_database_and_the_ui_and_stops_both(stand_in, tm
         assert alive(postmaster)
         print(f"UI answered {answered_after:.1f} s after launch; code location loaded")
 
-        launcher.send_signal(signal.SIGTERM)
-        assert launcher.wait(timeout=90) == 0, log.read_text(errors="replace")[-3000:]
+        (python_launcher,) = [p for p in launcher_children(make.pid) if "xau_pipeline.launch" in " ".join(p.cmdline())]
+        python_launcher.send_signal(signal.SIGTERM)  # what Ctrl-C in the terminal would reach
+        assert make.wait(timeout=90) == 0, log.read_text(errors="replace")[-3000:]
         output = log.read_text(errors="replace")
         assert "[xau_pipeline] Dagster stopped" in output and "[xau_pipeline] embedded PostgreSQL stopped" in output
         assert not alive(postmaster)
         assert not [p.cmdline() for p in spawned.values() if running(p)]  # dagster dev, webserver, daemon, code server
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait(10)
+        if make.poll() is None:
+            make.kill()
+            make.wait(10)
         for process in spawned.values():
             if running(process):
                 process.kill()
