@@ -110,6 +110,8 @@ def build_candle_asset(symbol: Symbol, timeframe: Timeframe, partitions_def: dg.
         except (TwelveDataError, StoreUnavailableError) as exc:
             raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from None
         error = report.fetch.error
+        if error is not None and not isinstance(error, TwelveDataError):
+            raise error  # not an API failure: a bug or an outage, shown with its traceback
         if error is not None and not isinstance(error, CreditBudgetExhausted):
             raise dg.Failure(
                 description=f"{type(error).__name__}: {error} (the {len(report.fetch.windows)} window(s) fetched before it are stored)",

@@ -137,7 +137,7 @@ def build_candle_checks(
                 return (report is None or report.missing == 0), {
                     "newest_expected_closed_bar": _utc(closed[-1] if closed else None),
                     "newest_stored_bar": _utc(newest),
-                    "age_minutes": round(age.total_seconds() / 60, 1) if age else -1,
+                    "age_minutes": round(age.total_seconds() / 60, 1) if age is not None else -1,
                 }
 
             return _per_partition(context, asset.key, "fresh", dg.AssetCheckSeverity.WARN, evaluate)

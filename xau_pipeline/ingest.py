@@ -11,7 +11,7 @@ from xau_pipeline.store.upsert import UpsertCounts
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.trading_calendar import calendar
-from xau_pipeline.twelvedata.client import SeriesFetch, TwelveDataClient
+from xau_pipeline.twelvedata.client import CLOSE_MARGIN, ONE_SECOND, SeriesFetch, TwelveDataClient
 from xau_pipeline.twelvedata.windows import Interval
 
 logger = logging.getLogger(__name__)
@@ -48,10 +48,11 @@ def ingest(
     """Fetch the bars of [start, end) not yet stored closed (all of them if `force`) and upsert them."""
     log = log or logger
     now = client.clock().astimezone(timezone.utc).replace(microsecond=0)
-    end = min(end, now)
+    # Ask only for bars that can have closed (opens fall on whole seconds, hence + 1 s).
+    end = min(end, now - CLOSE_MARGIN - timeframe.bar + ONE_SECOND)
     report = IngestReport(symbol, timeframe, start, end)
     if start >= end:
-        log.info(f"{symbol.name} {timeframe.name}: nothing to fetch, the window starts in the future")
+        log.info(f"{symbol.name} {timeframe.name}: nothing to fetch yet, no bar of the window has closed")
         return report
     report.gaps = [(start, end)] if force else store.missing(symbol.name, timeframe, start, end)
     if not report.gaps:

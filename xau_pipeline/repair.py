@@ -22,6 +22,7 @@ PROVIDER_RETRY_BACKOFF = (timedelta(hours=1), timedelta(days=1), timedelta(weeks
 # Newer gaps are the schedules' business.
 REPAIR_GRACE = timedelta(hours=1)
 REPAIR_INTERVAL_SECONDS = 15 * 60
+STALE_RUN_AFTER = timedelta(hours=6)
 
 
 @dataclass
@@ -111,9 +112,12 @@ def build_repair_sensor(
         description=f"{symbol.api_symbol} {timeframe.name}: fetch gaps never fetched; retry provider gaps after 1 h, 1 day, 1 week.",
     )
     def gap_repair(context: dg.SensorEvaluationContext, candle_store: CandleStoreResource, twelvedata: TwelveDataResource):
+        now = datetime.now(timezone.utc)
         busy = context.instance.get_runs(
             filters=dg.RunsFilter(
                 tags={"dagster/sensor_name": name},
+                # A run not heard of for hours has died; run monitoring will mark it failed.
+                updated_after=now - STALE_RUN_AFTER,
                 statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
             ),
             limit=1,
@@ -125,7 +129,6 @@ def build_repair_sensor(
         repair_used = sum(row.credits for row in usage_today(store.engine) if row.kind == "repair")
         if repair_used >= settings.repair_cap:
             return dg.SkipReason(f"the repair share of today's credits is spent ({repair_used} of {settings.repair_cap})")
-        now = datetime.now(timezone.utc)
         with store.engine.connect() as connection:
             plan = plan_repairs(connection, symbol, timeframe, partitions_def, now)
         if plan.given_up:

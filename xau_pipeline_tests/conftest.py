@@ -103,6 +103,9 @@ def stand_in(session_stand_in):
         time_offset_seconds=0.0,
         delay_seconds=0.0,
         h4_phase_hours=defaults.h4_phase_hours,
+        credit_headers=defaults.credit_headers,
+        symbols=defaults.symbols,
+        max_outputsize=defaults.max_outputsize,
     )
     session_stand_in.reset()
     return session_stand_in
@@ -130,3 +133,15 @@ def resources(stand_in, store):
         "twelvedata": TwelveDataResource(api_key=TEST_API_KEY, base_url=stand_in.url, backoff_seconds=0.01, **NO_CREDIT_LIMITS),
         "candle_store": CandleStoreResource(database_url=store.url),
     }
+
+
+@pytest.fixture
+def away_from_midnight():
+    """Wait out the last 90 s of a UTC day, for tests that count "today" twice (credits, partitions)."""
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+    if midnight - now < timedelta(seconds=90):
+        time.sleep((midnight - now).total_seconds() + 1)

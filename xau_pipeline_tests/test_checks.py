@@ -85,7 +85,7 @@ def test_checks_alone_find_never_fetched_days_and_bad_rows(instance, resources, 
     assert consistency.metadata["bars_compared"].value == 23
 
 
-def test_fresh_looks_at_the_newest_partition(instance, resources, stand_in):
+def test_fresh_looks_at_the_newest_partition(instance, resources, stand_in, away_from_midnight):
     """On a 24x7 calendar with weekend bars, so the result does not depend on the day the test runs."""
     stand_in.configure(weekend_bars=True)
     symbol = Symbol("XAU/USD", calendar="24x7")

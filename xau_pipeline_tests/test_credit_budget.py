@@ -7,6 +7,9 @@ import sqlalchemy as sa
 from xau_pipeline.credit_budget import BudgetSettings, CreditBudget, CreditBudgetExhausted, usage_today
 from xau_pipeline.store.tables import api_calls
 
+# These tests count credits or partitions of "today": keep them clear of a UTC midnight.
+pytestmark = pytest.mark.usefixtures("away_from_midnight")
+
 UTC = timezone.utc
 
 

@@ -15,6 +15,7 @@ import traceback
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
+import pytest
 import sqlalchemy as sa
 
 from xau_pipeline.ingest import ingest
@@ -23,6 +24,9 @@ from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.twelvedata.client import TwelveDataClient, utc_now
 from xau_pipeline_tests.conftest import TEST_API_KEY
+
+# These tests count credits or partitions of "today": keep them clear of a UTC midnight.
+pytestmark = pytest.mark.usefixtures("away_from_midnight")
 
 UTC = timezone.utc
 PROCESSES = 4

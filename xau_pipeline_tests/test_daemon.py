@@ -8,9 +8,13 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from xau_pipeline_tests.conftest import TEST_API_KEY
+
+# These tests count credits or partitions of "today": keep them clear of a UTC midnight.
+pytestmark = pytest.mark.usefixtures("away_from_midnight")
 
 REPO = Path(__file__).resolve().parent.parent
 DAEMON = Path(sys.executable).parent / "dagster-daemon"

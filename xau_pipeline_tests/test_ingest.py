@@ -30,11 +30,30 @@ def test_each_call_and_each_window_is_one_readable_log_line(stand_in, store, cap
 
     caplog.clear()
     again = ingest(TwelveDataClient(TEST_API_KEY, stand_in.url, log=log), store, GOLD, M15, START, END, log=log)
-    assert again.fetch.calls == 0
-    assert caplog.records[-1].getMessage() == "XAUUSD M15: 2024-01-01 00:00..2024-03-31 00:00 already stored; 0 API calls"
+    assert again.fetch.calls == 0 and stand_in.time_series_calls() == 2
+    # What the full newest page did not span (Friday 21:00 to Sunday) holds no session: no call.
+    assert "0 inserted, 0 updated, 0 unchanged; 0 API call(s), 0 credit(s)" in caplog.records[-1].getMessage()
 
 
 def test_a_window_in_the_future_asks_nothing(stand_in, store):
     future = datetime.now(UTC) + timedelta(days=2)
     report = ingest(TwelveDataClient(TEST_API_KEY, stand_in.url), store, GOLD, M15, future, future + timedelta(days=1))
     assert report.fetch.calls == 0 and stand_in.time_series_calls() == 0
+
+
+def test_an_h4_bar_off_the_utc_grid_is_fetched_once_it_has_closed(stand_in, store):
+    """With 4h bars at 01:00, 05:00, ... (the phase is undocumented), the 21:00 bar closes after
+    midnight; a later ingest of its day must ask for it even though no 00/04/08... slot is missing."""
+    stand_in.configure(h4_phase_hours=1)
+    h4, day = TIMEFRAMES_BY_NAME["H4"], datetime(2024, 3, 12, tzinfo=UTC)
+
+    def ingest_at(clock_time):
+        client = TwelveDataClient(TEST_API_KEY, stand_in.url, clock=lambda: clock_time)
+        return ingest(client, store, GOLD, h4, day, day + timedelta(days=1))
+
+    ingest_at(day + timedelta(days=1, minutes=1))
+    later = ingest_at(day + timedelta(days=1, hours=1, minutes=2))
+    assert later.fetch.calls == 1 and later.counts.inserted == 1
+    stored, first, last = store.summary("XAUUSD", h4, day, day + timedelta(days=1))
+    assert last == day + timedelta(hours=21)
+    assert stored == len(stand_in.bars("XAU/USD", "4h", day, day + timedelta(days=1)))

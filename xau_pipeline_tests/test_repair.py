@@ -2,6 +2,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
@@ -14,6 +15,9 @@ from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.twelvedata.client import Bar, FetchedWindow
+
+# These tests count credits or partitions of "today": keep them clear of a UTC midnight.
+pytestmark = pytest.mark.usefixtures("away_from_midnight")
 
 UTC = timezone.utc
 GOLD = Symbol("XAU/USD")

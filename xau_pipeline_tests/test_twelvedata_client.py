@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from xau_pipeline.store.coverage import closed_until
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.twelvedata.client import TwelveDataClient, utc_now
@@ -97,6 +98,17 @@ def test_still_forming_bars_are_dropped(stand_in):
     assert result.bars[-1].open_time == now.replace(minute=45, hour=9)
     assert result.forming_dropped > 0
     assert stand_in.requests[-1].values == len(result.bars) + result.forming_dropped
+
+
+def test_a_bar_served_just_before_its_close_is_not_taken_as_final(stand_in):
+    """Our clock reads 10:15:10 but the provider's 10:14:58: its 10:00 bar is still forming."""
+    now = WEDNESDAY + timedelta(hours=10, minutes=15, seconds=10)
+    stand_in.configure(time_offset_seconds=(now - utc_now()).total_seconds() - 12)
+    result = client_for(stand_in, clock=lambda: now).fetch("XAU/USD", M15, [(WEDNESDAY, now)], CME).raise_for_error()
+    assert result.bars[-1].open_time == WEDNESDAY + timedelta(hours=9, minutes=45)
+    assert result.forming_dropped == 1
+    (window,) = result.windows
+    assert closed_until(window, M15.bar) <= WEDNESDAY + timedelta(hours=10)  # so the 10:00 bar stays missing
 
 
 def test_no_data_is_an_empty_result(stand_in):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import requests
 import tenacity
+import urllib3
 
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.twelvedata.errors import (
@@ -36,6 +38,9 @@ DEFAULT_BASE_URL = "https://api.twelvedata.com"
 NO_DATA_MESSAGE = "No data is available"
 API_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 ONE_SECOND = timedelta(seconds=1)
+# A bar counts as closed only if it had closed this long before we asked: the provider's clock
+# and publishing may lag ours, and a bar sent while still forming must never be taken as final.
+CLOSE_MARGIN = timedelta(seconds=30)
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +71,8 @@ class Page:
 
 @dataclass
 class FetchedWindow:
-    """A window we asked for and when the answer arrived (bars closed by then are final)."""
+    """A window we asked for, and the time as of which its answer is final: bars that had
+    closed by `fetched_at` (the request's time, less CLOSE_MARGIN) are final."""
 
     start: datetime
     end: datetime
@@ -83,13 +89,24 @@ class SeriesFetch:
     calls: int = 0
     credits: int = 0
     forming_dropped: int = 0
-    error: TwelveDataError | None = None
+    error: Exception | None = None
 
     def raise_for_error(self) -> SeriesFetch:
         """Self, or the error that stopped the fetch."""
         if self.error is not None:
             raise self.error
         return self
+
+
+def _request_was_sent(exc: requests.RequestException) -> bool:
+    """Whether a failed request got as far as Twelve Data (a read timeout or a dropped answer),
+    rather than failing to connect."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ConnectionError):
+        reason = exc.args[0] if exc.args else None
+        return not isinstance(getattr(reason, "reason", reason), urllib3.exceptions.NewConnectionError)
+    return True
 
 
 def _api_time(t: datetime) -> str:
@@ -229,19 +246,24 @@ class TwelveDataClient:
             response = self._session.get(
                 f"{self.base_url}/time_series", params=params, timeout=self.timeout_seconds
             )
-        except requests.Timeout:
-            raise TransientError(f"Twelve Data did not answer within {self.timeout_seconds:g} s") from None
         except requests.RequestException as exc:
+            if _request_was_sent(exc):
+                # The request reached Twelve Data, which probably charged it: count it, so the
+                # budget errs towards fewer calls rather than a 429.
+                self.credits += 1
+            if isinstance(exc, requests.Timeout):
+                raise TransientError(f"Twelve Data did not answer within {self.timeout_seconds:g} s") from None
             raise TransientError(
                 f"could not reach Twelve Data at {self.base_url}: {redact(type(exc).__name__, self._api_key)}"
             ) from None
         try:
-            body = response.json()
+            # Prices arrive as strings; a JSON number must not pass through a float either.
+            body = json.loads(response.text, parse_float=Decimal)
         except ValueError:
             kind = "an HTML page" if "html" in response.headers.get("content-type", "") else "a malformed body"
             raise TransientError(f"Twelve Data answered HTTP {response.status_code} with {kind}") from None
         # Assume every answered call costs its credit (rejected ones included, as the 429
-        # messages suggest): the API's own header wins where it is sent.
+        # messages suggest).
         self.credits += 1
         error = classify_error(response.status_code, body, self.clock(), params["symbol"])
         if error is not None:
@@ -347,19 +369,22 @@ class TwelveDataClient:
                 end = planner.end
                 while end > planner.start:
                     start, end = planner.window_ending_at(end)
+                    as_of = self.clock() - CLOSE_MARGIN
                     page = self.time_series(symbol, timeframe.interval, start, end)
-                    fetched_at = self.clock()
                     bars = [b for b in page.bars if start <= b.open_time < end]
-                    if page.full and bars and bars[0].open_time > start:
-                        start = bars[0].open_time
-                    closed = [b for b in bars if b.open_time + timeframe.bar <= fetched_at]
+                    covered_end = end
+                    if page.full and bars:
+                        # A full page may have left bars out: cover only what it spans.
+                        start = max(start, bars[0].open_time)
+                        covered_end = min(end, bars[-1].open_time + timeframe.bar)
+                    closed = [b for b in bars if b.open_time + timeframe.bar <= as_of]
                     result.forming_dropped += len(bars) - len(closed)
                     by_time.update((b.open_time, b) for b in closed)
-                    result.windows.append(FetchedWindow(start, end, fetched_at, len(closed)))
+                    result.windows.append(FetchedWindow(start, covered_end, as_of, len(closed)))
                     if progress is not None:
                         progress(len(result.windows), max(planned, len(result.windows)), len(by_time))
                     end = start
-        except TwelveDataError as exc:
+        except Exception as exc:  # noqa: BLE001 - re-raised by the caller once the windows are stored
             # Whole windows fetched before the failure are kept: the caller stores them.
             result.error = exc
         result.bars = [by_time[t] for t in sorted(by_time)]

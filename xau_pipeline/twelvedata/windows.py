@@ -42,8 +42,9 @@ def merge_gaps(gaps: list[Interval], bar: timedelta, calendar: TradingCalendar, 
     """
     spans: list[Interval] = []
     for gap_start, gap_end in sorted(gaps):
-        if calendar.count_expected(gap_start, gap_end, bar) == 0:
-            continue  # the market is closed all through it: nothing to ask for
+        if not calendar.sessions(gap_start, gap_end + bar):
+            # No bar opening in the gap can overlap a session, whatever the bar grid's phase.
+            continue
         if spans and calendar.count_expected(spans[-1][0], gap_end, bar) <= max_bars:
             spans[-1] = (spans[-1][0], max(spans[-1][1], gap_end))
         else:
