@@ -9,7 +9,7 @@ import dagster as dg
 
 from xau_pipeline.resources import CandleStoreResource
 from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, detect_phase, find_gaps
-from xau_pipeline.store.quality import invalid_ohlc, m15_mismatches
+from xau_pipeline.store.quality import invalid_ohlc, m15_mismatches, newest_stored
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.trading_calendar import calendar
@@ -130,9 +130,7 @@ def build_candle_checks(
                 lookback = now - timedelta(days=10)
                 closed = [s for s in policy.expected_slots(lookback, now, bar, phase) if s + bar <= now - FRESH_GRACE]
                 report = find_gaps(connection, symbol.name, tf_name, bar, policy, closed[-1], closed[-1] + bar, now, phase) if closed else None
-                newest = connection.exec_driver_sql(
-                    'SELECT max("timestamp") FROM candles WHERE symbol = %(s)s AND timeframe = %(t)s', {"s": symbol.name, "t": tf_name}
-                ).scalar()
+                newest = newest_stored(connection, symbol.name, tf_name)
                 age = (now - (newest + bar)) if newest else None
                 return (report is None or report.missing == 0), {
                     "newest_expected_closed_bar": _utc(closed[-1] if closed else None),

@@ -33,6 +33,10 @@ OHLC_ROWS = sa.text(
     """
 )
 
+NEWEST_STORED = sa.text(
+    'SELECT max("timestamp") FROM candles WHERE symbol = :symbol AND timeframe = :timeframe'
+)
+
 # M15 bars grouped into the higher timeframe's slots (date_bin on the slot grid).
 M15_AGGREGATES = sa.text(
     """
@@ -65,6 +69,11 @@ class Mismatch:
     fields: tuple[str, ...]
     bar: tuple[Decimal, ...]
     m15: tuple[Decimal, ...]
+
+
+def newest_stored(connection: sa.Connection, symbol: str, timeframe: str) -> datetime | None:
+    """The open of the newest stored bar of a series."""
+    return connection.execute(NEWEST_STORED, {"symbol": symbol, "timeframe": timeframe}).scalar()
 
 
 def invalid_ohlc(connection: sa.Connection, symbol: str, timeframe: str, start: datetime, end: datetime, max_jump: Decimal) -> list[sa.Row]:

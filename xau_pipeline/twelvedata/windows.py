@@ -65,10 +65,6 @@ class WindowPlanner:
         self._slots = calendar.expected_slots(self.start, self.end, bar)
 
     @property
-    def expected_bars(self) -> int:
-        return len(self._slots)
-
-    @property
     def expected_calls(self) -> int:
         return -(-len(self._slots) // self.max_bars)
 
