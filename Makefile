@@ -9,26 +9,36 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= 1
 export DAGSTER_EVENT_BATCH_SIZE ?= 1000
 
-.PHONY: install run demo test bench standin migrate
+.PHONY: install run demo test test-fast lint bench standin migrate constraints
 
-$(STAMP): setup.py pyproject.toml
+# constraints.txt pins every third-party package (regenerate with `make constraints`).
+$(STAMP): setup.py pyproject.toml devtools/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' -e ./devtools
 	touch $(STAMP)
 
 install: $(STAMP)
 
 # Without XAU_DATABASE_URL, an embedded PostgreSQL (files in .pgdata/) holds the candles and Dagster's storage.
 run: $(STAMP)
-	$(BIN)/python -m xau_pipeline.launch run
+	$(BIN)/python -m xau_pipeline_dev.launch run
 
 # Offline: the Twelve Data stand-in in-process, three weeks of data filled first, then as `run`.
 demo: $(STAMP)
-	$(BIN)/python -m xau_pipeline.launch demo
+	$(BIN)/python -m xau_pipeline_dev.launch demo
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# The inner loop: everything but the slow, process and browser tests (under a minute).
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow and not process and not browser"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Each benchmark prints its figures; rate_limited_backfill.py takes about 3 minutes (8 calls a minute).
 bench: $(STAMP)
@@ -39,7 +49,16 @@ bench: $(STAMP)
 	$(BIN)/python bench/rate_limited_backfill.py
 
 standin: $(STAMP)
-	$(BIN)/python -m xau_pipeline.twelvedata_standin --port 8765 --api-key demo-key
+	$(BIN)/python -m xau_pipeline_dev.twelvedata_standin --port 8765 --api-key demo-key
 
 migrate: $(STAMP)
 	$(BIN)/xau-pipeline migrate
+
+# Re-pin: resolve the newest allowed versions in a scratch venv and write them down.
+constraints:
+	rm -rf $(VENV)-pin
+	$(PYTHON) -m venv $(VENV)-pin
+	$(VENV)-pin/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)-pin/bin/python -m pip install --quiet -e '.[dev]' -e ./devtools
+	$(VENV)-pin/bin/python -m pip freeze --exclude-editable | grep -v '^pip==' > constraints.txt
+	rm -rf $(VENV)-pin

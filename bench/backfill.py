@@ -10,22 +10,22 @@ import argparse
 import math
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
 os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
 
-import dagster as dg  # noqa: E402
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG  # noqa: E402
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from xau_pipeline.assets import build_candle_asset  # noqa: E402
-from xau_pipeline.partitions import daily_partitions  # noqa: E402
-from xau_pipeline.resources import CandleStoreResource, TwelveDataResource  # noqa: E402
-from xau_pipeline.store.database import temporary_database  # noqa: E402
-from xau_pipeline.symbols import Symbol  # noqa: E402
-from xau_pipeline.timeframes import TIMEFRAMES  # noqa: E402
-from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL  # noqa: E402
-from xau_pipeline.twelvedata_standin import StandIn, StandInConfig  # noqa: E402
+from xau_pipeline.assets import build_candle_asset
+from xau_pipeline.partitions import daily_partitions
+from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.store.database import temporary_database
+from xau_pipeline.symbols import Symbol
+from xau_pipeline.timeframes import TIMEFRAMES
+from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
+from xau_pipeline_dev.twelvedata_standin import StandIn, StandInConfig
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -42,7 +42,7 @@ def run(year: int, url: str) -> None:
     gold = Symbol("XAU/USD")
     partitions = daily_partitions(f"{year}-01-01")
     assets = [build_candle_asset(gold, tf, partitions) for tf in TIMEFRAMES]
-    start, end = datetime(year, 1, 1, tzinfo=timezone.utc), datetime(year + 1, 1, 1, tzinfo=timezone.utc)
+    start, end = datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
     config = StandInConfig(api_key="bench-key", credits_per_minute=None, credits_per_day=None)
     with StandIn(config) as stand_in, dg.DagsterInstance.local_temp() as instance:
         resources = {

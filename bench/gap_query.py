@@ -11,18 +11,18 @@ import argparse
 import os
 import statistics
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
 
+from xau_pipeline.bars import Bar
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline.store.gaps import EPOCH, MISSING_SLOTS, PLAN_FOR_LONG_WINDOWS, find_gaps
 from xau_pipeline.store.upsert import upsert_bars
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.trading_calendar import calendar
-from xau_pipeline.twelvedata.client import Bar
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 M15 = TIMEFRAMES_BY_NAME["M15"]
@@ -48,7 +48,7 @@ def main() -> None:
 
 def run(url: str, years: int) -> None:
     store = CandleStore(url)
-    end = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    end = datetime(2026, 1, 1, tzinfo=UTC)
     start = end.replace(year=end.year - years)
     slots = CME.expected_slots(start, end, M15.bar)
     price = Decimal("1500.12345")
@@ -58,15 +58,24 @@ def run(url: str, years: int) -> None:
         upsert_bars(connection, "XAUUSD", "M15", bars)
     with store.engine.begin() as connection:
         connection.execute(sa.text("ANALYZE candles"))
-    now = datetime.now(timezone.utc)
-    day = (datetime(2025, 6, 11, tzinfo=timezone.utc), datetime(2025, 6, 12, tzinfo=timezone.utc))
+    now = datetime.now(UTC)
+    day = (datetime(2025, 6, 11, tzinfo=UTC), datetime(2025, 6, 12, tzinfo=UTC))
     print(f"{len(bars):,} M15 bars stored over {years} years ({len(slots) - len(bars)} expected bars missing)")
 
     with store.engine.connect() as connection:
+
         def query_only(window):
             sessions = CME.sessions(window[0] - M15.bar, window[1])
-            params = {"symbol": "XAUUSD", "timeframe": "M15", "start": window[0], "end": window[1], "bar": M15.bar,
-                      "origin": EPOCH, "opens": [s[0] for s in sessions], "closes": [s[1] for s in sessions]}
+            params = {
+                "symbol": "XAUUSD",
+                "timeframe": "M15",
+                "start": window[0],
+                "end": window[1],
+                "bar": M15.bar,
+                "origin": EPOCH,
+                "opens": [s[0] for s in sessions],
+                "closes": [s[1] for s in sessions],
+            }
             for setting in PLAN_FOR_LONG_WINDOWS:
                 connection.exec_driver_sql(setting)
             return connection.execute(MISSING_SLOTS, params).all()
@@ -76,10 +85,14 @@ def run(url: str, years: int) -> None:
 
         assert len(query_only((start, end))) == len(slots) - len(bars)
         print(f"{'window':<12}{'gap query':>12}{'full report':>14}   goal")
-        print(f"{'whole range':<12}{timed(lambda: query_only((start, end)), 7):>10.1f}ms"
-              f"{timed(lambda: report((start, end)), 5):>12.1f}ms   < 300 ms")
-        print(f"{'one day':<12}{timed(lambda: query_only(day), 101):>10.2f}ms"
-              f"{timed(lambda: report(day), 101):>12.2f}ms   < 5 ms")
+        print(
+            f"{'whole range':<12}{timed(lambda: query_only((start, end)), 7):>10.1f}ms"
+            f"{timed(lambda: report((start, end)), 5):>12.1f}ms   < 300 ms"
+        )
+        print(
+            f"{'one day':<12}{timed(lambda: query_only(day), 101):>10.2f}ms"
+            f"{timed(lambda: report(day), 101):>12.2f}ms   < 5 ms"
+        )
 
 
 if __name__ == "__main__":

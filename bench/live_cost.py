@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from xau_pipeline.symbols import parse_symbol
 from xau_pipeline.timeframes import TIMEFRAMES, Timeframe
 from xau_pipeline.trading_calendar import calendar
 
-UTC = timezone.utc
+UTC = UTC
 MINUTE = timedelta(minutes=1)
 DAY = timedelta(days=1)
 # US summer time (DST began that Sunday), US winter time, and Good Friday (CME closed).
@@ -92,8 +92,14 @@ def main() -> None:
     rules = {tf.name: (schedule_rule(symbol, tf), own_rule(symbol, tf)) for tf in TIMEFRAMES}
     using_schedules = all(deployed is not None for deployed, _ in rules.values())
     print(f"Live cost of the four on-close schedules for {symbol.api_symbol} ({symbol.calendar}), credits per UTC day")
-    print("skip rule: " + ("xau_pipeline.schedules.tick_request (checked against this script's model)"
-                           if using_schedules else "this script's model (xau_pipeline.schedules not importable)"))
+    print(
+        "skip rule: "
+        + (
+            "xau_pipeline.schedules.tick_request (checked against this script's model)"
+            if using_schedules
+            else "this script's model (xau_pipeline.schedules not importable)"
+        )
+    )
     full_days: list[tuple[int, str]] = []
     disagreements: list[str] = []
     wasted = 0  # calls for a bar that overlaps no session: must stay 0
@@ -126,15 +132,21 @@ def main() -> None:
             full = hours >= FULL_DAY_OPEN_HOURS
             if full:
                 full_days.append((total, f"{day:%a %Y-%m-%d}"))
-            print(f"{day:%a %Y-%m-%d} {hours:>6.1f}" + "".join(f"{credits[tf.name]:>5}" for tf in TIMEFRAMES)
-                  + f"{total:>7}  {ticks}" + ("" if full else "  (not a full trading day)"))
+            print(
+                f"{day:%a %Y-%m-%d} {hours:>6.1f}"
+                + "".join(f"{credits[tf.name]:>5}" for tf in TIMEFRAMES)
+                + f"{total:>7}  {ticks}"
+                + ("" if full else "  (not a full trading day)")
+            )
         print(f"{'week':<15}{'':>7}{'':>20}{week_total:>7}")
     worst, worst_day = max(full_days)
     print(f"\nmax on a full trading day: {worst} credits ({worst_day}); goal <= 127")
     print(f"calls for bars overlapping no session: {wasted}; goal 0")
     if using_schedules:
-        print(f"ticks where schedules.tick_request and the model disagree: {len(disagreements)}"
-              + (f" e.g. {disagreements[:3]}" if disagreements else ""))
+        print(
+            f"ticks where schedules.tick_request and the model disagree: {len(disagreements)}"
+            + (f" e.g. {disagreements[:3]}" if disagreements else "")
+        )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ import math
 import os
 import time
 from collections import Counter
-from datetime import datetime, timezone
-
+from datetime import UTC, datetime
 
 from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
 from xau_pipeline.store.database import engine_for, temporary_database
@@ -32,7 +31,7 @@ from xau_pipeline.timeframes import TIMEFRAMES
 from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
-from xau_pipeline.twelvedata_standin import StandIn, StandInConfig
+from xau_pipeline_dev.twelvedata_standin import StandIn, StandInConfig
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PER_MINUTE = 8
@@ -40,7 +39,7 @@ API_KEY = "bench-key"
 
 
 def utc_date(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
 
 
 def main() -> None:
@@ -82,20 +81,30 @@ def run(start: datetime, end: datetime, url: str) -> None:
     span = (last_call - first_call).total_seconds() if calls else 0.0
     tail = elapsed - span  # time not spent waiting between the first and last call: the calls' own work
     least = (math.ceil(calls / PER_MINUTE) - 1) * 60 + tail
-    print(f"Rate-limited backfill of XAU/USD {start:%Y-%m-%d}..{end:%Y-%m-%d}: stand-in at {PER_MINUTE} credits/min, "
-          f"client through the PostgreSQL credit budget ({PER_MINUTE}/min)")
+    print(
+        f"Rate-limited backfill of XAU/USD {start:%Y-%m-%d}..{end:%Y-%m-%d}: stand-in at {PER_MINUTE} credits/min, "
+        f"client through the PostgreSQL credit budget ({PER_MINUTE}/min)"
+    )
     print(f"{'timeframe':<10}{'bars':>9}{'calls':>7}{'minimum':>9}{'seconds':>9}")
     for name, n_bars, n_calls, minimum, seconds in rows:
         print(f"{name:<10}{n_bars:>9}{n_calls:>7}{minimum:>9}{seconds:>9.1f}")
     print(f"{'total':<10}{bars:>9}{calls:>7}{sum(r[3] for r in rows):>9}{elapsed:>9.1f}")
-    print(f"429 answers: {refused} ({refused} credit(s) wasted); most calls in one calendar minute: "
-          f"{max(per_minute.values(), default=0)} (limit {PER_MINUTE})")
-    print(f"elapsed {elapsed:.1f} s; least possible at {PER_MINUTE}/min for {calls} calls {least:.1f} s "
-          f"-> {least / elapsed:.0%} of full speed (goal >= 90 %)")
-    print(f"calls per minute: {calls / minutes:.2f} (limit {PER_MINUTE}; above it only through the first minute's burst)")
-    print(f"bars per minute: {bars / minutes:,.0f} ({bars / minutes / (PER_MINUTE * MAX_BARS_PER_CALL):.0%} of the "
-          f"{PER_MINUTE * MAX_BARS_PER_CALL:,} ceiling; calls averaged {bars / max(calls, 1):,.0f} bars, "
-          f"{bars / max(calls, 1) / MAX_BARS_PER_CALL:.0%} of a full page; over 100 % only through the first minute's burst)")
+    print(
+        f"429 answers: {refused} ({refused} credit(s) wasted); most calls in one calendar minute: "
+        f"{max(per_minute.values(), default=0)} (limit {PER_MINUTE})"
+    )
+    print(
+        f"elapsed {elapsed:.1f} s; least possible at {PER_MINUTE}/min for {calls} calls {least:.1f} s "
+        f"-> {least / elapsed:.0%} of full speed (goal >= 90 %)"
+    )
+    print(
+        f"calls per minute: {calls / minutes:.2f} (limit {PER_MINUTE}; above it only through the first minute's burst)"
+    )
+    print(
+        f"bars per minute: {bars / minutes:,.0f} ({bars / minutes / (PER_MINUTE * MAX_BARS_PER_CALL):.0%} of the "
+        f"{PER_MINUTE * MAX_BARS_PER_CALL:,} ceiling; calls averaged {bars / max(calls, 1):,.0f} bars, "
+        f"{bars / max(calls, 1) / MAX_BARS_PER_CALL:.0%} of a full page; over 100 % only through the first minute's burst)"
+    )
 
 
 if __name__ == "__main__":

@@ -19,19 +19,19 @@ import io
 import os
 import platform
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
 
+from xau_pipeline.bars import Bar
 from xau_pipeline.store.database import engine_for, temporary_database
 from xau_pipeline.store.migrate import migrate
 from xau_pipeline.store.upsert import upsert_bars
-from xau_pipeline.twelvedata.client import Bar
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SYMBOL, TIMEFRAME = "XAUUSD", "M15"
-START = datetime(2000, 1, 1, tzinfo=timezone.utc)
+START = datetime(2000, 1, 1, tzinfo=UTC)
 STEP = timedelta(minutes=15)
 GOALS = {"fresh": 0.5, "unchanged": 0.6}
 
@@ -96,7 +96,7 @@ def time_baseline(engine: sa.Engine, bars: list[Bar]) -> tuple[float, float]:
         connection.execute(sa.text("DROP TABLE IF EXISTS baseline"))
         connection.execute(sa.text(BASELINE_TABLE))
     checkpoint(engine)
-    stamp = datetime.now(timezone.utc).isoformat()
+    stamp = datetime.now(UTC).isoformat()
     started = time.perf_counter()
     with engine.begin() as connection:
         buffer = baseline_text(bars, stamp)
@@ -152,7 +152,9 @@ def run(url: str, rows: int, repeat: int) -> None:
 
     best = min(baseline)
     print()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; PostgreSQL {version}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; PostgreSQL {version}"
+    )
     print(f"{rows:,} rows, best of {repeat} runs; counts verified (N,0,0) then (0,0,N), candles holds N rows")
     print(f"{'measurement':<34}{'seconds':>9}{'ratio':>8}{'goal':>7}")
     print(f"{'baseline COPY (text build + COPY)':<34}{best:>9.2f}{1.0:>8.2f}{'':>7}")

@@ -47,7 +47,8 @@ def _ledger_table(store: CandleStore, report: IngestReport, run_id: str) -> str:
     rows = calls_of_run(store.engine, run_id, report.symbol.api_symbol, report.timeframe.interval)
     lines = ["| at (UTC) | window (UTC) | credits | outcome |", "|---|---|---|---|"]
     lines += [
-        f"| {r.at:%Y-%m-%d %H:%M:%S} | {_utc(r.window_start)} .. {_utc(r.window_end)} | {r.credits} | {r.outcome} |" for r in rows
+        f"| {r.at:%Y-%m-%d %H:%M:%S} | {_utc(r.window_start)} .. {_utc(r.window_end)} | {r.credits} | {r.outcome} |"
+        for r in rows
     ]
     return "\n".join(lines) if rows else "no API call"
 
@@ -73,7 +74,9 @@ def report_metadata(store: CandleStore, report: IngestReport, run_id: str) -> di
     }
 
 
-def build_candle_asset(symbol: Symbol, timeframe: Timeframe, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_candle_asset(
+    symbol: Symbol, timeframe: Timeframe, partitions_def: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
     """The asset keeping `symbol`'s `timeframe` candles, one daily partition per UTC day of bar opens."""
 
     @dg.asset(
@@ -100,11 +103,17 @@ def build_candle_asset(symbol: Symbol, timeframe: Timeframe, partitions_def: dg.
         try:
             store = candle_store.store()
             budget = CreditBudget(
-                store.engine, twelvedata.budget_settings(), kind_of_work(context.run.tags), context.run.run_id, log=context.log
+                store.engine,
+                twelvedata.budget_settings(),
+                kind_of_work(context.run.tags),
+                context.run.run_id,
+                log=context.log,
             )
             client = twelvedata.client(log=context.log, budget=budget)
             try:
-                report = ingest(client, store, symbol, timeframe, start, end, force=config.force_refetch, log=context.log)
+                report = ingest(
+                    client, store, symbol, timeframe, start, end, force=config.force_refetch, log=context.log
+                )
             finally:
                 client.close()
         except (TwelveDataError, StoreUnavailableError) as exc:

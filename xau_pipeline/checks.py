@@ -2,7 +2,7 @@
 
 import os
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import dagster as dg
@@ -49,14 +49,22 @@ def _per_partition(
     for key, (passed, metadata) in results:
         context.op_execution_context.log_event(
             dg.AssetCheckEvaluation(
-                asset_key=asset_key, check_name=check_name, passed=passed, partition=key, severity=severity, metadata=metadata
+                asset_key=asset_key,
+                check_name=check_name,
+                passed=passed,
+                partition=key,
+                severity=severity,
+                metadata=metadata,
             )
         )
     failing = [key for key, (passed, _) in results if not passed]
     return dg.AssetCheckResult(
         passed=not failing,
         severity=severity,
-        metadata={"partitions_checked": len(results), "partitions_failing": ", ".join(failing[:MISSING_SHOWN]) or "none"},
+        metadata={
+            "partitions_checked": len(results),
+            "partitions_failing": ", ".join(failing[:MISSING_SHOWN]) or "none",
+        },
     )
 
 
@@ -74,7 +82,7 @@ def build_candle_checks(
     @dg.asset_check(asset=asset, name="no_gaps", partitions_def=partitions_def, blocking=False)
     def no_gaps(context: dg.AssetCheckExecutionContext, candle_store: CandleStoreResource) -> dg.AssetCheckResult:
         """Every bar the trading calendar expects is stored; missing ones are listed and explained."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with candle_store.store().engine.connect() as connection:
             phase = detect_phase(connection, symbol.name, tf_name, bar)
 
@@ -111,15 +119,18 @@ def build_candle_checks(
                     for r in rows[:MISSING_SHOWN]
                 )
                 header = "| open time (UTC) | open | high | low | close | previous close |\n|---|---|---|---|---|---|\n"
-                return not rows, {"invalid_bars": len(rows), "max_jump": float(max_jump),
-                                  "invalid": dg.MetadataValue.md(header + table if rows else "none")}
+                return not rows, {
+                    "invalid_bars": len(rows),
+                    "max_jump": float(max_jump),
+                    "invalid": dg.MetadataValue.md(header + table if rows else "none"),
+                }
 
             return _per_partition(context, asset.key, "ohlc_valid", dg.AssetCheckSeverity.ERROR, evaluate)
 
     @dg.asset_check(asset=asset, name="fresh", partitions_def=partitions_def, blocking=False)
     def fresh(context: dg.AssetCheckExecutionContext, candle_store: CandleStoreResource) -> dg.AssetCheckResult:
         """On the newest partition: the newest closed bar the calendar expects is stored; shows its age."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         newest_key = partitions_def.get_last_partition_key()
         with candle_store.store().engine.connect() as connection:
             phase = detect_phase(connection, symbol.name, tf_name, bar)
@@ -129,7 +140,11 @@ def build_candle_checks(
                     return None
                 lookback = now - timedelta(days=10)
                 closed = [s for s in policy.expected_slots(lookback, now, bar, phase) if s + bar <= now - FRESH_GRACE]
-                report = find_gaps(connection, symbol.name, tf_name, bar, policy, closed[-1], closed[-1] + bar, now, phase) if closed else None
+                report = (
+                    find_gaps(connection, symbol.name, tf_name, bar, policy, closed[-1], closed[-1] + bar, now, phase)
+                    if closed
+                    else None
+                )
                 newest = newest_stored(connection, symbol.name, tf_name)
                 age = (now - (newest + bar)) if newest else None
                 return (report is None or report.missing == 0), {
@@ -144,7 +159,9 @@ def build_candle_checks(
     if timeframe.bar > M15.bar:
 
         @dg.asset_check(asset=asset, name="consistent_with_m15", partitions_def=partitions_def, blocking=False)
-        def consistent_with_m15(context: dg.AssetCheckExecutionContext, candle_store: CandleStoreResource) -> dg.AssetCheckResult:
+        def consistent_with_m15(
+            context: dg.AssetCheckExecutionContext, candle_store: CandleStoreResource
+        ) -> dg.AssetCheckResult:
             """Each bar agrees with the M15 bars it covers (open, high, low, close) within XAU_M15_TOLERANCE."""
             tolerance = _decimal_env("XAU_M15_TOLERANCE", "0.0005")
             with candle_store.store().engine.connect() as connection:

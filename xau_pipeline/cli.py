@@ -11,14 +11,14 @@ import argparse
 import csv
 import json
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from xau_pipeline.store.database import database_url, safe_url
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
-UTC = timezone.utc
+UTC = UTC
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
 DEFAULT_GAP_WINDOW = timedelta(days=7)
@@ -123,7 +123,10 @@ def _candles(args: argparse.Namespace) -> int:
     store = _store()
     frame = newest_candles(tf, start, end, symbol=args.symbol, database_url=store.url, limit=limit)
     rows = [
-        {"timestamp": _iso(row.timestamp), **{c: _price(getattr(row, c)) for c in ("open", "high", "low", "close", "volume")}}
+        {
+            "timestamp": _iso(row.timestamp),
+            **{c: _price(getattr(row, c)) for c in ("open", "high", "low", "close", "volume")},
+        }
         for row in frame.itertuples(index=False)
     ]
     columns = ["timestamp", "open", "high", "low", "close", "volume"]
@@ -207,10 +210,7 @@ def _credits(args: argparse.Namespace) -> int:
         print(f"  {kind.ljust(width)}  {credits:>6}  ({calls} call{'s' if calls != 1 else ''})")
     print(f"used:                {used} of {settings.per_day}")
     print(f"left today:          {max(settings.per_day - used, 0)}")
-    print(
-        f"kept for schedules:  {settings.reserved_for_schedules} "
-        f"({settings.schedule_share:.0%} of the daily limit)"
-    )
+    print(f"kept for schedules:  {settings.reserved_for_schedules} ({settings.schedule_share:.0%} of the daily limit)")
     print(f"left for backfill and repair: {max(settings.per_day - settings.reserved_for_schedules - unscheduled, 0)}")
     return 0
 
@@ -284,7 +284,8 @@ def _doctor_migrations(engine) -> _Check:
         known = False
     if not known:
         return _Check(
-            "migrations", False,
+            "migrations",
+            False,
             f"schema at revision {current}, unknown to this xau_pipeline (head {head}): was it migrated by a newer version?",
         )
     return _Check("migrations", False, f"schema at revision {current}, behind head {head}; run: xau-pipeline migrate")
@@ -315,7 +316,9 @@ def _doctor_api() -> _Check:
     except requests.ConnectionError as exc:
         cause = exc.args[0] if exc.args else exc
         reason = getattr(cause, "reason", None) or cause
-        return _Check("api", False, f"{base} unreachable: {_reason(reason) if isinstance(reason, BaseException) else reason}")
+        return _Check(
+            "api", False, f"{base} unreachable: {_reason(reason) if isinstance(reason, BaseException) else reason}"
+        )
     except requests.RequestException as exc:
         return _Check("api", False, f"{base} unusable: {type(exc).__name__}: {_reason(exc)}")
     response.close()
@@ -351,7 +354,8 @@ def _doctor_credits(engine) -> _Check:
     spent = ", ".join(f"{kind} {usage.get(kind, 0)}" for kind in kinds)
     open_to = ", ".join(f"{kind} {left_by_kind[kind]}" for kind in KINDS)
     return _Check(
-        "credits", left > 0,
+        "credits",
+        left > 0,
         f"{left} of {settings.per_day} left today (UTC day); left for: {open_to}; used: {spent}",
     )
 
@@ -394,7 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     candles.add_argument("timeframe", metavar="TIMEFRAME", help="M15, H1, H4 or D1")
     candles.add_argument("--start", metavar="DATE", help=f"first bar open to include ({dates})")
     candles.add_argument("--end", metavar="DATE", help=f"bars opening at or after this are left out ({dates})")
-    candles.add_argument("--limit", metavar="N", default=str(DEFAULT_LIMIT), help=f"at most N candles (default {DEFAULT_LIMIT}, max {MAX_LIMIT})")
+    candles.add_argument(
+        "--limit",
+        metavar="N",
+        default=str(DEFAULT_LIMIT),
+        help=f"at most N candles (default {DEFAULT_LIMIT}, max {MAX_LIMIT})",
+    )
     candles.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     candles.add_argument("--symbol", default="XAUUSD", help="stored symbol name (default XAUUSD)")
     candles.set_defaults(run=_candles)

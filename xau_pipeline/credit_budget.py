@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -104,7 +104,7 @@ class BudgetSettings:
 
 
 def next_utc_midnight(now: datetime) -> datetime:
-    return datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+    return datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
 
 
 class CreditBudget:
@@ -129,7 +129,9 @@ class CreditBudget:
         self.sleep = sleep
         self.log = log or logging.getLogger(__name__)
 
-    def acquire(self, credits: int, symbol: str, interval: str, window_start: datetime | None, window_end: datetime | None) -> int:
+    def acquire(
+        self, credits: int, symbol: str, interval: str, window_start: datetime | None, window_end: datetime | None
+    ) -> int:
         """Take `credits` now, waiting while this minute's are spent; returns the ledger id."""
         s = self.settings
         while True:
@@ -167,7 +169,9 @@ class CreditBudget:
                         },
                     ).scalar_one()
                 pause = max((usage.minute_oldest + MINUTE_WINDOW - now).total_seconds(), 0.05)
-            self.log.info(f"credit budget: {usage.minute_used} of {s.per_minute} credits used in the last minute; waiting {pause:.1f} s")
+            self.log.info(
+                f"credit budget: {usage.minute_used} of {s.per_minute} credits used in the last minute; waiting {pause:.1f} s"
+            )
             self.sleep(pause)
 
     def settle(self, ledger_id: int, outcome: str, credits: int) -> None:
@@ -180,8 +184,8 @@ class CreditBudget:
 
 def usage_today(engine: sa.Engine, now: datetime | None = None) -> list[sa.Row]:
     """Credits and calls by kind for the UTC day of `now`."""
-    now = now or datetime.now(timezone.utc)
-    day_start = datetime.combine(now.date(), datetime.min.time(), timezone.utc)
+    now = now or datetime.now(UTC)
+    day_start = datetime.combine(now.date(), datetime.min.time(), UTC)
     with engine.connect() as connection:
         return list(connection.execute(USAGE_BY_KIND, {"day_start": day_start}))
 
@@ -189,7 +193,9 @@ def usage_today(engine: sa.Engine, now: datetime | None = None) -> list[sa.Row]:
 def calls_of_run(engine: sa.Engine, run_id: str, symbol: str, interval: str) -> list[sa.Row]:
     """The ledger rows of one run's calls for one series, oldest first."""
     query = (
-        sa.select(api_calls.c.at, api_calls.c.window_start, api_calls.c.window_end, api_calls.c.credits, api_calls.c.outcome)
+        sa.select(
+            api_calls.c.at, api_calls.c.window_start, api_calls.c.window_end, api_calls.c.credits, api_calls.c.outcome
+        )
         .where(api_calls.c.run_id == run_id, api_calls.c.symbol == symbol, api_calls.c.interval == interval)
         .order_by(api_calls.c.id)
     )

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from xau_pipeline.bars import Interval
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.upsert import UpsertCounts
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.twelvedata.client import CLOSE_MARGIN, ONE_SECOND, SeriesFetch, TwelveDataClient
-from xau_pipeline.twelvedata.windows import Interval
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def ingest(
 ) -> IngestReport:
     """Fetch the bars of [start, end) not yet stored closed (all of them if `force`) and upsert them."""
     log = log or logger
-    now = client.clock().astimezone(timezone.utc).replace(microsecond=0)
+    now = client.clock().astimezone(UTC).replace(microsecond=0)
     # Ask only for bars that can have closed (opens fall on whole seconds, hence + 1 s).
     end = min(end, now - CLOSE_MARGIN - timeframe.bar + ONE_SECOND)
     report = IngestReport(symbol, timeframe, start, end)
@@ -56,7 +56,9 @@ def ingest(
         return report
     report.gaps = [(start, end)] if force else store.missing(symbol.name, timeframe, start, end)
     if not report.gaps:
-        log.info(f"{symbol.name} {timeframe.name}: {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} already stored; 0 API calls")
+        log.info(
+            f"{symbol.name} {timeframe.name}: {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} already stored; 0 API calls"
+        )
         return report
 
     def progress(index: int, total: int, bars: int) -> None:

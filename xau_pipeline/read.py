@@ -10,7 +10,7 @@ the bars' open times, tz-aware UTC. Windows are half-open: start <= timestamp < 
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 
 import pandas as pd
 import sqlalchemy as sa
@@ -18,9 +18,10 @@ import sqlalchemy as sa
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import database_url as configured_database_url
 from xau_pipeline.store.tables import candles
-from xau_pipeline.timeframes import Timeframe, timeframe as lookup_timeframe
+from xau_pipeline.timeframes import Timeframe
+from xau_pipeline.timeframes import timeframe as lookup_timeframe
 
-UTC = timezone.utc
+UTC = UTC
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = COLUMNS[1:]
 
@@ -59,7 +60,9 @@ def _window(start: TimeLike, end: TimeLike) -> tuple[datetime | None, datetime |
     return start_at, end_at
 
 
-def _series_query(timeframe: str | Timeframe, start: TimeLike, end: TimeLike, symbol: str, limit: int | None, newest_first: bool):
+def _series_query(
+    timeframe: str | Timeframe, start: TimeLike, end: TimeLike, symbol: str, limit: int | None, newest_first: bool
+):
     tf = timeframe if isinstance(timeframe, Timeframe) else lookup_timeframe(timeframe)
     start_at, end_at = _window(start, end)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):

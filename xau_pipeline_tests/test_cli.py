@@ -4,20 +4,20 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from xau_pipeline import cli
+from xau_pipeline.bars import Bar, FetchedWindow
 from xau_pipeline.store.tables import api_calls
 from xau_pipeline.store.upsert import upsert_bars
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.trading_calendar import calendar
-from xau_pipeline.twelvedata.client import Bar, FetchedWindow
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2024, 1, 2, tzinfo=UTC)
 M15 = timedelta(minutes=15)
 H1 = TIMEFRAMES_BY_NAME["H1"]
@@ -27,7 +27,12 @@ UNREACHABLE = "postgresql://xau:hunter2@127.0.0.1:1/nowhere"
 @pytest.fixture
 def db(store, monkeypatch):
     monkeypatch.setenv("XAU_DATABASE_URL", store.url)
-    for name in ("XAU_SYMBOLS", "TWELVE_DATA_CREDITS_PER_MINUTE", "TWELVE_DATA_CREDITS_PER_DAY", "XAU_SCHEDULE_CREDIT_SHARE"):
+    for name in (
+        "XAU_SYMBOLS",
+        "TWELVE_DATA_CREDITS_PER_MINUTE",
+        "TWELVE_DATA_CREDITS_PER_DAY",
+        "XAU_SCHEDULE_CREDIT_SHARE",
+    ):
         monkeypatch.delenv(name, raising=False)
     return store
 
@@ -51,7 +56,14 @@ def three_bars(store):
         store,
         [
             Bar(T0, Decimal("2050.12345"), Decimal("2051.00"), Decimal("2049.9"), Decimal("2050.5"), None),
-            Bar(T0 + M15, Decimal("1999.10"), Decimal("2000"), Decimal("1998.00001"), Decimal("1999.90"), Decimal("12.50")),
+            Bar(
+                T0 + M15,
+                Decimal("1999.10"),
+                Decimal("2000"),
+                Decimal("1998.00001"),
+                Decimal("1999.90"),
+                Decimal("12.50"),
+            ),
             Bar(T0 + 2 * M15, Decimal("0.00001"), Decimal("3"), Decimal("0.00001"), Decimal("2.5"), Decimal("7")),
         ],
     )
@@ -71,9 +83,30 @@ def test_candles_json_keeps_exact_digits_as_strings_newest_first(db, capsys):
     status, out, err = run(capsys, "candles", "m15", "--format", "json")
     assert (status, err) == (0, "")
     assert json.loads(out) == [
-        {"timestamp": "2024-01-02T00:30:00Z", "open": "0.00001", "high": "3", "low": "0.00001", "close": "2.5", "volume": "7"},
-        {"timestamp": "2024-01-02T00:15:00Z", "open": "1999.10", "high": "2000", "low": "1998.00001", "close": "1999.90", "volume": "12.50"},
-        {"timestamp": "2024-01-02T00:00:00Z", "open": "2050.12345", "high": "2051.00", "low": "2049.9", "close": "2050.5", "volume": None},
+        {
+            "timestamp": "2024-01-02T00:30:00Z",
+            "open": "0.00001",
+            "high": "3",
+            "low": "0.00001",
+            "close": "2.5",
+            "volume": "7",
+        },
+        {
+            "timestamp": "2024-01-02T00:15:00Z",
+            "open": "1999.10",
+            "high": "2000",
+            "low": "1998.00001",
+            "close": "1999.90",
+            "volume": "12.50",
+        },
+        {
+            "timestamp": "2024-01-02T00:00:00Z",
+            "open": "2050.12345",
+            "high": "2051.00",
+            "low": "2049.9",
+            "close": "2050.5",
+            "volume": None,
+        },
     ]
 
 
@@ -102,7 +135,9 @@ def test_candles_table_is_aligned_under_a_header(db, capsys):
     # numbers are right-aligned: every column of every row ends where its header ends
     header_ends = [lines[0].index(name) + len(name) for name in ("open", "high", "low", "close", "volume")]
     for line in lines[1:]:
-        assert [i + 1 for i in range(1, len(line)) if line[i] != " " and (i + 1 == len(line) or line[i + 1] == " ")][1:] == header_ends
+        assert [i + 1 for i in range(1, len(line)) if line[i] != " " and (i + 1 == len(line) or line[i + 1] == " ")][
+            1:
+        ] == header_ends
 
 
 def test_candles_empty_table_says_so(db, capsys):
@@ -113,7 +148,11 @@ def test_candles_empty_table_says_so(db, capsys):
 def test_candles_limit_takes_the_newest(db, capsys):
     insert(db, flat([T0 + i * M15 for i in range(120)]))
     _, out, _ = run(capsys, "candles", "M15", "--format", "csv", "--limit", "3")
-    assert [r[0] for r in csv.reader(io.StringIO(out))][1:] == ["2024-01-03T05:45:00Z", "2024-01-03T05:30:00Z", "2024-01-03T05:15:00Z"]
+    assert [r[0] for r in csv.reader(io.StringIO(out))][1:] == [
+        "2024-01-03T05:45:00Z",
+        "2024-01-03T05:30:00Z",
+        "2024-01-03T05:15:00Z",
+    ]
     _, out, _ = run(capsys, "candles", "M15", "--format", "json")
     assert len(json.loads(out)) == 100
     _, out, _ = run(capsys, "candles", "M15", "--format", "json", "--limit", "5000")
@@ -123,11 +162,19 @@ def test_candles_limit_takes_the_newest(db, capsys):
 def test_candles_start_end_window_and_symbol(db, capsys):
     insert(db, flat([T0 + i * M15 for i in range(8)]))
     insert(db, flat([T0 + i * M15 for i in range(8)], "25.125"), symbol="XAGUSD")
-    _, out, _ = run(capsys, "candles", "M15", "--format", "json", "--start", "2024-01-02T00:30", "--end", "2024-01-02T01:15")
-    assert [r["timestamp"] for r in json.loads(out)] == ["2024-01-02T01:00:00Z", "2024-01-02T00:45:00Z", "2024-01-02T00:30:00Z"]
+    _, out, _ = run(
+        capsys, "candles", "M15", "--format", "json", "--start", "2024-01-02T00:30", "--end", "2024-01-02T01:15"
+    )
+    assert [r["timestamp"] for r in json.loads(out)] == [
+        "2024-01-02T01:00:00Z",
+        "2024-01-02T00:45:00Z",
+        "2024-01-02T00:30:00Z",
+    ]
     assert {r["open"] for r in json.loads(out)} == {"2050.5"}
     # an explicit offset is converted to UTC; a plain date is midnight UTC
-    _, out, _ = run(capsys, "candles", "M15", "--format", "json", "--start", "2024-01-02T03:30+02:00", "--end", "2024-01-03")
+    _, out, _ = run(
+        capsys, "candles", "M15", "--format", "json", "--start", "2024-01-02T03:30+02:00", "--end", "2024-01-03"
+    )
     assert [r["timestamp"] for r in json.loads(out)][-1] == "2024-01-02T01:30:00Z"
     assert len(json.loads(out)) == 2
     _, out, _ = run(capsys, "candles", "M15", "--format", "json", "--symbol", "XAGUSD", "--limit", "1")
@@ -221,12 +268,20 @@ def test_gaps_default_window_is_the_last_seven_days_and_phase_is_read_off_the_ba
 
 def test_credits_by_kind_and_what_is_left(db, capsys, monkeypatch):
     day = datetime(2024, 5, 6, tzinfo=UTC)
-    ledger = [(day + timedelta(hours=1), 3, "schedule"), (day + timedelta(hours=2), 2, "schedule"),
-              (day + timedelta(hours=3), 5, "backfill"), (day - timedelta(hours=1), 7, "repair")]
+    ledger = [
+        (day + timedelta(hours=1), 3, "schedule"),
+        (day + timedelta(hours=2), 2, "schedule"),
+        (day + timedelta(hours=3), 5, "backfill"),
+        (day - timedelta(hours=1), 7, "repair"),
+    ]
     with db.engine.begin() as connection:
-        connection.execute(api_calls.insert(), [
-            {"at": t, "credits": c, "kind": k, "symbol": "XAU/USD", "interval": "1h", "outcome": "ok"} for t, c, k in ledger
-        ])
+        connection.execute(
+            api_calls.insert(),
+            [
+                {"at": t, "credits": c, "kind": k, "symbol": "XAU/USD", "interval": "1h", "outcome": "ok"}
+                for t, c, k in ledger
+            ],
+        )
     monkeypatch.setenv("TWELVE_DATA_CREDITS_PER_DAY", "100")
     monkeypatch.setenv("XAU_SCHEDULE_CREDIT_SHARE", "0.25")
     at(monkeypatch, day + timedelta(hours=12))
@@ -234,7 +289,11 @@ def test_credits_by_kind_and_what_is_left(db, capsys, monkeypatch):
     assert (status, err) == (0, "")
     lines = [line.split() for line in out.splitlines()]
     assert lines[0] == ["Twelve", "Data", "credits", "on", "2024-05-06", "(UTC", "day)"]
-    assert lines[1:4] == [["schedule", "5", "(2", "calls)"], ["backfill", "5", "(1", "call)"], ["repair", "0", "(0", "calls)"]]
+    assert lines[1:4] == [
+        ["schedule", "5", "(2", "calls)"],
+        ["backfill", "5", "(1", "call)"],
+        ["repair", "0", "(0", "calls)"],
+    ]
     assert field(out, "used") == "10 of 100"
     assert field(out, "left today") == "90"
     assert field(out, "kept for schedules") == "25 (25% of the daily limit)"
@@ -251,8 +310,14 @@ def test_credits_by_kind_and_what_is_left(db, capsys, monkeypatch):
         (["gaps", "W1"], "error: unknown timeframe 'W1'"),
         (["candles", "H1", "--start", "2024-13-01"], "error: --start '2024-13-01' is not a valid date"),
         (["gaps", "H1", "--end", "yesterday"], "error: --end 'yesterday' is not a date"),
-        (["candles", "H1", "--start", "2024-02-01", "--end", "2024-01-01"], "error: --start 2024-02-01T00:00:00Z is after --end"),
-        (["gaps", "H1", "--start", "2024-02-01T10:00", "--end", "2024-02-01T09:00"], "error: --start 2024-02-01T10:00:00Z is after --end"),
+        (
+            ["candles", "H1", "--start", "2024-02-01", "--end", "2024-01-01"],
+            "error: --start 2024-02-01T00:00:00Z is after --end",
+        ),
+        (
+            ["gaps", "H1", "--start", "2024-02-01T10:00", "--end", "2024-02-01T09:00"],
+            "error: --start 2024-02-01T10:00:00Z is after --end",
+        ),
         (["candles", "H1", "--limit", "0"], "error: --limit must be from 1 to 5000, got 0"),
         (["candles", "H1", "--limit", "5001"], "error: --limit must be from 1 to 5000, got 5001"),
         (["candles", "H1", "--limit", "ten"], "error: --limit must be a whole number"),
@@ -276,7 +341,9 @@ def test_unreachable_database_is_one_line_exit_1_without_the_password(argv, caps
     monkeypatch.setenv("XAU_DATABASE_URL", UNREACHABLE)
     status, out, err = run(capsys, *argv)
     assert (status, out) == (1, "")
-    assert err.startswith("error: cannot reach the candle database at postgresql+psycopg2://xau:***@127.0.0.1:1/nowhere")
+    assert err.startswith(
+        "error: cannot reach the candle database at postgresql+psycopg2://xau:***@127.0.0.1:1/nowhere"
+    )
     assert err.count("\n") == 1 and "hunter2" not in err
 
 
@@ -294,7 +361,10 @@ def test_console_script_bad_timeframe_has_no_traceback():
     script = Path(sys.executable).with_name("xau-pipeline")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "xau_pipeline.cli"]
     result = subprocess.run(
-        [*command, "candles", "M5"], capture_output=True, text=True, timeout=60,
+        [*command, "candles", "M5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "XAU_DATABASE_URL": UNREACHABLE},
     )
     assert result.returncode == 2 and result.stdout == ""

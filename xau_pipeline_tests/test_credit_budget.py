@@ -1,5 +1,5 @@
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from xau_pipeline.store.tables import api_calls
 # These tests count credits or partitions of "today": keep them clear of a UTC midnight.
 pytestmark = pytest.mark.usefixtures("away_from_midnight")
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def budget(store, kind="backfill", **settings):
@@ -31,7 +31,13 @@ def test_each_call_is_written_to_the_ledger_and_settled(store):
     (ticket,) = take(b)
     b.settle(ticket, "ok: 24 bars", 1)
     (row,) = ledger(store)
-    assert (row.kind, row.run_id, row.outcome, row.credits, row.interval) == ("backfill", "run-1", "ok: 24 bars", 1, "1h")
+    assert (row.kind, row.run_id, row.outcome, row.credits, row.interval) == (
+        "backfill",
+        "run-1",
+        "ok: 24 bars",
+        1,
+        "1h",
+    )
     assert tuple(usage_today(store.engine)[0]) == ("backfill", 1, 1)
 
 
@@ -40,11 +46,22 @@ def test_a_spent_minute_is_waited_out(store):
     with store.engine.begin() as connection:
         connection.execute(
             api_calls.insert(),
-            [{"at": datetime.now(UTC) - timedelta(seconds=58), "credits": 1, "kind": "schedule", "symbol": "XAU/USD",
-              "interval": "1h", "outcome": "ok"} for _ in range(3)],
+            [
+                {
+                    "at": datetime.now(UTC) - timedelta(seconds=58),
+                    "credits": 1,
+                    "kind": "schedule",
+                    "symbol": "XAU/USD",
+                    "interval": "1h",
+                    "outcome": "ok",
+                }
+                for _ in range(3)
+            ],
         )
     pauses = []
-    b = CreditBudget(store.engine, BudgetSettings(per_minute=3), "backfill", sleep=lambda s: (pauses.append(s), time.sleep(s)))
+    b = CreditBudget(
+        store.engine, BudgetSettings(per_minute=3), "backfill", sleep=lambda s: (pauses.append(s), time.sleep(s))
+    )
     began = time.monotonic()
     take(b)
     assert 2 < time.monotonic() - began < 6
@@ -69,13 +86,24 @@ def test_yesterdays_credits_do_not_count(store):
     with store.engine.begin() as connection:
         connection.execute(
             api_calls.insert(),
-            [{"at": datetime.now(UTC) - timedelta(days=1, minutes=1), "credits": 5, "kind": "backfill", "symbol": "XAU/USD",
-              "interval": "1h", "outcome": "ok"}],
+            [
+                {
+                    "at": datetime.now(UTC) - timedelta(days=1, minutes=1),
+                    "credits": 5,
+                    "kind": "backfill",
+                    "symbol": "XAU/USD",
+                    "interval": "1h",
+                    "outcome": "ok",
+                }
+            ],
         )
     take(budget(store, per_day=5, schedule_share=0), 5)
 
 
-@pytest.mark.parametrize(("env", "error"), [({"TWELVE_DATA_CREDITS_PER_MINUTE": "x"}, "bad credit"), ({"XAU_SCHEDULE_CREDIT_SHARE": "1.5"}, "out of range")])
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [({"TWELVE_DATA_CREDITS_PER_MINUTE": "x"}, "bad credit"), ({"XAU_SCHEDULE_CREDIT_SHARE": "1.5"}, "out of range")],
+)
 def test_bad_settings_are_refused(monkeypatch, env, error):
     for name, value in env.items():
         monkeypatch.setenv(name, value)

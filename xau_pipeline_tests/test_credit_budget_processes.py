@@ -13,7 +13,7 @@ import queue
 import time
 import traceback
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -28,7 +28,7 @@ from xau_pipeline_tests.conftest import TEST_API_KEY
 # These tests count credits or partitions of "today": keep them clear of a UTC midnight.
 pytestmark = pytest.mark.usefixtures("away_from_midnight")
 
-UTC = timezone.utc
+UTC = UTC
 PROCESSES = 4
 RUN_SECONDS = 90.0
 PER_MINUTE = 8
@@ -79,12 +79,12 @@ def call_for_a_while(index: int, database_url: str, base_url: str, barrier, resu
                 page = client.time_series("XAU/USD", "1h", start, end)
             except DeadlineReached:
                 break
-            except Exception as exc:  # noqa: BLE001 - every failure is reported to the test
+            except Exception as exc:
                 report["errors"].append(f"{start:%Y-%m-%d}: {type(exc).__name__}: {exc}")
                 continue
             bars = [(b.open_time, b.open, b.high, b.low, b.close) for b in page.bars]
             report["fetched"].append((start, end, bars))
-    except Exception:  # noqa: BLE001
+    except Exception:
         report["errors"].append(traceback.format_exc())
     results.put(report)
 
@@ -125,7 +125,10 @@ def test_four_processes_share_eight_calls_a_minute_and_lose_nothing(store, stand
     # Nothing lost: every call a process made came back with exactly the bars of its window.
     fetched = [item for r in reports for item in r["fetched"]]
     for start, end, bars in fetched:
-        expected = [(b["datetime"], b["open"], b["high"], b["low"], b["close"]) for b in stand_in.bars("XAU/USD", "1h", start, end)]
+        expected = [
+            (b["datetime"], b["open"], b["high"], b["low"], b["close"])
+            for b in stand_in.bars("XAU/USD", "1h", start, end)
+        ]
         assert bars and bars == expected, f"window {start:%Y-%m-%d}"
     assert len(fetched) == len(served) == len({start for start, _, _ in fetched})
     with store.engine.connect() as connection:
@@ -135,8 +138,10 @@ def test_four_processes_share_eight_calls_a_minute_and_lose_nothing(store, stand
     # Not starved: 90 s holds two 61 s windows of 8 calls, the physical maximum here.
     assert 10 <= len(served) <= 2 * PER_MINUTE, len(served)
     assert sum(1 for r in reports if r["fetched"]) >= 2, [len(r["fetched"]) for r in reports]
-    print(f"{len(served)} calls by process {[len(r['fetched']) for r in sorted(reports, key=lambda r: r['index'])]}, "
-          f"per calendar minute {sorted(per_minute.values())}")
+    print(
+        f"{len(served)} calls by process {[len(r['fetched']) for r in sorted(reports, key=lambda r: r['index'])]}, "
+        f"per calendar minute {sorted(per_minute.values())}"
+    )
 
 
 def test_minute_limit_answers_are_waited_out_during_an_ingest(store, stand_in):

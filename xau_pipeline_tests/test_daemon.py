@@ -5,7 +5,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -38,17 +38,22 @@ def test_the_daemon_materializes_the_partition_after_a_tick(stand_in, store, tmp
     }
     daemon = subprocess.Popen(
         [str(DAEMON), "run", "-w", str(tmp_path / "workspace.yaml")],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     # The partition of the bar that closed a minute before the tick: today's, or yesterday's just after midnight.
-    since = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
     stored = 0
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and daemon.poll() is None:
             with store.engine.connect() as connection:
                 stored = connection.execute(
-                    sa.text("SELECT count(*) FROM candles WHERE timeframe = 'M15' AND \"timestamp\" >= :since"), {"since": since}
+                    sa.text("SELECT count(*) FROM candles WHERE timeframe = 'M15' AND \"timestamp\" >= :since"),
+                    {"since": since},
                 ).scalar()
             if stored:
                 break
@@ -57,11 +62,11 @@ def test_the_daemon_materializes_the_partition_after_a_tick(stand_in, store, tmp
         os.killpg(daemon.pid, signal.SIGTERM)
         output = daemon.communicate(timeout=30)[0].decode(errors="replace")
     assert stored > 0, output[-3000:]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert stand_in.time_series_calls() >= 1
     assert all(r.params["timezone"] == "UTC" for r in stand_in.requests)
     with store.engine.connect() as connection:
-        newest = connection.execute(sa.text("SELECT max(\"timestamp\") FROM candles")).scalar()
+        newest = connection.execute(sa.text('SELECT max("timestamp") FROM candles')).scalar()
         kinds = {row.kind for row in connection.execute(sa.text("SELECT kind FROM api_calls"))}
     assert (now - newest).total_seconds() < 3 * 3600
     assert kinds == {"schedule"}

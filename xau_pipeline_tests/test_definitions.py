@@ -17,7 +17,10 @@ def test_definitions_load(monkeypatch):
     assert len({spec.partitions_def for spec in specs}) == 1
     partitions = specs[0].partitions_def
     assert partitions.get_first_partition_key() == "2024-01-01"
-    assert partitions.get_last_partition_key() == dg.DailyPartitionsDefinition("2024-01-01", end_offset=1).get_last_partition_key()
+    assert (
+        partitions.get_last_partition_key()
+        == dg.DailyPartitionsDefinition("2024-01-01", end_offset=1).get_last_partition_key()
+    )
     defs.resolve_implicit_global_asset_job_def()
 
 

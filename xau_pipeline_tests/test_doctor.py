@@ -5,7 +5,7 @@ import secrets
 import socket
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from xau_pipeline.store.migrate import alembic_config, current_revision, head_re
 from xau_pipeline.store.tables import api_calls
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
-UTC = timezone.utc
+UTC = UTC
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ["database", "migrations", "api key", "api", "credits"]
 
@@ -29,7 +29,12 @@ def healthy(store, stand_in, monkeypatch):
     monkeypatch.setenv("XAU_DATABASE_URL", store.url)
     monkeypatch.setenv("TWELVE_DATA_API_KEY", TEST_API_KEY)
     monkeypatch.setenv("TWELVE_DATA_BASE_URL", stand_in.url)
-    for name in ("TWELVE_DATA_CREDITS_PER_MINUTE", "TWELVE_DATA_CREDITS_PER_DAY", "XAU_SCHEDULE_CREDIT_SHARE", "XAU_REPAIR_CREDIT_SHARE"):
+    for name in (
+        "TWELVE_DATA_CREDITS_PER_MINUTE",
+        "TWELVE_DATA_CREDITS_PER_DAY",
+        "XAU_SCHEDULE_CREDIT_SHARE",
+        "XAU_REPAIR_CREDIT_SHARE",
+    ):
         monkeypatch.delenv(name, raising=False)
     return store
 
@@ -76,12 +81,20 @@ def empty_database(healthy):
 
 def test_a_healthy_setup_is_all_ok_and_exits_0(healthy, stand_in, capsys, monkeypatch):
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    ledger = [(day + timedelta(seconds=1), 30, "schedule"), (day + timedelta(seconds=2), 50, "backfill"),
-              (day + timedelta(seconds=3), 10, "repair"), (day - timedelta(hours=1), 99, "backfill")]
+    ledger = [
+        (day + timedelta(seconds=1), 30, "schedule"),
+        (day + timedelta(seconds=2), 50, "backfill"),
+        (day + timedelta(seconds=3), 10, "repair"),
+        (day - timedelta(hours=1), 99, "backfill"),
+    ]
     with healthy.engine.begin() as connection:
-        connection.execute(api_calls.insert(), [
-            {"at": t, "credits": c, "kind": k, "symbol": "XAU/USD", "interval": "1h", "outcome": "ok"} for t, c, k in ledger
-        ])
+        connection.execute(
+            api_calls.insert(),
+            [
+                {"at": t, "credits": c, "kind": k, "symbol": "XAU/USD", "interval": "1h", "outcome": "ok"}
+                for t, c, k in ledger
+            ],
+        )
     monkeypatch.setattr(cli, "_now", lambda: day + timedelta(minutes=1))
     status, lines, out = doctor(capsys)
     assert status == 0, out
@@ -123,10 +136,13 @@ def test_an_unreachable_database_fails_without_showing_the_password(healthy, cap
 def test_an_unmigrated_database_fails_and_is_not_migrated(empty_database, capsys, monkeypatch):
     url, engine = empty_database
     monkeypatch.setenv("XAU_DATABASE_URL", url)
-    status, lines, out = doctor(capsys)
+    status, lines, _out = doctor(capsys)
     assert status == 1
     assert lines["database"][0] == "ok"
-    assert lines["migrations"] == ("FAIL", f"no schema yet (head revision is {head_revision()}); run: xau-pipeline migrate")
+    assert lines["migrations"] == (
+        "FAIL",
+        f"no schema yet (head revision is {head_revision()}); run: xau-pipeline migrate",
+    )
     assert lines["credits"][0] == "FAIL" and "run: xau-pipeline migrate" in lines["credits"][1]
     assert lines["api key"][0] == lines["api"][0] == "ok"
     # No side effect: still no schema.
@@ -144,7 +160,10 @@ def test_a_database_behind_head_says_to_migrate(empty_database, capsys, monkeypa
     monkeypatch.setenv("XAU_DATABASE_URL", url)
     status, lines, _ = doctor(capsys)
     assert status == 1
-    assert lines["migrations"] == ("FAIL", f"schema at revision 0001, behind head {head_revision()}; run: xau-pipeline migrate")
+    assert lines["migrations"] == (
+        "FAIL",
+        f"schema at revision 0001, behind head {head_revision()}; run: xau-pipeline migrate",
+    )
     assert current_revision(engine) == "0001"
 
 
@@ -169,9 +188,19 @@ def test_an_unreachable_api_fails_and_names_the_url(healthy, capsys, monkeypatch
 def test_no_credits_left_fails(healthy, capsys, monkeypatch):
     monkeypatch.setenv("TWELVE_DATA_CREDITS_PER_DAY", "20")
     with healthy.engine.begin() as connection:
-        connection.execute(api_calls.insert(), [
-            {"at": datetime.now(UTC), "credits": 20, "kind": "schedule", "symbol": "XAU/USD", "interval": "1h", "outcome": "ok"}
-        ])
+        connection.execute(
+            api_calls.insert(),
+            [
+                {
+                    "at": datetime.now(UTC),
+                    "credits": 20,
+                    "kind": "schedule",
+                    "symbol": "XAU/USD",
+                    "interval": "1h",
+                    "outcome": "ok",
+                }
+            ],
+        )
     status, lines, _ = doctor(capsys)
     assert status == 1
     assert lines["credits"][0] == "FAIL" and lines["credits"][1].startswith("0 of 20 left today")

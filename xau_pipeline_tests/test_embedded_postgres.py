@@ -5,21 +5,21 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psutil
 import pytest
 import sqlalchemy as sa
 
-from xau_pipeline import embedded_postgres
+from xau_pipeline.bars import Bar
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.migrate import current_revision, head_revision
 from xau_pipeline.timeframes import timeframe
-from xau_pipeline.twelvedata.client import Bar
+from xau_pipeline_dev import embedded_postgres
 from xau_pipeline_tests.conftest import REPO
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2024, 1, 2, tzinfo=UTC)
 M15 = timeframe("M15")
 
@@ -34,7 +34,9 @@ def alive(pid: int) -> bool:
 
 def bars(n: int, base: str = "2050.12345") -> list[Bar]:
     price = Decimal(base)
-    return [Bar(T0 + i * M15.bar, price + i, price + i + 1, price + i - 1, price + i + Decimal("0.5")) for i in range(n)]
+    return [
+        Bar(T0 + i * M15.bar, price + i, price + i + 1, price + i - 1, price + i + Decimal("0.5")) for i in range(n)
+    ]
 
 
 def test_the_candle_store_migrates_upserts_and_reads_on_the_embedded_database(embedded_database_url, embedded_postgres):
@@ -62,7 +64,7 @@ def test_the_candle_store_migrates_upserts_and_reads_on_the_embedded_database(em
 def _start_in_child(data_dir) -> subprocess.Popen:
     """A process that starts the embedded server, says its postmaster pid, and waits to be killed."""
     code = (
-        "import sys, time; from xau_pipeline import embedded_postgres as e; "
+        "import sys, time; from xau_pipeline_dev import embedded_postgres as e; "
         f"s = e.start({str(data_dir)!r}); print(s.pid, flush=True); time.sleep(600)"
     )
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)

@@ -1,15 +1,15 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
 
+from xau_pipeline.bars import Bar, FetchedWindow
 from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, detect_phase, find_gaps
 from xau_pipeline.store.upsert import upsert_bars
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.trading_calendar import calendar
-from xau_pipeline.twelvedata.client import Bar, FetchedWindow
 
-UTC = timezone.utc
+UTC = UTC
 CME = calendar("cme_gold")
 M15, H4 = TIMEFRAMES_BY_NAME["M15"], TIMEFRAMES_BY_NAME["H4"]
 WEEK = (datetime(2024, 3, 10, tzinfo=UTC), datetime(2024, 3, 17, tzinfo=UTC))
@@ -65,8 +65,12 @@ def test_gaps_are_classified(store):
     slots = CME.expected_slots(*day, M15.bar)
     fetched_empty = slots[10]
     # Fetched up to 12:00 (closed), nothing for slot 10; never fetched after 12:00; "now" is 15:07.
-    store.write("XAUUSD", M15, [bar(s) for s in slots if s != fetched_empty and s < day[0] + timedelta(hours=12)],
-                [FetchedWindow(day[0], day[0] + timedelta(hours=12), NOW, 47)])
+    store.write(
+        "XAUUSD",
+        M15,
+        [bar(s) for s in slots if s != fetched_empty and s < day[0] + timedelta(hours=12)],
+        [FetchedWindow(day[0], day[0] + timedelta(hours=12), NOW, 47)],
+    )
     now = day[0] + timedelta(hours=15, minutes=7)
     report = gaps(store, window=(day[0], now), now=now)
     reasons = {g.slot: g.reason for g in report.gaps}
@@ -85,5 +89,5 @@ def test_the_4h_phase_is_read_off_the_stored_bars(store):
     report = gaps(store, timeframe=H4)
     assert (report.missing, report.expected, report.phase) == (0, len(phased), timedelta(hours=1))
     with store.engine.begin() as connection:
-        connection.execute(sa.text("DELETE FROM candles WHERE \"timestamp\" = :t"), {"t": phased[3]})
+        connection.execute(sa.text('DELETE FROM candles WHERE "timestamp" = :t'), {"t": phased[3]})
     assert [g.slot for g in gaps(store, timeframe=H4).gaps] == [phased[3]]

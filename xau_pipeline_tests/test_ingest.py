@@ -1,7 +1,7 @@
 """ingest(): one series over one window, with the log lines an operator reads."""
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from xau_pipeline.ingest import ingest
 from xau_pipeline.symbols import Symbol
@@ -9,7 +9,7 @@ from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
-UTC = timezone.utc
+UTC = UTC
 GOLD = Symbol("XAU/USD")
 M15 = TIMEFRAMES_BY_NAME["M15"]
 START, END = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 3, 31, tzinfo=UTC)
@@ -54,6 +54,6 @@ def test_an_h4_bar_off_the_utc_grid_is_fetched_once_it_has_closed(stand_in, stor
     ingest_at(day + timedelta(days=1, minutes=1))
     later = ingest_at(day + timedelta(days=1, hours=1, minutes=2))
     assert later.fetch.calls == 1 and later.counts.inserted == 1
-    stored, first, last = store.summary("XAUUSD", h4, day, day + timedelta(days=1))
+    stored, _first, last = store.summary("XAUUSD", h4, day, day + timedelta(days=1))
     assert last == day + timedelta(hours=21)
     assert stored == len(stand_in.bars("XAU/USD", "4h", day, day + timedelta(days=1)))

@@ -1,4 +1,4 @@
-"""The README's run command: `python -m xau_pipeline.launch run` (what `make run` starts)."""
+"""The README's run command: `python -m xau_pipeline_dev.launch run` (what `make run` starts)."""
 
 import os
 import signal
@@ -12,10 +12,10 @@ from pathlib import Path
 import psutil
 import requests
 
-from xau_pipeline import embedded_postgres
+from xau_pipeline_dev import embedded_postgres
 from xau_pipeline_tests.conftest import REPO, TEST_API_KEY
 
-LAUNCH = [sys.executable, "-m", "xau_pipeline.launch", "run"]
+LAUNCH = [sys.executable, "-m", "xau_pipeline_dev.launch", "run"]
 WORKSPACE_QUERY = """{
   workspaceOrError { ... on Workspace { locationEntries {
     name loadStatus locationOrLoadError { __typename ... on PythonError { message } }
@@ -90,7 +90,11 @@ def test_make_run_in_a_fresh_clone_starts_the_embedded_database_and_the_ui_and_s
     started = time.monotonic()
     with open(log, "wb") as out:
         make = subprocess.Popen(
-            ["make", "run", f"VENV={Path(sys.executable).parent.parent}"], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT
+            ["make", "run", f"VENV={Path(sys.executable).parent.parent}"],
+            cwd=clone,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
     spawned: dict[int, psutil.Process] = {}  # everything the launcher started, seen while it ran
@@ -120,7 +124,9 @@ def test_make_run_in_a_fresh_clone_starts_the_embedded_database_and_the_ui_and_s
         assert alive(postmaster)
         print(f"UI answered {answered_after:.1f} s after launch; code location loaded")
 
-        (python_launcher,) = [p for p in launcher_children(make.pid) if "xau_pipeline.launch" in " ".join(p.cmdline())]
+        (python_launcher,) = [
+            p for p in launcher_children(make.pid) if "xau_pipeline_dev.launch" in " ".join(p.cmdline())
+        ]
         python_launcher.send_signal(signal.SIGTERM)  # what Ctrl-C in the terminal would reach
         assert make.wait(timeout=90) == 0, log.read_text(errors="replace")[-3000:]
         output = log.read_text(errors="replace")
@@ -151,8 +157,8 @@ def test_a_given_database_holds_the_candles_and_dagster_in_its_own_schema(databa
     import dagster as dg
     import sqlalchemy as sa
 
-    from xau_pipeline import launch
     from xau_pipeline.store.candle_store import CandleStore
+    from xau_pipeline_dev import launch
 
     monkeypatch.setenv("XAU_DATABASE_URL", database_url.replace("postgresql+psycopg2://", "postgresql://"))
     monkeypatch.delenv("XAU_DAGSTER_PG_URL", raising=False)

@@ -18,7 +18,7 @@ def test_concurrent_migrations_both_succeed(database_url):
     def run(engine):
         try:
             migrate(engine)
-        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+        except Exception as exc:
             errors.append(exc)
 
     try:

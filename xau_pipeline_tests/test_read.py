@@ -1,14 +1,14 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pandas as pd
 import pytest
 
+from xau_pipeline.bars import Bar
 from xau_pipeline.read import load_candles, newest_candles, parse_time
 from xau_pipeline.store.upsert import upsert_bars
-from xau_pipeline.twelvedata.client import Bar
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2024, 1, 2, tzinfo=UTC)
 M15 = timedelta(minutes=15)
 PRICES = ["2050.12345", "1999.10", "2001", "0.00001", "2100.5"]
@@ -17,7 +17,14 @@ PRICES = ["2050.12345", "1999.10", "2001", "0.00001", "2100.5"]
 def m15_bars(n: int, base: str = "2050.12345") -> list[Bar]:
     price = Decimal(base)
     return [
-        Bar(T0 + i * M15, price + i, price + i + 1, price + i - 1, price + i + Decimal("0.5"), Decimal("12.50") if i % 2 else None)
+        Bar(
+            T0 + i * M15,
+            price + i,
+            price + i + 1,
+            price + i - 1,
+            price + i + Decimal("0.5"),
+            Decimal("12.50") if i % 2 else None,
+        )
         for i in range(n)
     ]
 
@@ -28,7 +35,10 @@ def insert(store, bars, symbol="XAUUSD", timeframe="M15"):
 
 
 def test_frame_has_exact_decimals_utc_timestamps_ascending(store):
-    bars = [Bar(T0 + i * M15, Decimal(p), Decimal(p), Decimal(p), Decimal(p), Decimal("3.10") if i else None) for i, p in enumerate(PRICES)]
+    bars = [
+        Bar(T0 + i * M15, Decimal(p), Decimal(p), Decimal(p), Decimal(p), Decimal("3.10") if i else None)
+        for i, p in enumerate(PRICES)
+    ]
     insert(store, bars)
     df = load_candles("m15", database_url=store.url)
     assert list(df.columns) == ["timestamp", "open", "high", "low", "close", "volume"]
@@ -64,7 +74,9 @@ def test_series_are_kept_apart_and_url_comes_from_the_environment(store, monkeyp
 
 def test_limit_keeps_the_oldest_and_newest_candles_are_newest_first(store):
     insert(store, m15_bars(10))
-    assert list(load_candles("M15", limit=3, database_url=store.url)["timestamp"]) == [pd.Timestamp(T0 + k * M15) for k in (0, 1, 2)]
+    assert list(load_candles("M15", limit=3, database_url=store.url)["timestamp"]) == [
+        pd.Timestamp(T0 + k * M15) for k in (0, 1, 2)
+    ]
     newest = newest_candles("M15", end=T0 + 9 * M15, limit=3, database_url=store.url)
     assert list(newest["timestamp"]) == [pd.Timestamp(T0 + k * M15) for k in (8, 7, 6)]
 

@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import dagster as dg
@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from xau_pipeline.assets import build_candle_asset
+from xau_pipeline.bars import Bar, FetchedWindow
 from xau_pipeline.partitions import daily_partitions
 from xau_pipeline.repair import build_repair_sensor, plan_repairs
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
@@ -14,12 +15,11 @@ from xau_pipeline.store.tables import api_calls
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.trading_calendar import calendar
-from xau_pipeline.twelvedata.client import Bar, FetchedWindow
 
 # These tests count credits or partitions of "today": keep them clear of a UTC midnight.
 pytestmark = pytest.mark.usefixtures("away_from_midnight")
 
-UTC = timezone.utc
+UTC = UTC
 GOLD = Symbol("XAU/USD")
 M15 = TIMEFRAMES_BY_NAME["M15"]
 CME = calendar("cme_gold")
@@ -35,7 +35,11 @@ def day(n: int) -> tuple[datetime, datetime]:
 def fill(store, n: int, fetched_at: list[datetime], missing: int | None = None):
     """Store day n's bars but slot `missing`, recording one fetch at each of `fetched_at`."""
     slots = CME.expected_slots(*day(n), M15.bar)
-    bars = [Bar(s, Decimal("2160"), Decimal("2161"), Decimal("2159"), Decimal("2160.5")) for i, s in enumerate(slots) if i != missing]
+    bars = [
+        Bar(s, Decimal("2160"), Decimal("2161"), Decimal("2159"), Decimal("2160.5"))
+        for i, s in enumerate(slots)
+        if i != missing
+    ]
     windows = [FetchedWindow(*day(n), at, len(bars)) for at in fetched_at]
     store.write("XAUUSD", M15, bars, windows)
 
@@ -91,7 +95,9 @@ def sensor_for(store, stand_in_url="http://127.0.0.1:9", **budget):
 def test_the_sensor_requests_one_ranged_run_for_never_fetched_days(store):
     sensor, defs, recent = sensor_for(store)
     with dg.DagsterInstance.ephemeral() as instance:
-        context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources)
+        context = dg.build_sensor_context(
+            instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
+        )
         result = sensor.evaluate_tick(context)
     first = recent.get_first_partition_key()
     (request,) = result.run_requests
@@ -103,12 +109,24 @@ def test_the_sensor_requests_one_ranged_run_for_never_fetched_days(store):
 def test_the_sensor_respects_the_repair_share(store):
     sensor, defs, _ = sensor_for(store, credits_per_day=100, repair_credit_share=0.05)
     with store.engine.begin() as connection:
-        connection.execute(api_calls.insert(), [
-            {"at": datetime.now(UTC), "credits": 1, "kind": "repair", "symbol": "XAU/USD", "interval": "15min", "outcome": "ok"}
-            for _ in range(5)
-        ])
+        connection.execute(
+            api_calls.insert(),
+            [
+                {
+                    "at": datetime.now(UTC),
+                    "credits": 1,
+                    "kind": "repair",
+                    "symbol": "XAU/USD",
+                    "interval": "15min",
+                    "outcome": "ok",
+                }
+                for _ in range(5)
+            ],
+        )
     with dg.DagsterInstance.ephemeral() as instance:
-        context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources)
+        context = dg.build_sensor_context(
+            instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
+        )
         result = sensor.evaluate_tick(context)
     assert not result.run_requests
     assert "repair share of today's credits is spent (5 of 5)" in result.skip_message

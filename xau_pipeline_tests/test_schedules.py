@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
@@ -10,7 +10,7 @@ from xau_pipeline.schedules import build_candle_schedule
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES
 
-UTC = timezone.utc
+UTC = UTC
 GOLD = Symbol("XAU/USD")
 PARTITIONS = daily_partitions("2024-01-01")
 ASSETS = {tf.name: build_candle_asset(GOLD, tf, PARTITIONS) for tf in TIMEFRAMES}
@@ -18,7 +18,10 @@ SCHEDULES = {tf.name: build_candle_schedule(GOLD, tf, ASSETS[tf.name], PARTITION
 DEFS = dg.Definitions(
     assets=list(ASSETS.values()),
     schedules=list(SCHEDULES.values()),
-    resources={"twelvedata": TwelveDataResource(api_key="unused"), "candle_store": CandleStoreResource(database_url="unused")},
+    resources={
+        "twelvedata": TwelveDataResource(api_key="unused"),
+        "candle_store": CandleStoreResource(database_url="unused"),
+    },
 )
 
 
@@ -94,6 +97,8 @@ def cron_ticks(cron: str, day: datetime) -> list[datetime]:
 def test_live_cost_of_a_day(day, credits):
     """Goal: at most 127 credits on a full trading day, nothing while the market is closed."""
     calls = sum(
-        bool(tick(name, at).run_requests) for name, schedule in SCHEDULES.items() for at in cron_ticks(schedule.cron_schedule, day)
+        bool(tick(name, at).run_requests)
+        for name, schedule in SCHEDULES.items()
+        for at in cron_ticks(schedule.cron_schedule, day)
     )
     assert calls == credits <= 127

@@ -11,16 +11,17 @@ York, break 17:00-18:00 New York Mon-Thu). In UTC that is: winter open 23:00, cl
 
 from __future__ import annotations
 
+import itertools
 import random
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from xau_pipeline import calendar_overrides
 from xau_pipeline.trading_calendar import CALENDAR_NAMES, TradingCalendar, calendar, slot_grid
 
-UTC = timezone.utc
+UTC = UTC
 M15 = timedelta(minutes=15)
 H1 = timedelta(hours=1)
 H4 = timedelta(hours=4)
@@ -123,16 +124,46 @@ def test_non_utc_aware_inputs_are_accepted_and_outputs_are_utc(cme):
 @pytest.mark.parametrize(
     "start, end, bar, phase, expected",
     [
-        pytest.param(utc(2024, 3, 6), utc(2024, 3, 6, 1), M15, timedelta(0),
-                     [utc(2024, 3, 6, 0, m) for m in (0, 15, 30, 45)], id="aligned-M15"),
-        pytest.param(utc(2024, 3, 6, 0, 7), utc(2024, 3, 6, 0, 45), M15, timedelta(0),
-                     [utc(2024, 3, 6, 0, 15), utc(2024, 3, 6, 0, 30)], id="unaligned-start-end-excluded"),
-        pytest.param(utc(2024, 3, 6), utc(2024, 3, 7), H4, H1,
-                     [utc(2024, 3, 6, h) for h in (1, 5, 9, 13, 17, 21)], id="H4-phase-1h"),
-        pytest.param(utc(2024, 3, 6), utc(2024, 3, 7), H4, timedelta(hours=-3),
-                     [utc(2024, 3, 6, h) for h in (1, 5, 9, 13, 17, 21)], id="negative-phase-wraps"),
-        pytest.param(utc(2024, 3, 6), utc(2024, 3, 8), D1, timedelta(hours=22),
-                     [utc(2024, 3, 6, 22), utc(2024, 3, 7, 22)], id="D1-phase-22h"),
+        pytest.param(
+            utc(2024, 3, 6),
+            utc(2024, 3, 6, 1),
+            M15,
+            timedelta(0),
+            [utc(2024, 3, 6, 0, m) for m in (0, 15, 30, 45)],
+            id="aligned-M15",
+        ),
+        pytest.param(
+            utc(2024, 3, 6, 0, 7),
+            utc(2024, 3, 6, 0, 45),
+            M15,
+            timedelta(0),
+            [utc(2024, 3, 6, 0, 15), utc(2024, 3, 6, 0, 30)],
+            id="unaligned-start-end-excluded",
+        ),
+        pytest.param(
+            utc(2024, 3, 6),
+            utc(2024, 3, 7),
+            H4,
+            H1,
+            [utc(2024, 3, 6, h) for h in (1, 5, 9, 13, 17, 21)],
+            id="H4-phase-1h",
+        ),
+        pytest.param(
+            utc(2024, 3, 6),
+            utc(2024, 3, 7),
+            H4,
+            timedelta(hours=-3),
+            [utc(2024, 3, 6, h) for h in (1, 5, 9, 13, 17, 21)],
+            id="negative-phase-wraps",
+        ),
+        pytest.param(
+            utc(2024, 3, 6),
+            utc(2024, 3, 8),
+            D1,
+            timedelta(hours=22),
+            [utc(2024, 3, 6, 22), utc(2024, 3, 7, 22)],
+            id="D1-phase-22h",
+        ),
     ],
 )
 def test_slot_grid(start, end, bar, phase, expected):
@@ -229,37 +260,46 @@ def test_cme_gold_holidays_have_no_slots_in_their_trading_day_sense(cme, start, 
     "start, end, expected",
     [
         pytest.param(
-            utc(2024, 3, 8), utc(2024, 3, 12),
-            [(utc(2024, 3, 8), utc(2024, 3, 8, 22)),
-             (utc(2024, 3, 10, 22), utc(2024, 3, 11, 21)),
-             (utc(2024, 3, 11, 22), utc(2024, 3, 12))],
+            utc(2024, 3, 8),
+            utc(2024, 3, 12),
+            [
+                (utc(2024, 3, 8), utc(2024, 3, 8, 22)),
+                (utc(2024, 3, 10, 22), utc(2024, 3, 11, 21)),
+                (utc(2024, 3, 11, 22), utc(2024, 3, 12)),
+            ],
             id="dst-start-2024: Fri close 22:00 (EST), Sun open 22:00, Mon break 21-22 (EDT)",
         ),
         pytest.param(
-            utc(2024, 11, 1), utc(2024, 11, 5),
-            [(utc(2024, 11, 1), utc(2024, 11, 1, 21)),
-             (utc(2024, 11, 3, 23), utc(2024, 11, 4, 22)),
-             (utc(2024, 11, 4, 23), utc(2024, 11, 5))],
+            utc(2024, 11, 1),
+            utc(2024, 11, 5),
+            [
+                (utc(2024, 11, 1), utc(2024, 11, 1, 21)),
+                (utc(2024, 11, 3, 23), utc(2024, 11, 4, 22)),
+                (utc(2024, 11, 4, 23), utc(2024, 11, 5)),
+            ],
             id="dst-end-2024: Fri close 21:00 (EDT), Sun open 23:00, Mon break 22-23 (EST)",
         ),
         pytest.param(
-            utc(2024, 12, 23, 12), utc(2024, 12, 27),
-            [(utc(2024, 12, 23, 12), utc(2024, 12, 23, 22)),
-             (utc(2024, 12, 23, 23), utc(2024, 12, 24, 18, 45)),
-             (utc(2024, 12, 25, 23), utc(2024, 12, 26, 22)),
-             (utc(2024, 12, 26, 23), utc(2024, 12, 27))],
+            utc(2024, 12, 23, 12),
+            utc(2024, 12, 27),
+            [
+                (utc(2024, 12, 23, 12), utc(2024, 12, 23, 22)),
+                (utc(2024, 12, 23, 23), utc(2024, 12, 24, 18, 45)),
+                (utc(2024, 12, 25, 23), utc(2024, 12, 26, 22)),
+                (utc(2024, 12, 26, 23), utc(2024, 12, 27)),
+            ],
             id="christmas-2024: Dec 24 halts 12:45 CT, reopens Dec 25 17:00 CT",
         ),
         pytest.param(
-            utc(2024, 1, 15), utc(2024, 1, 16, 12),
-            [(utc(2024, 1, 15), utc(2024, 1, 15, 19, 30)),
-             (utc(2024, 1, 15, 23), utc(2024, 1, 16, 12))],
+            utc(2024, 1, 15),
+            utc(2024, 1, 16, 12),
+            [(utc(2024, 1, 15), utc(2024, 1, 15, 19, 30)), (utc(2024, 1, 15, 23), utc(2024, 1, 16, 12))],
             id="mlk-2024: halts 13:30 CT (library), reopens 17:00 CT",
         ),
         pytest.param(
-            utc(2024, 7, 4), utc(2024, 7, 5, 12),
-            [(utc(2024, 7, 4), utc(2024, 7, 4, 18, 30)),
-             (utc(2024, 7, 4, 22), utc(2024, 7, 5, 12))],
+            utc(2024, 7, 4),
+            utc(2024, 7, 5, 12),
+            [(utc(2024, 7, 4), utc(2024, 7, 4, 18, 30)), (utc(2024, 7, 4, 22), utc(2024, 7, 5, 12))],
             id="july4-2024: halts 13:30 CDT (library), reopens 17:00 CDT",
         ),
     ],
@@ -274,7 +314,7 @@ def test_sessions_are_sorted_disjoint_and_clipped(cme):
     start, end = utc(2024, 2, 28, 12, 7), utc(2024, 3, 20, 3, 3)
     sessions = cme.sessions(start, end)
     assert sessions[0][0] == start and sessions[-1][1] == end
-    for (open_, close), (next_open, _) in zip(sessions, sessions[1:]):
+    for (open_, close), (next_open, _) in itertools.pairwise(sessions):
         assert open_ < close < next_open  # strictly apart: touching sessions would have been merged
 
 
@@ -371,10 +411,22 @@ def test_expected_slots_are_the_grid_slots_overlapping_a_session(cme):
 CHRISTMAS_EVES = [
     # (year, None when Dec 24 is not a CME trade date, else (Chicago halt on Dec 24, day of the
     # December reopen at 17:00 Chicago: Dec 25 evening, or Sunday Dec 27 when Christmas is a Friday))
-    (2015, ((12, 45), 27)), (2016, None), (2017, None), (2018, ((12, 45), 25)),
-    (2019, ((12, 45), 25)), (2020, ((12, 45), 27)), (2021, None), (2022, None), (2023, None),
-    (2024, ((12, 45), 25)), (2025, ((12, 45), 25)), (2026, ((12, 45), 27)), (2027, None),
-    (2028, None), (2029, ((12, 45), 25)), (2030, ((12, 45), 25)),
+    (2015, ((12, 45), 27)),
+    (2016, None),
+    (2017, None),
+    (2018, ((12, 45), 25)),
+    (2019, ((12, 45), 25)),
+    (2020, ((12, 45), 27)),
+    (2021, None),
+    (2022, None),
+    (2023, None),
+    (2024, ((12, 45), 25)),
+    (2025, ((12, 45), 25)),
+    (2026, ((12, 45), 27)),
+    (2027, None),
+    (2028, None),
+    (2029, ((12, 45), 25)),
+    (2030, ((12, 45), 25)),
 ]
 
 
@@ -486,8 +538,9 @@ def test_matches_brute_force(name):
         pytest.param(WINTER_WEEK, utc(2024, 3, 3, 22), utc(2024, 3, 8, 22), id="winter-17:00-EST"),
         pytest.param(SUMMER_WEEK, utc(2024, 6, 9, 21), utc(2024, 6, 14, 21), id="summer-17:00-EDT"),
         # The week DST starts: opens Sun 17:00 EDT = 21:00 UTC, a week of 120 h still.
-        pytest.param((utc(2024, 3, 10), utc(2024, 3, 16)), utc(2024, 3, 10, 21), utc(2024, 3, 15, 21),
-                     id="dst-start-week"),
+        pytest.param(
+            (utc(2024, 3, 10), utc(2024, 3, 16)), utc(2024, 3, 10, 21), utc(2024, 3, 15, 21), id="dst-start-week"
+        ),
     ],
 )
 def test_fx_24x5_week(fx, week, first_open, last_close):

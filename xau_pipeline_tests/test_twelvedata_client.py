@@ -2,7 +2,7 @@
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -19,10 +19,10 @@ from xau_pipeline.twelvedata.errors import (
     ServiceUnavailableError,
     UnknownSymbolError,
 )
-from xau_pipeline.twelvedata_standin import Fault
+from xau_pipeline_dev.twelvedata_standin import Fault
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
-UTC = timezone.utc
+UTC = UTC
 M15, H1, H4, D1 = (TIMEFRAMES_BY_NAME[n] for n in ("M15", "H1", "H4", "D1"))
 WEDNESDAY = datetime(2024, 3, 13, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -40,7 +40,10 @@ def as_served(bars):
 
 
 def expected(stand_in, interval, start, end):
-    return [(b["datetime"], b["open"], b["high"], b["low"], b["close"]) for b in stand_in.bars("XAU/USD", interval, start, end)]
+    return [
+        (b["datetime"], b["open"], b["high"], b["low"], b["close"])
+        for b in stand_in.bars("XAU/USD", interval, start, end)
+    ]
 
 
 @pytest.mark.parametrize("timeframe", [M15, H1, H4, D1], ids=lambda tf: tf.name)
@@ -94,7 +97,11 @@ def test_still_forming_bars_are_dropped(stand_in):
     """The stand-in runs two hours ahead: what it serves as closed is still forming by our clock."""
     now = WEDNESDAY + timedelta(hours=10, minutes=7)
     stand_in.configure(time_offset_seconds=(now - utc_now()).total_seconds() + 7200)
-    result = client_for(stand_in, clock=lambda: now).fetch("XAU/USD", M15, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
+    result = (
+        client_for(stand_in, clock=lambda: now)
+        .fetch("XAU/USD", M15, [(WEDNESDAY, WEDNESDAY + DAY)], CME)
+        .raise_for_error()
+    )
     assert result.bars[-1].open_time == now.replace(minute=45, hour=9)
     assert result.forming_dropped > 0
     assert stand_in.requests[-1].values == len(result.bars) + result.forming_dropped
@@ -122,7 +129,9 @@ def test_no_data_is_an_empty_result(stand_in):
 
 def test_a_closed_market_costs_no_call(stand_in):
     saturday, good_friday = datetime(2024, 3, 16, tzinfo=UTC), datetime(2024, 3, 29, tzinfo=UTC)
-    result = client_for(stand_in).fetch("XAU/USD", M15, [(saturday, saturday + DAY), (good_friday, good_friday + DAY)], CME)
+    result = client_for(stand_in).fetch(
+        "XAU/USD", M15, [(saturday, saturday + DAY), (good_friday, good_friday + DAY)], CME
+    )
     assert (result.raise_for_error().calls, result.bars, stand_in.time_series_calls()) == (0, [], 0)
 
 
@@ -130,7 +139,9 @@ def test_a_closed_market_costs_no_call(stand_in):
 def test_wrong_key_fails_after_one_request(stand_in, error_status):
     stand_in.configure(error_status=error_status)
     with pytest.raises(AuthenticationError, match="TWELVE_DATA_API_KEY") as info:
-        client_for(stand_in, api_key="wrong-key-123").fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
+        client_for(stand_in, api_key="wrong-key-123").fetch(
+            "XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME
+        ).raise_for_error()
     assert stand_in.time_series_calls() == 1
     assert "wrong-key-123" not in str(info.value)
 
@@ -164,9 +175,17 @@ def test_unknown_symbol_is_named(stand_in):
     assert stand_in.time_series_calls() == 1
 
 
-@pytest.mark.parametrize("fault", [Fault("html_502"), Fault("html_520"), Fault("bad_json"), Fault("reset"),
-                                   Fault("error", status=500, code=500, message="Internal error")],
-                         ids=lambda f: f.kind + (str(f.status) if f.status else ""))
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("html_502"),
+        Fault("html_520"),
+        Fault("bad_json"),
+        Fault("reset"),
+        Fault("error", status=500, code=500, message="Internal error"),
+    ],
+    ids=lambda f: f.kind + (str(f.status) if f.status else ""),
+)
 def test_transient_failures_are_retried(stand_in, fault):
     stand_in.push_fault(fault)
     stand_in.push_fault(fault)
@@ -177,7 +196,11 @@ def test_transient_failures_are_retried(stand_in, fault):
 
 def test_timeouts_are_retried(stand_in):
     stand_in.push_fault(Fault("slow", seconds=1.5))
-    result = client_for(stand_in, timeout_seconds=0.5).fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
+    result = (
+        client_for(stand_in, timeout_seconds=0.5)
+        .fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME)
+        .raise_for_error()
+    )
     assert as_served(result.bars) == expected(stand_in, "1h", WEDNESDAY, WEDNESDAY + DAY)
     assert result.calls == 2
     deadline = time.monotonic() + 5
@@ -231,12 +254,16 @@ def test_the_key_appears_in_no_log_or_error(stand_in, caplog):
     texts = []
     for _ in range(2):
         try:
-            client_for(stand_in, log=log, max_attempts=3).fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
-        except Exception as exc:  # noqa: BLE001 - the text of every failure is checked
+            client_for(stand_in, log=log, max_attempts=3).fetch(
+                "XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME
+            ).raise_for_error()
+        except Exception as exc:
             texts.append(repr(exc) + str(exc))
     try:
-        client_for(stand_in, api_key=TEST_API_KEY + "x", log=log).fetch("XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME).raise_for_error()
-    except Exception as exc:  # noqa: BLE001
+        client_for(stand_in, api_key=TEST_API_KEY + "x", log=log).fetch(
+            "XAU/USD", H1, [(WEDNESDAY, WEDNESDAY + DAY)], CME
+        ).raise_for_error()
+    except Exception as exc:
         texts.append(repr(exc) + str(exc))
     texts.append(caplog.text)
     texts.append(repr(client_for(stand_in)))

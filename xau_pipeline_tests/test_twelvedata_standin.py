@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import re
 import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import requests
 
-from xau_pipeline.twelvedata_standin import Fault, RequestRecord, StandIn, StandInConfig
-from xau_pipeline.twelvedata_standin.prices import mid
-from xau_pipeline.twelvedata_standin.sessions import in_session
+from xau_pipeline_dev.twelvedata_standin import Fault, RequestRecord, StandIn, StandInConfig
+from xau_pipeline_dev.twelvedata_standin.prices import mid
+from xau_pipeline_dev.twelvedata_standin.sessions import in_session
 
-UTC = timezone.utc
+UTC = UTC
 KEY = "test-key"
 WED = datetime(2025, 6, 11, 14, 37, 5, tzinfo=UTC)  # a Wednesday in session, 5 s into a minute
 APIKEY_MSG = (
@@ -87,8 +88,16 @@ def aggregate(rows: list[dict[str, str]]) -> tuple[Decimal, ...]:
 
 def test_auth_by_header_and_by_query(stand_in: StandIn) -> None:
     by_header = ts(stand_in, interval="1h", start_date="2025-06-10", end_date="2025-06-11")
-    by_query = get(stand_in, key=None, apikey=KEY, symbol="XAU/USD", interval="1h", timezone="UTC",
-                   start_date="2025-06-10", end_date="2025-06-11")
+    by_query = get(
+        stand_in,
+        key=None,
+        apikey=KEY,
+        symbol="XAU/USD",
+        interval="1h",
+        timezone="UTC",
+        start_date="2025-06-10",
+        end_date="2025-06-11",
+    )
     assert by_header.status_code == by_query.status_code == 200
     assert by_header.json() == by_query.json()
     records = stand_in.requests
@@ -214,8 +223,13 @@ def test_no_data_in_range(stand_in: StandIn) -> None:
 def test_success_body_format(stand_in: StandIn) -> None:
     body = ts(stand_in, interval="1h", start_date="2025-06-10", end_date="2025-06-11").json()
     assert body["status"] == "ok"
-    assert body["meta"] == {"symbol": "XAU/USD", "interval": "1h", "currency_base": "Gold Spot",
-                            "currency_quote": "US Dollar", "type": "Physical Currency"}
+    assert body["meta"] == {
+        "symbol": "XAU/USD",
+        "interval": "1h",
+        "currency_base": "Gold Spot",
+        "currency_quote": "US Dollar",
+        "type": "Physical Currency",
+    }
     for row in body["values"]:
         assert list(row) == ["datetime", "open", "high", "low", "close"]
         assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row["datetime"])
@@ -269,8 +283,9 @@ def test_timezone_utc_versus_default_new_york(stand_in: StandIn) -> None:
     bar_18utc = values(stand_in, interval="1h", start_date="2025-06-10 18:00:00", end_date="2025-06-10 18:00:00")
     assert as_decimals(in_ny[0]) == as_decimals(bar_18utc[0]) != as_decimals(in_utc[0])
     in_london = values(stand_in, **{**window, "timezone": "Europe/London"})
-    assert as_decimals(in_london[0]) == as_decimals(values(stand_in, **{**window, "start_date": "2025-06-10 13:00:00",
-                                                                      "end_date": "2025-06-10 13:00:00"})[0])
+    assert as_decimals(in_london[0]) == as_decimals(
+        values(stand_in, **{**window, "start_date": "2025-06-10 13:00:00", "end_date": "2025-06-10 13:00:00"})[0]
+    )
 
 
 def test_aggregates_equal_their_15min_bars(stand_in: StandIn) -> None:
@@ -296,13 +311,17 @@ def test_deterministic_across_instances_and_windows(stand_in: StandIn) -> None:
     window = {"interval": "15min", "start_date": "2025-06-10 10:00:00", "end_date": "2025-06-10 12:00:00"}
     first = ts(stand_in, **window).json()
     with StandIn(StandInConfig(api_key="other")) as other:
-        second = requests.get(other.url + "/time_series", params={"symbol": "XAU/USD", "timezone": "UTC", **window},
-                              headers={"Authorization": "apikey other"}, timeout=5).json()
+        second = requests.get(
+            other.url + "/time_series",
+            params={"symbol": "XAU/USD", "timezone": "UTC", **window},
+            headers={"Authorization": "apikey other"},
+            timeout=5,
+        ).json()
     assert first == second
     wider = values(stand_in, interval="15min", start_date="2025-06-09", end_date="2025-06-12")
     assert [r for r in wider if r["datetime"] in {v["datetime"] for v in first["values"]}] == first["values"]
     m15 = first["values"]
-    for newer, older in zip(m15, m15[1:]):
+    for newer, older in itertools.pairwise(m15):
         assert newer["open"] == older["close"]
 
 
@@ -338,11 +357,18 @@ def test_holes_remove_bars(stand_in: StandIn) -> None:
     stand_in.configure(credits_per_minute=None)
     window = {"start_date": "2025-06-10 11:00:00", "end_date": "2025-06-10 14:00:00"}
     before = values(stand_in, interval="15min", **window)
-    stand_in.configure(holes=[(utc(2025, 6, 10, 12), utc(2025, 6, 10, 13)), (utc(2025, 6, 10, 13, 15),
-                                                                           utc(2025, 6, 10, 13, 45))])
+    stand_in.configure(
+        holes=[(utc(2025, 6, 10, 12), utc(2025, 6, 10, 13)), (utc(2025, 6, 10, 13, 15), utc(2025, 6, 10, 13, 45))]
+    )
     m15 = values(stand_in, interval="15min", **window)
     assert {r["datetime"][11:16] for r in before} - {r["datetime"][11:16] for r in m15} == {
-        "12:00", "12:15", "12:30", "12:45", "13:15", "13:30"}
+        "12:00",
+        "12:15",
+        "12:30",
+        "12:45",
+        "13:15",
+        "13:30",
+    }
     h1 = values(stand_in, interval="1h", **window)
     assert [r["datetime"][11:13] for r in h1] == ["14", "13", "11"]
     assert as_decimals(h1[1]) == aggregate([r for r in m15 if r["datetime"][11:13] == "13"])
@@ -498,14 +524,29 @@ def test_prices_are_plausible_and_positive() -> None:
 def test_main_runs_and_stops_on_sigterm() -> None:
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xau_pipeline.twelvedata_standin", "--port", "0", "--api-key", "demo", "--no-limits"],
-        cwd=root, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "xau_pipeline_dev.twelvedata_standin",
+            "--port",
+            "0",
+            "--api-key",
+            "demo",
+            "--no-limits",
+        ],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         line = proc.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
-        response = requests.get(url + "/time_series", headers={"Authorization": "apikey demo"}, timeout=5,
-                                params={"symbol": "XAU/USD", "interval": "1day", "timezone": "UTC"})
+        response = requests.get(
+            url + "/time_series",
+            headers={"Authorization": "apikey demo"},
+            timeout=5,
+            params={"symbol": "XAU/USD", "interval": "1day", "timezone": "UTC"},
+        )
         assert response.status_code == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0

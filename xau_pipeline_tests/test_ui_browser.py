@@ -18,7 +18,7 @@ import struct
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -123,7 +123,11 @@ class Dagster:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [str(DAGSTER), "dev", "-h", "127.0.0.1", "-p", str(self.port), "-w", str(workspace)],
-            cwd=home, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=home,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def log_tail(self, chars: int = 4000) -> str:
@@ -154,11 +158,15 @@ class Dagster:
                 last = repr(entries)
                 for entry in entries:
                     loaded = entry["locationOrLoadError"] or {}
-                    assert loaded.get("__typename") != "PythonError", f"the code location failed to load: {loaded['message']}"
+                    assert loaded.get("__typename") != "PythonError", (
+                        f"the code location failed to load: {loaded['message']}"
+                    )
                     if entry["loadStatus"] == "LOADED" and loaded.get("__typename") == "RepositoryLocation":
                         return
             time.sleep(0.5)
-        pytest.fail(f"dagster dev did not load the code location within {STARTUP_TIMEOUT} s ({last}):\n{self.log_tail()}")
+        pytest.fail(
+            f"dagster dev did not load the code location within {STARTUP_TIMEOUT} s ({last}):\n{self.log_tail()}"
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -239,7 +247,7 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
         "      module_name: xau_pipeline.definitions\n"
         f"      working_directory: {REPO}\n"
     )
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     first_day, last_day = backfill_days(today)
     env = {**os.environ}
     env.pop("XAU_SYMBOLS", None)
@@ -271,7 +279,10 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
             LAUNCH_BACKFILL,
             params={
                 "partitionsByAssets": [
-                    {"assetKey": {"path": ["xauusd", name]}, "partitions": {"range": {"start": first_day, "end": last_day}}}
+                    {
+                        "assetKey": {"path": ["xauusd", name]},
+                        "partitions": {"range": {"start": first_day, "end": last_day}},
+                    }
                     for name in BACKFILLED
                 ],
                 "title": "browser test backfill",
@@ -336,7 +347,10 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
                 for name in BACKFILLED:
                     for check in sorted(CHECKS[name]):
                         executions = [
-                            e for e in dagster.graphql(CHECK_EXECUTIONS, asset={"path": ["xauusd", name]}, check=check)["assetCheckExecutions"]
+                            e
+                            for e in dagster.graphql(CHECK_EXECUTIONS, asset={"path": ["xauusd", name]}, check=check)[
+                                "assetCheckExecutions"
+                            ]
                             if e["runId"] in run_ids
                         ]
                         assert executions, f"no {check} result for {name} from the backfill"
@@ -348,7 +362,11 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
                                 assert e["status"] == "SUCCEEDED" and e["evaluation"]["success"], (name, check, day, e)
                         else:  # `fresh`: the run's result passes, the older partitions are left SKIPPED
                             statuses = {e["status"] for e in executions}
-                            assert "SUCCEEDED" in statuses and statuses <= {"SUCCEEDED", "SKIPPED"}, (name, check, executions)
+                            assert "SUCCEEDED" in statuses and statuses <= {"SUCCEEDED", "SKIPPED"}, (
+                                name,
+                                check,
+                                executions,
+                            )
 
                 # The asset page's checks tab, showing those results.
                 page.goto(f"{dagster.url}/assets/xauusd/candles_h1?view=checks")

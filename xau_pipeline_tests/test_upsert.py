@@ -1,14 +1,14 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
+from xau_pipeline.bars import Bar
 from xau_pipeline.store import upsert
 from xau_pipeline.store.upsert import upsert_bars
-from xau_pipeline.twelvedata.client import Bar
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2024, 1, 2, tzinfo=UTC)
 STEP = timedelta(minutes=15)
 
@@ -60,7 +60,11 @@ def test_revised_bar_is_updated(store):
     counts = write(store, revised, now=T0 + timedelta(days=1))
     assert (counts.inserted, counts.updated, counts.unchanged) == (0, 1, 4)
     got = stored(store)
-    assert (got[2]["close"], got[2]["volume"], got[2]["updated_at"]) == (Decimal("2.00001"), Decimal("7"), T0 + timedelta(days=1))
+    assert (got[2]["close"], got[2]["volume"], got[2]["updated_at"]) == (
+        Decimal("2.00001"),
+        Decimal("7"),
+        T0 + timedelta(days=1),
+    )
     assert {r["updated_at"] for i, r in enumerate(got) if i != 2} == {T0}
 
 
@@ -83,8 +87,7 @@ def test_a_racing_writer_falls_back_to_on_conflict(store, monkeypatch):
 
 
 def test_a_failed_transaction_leaves_nothing(store):
-    with pytest.raises(RuntimeError):
-        with store.engine.begin() as connection:
-            upsert_bars(connection, "XAUUSD", "M15", bars(50))
-            raise RuntimeError("the write after the upsert failed")
+    with pytest.raises(RuntimeError), store.engine.begin() as connection:
+        upsert_bars(connection, "XAUUSD", "M15", bars(50))
+        raise RuntimeError("the write after the upsert failed")
     assert stored(store) == []

@@ -1,12 +1,14 @@
-from datetime import datetime, timedelta, timezone
+import itertools
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from xau_pipeline.bars import subtract
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.trading_calendar import calendar
-from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL, WindowPlanner, merge_gaps, subtract
+from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL, WindowPlanner, merge_gaps
 
-UTC = timezone.utc
+UTC = UTC
 CME = calendar("cme_gold")
 
 
@@ -51,7 +53,7 @@ def test_windows_stay_within_5000_bars_in_few_calls(timeframe, days, calls):
     planner, windows = plan(span, timeframe)
     assert len(windows) == planner.expected_calls == calls
     assert windows[0][1] == span[1] and windows[-1][0] == span[0]
-    assert all(newer[0] == older[1] for newer, older in zip(windows, windows[1:]))
+    assert all(newer[0] == older[1] for newer, older in itertools.pairwise(windows))
     assert all(CME.count_expected(s, e, bar) <= MAX_BARS_PER_CALL for s, e in windows)
     assert all(CME.count_expected(s, e, bar) == MAX_BARS_PER_CALL for s, e in windows[:-1])
 

@@ -7,14 +7,13 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from xau_pipeline.bars import Bar, FetchedWindow, Interval, subtract
 from xau_pipeline.store.coverage import covered_intervals, record_windows
 from xau_pipeline.store.database import engine_for, safe_url
 from xau_pipeline.store.migrate import migrate
 from xau_pipeline.store.tables import candles
 from xau_pipeline.store.upsert import UpsertCounts, upsert_bars
 from xau_pipeline.timeframes import Timeframe
-from xau_pipeline.twelvedata.client import Bar, FetchedWindow
-from xau_pipeline.twelvedata.windows import Interval, subtract
 
 _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
@@ -73,7 +72,9 @@ class CandleStore:
         with self.engine.connect() as connection:
             return list(connection.execute(query))
 
-    def summary(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime) -> tuple[int, datetime | None, datetime | None]:
+    def summary(
+        self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime
+    ) -> tuple[int, datetime | None, datetime | None]:
         """How many candles are stored opening in [start, end), and the first and last open."""
         query = sa.select(sa.func.count(), sa.func.min(candles.c.timestamp), sa.func.max(candles.c.timestamp)).where(
             candles.c.symbol == symbol,

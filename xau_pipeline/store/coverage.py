@@ -11,9 +11,8 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from xau_pipeline.bars import FetchedWindow, Interval
 from xau_pipeline.store.tables import fetch_coverage
-from xau_pipeline.twelvedata.client import FetchedWindow
-from xau_pipeline.twelvedata.windows import Interval
 
 SELECT_COVERED = sa.text(
     """
@@ -32,7 +31,9 @@ def closed_until(window: FetchedWindow, bar: timedelta) -> datetime:
     return max(window.start, min(window.end, window.fetched_at - bar))
 
 
-def record_windows(connection: sa.Connection, symbol: str, timeframe: str, bar: timedelta, windows: list[FetchedWindow]) -> None:
+def record_windows(
+    connection: sa.Connection, symbol: str, timeframe: str, bar: timedelta, windows: list[FetchedWindow]
+) -> None:
     """Record fetched windows, in the caller's transaction (with the bars they brought)."""
     if not windows:
         return
@@ -53,7 +54,9 @@ def record_windows(connection: sa.Connection, symbol: str, timeframe: str, bar: 
     )
 
 
-def covered_intervals(connection: sa.Connection, symbol: str, timeframe: str, start: datetime, end: datetime) -> list[Interval]:
+def covered_intervals(
+    connection: sa.Connection, symbol: str, timeframe: str, start: datetime, end: datetime
+) -> list[Interval]:
     """Intervals of open times within reach of [start, end) whose bars were fetched closed."""
     rows = connection.execute(SELECT_COVERED, {"symbol": symbol, "timeframe": timeframe, "start": start, "end": end})
     return [(row.window_start, row.closed_until) for row in rows]

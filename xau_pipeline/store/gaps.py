@@ -7,13 +7,13 @@ span of rows that happen to exist, so a wholly missing day is still found.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
 from xau_pipeline.trading_calendar import TradingCalendar
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # One generate_series per trading session, on the bar grid (date_bin), starting after the last
 # slot of the session before so that a 4h or 1day slot straddling the daily break is listed once;

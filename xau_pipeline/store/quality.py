@@ -33,9 +33,7 @@ OHLC_ROWS = sa.text(
     """
 )
 
-NEWEST_STORED = sa.text(
-    'SELECT max("timestamp") FROM candles WHERE symbol = :symbol AND timeframe = :timeframe'
-)
+NEWEST_STORED = sa.text('SELECT max("timestamp") FROM candles WHERE symbol = :symbol AND timeframe = :timeframe')
 
 # M15 bars grouped into the higher timeframe's slots (date_bin on the slot grid).
 M15_AGGREGATES = sa.text(
@@ -76,7 +74,9 @@ def newest_stored(connection: sa.Connection, symbol: str, timeframe: str) -> dat
     return connection.execute(NEWEST_STORED, {"symbol": symbol, "timeframe": timeframe}).scalar()
 
 
-def invalid_ohlc(connection: sa.Connection, symbol: str, timeframe: str, start: datetime, end: datetime, max_jump: Decimal) -> list[sa.Row]:
+def invalid_ohlc(
+    connection: sa.Connection, symbol: str, timeframe: str, start: datetime, end: datetime, max_jump: Decimal
+) -> list[sa.Row]:
     """Bars breaking low <= min(open, close) <= max(open, close) <= high, with a price <= 0, or jumping too far."""
     params = {"symbol": symbol, "timeframe": timeframe, "start": start, "end": end, "max_jump": max_jump}
     return list(connection.execute(OHLC_ROWS, params))
@@ -98,8 +98,15 @@ def m15_mismatches(
     Only bars whose M15 bars are all stored (`m15_expected(slot)` of them) are compared.
     Returns the mismatches, how many bars were compared and how many were skipped as incomplete.
     """
-    params = {"symbol": symbol, "timeframe": timeframe, "start": start, "end": end,
-              "end_of_last_bar": end + bar, "bar": bar, "origin": EPOCH + phase}
+    params = {
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "start": start,
+        "end": end,
+        "end_of_last_bar": end + bar,
+        "bar": bar,
+        "origin": EPOCH + phase,
+    }
     mismatches, compared, incomplete = [], 0, 0
     for row in connection.execute(M15_AGGREGATES, params):
         if row.bars is None or row.bars < m15_expected(row.timestamp):
@@ -109,7 +116,8 @@ def m15_mismatches(
         bar_values = (row.open, row.high, row.low, row.close)
         m15_values = (row.m15_open, row.m15_high, row.m15_low, row.m15_close)
         differing = tuple(
-            name for name, a, b in zip(("open", "high", "low", "close"), bar_values, m15_values)
+            name
+            for name, a, b in zip(("open", "high", "low", "close"), bar_values, m15_values)
             if abs(a - b) > tolerance * abs(b)
         )
         if differing:

@@ -14,15 +14,15 @@ import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import psycopg2.errors
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from xau_pipeline.bars import Bar
 from xau_pipeline.store.tables import candles
-from xau_pipeline.twelvedata.client import Bar
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 KEY_COLUMNS = ("symbol", "timeframe", "timestamp")
@@ -112,7 +112,9 @@ def upsert_statement(rows: list[dict]):
     ).returning(sa.literal_column("xmax = 0").label("inserted"))
 
 
-def _upsert_rows(connection: sa.Connection, symbol: str, timeframe: str, bars: Sequence[Bar], now: datetime) -> tuple[int, int]:
+def _upsert_rows(
+    connection: sa.Connection, symbol: str, timeframe: str, bars: Sequence[Bar], now: datetime
+) -> tuple[int, int]:
     inserted = updated = 0
     for offset in range(0, len(bars), UPSERT_BATCH):
         rows = [
@@ -132,11 +134,13 @@ def _upsert_rows(connection: sa.Connection, symbol: str, timeframe: str, bars: S
     return inserted, updated
 
 
-def upsert_bars(connection: sa.Connection, symbol: str, timeframe: str, bars: Sequence[Bar], now: datetime | None = None) -> UpsertCounts:
+def upsert_bars(
+    connection: sa.Connection, symbol: str, timeframe: str, bars: Sequence[Bar], now: datetime | None = None
+) -> UpsertCounts:
     """Store `bars` (ascending, unique open times) for one series within the caller's transaction."""
     if not bars:
         return UpsertCounts()
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     connection.execute(LOCK_SERIES, {"series": f"{symbol}/{timeframe}"})
     cursor = connection.connection.dbapi_connection.cursor()
     try:

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
@@ -15,6 +15,7 @@ import requests
 import tenacity
 import urllib3
 
+from xau_pipeline.bars import Bar, FetchedWindow, Interval
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.twelvedata.errors import (
     AuthenticationError,
@@ -28,7 +29,7 @@ from xau_pipeline.twelvedata.errors import (
     UnknownSymbolError,
     redact,
 )
-from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL, Interval, WindowPlanner, merge_gaps
+from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL, WindowPlanner, merge_gaps
 
 if TYPE_CHECKING:
     from xau_pipeline.credit_budget import CreditBudget
@@ -46,19 +47,7 @@ logger = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True)
-class Bar:
-    """One OHLC candle; `open_time` is the bar's open, UTC-aware; prices exactly as sent."""
-
-    open_time: datetime
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal | None = None
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -67,17 +56,6 @@ class Page:
 
     bars: list[Bar]
     full: bool
-
-
-@dataclass
-class FetchedWindow:
-    """A window we asked for, and the time as of which its answer is final: bars that had
-    closed by `fetched_at` (the request's time, less CLOSE_MARGIN) are final."""
-
-    start: datetime
-    end: datetime
-    fetched_at: datetime
-    bars: int
 
 
 @dataclass
@@ -110,13 +88,13 @@ def _request_was_sent(exc: requests.RequestException) -> bool:
 
 
 def _api_time(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime(API_TIME_FORMAT)
+    return t.astimezone(UTC).strftime(API_TIME_FORMAT)
 
 
 def parse_datetime(text: str) -> datetime:
     """A Twelve Data `datetime` (`YYYY-MM-DD HH:MM:SS`, or `YYYY-MM-DD` for 1day) read as UTC."""
     fmt = API_TIME_FORMAT if len(text) > 10 else "%Y-%m-%d"
-    return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, fmt).replace(tzinfo=UTC)
 
 
 def parse_bars(values: list[dict]) -> tuple[list[Bar], int]:
@@ -163,7 +141,7 @@ def classify_error(status: int, body: object, now: datetime, symbol: str = "") -
         return PlanNotAllowedError(f"Twelve Data refused the request for this plan (403): {message}")
     if code == 429:
         if "for the day" in lowered:
-            resets_at = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+            resets_at = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
             return DailyLimitError(
                 f"Twelve Data's daily API credits are used up: {message} "
                 f"The allowance resets at {resets_at:%Y-%m-%d %H:%M} UTC.",
@@ -243,9 +221,7 @@ class TwelveDataClient:
         """One HTTP request, classified. Raises a TwelveDataError on anything but data or 'no data'."""
         self.calls += 1
         try:
-            response = self._session.get(
-                f"{self.base_url}/time_series", params=params, timeout=self.timeout_seconds
-            )
+            response = self._session.get(f"{self.base_url}/time_series", params=params, timeout=self.timeout_seconds)
         except requests.RequestException as exc:
             if _request_was_sent(exc):
                 # The request reached Twelve Data, which probably charged it: count it, so the
@@ -384,7 +360,7 @@ class TwelveDataClient:
                     if progress is not None:
                         progress(len(result.windows), max(planned, len(result.windows)), len(by_time))
                     end = start
-        except Exception as exc:  # noqa: BLE001 - re-raised by the caller once the windows are stored
+        except Exception as exc:
             # Whole windows fetched before the failure are kept: the caller stores them.
             result.error = exc
         result.bars = [by_time[t] for t in sorted(by_time)]

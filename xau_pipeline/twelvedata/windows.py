@@ -1,4 +1,4 @@
-"""Interval arithmetic for incremental fetches: what is missing, and how to ask for it."""
+"""Request windows: how to ask Twelve Data for missing spans in as few calls as its 5000-bar pages allow."""
 
 from __future__ import annotations
 
@@ -6,34 +6,18 @@ from bisect import bisect_left
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from xau_pipeline.bars import Interval
+
 if TYPE_CHECKING:
     from xau_pipeline.trading_calendar import TradingCalendar
-
-Interval = tuple[datetime, datetime]
 
 # Twelve Data returns at most 5000 bars per call (outputsize 1-5000).
 MAX_BARS_PER_CALL = 5000
 
 
-def subtract(window: Interval, covered: list[Interval]) -> list[Interval]:
-    """The parts of `window` (half-open) not inside any of the `covered` intervals."""
-    start, end = window
-    missing: list[Interval] = []
-    cursor = start
-    for c_start, c_end in sorted(covered):
-        if c_end <= cursor or c_start >= end:
-            continue
-        if c_start > cursor:
-            missing.append((cursor, c_start))
-        cursor = max(cursor, c_end)
-        if cursor >= end:
-            break
-    if cursor < end:
-        missing.append((cursor, end))
-    return missing
-
-
-def merge_gaps(gaps: list[Interval], bar: timedelta, calendar: TradingCalendar, max_bars: int = MAX_BARS_PER_CALL) -> list[Interval]:
+def merge_gaps(
+    gaps: list[Interval], bar: timedelta, calendar: TradingCalendar, max_bars: int = MAX_BARS_PER_CALL
+) -> list[Interval]:
     """Gaps joined into spans wherever the joined span still fits one call.
 
     A call costs one credit whatever its size, so neighbouring gaps share a call; bars

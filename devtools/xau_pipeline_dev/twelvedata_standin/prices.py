@@ -10,7 +10,7 @@ import hashlib
 import math
 from bisect import bisect_left
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
 
@@ -110,7 +110,7 @@ def _revision_map(revisions: tuple[tuple[int, Decimal], ...]) -> dict[int, Decim
 
 
 def _utc(t: int) -> datetime:
-    return datetime.fromtimestamp(t, timezone.utc)
+    return datetime.fromtimestamp(t, UTC)
 
 
 def _in_hole(series: Series, t: int) -> bool:
@@ -231,7 +231,7 @@ def series_bars(series: Series, interval: str, start: int, end: int, now: int, h
         return []
     if interval == "1day":
         days = range(max(first, HISTORY_START), min(last + DAY, now - DAY + 1), DAY)
-        out = [bar for bar in map(lambda d: _day_aggregate(series, d), days) if bar is not None]
+        out = [bar for bar in (_day_aggregate(series, d) for d in days) if bar is not None]
         forming = now // DAY * DAY
         if first <= forming <= last:
             out.extend(aggregate(m15_bars(series, forming, forming + DAY, now), interval))

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from . import prices
 
-UTC = timezone.utc
+UTC = UTC
 EXCHANGE_TZ = ZoneInfo("America/New_York")
 
 # Messages as the real API words them.
@@ -308,8 +308,9 @@ class StandIn:
             if t + length <= now
         ]
 
-    def _record(self, at: datetime, path: str, params: dict[str, str], reply: _Reply, code: int, credits: int,
-                values: int = 0) -> _Reply:
+    def _record(
+        self, at: datetime, path: str, params: dict[str, str], reply: _Reply, code: int, credits: int, values: int = 0
+    ) -> _Reply:
         shown = {k: ("***" if k.lower() == "apikey" else v) for k, v in params.items()}
         record = RequestRecord(at, path, shown, 0 if reply.reset else reply.status, code, credits, values)
         with self._lock:
@@ -427,8 +428,11 @@ class StandIn:
         if interval not in VALID_INTERVALS:
             raise _ParamError(400, MSG_INTERVAL.format(value=interval))
         if interval not in prices.INTERVAL_SECONDS:
-            raise _ParamError(400, f"Interval {interval} is not served by this Twelve Data stand-in "
-                                   f"(it serves {', '.join(prices.INTERVAL_SECONDS)})")
+            raise _ParamError(
+                400,
+                f"Interval {interval} is not served by this Twelve Data stand-in "
+                f"(it serves {', '.join(prices.INTERVAL_SECONDS)})",
+            )
         outputsize: int | None = None
         if "outputsize" in params:
             try:
@@ -436,8 +440,11 @@ class StandIn:
             except ValueError:
                 outputsize = -1
             if not 1 <= outputsize <= cfg.max_outputsize:
-                raise _ParamError(400, f"Invalid **outputsize** provided: {params['outputsize']}. "
-                                       f"It must be between 1 and {cfg.max_outputsize}")
+                raise _ParamError(
+                    400,
+                    f"Invalid **outputsize** provided: {params['outputsize']}. "
+                    f"It must be between 1 and {cfg.max_outputsize}",
+                )
         order = params.get("order", "desc").lower()
         if order not in ("asc", "desc"):
             raise _ParamError(400, f"Invalid **order** provided: {params['order']}. Supported values: asc, desc")
@@ -461,8 +468,13 @@ class StandIn:
         if order == "desc":
             rows.reverse()
         base, quote = _META.get(symbol, tuple(symbol.split("/", 1)) if "/" in symbol else (symbol, ""))
-        meta = {"symbol": symbol, "interval": interval, "currency_base": base, "currency_quote": quote,
-                "type": "Physical Currency"}
+        meta = {
+            "symbol": symbol,
+            "interval": interval,
+            "currency_base": base,
+            "currency_quote": quote,
+            "type": "Physical Currency",
+        }
         values = [
             {
                 "datetime": _render_time(t, interval, tz),
@@ -573,7 +585,7 @@ class _Handler(BaseHTTPRequestHandler):
             with self.server.connections_lock:
                 self.server.connections.discard(self.connection)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _handle(self, method: str) -> None:
@@ -599,8 +611,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(reply.body)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._handle("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._handle("POST")

@@ -11,7 +11,7 @@ from .server import StandIn, StandInConfig
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, serve, and stop cleanly on SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m xau_pipeline.twelvedata_standin", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m xau_pipeline_dev.twelvedata_standin", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--api-key", default="demo-key")

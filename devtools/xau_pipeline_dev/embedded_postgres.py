@@ -144,7 +144,9 @@ class EmbeddedPostgres:
         engine = sa.create_engine(self.url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
         try:
             with engine.connect() as connection:
-                exists = connection.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar()
+                exists = connection.execute(
+                    sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+                ).scalar()
                 if not exists:
                     connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
         finally:
@@ -229,7 +231,9 @@ class EmbeddedPostgres:
             shutil.rmtree(self.cluster)
             self.cluster.mkdir()
         try:
-            server = PostgresServer(self.cluster, cleanup_mode=None, postgres_version=version or TARGET_POSTGRES_VERSION)
+            server = PostgresServer(
+                self.cluster, cleanup_mode=None, postgres_version=version or TARGET_POSTGRES_VERSION
+            )
         except ValueError as exc:
             raise EmbeddedPostgresError(f"{self.cluster} was made by PostgreSQL {version}: {exc}") from None
         server.ensure_pgdata_inited()  # initdb on first use; as root also creates user `pgserver`
@@ -285,7 +289,9 @@ class EmbeddedPostgres:
             self.port = port
             self.pid = _read_pid_file(self.cluster)
             port_file.write_text(f"{port}\n")
-            logger.info("embedded PostgreSQL (pid %s) listening on 127.0.0.1:%s, data in %s", self.pid, port, self.cluster)
+            logger.info(
+                "embedded PostgreSQL (pid %s) listening on 127.0.0.1:%s, data in %s", self.pid, port, self.cluster
+            )
             return
         tail = ""
         with suppress(OSError):

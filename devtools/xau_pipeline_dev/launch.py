@@ -1,4 +1,4 @@
-"""`python -m xau_pipeline.launch run|demo`: what `make run` and `make demo` start.
+"""`python -m xau_pipeline_dev.launch run|demo`: what `make run` and `make demo` start.
 
 run   Start the Dagster UI and daemon (`dagster dev`) on 127.0.0.1:3000 (XAU_UI_HOST, XAU_UI_PORT).
       Without XAU_DATABASE_URL, an embedded PostgreSQL (files in <project>/.pgdata, or XAU_PGDATA)
@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack, closing, suppress
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 EXIT_CONFIG = 2
@@ -57,7 +57,7 @@ def say(message: str) -> None:
 
 def project_root() -> Path:
     """The folder holding workspace.yaml: the current one when started from the project, else the package's."""
-    for candidate in (Path.cwd(), Path(__file__).resolve().parent.parent):
+    for candidate in (Path.cwd(), Path(__file__).resolve().parents[2]):
         if (candidate / "workspace.yaml").exists() and (candidate / "dagster.yaml").exists():
             return candidate.resolve()
     raise LaunchError("cannot find workspace.yaml and dagster.yaml: run this from the project folder", EXIT_CONFIG)
@@ -119,7 +119,7 @@ def prepare_databases(root: Path, stack: ExitStack) -> tuple[str, str]:
         raise LaunchError(str(exc), EXIT_CONFIG) from None
 
     if candles_url is None:
-        from xau_pipeline import embedded_postgres
+        from xau_pipeline_dev import embedded_postgres
 
         data_dir = Path(os.environ.get("XAU_PGDATA") or root / ".pgdata")
         started = time.perf_counter()
@@ -161,7 +161,7 @@ def prepare_dagster_home(root: Path) -> Path:
 
 
 def start_stand_in(stack: ExitStack) -> str:
-    from xau_pipeline.twelvedata_standin import StandIn, StandInConfig
+    from xau_pipeline_dev.twelvedata_standin import StandIn, StandInConfig
 
     port = int(os.environ.get("XAU_DEMO_STANDIN_PORT") or DEMO_PORT)
     try:
@@ -184,9 +184,9 @@ def fill_demo_data(candles_url: str, base_url: str) -> None:
     from xau_pipeline.twelvedata.client import TwelveDataClient
 
     started = time.perf_counter()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    first_day = max(today - timedelta(days=DEMO_DAYS), datetime.fromisoformat(history_start()).replace(tzinfo=timezone.utc))
+    first_day = max(today - timedelta(days=DEMO_DAYS), datetime.fromisoformat(history_start()).replace(tzinfo=UTC))
     client = TwelveDataClient(DEMO_KEY, base_url)
     store = CandleStore(candles_url)
     filled = []
@@ -313,7 +313,9 @@ def launch(mode: str) -> int:
     try:
         port = int(os.environ.get("XAU_UI_PORT") or 3000)
     except ValueError:
-        raise LaunchError(f"XAU_UI_PORT must be a port number, got {os.environ['XAU_UI_PORT']!r}", EXIT_CONFIG) from None
+        raise LaunchError(
+            f"XAU_UI_PORT must be a port number, got {os.environ['XAU_UI_PORT']!r}", EXIT_CONFIG
+        ) from None
     if mode == "run" and not os.environ.get("TWELVE_DATA_API_KEY"):
         if os.environ.get("TWELVE_DATA_BASE_URL"):
             raise LaunchError(
@@ -352,7 +354,9 @@ def launch(mode: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m xau_pipeline.launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m xau_pipeline_dev.launch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("mode", choices=("run", "demo"))
     args = parser.parse_args(argv)
