@@ -60,5 +60,5 @@ constraints:
 	$(PYTHON) -m venv $(VENV)-pin
 	$(VENV)-pin/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)-pin/bin/python -m pip install --quiet -e '.[dev]' -e ./devtools
-	$(VENV)-pin/bin/python -m pip freeze --exclude-editable | grep -v '^pip==' > constraints.txt
+	$(VENV)-pin/bin/python -m pip freeze --all --exclude-editable | grep -v '^pip==' > constraints.txt
 	rm -rf $(VENV)-pin

@@ -16,10 +16,9 @@ os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
 os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from xau_pipeline.assets import build_candle_asset
-from xau_pipeline.partitions import daily_partitions
+from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline.symbols import Symbol
@@ -56,7 +55,7 @@ def run(year: int, url: str) -> None:
             assets,
             instance=instance,
             resources=resources,
-            tags={ASSET_PARTITION_RANGE_START_TAG: f"{year}-01-01", ASSET_PARTITION_RANGE_END_TAG: f"{year}-12-31"},
+            tags={PARTITION_RANGE_START_TAG: f"{year}-01-01", PARTITION_RANGE_END_TAG: f"{year}-12-31"},
         )
         wall = time.perf_counter() - began
         assert result.success

@@ -1,18 +1,21 @@
 """One partitioned candle asset per (symbol, timeframe), built by one factory."""
 
 # No `from __future__ import annotations` here: Dagster reads the Config annotation at runtime.
-from datetime import datetime
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from xau_pipeline.credit_budget import CreditBudget, CreditBudgetExhausted, calls_of_run
+from xau_pipeline.credit_budget import CreditBudgetExhausted
 from xau_pipeline.ingest import IngestReport, ingest
+from xau_pipeline.markdown import markdown_table
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
-from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
+from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.twelvedata.errors import TwelveDataError
+from xau_pipeline.utc import utc_label
 
 NEWEST_BARS_SHOWN = 5
 
@@ -23,18 +26,15 @@ class CandleFetchConfig(dg.Config):
     )
 
 
-def _utc(t: datetime | None) -> str:
-    return "-" if t is None else f"{t:%Y-%m-%d %H:%M} UTC"
-
-
 def _newest_bars_table(store: CandleStore, report: IngestReport) -> str:
     rows = store.newest(report.symbol.name, report.timeframe, report.start, report.end, NEWEST_BARS_SHOWN)
-    lines = ["| open time (UTC) | open | high | low | close |", "|---|---|---|---|---|"]
-    lines += [f"| {r.timestamp:%Y-%m-%d %H:%M} | {r.open} | {r.high} | {r.low} | {r.close} |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(
+        ("open time (UTC)", "open", "high", "low", "close"),
+        [(f"{r.timestamp:%Y-%m-%d %H:%M}", r.open, r.high, r.low, r.close) for r in rows],
+    )
 
 
-def kind_of_work(tags: dict[str, str]) -> str:
+def kind_of_work(tags: Mapping[str, str]) -> str:
     """Which share of the credit budget a run draws on: schedule ticks, repair sensor runs, or backfill."""
     if "dagster/schedule_name" in tags:
         return "schedule"
@@ -44,16 +44,23 @@ def kind_of_work(tags: dict[str, str]) -> str:
 
 
 def _ledger_table(store: CandleStore, report: IngestReport, run_id: str) -> str:
-    rows = calls_of_run(store.engine, run_id, report.symbol.api_symbol, report.timeframe.interval)
-    lines = ["| at (UTC) | window (UTC) | credits | outcome |", "|---|---|---|---|"]
-    lines += [
-        f"| {r.at:%Y-%m-%d %H:%M:%S} | {_utc(r.window_start)} .. {_utc(r.window_end)} | {r.credits} | {r.outcome} |"
-        for r in rows
-    ]
-    return "\n".join(lines) if rows else "no API call"
+    rows = store.calls_of_run(run_id, report.symbol.api_symbol, report.timeframe.interval)
+    return markdown_table(
+        ("at (UTC)", "window (UTC)", "credits", "outcome"),
+        [
+            (
+                f"{r.at:%Y-%m-%d %H:%M:%S}",
+                f"{utc_label(r.window_start)} .. {utc_label(r.window_end)}",
+                r.credits,
+                r.outcome,
+            )
+            for r in rows
+        ],
+        empty="no API call",
+    )
 
 
-def report_metadata(store: CandleStore, report: IngestReport, run_id: str) -> dict[str, object]:
+def report_metadata(store: CandleStore, report: IngestReport, run_id: str) -> dict[str, Any]:
     """What the UI shows for a materialization."""
     stored, first, last = store.summary(report.symbol.name, report.timeframe, report.start, report.end)
     stopped = {} if report.complete else {"stopped_early": f"{type(report.fetch.error).__name__}: {report.fetch.error}"}
@@ -63,9 +70,9 @@ def report_metadata(store: CandleStore, report: IngestReport, run_id: str) -> di
         "rows_inserted": report.counts.inserted,
         "rows_updated": report.counts.updated,
         "rows_unchanged": report.counts.unchanged,
-        "window": f"{_utc(report.start)} .. {_utc(report.end)}",
-        "first_bar": _utc(first),
-        "last_bar": _utc(last),
+        "window": f"{utc_label(report.start)} .. {utc_label(report.end)}",
+        "first_bar": utc_label(first),
+        "last_bar": utc_label(last),
         "api_calls": report.fetch.calls,
         "api_credits": report.fetch.credits,
         "forming_bars_skipped": report.fetch.forming_dropped,
@@ -102,12 +109,8 @@ def build_candle_asset(
         start, end = context.partition_time_window
         try:
             store = candle_store.store()
-            budget = CreditBudget(
-                store.engine,
-                twelvedata.budget_settings(),
-                kind_of_work(context.run.tags),
-                context.run.run_id,
-                log=context.log,
+            budget = store.credit_budget(
+                twelvedata.budget_settings(), kind_of_work(context.run.tags), context.run.run_id, log=context.log
             )
             client = twelvedata.client(log=context.log, budget=budget)
             try:
@@ -116,7 +119,7 @@ def build_candle_asset(
                 )
             finally:
                 client.close()
-        except (TwelveDataError, StoreUnavailableError) as exc:
+        except (TwelveDataError, StoreUnavailableError, SchemaNotCurrentError) as exc:
             raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from None
         error = report.fetch.error
         if error is not None and not isinstance(error, TwelveDataError):

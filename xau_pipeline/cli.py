@@ -10,15 +10,30 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from xau_pipeline.store.database import database_url, safe_url
+import requests
+import sqlalchemy as sa
+from alembic.script import ScriptDirectory
+
+from xau_pipeline.credit_budget import KINDS, credits_left
+from xau_pipeline.read import newest_candles, parse_time
+from xau_pipeline.redact import one_line, url_password
+from xau_pipeline.settings import BUDGET_VARIABLES, Settings, SettingsError
+from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
+from xau_pipeline.store.database import safe_url
+from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY
+from xau_pipeline.store.migrate import alembic_config, current_revision, head_revision
+from xau_pipeline.timeframes import Timeframe, timeframe
+from xau_pipeline.trading_calendar import calendar
+from xau_pipeline.utc import iso_utc, utc_now
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
-UTC = UTC
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
 DEFAULT_GAP_WINDOW = timedelta(days=7)
@@ -29,10 +44,6 @@ class UsageError(Exception):
     """A bad argument or setting: exit status 2."""
 
 
-class Unavailable(Exception):
-    """The database cannot be reached: exit status 1."""
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, but its errors are one line too (still exit status 2)."""
 
@@ -40,24 +51,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _iso(moment) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _price(value) -> str:
+def _price(value: object) -> str:
     return "" if value is None else format(value, "f")
 
 
 # ---- shared argument handling ----------------------------------------------------------------
 
 
-def _timeframe(name: str):
-    from xau_pipeline.timeframes import timeframe
-
+def _timeframe(name: str) -> Timeframe:
     try:
         return timeframe(name)
     except ValueError as exc:
@@ -65,42 +66,29 @@ def _timeframe(name: str):
 
 
 def _window(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
-    from xau_pipeline.read import parse_time
-
     try:
         start = None if args.start is None else parse_time(args.start, "--start")
         end = None if args.end is None else parse_time(args.end, "--end")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if start is not None and end is not None and start > end:
-        raise UsageError(f"--start {_iso(start)} is after --end {_iso(end)}")
+        raise UsageError(f"--start {iso_utc(start)} is after --end {iso_utc(end)}")
     return start, end
 
 
-def _url() -> str:
-    try:
-        return database_url()
-    except Exception as exc:  # ValueError or SQLAlchemy's ArgumentError for an unparsable URL
-        raise UsageError(f"bad XAU_DATABASE_URL: {exc}") from None
-
-
-def _store():
-    from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
-
-    try:
-        return CandleStore(_url())
-    except StoreUnavailableError as exc:
-        raise Unavailable(str(exc)) from None
+def _store(settings: Settings) -> CandleStore:
+    """The candle store, its schema known to be current."""
+    store = CandleStore(settings.database_url)
+    store.require_current_schema()
+    return store
 
 
 # ---- commands ----------------------------------------------------------------------------------
 
 
-def _migrate(args: argparse.Namespace) -> int:
-    from xau_pipeline.store.migrate import current_revision
-
-    store = _store()
-    print(f"{safe_url(store.url)}: schema at revision {current_revision(store.engine)}")
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    store = CandleStore(settings.database_url)
+    print(f"{safe_url(store.url)}: schema at revision {store.migrate()}")
     return 0
 
 
@@ -114,20 +102,19 @@ def _limit(text: str) -> int:
     return limit
 
 
-def _candles(args: argparse.Namespace) -> int:
-    from xau_pipeline.read import newest_candles
-
+def _candles(args: argparse.Namespace, settings: Settings) -> int:
     tf = _timeframe(args.timeframe)
     start, end = _window(args)
     limit = _limit(args.limit)
-    store = _store()
-    frame = newest_candles(tf, start, end, symbol=args.symbol, database_url=store.url, limit=limit)
-    rows = [
+    store = _store(settings)
+    frame = newest_candles(tf, start, end, symbol=args.symbol, store=store, limit=limit)
+    records: list[Any] = list(frame.itertuples(index=False))  # pandas.Timestamp is a datetime
+    rows: list[dict[str, str | None]] = [
         {
-            "timestamp": _iso(row.timestamp),
+            "timestamp": iso_utc(row.timestamp),
             **{c: _price(getattr(row, c)) for c in ("open", "high", "low", "close", "volume")},
         }
-        for row in frame.itertuples(index=False)
+        for row in records
     ]
     columns = ["timestamp", "open", "high", "low", "close", "volume"]
     if args.format == "json":
@@ -150,68 +137,47 @@ def _candles(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calendar_of(symbol: str):
-    from xau_pipeline.symbols import DEFAULT_CALENDAR, configured_symbols
-    from xau_pipeline.trading_calendar import calendar
-
-    try:
-        names = {s.name: s.calendar for s in configured_symbols()}
-        name = names.get(symbol, DEFAULT_CALENDAR)
-        return name, calendar(name)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _gaps(args: argparse.Namespace) -> int:
-    from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, find_gaps
-
+def _gaps(args: argparse.Namespace, settings: Settings) -> int:
     tf = _timeframe(args.timeframe)
     start, end = _window(args)
     symbol = args.symbol.replace("/", "").upper()
-    calendar_name, trading_calendar = _calendar_of(symbol)
-    now = _now()
+    calendar_name = settings.calendar_of(symbol)
+    now = utc_now()
     if end is None:
         end = now if start is None or start <= now else start + DEFAULT_GAP_WINDOW
     if start is None:
         start = end - DEFAULT_GAP_WINDOW
-    store = _store()
-    with store.engine.connect() as connection:
-        report = find_gaps(connection, symbol, tf.name, tf.bar, trading_calendar, start, end, now)
+    report = _store(settings).gaps(symbol, tf, calendar(calendar_name), start, end, now)
     phase_minutes = int(report.phase.total_seconds()) // 60
     reasons = ", ".join(f"{reason} {report.count(reason)}" for reason in (NEVER_FETCHED, PROVIDER_EMPTY, NOT_CLOSED))
-    print(f"{symbol} {tf.name} from {_iso(start)} to {_iso(end)} (calendar {calendar_name})")
+    print(f"{symbol} {tf.name} from {iso_utc(start)} to {iso_utc(end)} (calendar {calendar_name})")
     print(f"expected:    {report.expected}")
     print(f"stored:      {report.stored}")
     print(f"missing:     {report.missing} ({reasons})")
     print(f"off-session: {report.off_session}")
     print(f"phase:       +{phase_minutes // 60:02d}:{phase_minutes % 60:02d} from 00:00 UTC")
     for gap in report.gaps:
-        print(f"{_iso(gap.slot)}  {gap.reason}")
+        print(f"{iso_utc(gap.slot)}  {gap.reason}")
     return 0
 
 
-def _credits(args: argparse.Namespace) -> int:
-    from xau_pipeline.credit_budget import KINDS, BudgetSettings, usage_today
-
-    try:
-        settings = BudgetSettings.from_env()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    store = _store()
-    now = _now()
-    usage = {row.kind: (int(row.credits), int(row.calls)) for row in usage_today(store.engine, now)}
+def _credits(args: argparse.Namespace, settings: Settings) -> int:
+    budget = settings.budget
+    store = _store(settings)
+    now = utc_now()
+    usage = store.credits_used_today(now)
+    used = {kind: credits for kind, (credits, _calls) in usage.items()}
+    left = credits_left(budget, used)
     kinds = list(KINDS) + sorted(set(usage) - set(KINDS))
     width = max(len(kind) for kind in kinds)
-    used = sum(credits for credits, _ in usage.values())
-    unscheduled = sum(credits for kind, (credits, _) in usage.items() if kind != "schedule")
     print(f"Twelve Data credits on {now:%Y-%m-%d} (UTC day)")
     for kind in kinds:
         credits, calls = usage.get(kind, (0, 0))
         print(f"  {kind.ljust(width)}  {credits:>6}  ({calls} call{'s' if calls != 1 else ''})")
-    print(f"used:                {used} of {settings.per_day}")
-    print(f"left today:          {max(settings.per_day - used, 0)}")
-    print(f"kept for schedules:  {settings.reserved_for_schedules} ({settings.schedule_share:.0%} of the daily limit)")
-    print(f"left for backfill and repair: {max(settings.per_day - settings.reserved_for_schedules - unscheduled, 0)}")
+    print(f"used:                {sum(used.values())} of {budget.per_day}")
+    print(f"left today:          {left['schedule']}")
+    print(f"kept for schedules:  {budget.reserved_for_schedules} ({budget.schedule_share:.0%} of the daily limit)")
+    print(f"left for backfill and repair: {left['backfill']}")
     return 0
 
 
@@ -237,16 +203,15 @@ def _reason(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _doctor_database(url: str | None, url_error: str | None):
+def _doctor_database(url: str, url_error: str | None) -> tuple[_Check, sa.Engine | None]:
     """(check, engine or None): can we connect and run a query?"""
-    if url is None:
-        return _Check("database", False, f"bad XAU_DATABASE_URL: {url_error}"), None
-    import sqlalchemy as sa
-    from sqlalchemy.pool import NullPool
-
+    if url_error is not None:
+        return _Check("database", False, url_error), None
     shown = safe_url(url)
-    # A plain engine: CandleStore would migrate as a side effect.
-    engine = sa.create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": int(DOCTOR_TIMEOUT_SECONDS)})
+    # A plain engine: nothing but a connection and SELECT 1.
+    engine = sa.create_engine(
+        url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": int(DOCTOR_TIMEOUT_SECONDS)}
+    )
     try:
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
@@ -256,13 +221,9 @@ def _doctor_database(url: str | None, url_error: str | None):
     return _Check("database", True, f"{shown} reachable"), engine
 
 
-def _doctor_migrations(engine) -> _Check:
+def _doctor_migrations(engine: sa.Engine | None) -> _Check:
     if engine is None:
         return _Check("migrations", False, "not checked: the database is unreachable")
-    from alembic.script import ScriptDirectory
-
-    from xau_pipeline.store.migrate import alembic_config, current_revision, head_revision
-
     try:
         current, head = current_revision(engine), head_revision()
     except Exception as exc:
@@ -270,8 +231,6 @@ def _doctor_migrations(engine) -> _Check:
     if current == head:
         return _Check("migrations", True, f"schema at head revision {head}")
     if current is None:
-        import sqlalchemy as sa
-
         try:
             tables = sa.inspect(engine).has_table("candles")
         except Exception:
@@ -291,22 +250,16 @@ def _doctor_migrations(engine) -> _Check:
     return _Check("migrations", False, f"schema at revision {current}, behind head {head}; run: xau-pipeline migrate")
 
 
-def _doctor_api_key() -> _Check:
-    import os
-
-    if (os.environ.get("TWELVE_DATA_API_KEY") or "").strip():
+def _doctor_api_key(settings: Settings) -> _Check:
+    if settings.api_key_set:
         return _Check("api key", True, "TWELVE_DATA_API_KEY is set")
     return _Check("api key", False, "TWELVE_DATA_API_KEY is not set (a free key: https://twelvedata.com/pricing)")
 
 
-def _doctor_api() -> _Check:
-    import os
-
-    import requests
-
-    from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL
-
-    base = (os.environ.get("TWELVE_DATA_BASE_URL") or "").strip() or DEFAULT_BASE_URL
+def _doctor_api(settings: Settings, problem: str | None) -> _Check:
+    if problem is not None:
+        return _Check("api", False, problem)
+    base = settings.api_base_url
     # A plain GET of the base URL, without the key: it costs no credit, and any HTTP answer
     # (even 404) shows that something is listening there.
     try:
@@ -316,70 +269,67 @@ def _doctor_api() -> _Check:
     except requests.ConnectionError as exc:
         cause = exc.args[0] if exc.args else exc
         reason = getattr(cause, "reason", None) or cause
-        return _Check(
-            "api", False, f"{base} unreachable: {_reason(reason) if isinstance(reason, BaseException) else reason}"
-        )
+        detail = _reason(reason) if isinstance(reason, BaseException) else reason
+        return _Check("api", False, f"{base} unreachable: {detail}")
     except requests.RequestException as exc:
         return _Check("api", False, f"{base} unusable: {type(exc).__name__}: {_reason(exc)}")
     response.close()
     return _Check("api", True, f"{base} reachable (HTTP {response.status_code} to a keyless GET, no credit spent)")
 
 
-def _doctor_credits(engine) -> _Check:
-    from xau_pipeline.credit_budget import KINDS, BudgetSettings, usage_today
-
-    try:
-        settings = BudgetSettings.from_env()
-    except ValueError as exc:
-        return _Check("credits", False, str(exc))
+def _doctor_credits(engine: sa.Engine | None, settings: Settings, problem: str | None) -> _Check:
+    if problem is not None:
+        return _Check("credits", False, problem)
     if engine is None:
         return _Check("credits", False, "not checked: the database is unreachable")
-    import sqlalchemy as sa
-
+    budget = settings.budget
     try:
         if not sa.inspect(engine).has_table("api_calls"):
             return _Check("credits", False, "not checked: no credit ledger (api_calls) yet; run: xau-pipeline migrate")
-        usage = {row.kind: int(row.credits) for row in usage_today(engine, _now())}
+        usage = CandleStore(settings.database_url).credits_used_today(utc_now())
     except Exception as exc:
         return _Check("credits", False, f"cannot read today's ledger: {_reason(exc)}")
-    used = sum(usage.values())
-    left = max(settings.per_day - used, 0)
-    unscheduled_left = max(settings.per_day - settings.reserved_for_schedules - (used - usage.get("schedule", 0)), 0)
-    left_by_kind = {
-        "schedule": left,
-        "backfill": min(left, unscheduled_left),
-        "repair": min(left, unscheduled_left, max(settings.repair_cap - usage.get("repair", 0), 0)),
-    }
-    kinds = list(KINDS) + sorted(set(usage) - set(KINDS))
-    spent = ", ".join(f"{kind} {usage.get(kind, 0)}" for kind in kinds)
-    open_to = ", ".join(f"{kind} {left_by_kind[kind]}" for kind in KINDS)
+    used = {kind: credits for kind, (credits, _calls) in usage.items()}
+    left = credits_left(budget, used)
+    kinds = list(KINDS) + sorted(set(used) - set(KINDS))
+    spent = ", ".join(f"{kind} {used.get(kind, 0)}" for kind in kinds)
+    open_to = ", ".join(f"{kind} {left[kind]}" for kind in KINDS)
     return _Check(
         "credits",
-        left > 0,
-        f"{left} of {settings.per_day} left today (UTC day); left for: {open_to}; used: {spent}",
+        left["schedule"] > 0,
+        f"{left['schedule']} of {budget.per_day} left today (UTC day); left for: {open_to}; used: {spent}",
     )
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    import os
-
+    # Settings that cannot work are each reported by the check they belong to, the rest still run.
+    settings, problems = Settings.from_env_lenient()
+    by_variable = {name: f"{problem}" for problem in problems for name in problem.variables}
+    others = [
+        str(p)
+        for p in problems
+        if not set(p.variables) & {"XAU_DATABASE_URL", "TWELVE_DATA_BASE_URL", *BUDGET_VARIABLES}
+    ]
+    url = os.environ.get("XAU_DATABASE_URL") if "XAU_DATABASE_URL" in by_variable else settings.database_url
+    database, engine = _doctor_database(url or "", by_variable.get("XAU_DATABASE_URL"))
     try:
-        url, url_error = database_url(), None
-    except Exception as exc:
-        url, url_error = None, _reason(exc)
-    database, engine = _doctor_database(url, url_error)
-    try:
-        checks = [database, _doctor_migrations(engine), _doctor_api_key(), _doctor_api(), _doctor_credits(engine)]
+        checks = [
+            database,
+            _doctor_migrations(engine),
+            _doctor_api_key(settings),
+            _doctor_api(settings, by_variable.get("TWELVE_DATA_BASE_URL")),
+            _doctor_credits(
+                engine, settings, next((by_variable[v] for v in BUDGET_VARIABLES if v in by_variable), None)
+            ),
+        ]
     finally:
         if engine is not None:
             engine.dispose()
-    key = (os.environ.get("TWELVE_DATA_API_KEY") or "").strip()
+    checks += [_Check("settings", False, problem) for problem in others]
+    # No check prints the key; this guards against one pasted into a URL or setting.
+    secrets = (os.environ.get("TWELVE_DATA_API_KEY", "").strip(), url_password(url))
     for check in checks:
-        check.detail = _one_line(check.detail, url)
-        # No check prints the key; this only guards against one pasted into a URL or setting.
-        # (A key of a few characters would match ordinary words, and no real key is that short.)
-        if len(key) >= 6:
-            check.detail = check.detail.replace(key, "***")
+        check.detail = one_line(check.detail, *secrets)
         print(check.line())
     return 0 if all(check.passed for check in checks) else EXIT_FAILURE
 
@@ -422,39 +372,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(message: str, url: str | None) -> str:
-    """`message` on one line, with the database password (if any) masked."""
-    if url:
-        try:
-            from sqlalchemy.engine import make_url
-
-            password = make_url(url).password
-        except Exception:
-            password = None
-        if password:
-            message = message.replace(str(password), "***")
-    return " ".join(message.split())
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    secrets: tuple[str | None, ...] = (url_password(os.environ.get("XAU_DATABASE_URL")),)
     try:
-        return args.run(args)
-    except UsageError as exc:
+        if args.run is _doctor:
+            return _doctor(args)
+        settings = Settings.from_env()
+        secrets = (url_password(settings.database_url),)
+        return args.run(args, settings)
+    except (UsageError, SettingsError) as exc:
         status, message = EXIT_USAGE, str(exc)
-    except Unavailable as exc:
+    except (StoreUnavailableError, SchemaNotCurrentError) as exc:
         status, message = EXIT_FAILURE, str(exc)
-    except Exception as exc:
-        import sqlalchemy as sa
-
-        if not isinstance(exc, sa.exc.DBAPIError):
-            raise
+    except sa.exc.DBAPIError as exc:
         status, message = EXIT_FAILURE, f"database error: {getattr(exc, 'orig', None) or exc}"
-    try:
-        url = database_url()
-    except Exception:
-        url = None
-    print(f"error: {_one_line(message, url)}", file=sys.stderr)
+    print(f"error: {one_line(message, *secrets)}", file=sys.stderr)
     return status
 
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from xau_pipeline.store.tables import api_calls
 from xau_pipeline.twelvedata.errors import TwelveDataError
+from xau_pipeline.utc import day_start, next_utc_midnight
 
 KINDS = ("schedule", "backfill", "repair")
 # Any constant shared by every xau_pipeline process.
@@ -73,26 +73,18 @@ class BudgetSettings:
     schedule_share: float = 0.2
     repair_share: float = 0.1
 
-    @classmethod
-    def from_env(cls) -> BudgetSettings:
-        """TWELVE_DATA_CREDITS_PER_MINUTE, TWELVE_DATA_CREDITS_PER_DAY, XAU_SCHEDULE_CREDIT_SHARE, XAU_REPAIR_CREDIT_SHARE."""
-        try:
-            settings = cls(
-                per_minute=int(os.environ.get("TWELVE_DATA_CREDITS_PER_MINUTE") or cls.per_minute),
-                per_day=int(os.environ.get("TWELVE_DATA_CREDITS_PER_DAY") or cls.per_day),
-                schedule_share=float(os.environ.get("XAU_SCHEDULE_CREDIT_SHARE") or cls.schedule_share),
-                repair_share=float(os.environ.get("XAU_REPAIR_CREDIT_SHARE") or cls.repair_share),
-            )
-        except ValueError as exc:
-            raise ValueError(f"bad credit budget setting: {exc}") from None
+    def __post_init__(self) -> None:
         if (
-            settings.per_minute < 1
-            or settings.per_day < 1
-            or not 0 <= settings.schedule_share < 1
-            or not 0 <= settings.repair_share <= 1 - settings.schedule_share
+            self.per_minute < 1
+            or self.per_day < 1
+            or not 0 <= self.schedule_share < 1
+            or not 0 <= self.repair_share <= 1 - self.schedule_share
         ):
-            raise ValueError(f"credit budget settings out of range: {settings}")
-        return settings
+            raise ValueError(
+                f"credit budget settings out of range: {self.per_minute} a minute, {self.per_day} a day "
+                f"(both at least 1), schedule share {self.schedule_share} (0 to below 1), repair share "
+                f"{self.repair_share} (0 to 1 - schedule share)"
+            )
 
     @property
     def reserved_for_schedules(self) -> int:
@@ -100,11 +92,27 @@ class BudgetSettings:
 
     @property
     def repair_cap(self) -> int:
-        return math.floor(self.per_day * self.repair_share)
+        """Most credits a day for repairs: at least one whenever repair is on at all."""
+        if self.repair_share <= 0:
+            return 0
+        return max(1, math.floor(self.per_day * self.repair_share))
 
 
-def next_utc_midnight(now: datetime) -> datetime:
-    return datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+def credits_left(settings: BudgetSettings, used: Mapping[str, int]) -> dict[str, int]:
+    """Credits each kind of work may still spend today, given the credits `used` today by kind.
+
+    Schedules may spend the whole day; backfills and repairs leave the schedules' reserve; repairs
+    also stop at their cap.
+    """
+    total = sum(used.values())
+    left = max(settings.per_day - total, 0)
+    unscheduled_left = max(settings.per_day - settings.reserved_for_schedules - (total - used.get("schedule", 0)), 0)
+    repair_left = max(settings.repair_cap - used.get("repair", 0), 0)
+    return {
+        "schedule": left,
+        "backfill": min(left, unscheduled_left),
+        "repair": min(left, unscheduled_left, repair_left),
+    }
 
 
 class CreditBudget:
@@ -139,12 +147,12 @@ class CreditBudget:
                 connection.execute(LOCK_BUDGET, {"key": BUDGET_LOCK_KEY})
                 usage = connection.execute(USAGE, {"minute_window": MINUTE_WINDOW}).one()
                 now = usage.now
-                over_day = usage.day_used + credits > s.per_day
-                if self.kind != "schedule":
-                    over_day |= usage.day_used_unscheduled + credits > s.per_day - s.reserved_for_schedules
-                if self.kind == "repair":
-                    over_day |= usage.day_used_repair + credits > s.repair_cap
-                if over_day:
+                used = {
+                    "schedule": usage.day_used - usage.day_used_unscheduled,
+                    "backfill": usage.day_used_unscheduled - usage.day_used_repair,
+                    "repair": usage.day_used_repair,
+                }
+                if credits > credits_left(s, used)[self.kind]:
                     resets_at = next_utc_midnight(now)
                     raise CreditBudgetExhausted(
                         f"the {self.kind} share of today's Twelve Data credits is spent "
@@ -182,15 +190,13 @@ class CreditBudget:
             )
 
 
-def usage_today(engine: sa.Engine, now: datetime | None = None) -> list[sa.Row]:
-    """Credits and calls by kind for the UTC day of `now`."""
-    now = now or datetime.now(UTC)
-    day_start = datetime.combine(now.date(), datetime.min.time(), UTC)
-    with engine.connect() as connection:
-        return list(connection.execute(USAGE_BY_KIND, {"day_start": day_start}))
+def usage_today(connection: sa.Connection, now: datetime) -> dict[str, tuple[int, int]]:
+    """(credits, calls) by kind of work for the UTC day of `now`."""
+    rows = connection.execute(USAGE_BY_KIND, {"day_start": day_start(now)})
+    return {row.kind: (int(row.credits), int(row.calls)) for row in rows}
 
 
-def calls_of_run(engine: sa.Engine, run_id: str, symbol: str, interval: str) -> list[sa.Row]:
+def calls_of_run(connection: sa.Connection, run_id: str, symbol: str, interval: str) -> list[sa.Row]:
     """The ledger rows of one run's calls for one series, oldest first."""
     query = (
         sa.select(
@@ -199,5 +205,4 @@ def calls_of_run(engine: sa.Engine, run_id: str, symbol: str, interval: str) -> 
         .where(api_calls.c.run_id == run_id, api_calls.c.symbol == symbol, api_calls.c.interval == interval)
         .order_by(api_calls.c.id)
     )
-    with engine.connect() as connection:
-        return list(connection.execute(query))
+    return list(connection.execute(query))

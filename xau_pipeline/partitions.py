@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from datetime import date
 
 import dagster as dg
 
-DEFAULT_HISTORY_START = "2024-01-01"
 
-
-def history_start(value: str | None = None) -> str:
-    """First partition day from `XAU_HISTORY_START` (YYYY-MM-DD), default 2024-01-01."""
-    raw = value if value is not None else os.environ.get("XAU_HISTORY_START", DEFAULT_HISTORY_START)
-    try:
-        return date.fromisoformat(raw.strip()).isoformat()
-    except ValueError:
-        raise ValueError(f"XAU_HISTORY_START must be a date like 2024-01-01, got {raw!r}") from None
-
-
-def daily_partitions(start: str | None = None) -> dg.DailyPartitionsDefinition:
+def daily_partitions(start: date | str) -> dg.DailyPartitionsDefinition:
     """UTC days from the history start; end_offset=1 adds today's partition so the day in progress refreshes."""
-    return dg.DailyPartitionsDefinition(start_date=history_start(start), timezone="UTC", end_offset=1)
+    first = start if isinstance(start, str) else start.isoformat()
+    return dg.DailyPartitionsDefinition(start_date=first, timezone="UTC", end_offset=1)
+
+
+# The run tags by which Dagster runs one range of partitions in a single run (what the UI's
+# backfill launches for a single-run backfill policy); public names, not dagster._core imports.
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def partition_range_tags(first: str, last: str) -> dict[str, str]:
+    """Tags asking for one run over the partitions `first`..`last` (inclusive)."""
+    return {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last}

@@ -16,7 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.database import database_url as configured_database_url
+from xau_pipeline.store.database import configured_database_url
 from xau_pipeline.store.tables import candles
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.timeframes import timeframe as lookup_timeframe
@@ -86,10 +86,11 @@ def _frame(rows: list[sa.Row]) -> pd.DataFrame:
     return pd.DataFrame(data, columns=list(COLUMNS))
 
 
-def _fetch(query, database_url: str | None) -> pd.DataFrame:
-    store = CandleStore(database_url or configured_database_url())
-    with store.engine.connect() as connection:
-        return _frame(list(connection.execute(query)))
+def _fetch(query: sa.Select, database_url: str | None, store: CandleStore | None) -> pd.DataFrame:
+    if store is None:
+        store = CandleStore(database_url or configured_database_url())
+        store.require_current_schema()
+    return _frame(store.read(query))
 
 
 def load_candles(
@@ -100,14 +101,16 @@ def load_candles(
     symbol: str = "XAUUSD",
     database_url: str | None = None,
     limit: int | None = None,
+    store: CandleStore | None = None,
 ) -> pd.DataFrame:
     """Stored candles opening in [start, end), oldest first (at most `limit`, the oldest ones).
 
     Columns: timestamp (UTC), open, high, low, close, volume (Decimal or None). `database_url`
-    defaults to XAU_DATABASE_URL. Raises ValueError for a bad timeframe, date or limit and
-    StoreUnavailableError when the database cannot be reached.
+    defaults to XAU_DATABASE_URL (or pass an open `store`). Raises ValueError for a bad timeframe,
+    date or limit, StoreUnavailableError when the database cannot be reached and SchemaNotCurrentError
+    before `xau-pipeline migrate` has run.
     """
-    return _fetch(_series_query(timeframe, start, end, symbol, limit, newest_first=False), database_url)
+    return _fetch(_series_query(timeframe, start, end, symbol, limit, newest_first=False), database_url, store)
 
 
 def newest_candles(
@@ -118,9 +121,10 @@ def newest_candles(
     symbol: str = "XAUUSD",
     database_url: str | None = None,
     limit: int | None = 100,
+    store: CandleStore | None = None,
 ) -> pd.DataFrame:
     """The newest `limit` candles opening in [start, end), newest first; columns as `load_candles`."""
-    return _fetch(_series_query(timeframe, start, end, symbol, limit, newest_first=True), database_url)
+    return _fetch(_series_query(timeframe, start, end, symbol, limit, newest_first=True), database_url, store)
 
 
 __all__ = ["COLUMNS", "load_candles", "newest_candles", "parse_time"]

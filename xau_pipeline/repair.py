@@ -6,15 +6,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import sqlalchemy as sa
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from xau_pipeline.credit_budget import usage_today
+from xau_pipeline.credit_budget import credits_left
+from xau_pipeline.partitions import partition_range_tags
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
-from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY, find_gaps
+from xau_pipeline.store.candle_store import CandleStore
+from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.trading_calendar import calendar
+from xau_pipeline.utc import utc_now
 
 # A bar the provider had nothing for is asked for again this long after the last try, then
 # left alone (and reported by the no_gaps check).
@@ -35,7 +36,7 @@ class RepairPlan:
 
 
 def plan_repairs(
-    connection: sa.Connection,
+    store: CandleStore,
     symbol: Symbol,
     timeframe: Timeframe,
     partitions_def: dg.TimeWindowPartitionsDefinition,
@@ -46,9 +47,7 @@ def plan_repairs(
     end = now - REPAIR_GRACE
     if end <= start:
         return RepairPlan()
-    report = find_gaps(
-        connection, symbol.name, timeframe.name, timeframe.bar, calendar(symbol.calendar), start, end, now
-    )
+    report = store.gaps(symbol.name, timeframe, calendar(symbol.calendar), start, end, now)
     never, retry, given_up = set(), set(), set()
     for gap in report.gaps:
         key = gap.slot.strftime("%Y-%m-%d")
@@ -58,7 +57,7 @@ def plan_repairs(
             retries_done = gap.fetches - 1
             if retries_done >= len(PROVIDER_RETRY_BACKOFF):
                 given_up.add(key)
-            elif now - gap.last_fetched_at >= PROVIDER_RETRY_BACKOFF[retries_done]:
+            elif gap.last_fetched_at is None or now - gap.last_fetched_at >= PROVIDER_RETRY_BACKOFF[retries_done]:
                 retry.add(key)
     retry -= never  # a never-fetched slot in the same partition gets it fetched anyway
     return RepairPlan(sorted(never), sorted(retry), sorted(given_up - retry - never))
@@ -85,14 +84,14 @@ def repair_requests(plan: RepairPlan, op_name: str, asset_path: str, now: dateti
         requests.append(
             dg.RunRequest(
                 run_key=f"repair:{asset_path}:{first}..{last}:{now:%Y-%m-%dT%H}",
-                tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+                tags=partition_range_tags(first, last),
             )
         )
     for first, last in _ranges(plan.provider_retry):
         requests.append(
             dg.RunRequest(
                 run_key=f"repair-refetch:{asset_path}:{first}..{last}:{now:%Y-%m-%dT%H}",
-                tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+                tags=partition_range_tags(first, last),
                 run_config={"ops": {op_name: {"config": {"force_refetch": True}}}},
             )
         )
@@ -103,14 +102,11 @@ def build_repair_sensor(
     symbol: Symbol, timeframe: Timeframe, asset: dg.AssetsDefinition, partitions_def: dg.TimeWindowPartitionsDefinition
 ) -> dg.SensorDefinition:
     """Every 15 minutes: request runs for never-fetched gaps and due provider-gap retries, within the repair share."""
-    job = dg.define_asset_job(
-        name=f"{symbol.key_prefix}_{timeframe.key_suffix}_repair", selection=dg.AssetSelection.assets(asset)
-    )
     name = f"{symbol.key_prefix}_{timeframe.key_suffix}_gap_repair"
 
     @dg.sensor(
         name=name,
-        job=job,
+        target=asset,
         minimum_interval_seconds=REPAIR_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"{symbol.api_symbol} {timeframe.name}: fetch gaps never fetched; retry provider gaps after 1 h, 1 day, 1 week.",
@@ -118,7 +114,7 @@ def build_repair_sensor(
     def gap_repair(
         context: dg.SensorEvaluationContext, candle_store: CandleStoreResource, twelvedata: TwelveDataResource
     ):
-        now = datetime.now(UTC)
+        now = utc_now()
         busy = context.instance.get_runs(
             filters=dg.RunsFilter(
                 tags={"dagster/sensor_name": name},
@@ -137,13 +133,13 @@ def build_repair_sensor(
             return dg.SkipReason(f"a repair run is still in progress ({busy[0].run_id})")
         store = candle_store.store()
         settings = twelvedata.budget_settings()
-        repair_used = sum(row.credits for row in usage_today(store.engine) if row.kind == "repair")
-        if repair_used >= settings.repair_cap:
+        used = {kind: credits for kind, (credits, _calls) in store.credits_used_today(now).items()}
+        if credits_left(settings, used)["repair"] <= 0:
             return dg.SkipReason(
-                f"the repair share of today's credits is spent ({repair_used} of {settings.repair_cap})"
+                f"the repair share of today's credits is spent ({used.get('repair', 0)} of {settings.repair_cap} "
+                f"used by repairs, {sum(used.values())} of {settings.per_day} in all)"
             )
-        with store.engine.connect() as connection:
-            plan = plan_repairs(connection, symbol, timeframe, partitions_def, now)
+        plan = plan_repairs(store, symbol, timeframe, partitions_def, now)
         if plan.given_up:
             context.log.info(
                 f"provider gaps left alone after {len(PROVIDER_RETRY_BACKOFF)} retries: {', '.join(plan.given_up[:20])}"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import logging
 
 import dagster as dg
 from pydantic import Field
 
 from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
+from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.database import DEFAULT_DATABASE_URL
 from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL, TwelveDataClient
 
 
@@ -35,7 +35,9 @@ class TwelveDataResource(dg.ConfigurableResource):
             self.credits_per_minute, self.credits_per_day, self.schedule_credit_share, self.repair_credit_share
         )
 
-    def client(self, log=None, budget: CreditBudget | None = None) -> TwelveDataClient:
+    def client(
+        self, log: logging.Logger | logging.LoggerAdapter | None = None, budget: CreditBudget | None = None
+    ) -> TwelveDataClient:
         return TwelveDataClient(
             self.api_key,
             self.base_url,
@@ -48,30 +50,30 @@ class TwelveDataResource(dg.ConfigurableResource):
 
 
 class CandleStoreResource(dg.ConfigurableResource):
-    """PostgreSQL candle store at XAU_DATABASE_URL, migrated to the newest schema on first use."""
+    """PostgreSQL candle store at XAU_DATABASE_URL; its schema must be migrated (make run does it)."""
 
-    database_url: str = Field(repr=False, description="SQLAlchemy URL of the candle database.")
+    database_url: str = Field(repr=False, description="SQLAlchemy URL of the candle database (XAU_DATABASE_URL).")
 
     def store(self) -> CandleStore:
-        return CandleStore(self.database_url)
+        """The store, once its schema is known to be current (SchemaNotCurrentError otherwise)."""
+        store = CandleStore(self.database_url)
+        store.require_current_schema()
+        return store
 
 
-def _env_or_default(name: str, default: str) -> str | dg.EnvVar:
-    # EnvVar keeps the value out of the UI and run config; only its name is shown.
-    return dg.EnvVar(name) if os.environ.get(name) else default
-
-
-def default_resources() -> dict[str, dg.ConfigurableResource]:
-    """Resources wired to the environment (see README: configuration)."""
-    budget = BudgetSettings.from_env()
+def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """Resources wired to the settings; values that may hold a secret arrive as EnvVar (only the name is shown)."""
+    budget = settings.budget
     return {
         "twelvedata": TwelveDataResource(
             api_key=dg.EnvVar("TWELVE_DATA_API_KEY"),
-            base_url=os.environ.get("TWELVE_DATA_BASE_URL") or DEFAULT_BASE_URL,
+            base_url=settings.api_base_url,
             credits_per_minute=budget.per_minute,
             credits_per_day=budget.per_day,
             schedule_credit_share=budget.schedule_share,
             repair_credit_share=budget.repair_share,
         ),
-        "candle_store": CandleStoreResource(database_url=_env_or_default("XAU_DATABASE_URL", DEFAULT_DATABASE_URL)),
+        "candle_store": CandleStoreResource(
+            database_url=dg.EnvVar("XAU_DATABASE_URL") if settings.database_url_from_env else settings.database_url
+        ),
     }

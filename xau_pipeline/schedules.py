@@ -28,7 +28,8 @@ def tick_request(
             f"market closed: the {timeframe.name} bar opening {bar_open:%Y-%m-%d %H:%M} UTC overlaps no {symbol.calendar} session"
         )
     partition_key = bar_open.strftime("%Y-%m-%d")
-    if partition_key < partitions_def.get_first_partition_key():
+    first_key = partitions_def.get_first_partition_key()
+    if first_key is None or partition_key < first_key:
         return dg.SkipReason(f"{partition_key} is before the first partition")
     return dg.RunRequest(
         partition_key=partition_key,
@@ -45,14 +46,10 @@ def build_candle_schedule(
     cron_schedule: str | None = None,
 ) -> dg.ScheduleDefinition:
     """Materialize (and check) the partition of each newly closed `timeframe` bar, one minute after its close."""
-    job = dg.define_asset_job(
-        name=f"{symbol.key_prefix}_{timeframe.key_suffix}_refresh",
-        selection=dg.AssetSelection.assets(asset),
-    )
 
     @dg.schedule(
         name=f"{symbol.key_prefix}_{timeframe.key_suffix}_on_close",
-        job=job,
+        target=asset,
         cron_schedule=cron_schedule or timeframe.schedule_cron,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,

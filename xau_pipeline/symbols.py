@@ -1,11 +1,11 @@
-"""The instruments we keep, read from configuration."""
+"""The instruments we keep."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-DEFAULT_SYMBOLS = "XAU/USD"
+from xau_pipeline.trading_calendar import CALENDAR_NAMES
+
 DEFAULT_CALENDAR = "cme_gold"
 
 
@@ -31,10 +31,14 @@ def parse_symbol(text: str) -> Symbol:
     return Symbol(api_symbol.strip().upper(), calendar_name.strip() or DEFAULT_CALENDAR)
 
 
-def configured_symbols(value: str | None = None) -> tuple[Symbol, ...]:
-    """Symbols from `XAU_SYMBOLS` (comma-separated, e.g. `XAU/USD,XAG/USD:fx_24x5`), default `XAU/USD`."""
-    raw = value if value is not None else os.environ.get("XAU_SYMBOLS", DEFAULT_SYMBOLS)
-    symbols = tuple(parse_symbol(part) for part in raw.split(",") if part.strip())
+def parse_symbols(text: str) -> tuple[Symbol, ...]:
+    """Comma-separated symbols (`XAU/USD,XAG/USD:fx_24x5`), each calendar checked."""
+    symbols = tuple(parse_symbol(part) for part in text.split(",") if part.strip())
     if not symbols:
-        raise ValueError("XAU_SYMBOLS names no symbol")
+        raise ValueError("names no symbol")
+    for symbol in symbols:
+        if symbol.calendar not in CALENDAR_NAMES:
+            raise ValueError(
+                f"unknown calendar {symbol.calendar!r} for {symbol.api_symbol}: expected one of {', '.join(CALENDAR_NAMES)}"
+            )
     return symbols

@@ -24,7 +24,9 @@ from __future__ import annotations
 import threading
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -261,7 +263,7 @@ class CmeGoldCalendar(_YearCachedCalendar):
 
     def __init__(self) -> None:
         super().__init__()
-        self._library = None
+        self._library: Any = None  # pandas_market_calendars' calendar, loaded on first use
 
     def _schedule(self, first: int, last: int):
         # Imported lazily: the library costs ~0.5 s to import and most processes that import this
@@ -344,7 +346,7 @@ class AlwaysOpenCalendar(TradingCalendar):
         return self._OPENS, self._CLOSES
 
 
-_FACTORIES = {
+_FACTORIES: dict[str, Callable[[], TradingCalendar]] = {
     "cme_gold": CmeGoldCalendar,
     "fx_24x5": Fx24x5Calendar,
     "24x7": AlwaysOpenCalendar,

@@ -68,7 +68,9 @@ def embedded_database_url(embedded_postgres):
 
 @pytest.fixture(scope="session")
 def session_store(database_url) -> CandleStore:
-    return CandleStore(database_url)
+    store = CandleStore(database_url)
+    store.migrate()
+    return store
 
 
 @pytest.fixture

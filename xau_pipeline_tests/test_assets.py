@@ -5,10 +5,9 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from xau_pipeline.assets import build_candle_asset
-from xau_pipeline.partitions import daily_partitions
+from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES
@@ -34,7 +33,7 @@ def backfill(instance, resources, first, last, timeframes=ASSETS, force=False, r
         [assets[tf] for tf in timeframes],
         instance=instance,
         resources=resources,
-        tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+        tags={PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last},
         run_config=run_config,
         raise_on_error=raise_on_error,
     )

@@ -4,7 +4,10 @@ import pytest
 import sqlalchemy as sa
 
 from xau_pipeline.bars import FetchedWindow
-from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
+from xau_pipeline.resources import CandleStoreResource
+from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
+from xau_pipeline.store.database import temporary_database
+from xau_pipeline.store.migrate import head_revision
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline_tests.test_upsert import T0, bars
 
@@ -45,6 +48,19 @@ def test_summary_and_newest(store):
 
 
 def test_unreachable_database_is_a_clear_error():
-    with pytest.raises(StoreUnavailableError, match="cannot reach the candle database") as info:
-        CandleStore("postgresql://xau:hunter2@127.0.0.1:1/nowhere")
-    assert "hunter2" not in str(info.value)
+    store = CandleStore("postgresql://xau:hunter2@127.0.0.1:1/nowhere")  # opening connects to nothing
+    for attempt in (store.migrate, lambda: store.summary("XAUUSD", M15, T0, T0 + DAY)):
+        with pytest.raises(StoreUnavailableError, match="cannot reach the candle database") as info:
+            attempt()
+        assert "hunter2" not in str(info.value)
+
+
+def test_opening_a_store_does_not_migrate_and_an_unmigrated_one_says_so(database_url):
+    with temporary_database(database_url, "xau_unmigrated") as url:
+        store = CandleStore(url)
+        assert store.schema_revision() is None
+        with pytest.raises(SchemaNotCurrentError, match="run `xau-pipeline migrate`"):
+            CandleStoreResource(database_url=url).store()
+        assert store.schema_revision() is None  # still nothing: no migration as a side effect
+        assert store.migrate() == head_revision()
+        CandleStoreResource(database_url=url).store().require_current_schema()

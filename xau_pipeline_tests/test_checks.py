@@ -5,11 +5,11 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.checks import build_candle_checks
-from xau_pipeline.partitions import daily_partitions
+from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
+from xau_pipeline.settings import Settings
 from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
@@ -18,7 +18,10 @@ UTC = UTC
 GOLD = Symbol("XAU/USD")
 PARTITIONS = daily_partitions("2024-01-01")
 ASSETS = {name: build_candle_asset(GOLD, TIMEFRAMES_BY_NAME[name], PARTITIONS) for name in ("M15", "H1")}
-CHECKS = {name: build_candle_checks(GOLD, TIMEFRAMES_BY_NAME[name], ASSETS[name], PARTITIONS) for name in ASSETS}
+SETTINGS = Settings(database_url="unused: each check gets its store from its resource")
+CHECKS = {
+    name: build_candle_checks(GOLD, TIMEFRAMES_BY_NAME[name], ASSETS[name], PARTITIONS, SETTINGS) for name in ASSETS
+}
 EVERYTHING = [*ASSETS.values(), *CHECKS["M15"], *CHECKS["H1"]]
 
 
@@ -34,7 +37,7 @@ def run(instance, resources, first, last, checks_only=False):
         instance=instance,
         resources=resources,
         selection=selection,
-        tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+        tags={PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last},
     )
 
 
@@ -57,7 +60,7 @@ def test_a_provider_hole_is_reported_and_explained(instance, resources, stand_in
     assert clean.passed and clean.metadata["missing"].value == 0
     assert not holed.passed
     assert (holed.metadata["missing"].value, holed.metadata[PROVIDER_EMPTY].value) == (4, 4)
-    assert "2024-02-07 10:45 UTC: provider returned nothing" in holed.metadata["missing_bars"].value
+    assert "| 2024-02-07 10:45 UTC | provider returned nothing |" in holed.metadata["missing_bars"].value
     assert holed.severity == dg.AssetCheckSeverity.WARN
     h1 = evaluations(result, "H1", "no_gaps")["2024-02-07"]
     assert (h1.passed, h1.metadata[PROVIDER_EMPTY].value) == (False, 1)
@@ -99,15 +102,15 @@ def test_fresh_looks_at_the_newest_partition(instance, resources, stand_in, away
     stand_in.configure(weekend_bars=True)
     symbol = Symbol("XAU/USD", calendar="24x7")
     asset = build_candle_asset(symbol, TIMEFRAMES_BY_NAME["M15"], PARTITIONS)
-    checks = build_candle_checks(symbol, TIMEFRAMES_BY_NAME["M15"], asset, PARTITIONS)
+    checks = build_candle_checks(symbol, TIMEFRAMES_BY_NAME["M15"], asset, PARTITIONS, SETTINGS)
     today = datetime.now(UTC).date()
     result = dg.materialize(
         [asset, *checks],
         instance=instance,
         resources=resources,
         tags={
-            ASSET_PARTITION_RANGE_START_TAG: (today - timedelta(days=1)).isoformat(),
-            ASSET_PARTITION_RANGE_END_TAG: today.isoformat(),
+            PARTITION_RANGE_START_TAG: (today - timedelta(days=1)).isoformat(),
+            PARTITION_RANGE_END_TAG: today.isoformat(),
         },
     )
     fresh = {e.partition: e for e in result.get_asset_check_evaluations() if e.check_name == "fresh"}

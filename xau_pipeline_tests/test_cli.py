@@ -38,7 +38,7 @@ def db(store, monkeypatch):
 
 
 def at(monkeypatch, now: datetime) -> None:
-    monkeypatch.setattr(cli, "_now", lambda: now)
+    monkeypatch.setattr(cli, "utc_now", lambda: now)
 
 
 def insert(store, bars, symbol="XAUUSD", timeframe="M15"):
@@ -369,3 +369,16 @@ def test_console_script_bad_timeframe_has_no_traceback():
     )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == "error: unknown timeframe 'M5': expected one of M15, H1, H4, D1\n"
+
+
+def test_an_unmigrated_database_is_one_line_saying_to_migrate(database_url, capsys, monkeypatch):
+    from xau_pipeline.store.database import temporary_database
+
+    with temporary_database(database_url, "xau_cli_unmigrated") as url:
+        monkeypatch.setenv("XAU_DATABASE_URL", url)
+        status, out, err = run(capsys, "candles", "H1")
+        assert (status, out) == (1, "")
+        assert "has no schema yet" in err and "run `xau-pipeline migrate`" in err and err.count("\n") == 1
+        status, out, _ = run(capsys, "migrate")
+        assert status == 0 and "schema at revision" in out
+        assert run(capsys, "candles", "H1")[0] == 0

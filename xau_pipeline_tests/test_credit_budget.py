@@ -4,8 +4,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from xau_pipeline.credit_budget import BudgetSettings, CreditBudget, CreditBudgetExhausted, usage_today
+from xau_pipeline.credit_budget import BudgetSettings, CreditBudget, CreditBudgetExhausted, credits_left
+from xau_pipeline.settings import Settings, SettingsError
 from xau_pipeline.store.tables import api_calls
+from xau_pipeline.utc import utc_now
 
 # These tests count credits or partitions of "today": keep them clear of a UTC midnight.
 pytestmark = pytest.mark.usefixtures("away_from_midnight")
@@ -38,7 +40,7 @@ def test_each_call_is_written_to_the_ledger_and_settled(store):
         1,
         "1h",
     )
-    assert tuple(usage_today(store.engine)[0]) == ("backfill", 1, 1)
+    assert store.credits_used_today(utc_now()) == {"backfill": (1, 1)}
 
 
 def test_a_spent_minute_is_waited_out(store):
@@ -104,11 +106,29 @@ def test_yesterdays_credits_do_not_count(store):
     ("env", "error"),
     [({"TWELVE_DATA_CREDITS_PER_MINUTE": "x"}, "bad credit"), ({"XAU_SCHEDULE_CREDIT_SHARE": "1.5"}, "out of range")],
 )
-def test_bad_settings_are_refused(monkeypatch, env, error):
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(ValueError, match=error):
-        BudgetSettings.from_env()
+def test_bad_settings_are_refused(env, error):
+    with pytest.raises(SettingsError, match=error) as info:
+        Settings.from_env(env)
+    assert set(env) <= set(info.value.variables)
+
+
+@pytest.mark.parametrize(
+    ("used", "left"),
+    [
+        ({}, {"schedule": 100, "backfill": 80, "repair": 10}),
+        ({"backfill": 75}, {"schedule": 25, "backfill": 5, "repair": 5}),
+        ({"repair": 10}, {"schedule": 90, "backfill": 70, "repair": 0}),
+        ({"schedule": 30, "backfill": 70}, {"schedule": 0, "backfill": 0, "repair": 0}),
+    ],
+)
+def test_credits_left_keeps_the_schedules_reserve_and_the_repair_cap(used, left):
+    """One rule for the budget, `xau-pipeline credits`, doctor and the repair sensor."""
+    assert credits_left(BudgetSettings(per_day=100, schedule_share=0.2, repair_share=0.1), used) == left
+
+
+def test_a_repair_share_above_zero_allows_at_least_one_credit():
+    assert BudgetSettings(per_day=5, repair_share=0.1).repair_cap == 1
+    assert BudgetSettings(per_day=5, repair_share=0).repair_cap == 0
 
 
 def test_unknown_kind_is_refused(store):

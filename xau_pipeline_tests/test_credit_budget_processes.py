@@ -22,7 +22,8 @@ from xau_pipeline.ingest import ingest
 from xau_pipeline.store.tables import api_calls
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.twelvedata.client import TwelveDataClient, utc_now
+from xau_pipeline.twelvedata.client import TwelveDataClient
+from xau_pipeline.utc import utc_now
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 # These tests count credits or partitions of "today": keep them clear of a UTC midnight.

@@ -27,7 +27,8 @@ def test_safe_url_hides_the_password():
 
 def test_commands_find_the_embedded_database_of_make_run(monkeypatch, tmp_path):
     """Without XAU_DATABASE_URL, the CLI reads the port `make run`'s embedded PostgreSQL left in .pgdata/."""
-    from xau_pipeline.store.database import DEFAULT_DATABASE_URL, database_url
+    from xau_pipeline.store.database import DEFAULT_DATABASE_URL
+    from xau_pipeline.store.database import configured_database_url as database_url
 
     monkeypatch.delenv("XAU_DATABASE_URL", raising=False)
     monkeypatch.setenv("XAU_PGDATA", str(tmp_path))

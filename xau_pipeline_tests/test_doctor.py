@@ -95,7 +95,7 @@ def test_a_healthy_setup_is_all_ok_and_exits_0(healthy, stand_in, capsys, monkey
                 for t, c, k in ledger
             ],
         )
-    monkeypatch.setattr(cli, "_now", lambda: day + timedelta(minutes=1))
+    monkeypatch.setattr(cli, "utc_now", lambda: day + timedelta(minutes=1))
     status, lines, out = doctor(capsys)
     assert status == 0, out
     assert all(verdict == "ok" for verdict, _ in lines.values()), out

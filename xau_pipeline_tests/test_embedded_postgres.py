@@ -42,6 +42,7 @@ def bars(n: int, base: str = "2050.12345") -> list[Bar]:
 def test_the_candle_store_migrates_upserts_and_reads_on_the_embedded_database(embedded_database_url, embedded_postgres):
     assert embedded_database_url.startswith(f"postgresql+psycopg2://postgres@127.0.0.1:{embedded_postgres.port}/")
     store = CandleStore(embedded_database_url)
+    store.migrate()
     assert current_revision(store.engine) == head_revision()
     with store.engine.begin() as connection:
         connection.execute(sa.text("TRUNCATE candles, fetch_coverage, api_calls"))

@@ -173,7 +173,7 @@ def test_a_given_database_holds_the_candles_and_dagster_in_its_own_schema(databa
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert instance.get_runs() == []
-    CandleStore(candles_url)
+    CandleStore(candles_url).migrate()
     with sa.create_engine(candles_url, poolclass=sa.pool.NullPool).connect() as connection:
         tables = set(connection.execute(sa.text(
             "SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema IN ('public', 'dagster')"

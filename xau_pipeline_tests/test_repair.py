@@ -4,11 +4,10 @@ from decimal import Decimal
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.bars import Bar, FetchedWindow
-from xau_pipeline.partitions import daily_partitions
+from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.repair import build_repair_sensor, plan_repairs
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.store.tables import api_calls
@@ -45,8 +44,7 @@ def fill(store, n: int, fetched_at: list[datetime], missing: int | None = None):
 
 
 def plan(store, now=NOW):
-    with store.engine.connect() as connection:
-        return plan_repairs(connection, GOLD, M15, PARTITIONS, now)
+    return plan_repairs(store, GOLD, M15, PARTITIONS, now)
 
 
 def test_the_plan_names_exactly_the_partitions_to_repair(store):
@@ -101,8 +99,8 @@ def test_the_sensor_requests_one_ranged_run_for_never_fetched_days(store):
         result = sensor.evaluate_tick(context)
     first = recent.get_first_partition_key()
     (request,) = result.run_requests
-    assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == first
-    assert request.tags[ASSET_PARTITION_RANGE_END_TAG] >= first
+    assert request.tags[PARTITION_RANGE_START_TAG] == first
+    assert request.tags[PARTITION_RANGE_END_TAG] >= first
     assert not request.run_config
 
 
@@ -129,4 +127,4 @@ def test_the_sensor_respects_the_repair_share(store):
         )
         result = sensor.evaluate_tick(context)
     assert not result.run_requests
-    assert "repair share of today's credits is spent (5 of 5)" in result.skip_message
+    assert "repair share of today's credits is spent (5 of 5 used by repairs" in result.skip_message

@@ -10,7 +10,7 @@ import pytest
 from xau_pipeline.store.coverage import closed_until
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.trading_calendar import calendar
-from xau_pipeline.twelvedata.client import TwelveDataClient, utc_now
+from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline.twelvedata.errors import (
     AuthenticationError,
     DailyLimitError,
@@ -19,6 +19,7 @@ from xau_pipeline.twelvedata.errors import (
     ServiceUnavailableError,
     UnknownSymbolError,
 )
+from xau_pipeline.utc import utc_now
 from xau_pipeline_dev.twelvedata_standin import Fault
 from xau_pipeline_tests.conftest import TEST_API_KEY
 

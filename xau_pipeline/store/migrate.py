@@ -25,12 +25,17 @@ def alembic_config() -> Config:
 
 
 def head_revision() -> str:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, f"no migrations in {MIGRATIONS_DIR}"
+    return head
 
 
-def current_revision(engine: sa.Engine) -> str | None:
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+def current_revision(bind: sa.Engine | sa.Connection) -> str | None:
+    """The revision recorded in the database, None before the first migration."""
+    if isinstance(bind, sa.Engine):
+        with bind.connect() as connection:
+            return current_revision(connection)
+    return MigrationContext.configure(bind, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
 def migrate(engine: sa.Engine) -> str:

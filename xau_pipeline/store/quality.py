@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -91,7 +92,7 @@ def m15_mismatches(
     start: datetime,
     end: datetime,
     tolerance: Decimal,
-    m15_expected: callable,
+    m15_expected: Callable[[datetime], int],
 ) -> tuple[list[Mismatch], int, int]:
     """Bars of `timeframe` whose OHLC differ from their M15 bars by more than `tolerance` (relative).
 

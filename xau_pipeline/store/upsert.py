@@ -142,26 +142,28 @@ def upsert_bars(
         return UpsertCounts()
     now = now or datetime.now(UTC)
     connection.execute(LOCK_SERIES, {"series": f"{symbol}/{timeframe}"})
-    cursor = connection.connection.dbapi_connection.cursor()
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None, "a connection checked out of the pool has a DBAPI connection"
+    cursor = dbapi_connection.cursor()
     try:
         stored = _stored_values(cursor, symbol, timeframe, bars[0].open_time, bars[-1].open_time)
-        fresh: list[Bar] = []
+        new_rows: list[Bar] = []
         changed: list[Bar] = []
         for bar in bars:
             values = stored.get(math.floor(bar.open_time.timestamp()))
             if values is None:
-                fresh.append(bar)
+                new_rows.append(bar)
             elif values != _values_text(bar) and not _same_values(values, bar):
                 changed.append(bar)
         inserted = updated = 0
-        if fresh:
+        if new_rows:
             try:
                 with connection.begin_nested():
-                    _copy_rows(cursor, symbol, timeframe, fresh, now)
-                inserted = len(fresh)
+                    _copy_rows(cursor, symbol, timeframe, new_rows, now)
+                inserted = len(new_rows)
             except psycopg2.errors.UniqueViolation:
                 # Another writer stored some of these rows meanwhile: merge them instead.
-                inserted, updated = _upsert_rows(connection, symbol, timeframe, fresh, now)
+                inserted, updated = _upsert_rows(connection, symbol, timeframe, new_rows, now)
         if changed:
             more_inserted, more_updated = _upsert_rows(connection, symbol, timeframe, changed, now)
             inserted += more_inserted

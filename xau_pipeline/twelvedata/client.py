@@ -16,6 +16,7 @@ import tenacity
 import urllib3
 
 from xau_pipeline.bars import Bar, FetchedWindow, Interval
+from xau_pipeline.redact import redact
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.twelvedata.errors import (
     AuthenticationError,
@@ -27,9 +28,9 @@ from xau_pipeline.twelvedata.errors import (
     TransientError,
     TwelveDataError,
     UnknownSymbolError,
-    redact,
 )
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL, WindowPlanner, merge_gaps
+from xau_pipeline.utc import next_utc_midnight, utc_now
 
 if TYPE_CHECKING:
     from xau_pipeline.credit_budget import CreditBudget
@@ -44,10 +45,6 @@ ONE_SECOND = timedelta(seconds=1)
 CLOSE_MARGIN = timedelta(seconds=30)
 
 logger = logging.getLogger(__name__)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -141,7 +138,7 @@ def classify_error(status: int, body: object, now: datetime, symbol: str = "") -
         return PlanNotAllowedError(f"Twelve Data refused the request for this plan (403): {message}")
     if code == 429:
         if "for the day" in lowered:
-            resets_at = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+            resets_at = next_utc_midnight(now)
             return DailyLimitError(
                 f"Twelve Data's daily API credits are used up: {message} "
                 f"The allowance resets at {resets_at:%Y-%m-%d %H:%M} UTC.",
@@ -254,6 +251,11 @@ class TwelveDataClient:
             self.log.warning(f"Twelve Data repeated {repeats} datetime(s); kept the first of each")
         return Page(bars, len(body["values"]) >= int(params["outputsize"]))
 
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        pause = state.next_action.sleep if state.next_action else 0.0
+        self.log.warning(f"{error}; retry {state.attempt_number} of {self.max_attempts - 1} in {pause:.1f} s")
+
     def _send_with_retries(self, params: dict[str, str], window: Interval) -> Page:
         """`_send`, retrying transient failures with exponential backoff and waiting out minute limits."""
         retrying = tenacity.Retrying(
@@ -261,10 +263,7 @@ class TwelveDataClient:
             stop=tenacity.stop_after_attempt(self.max_attempts),
             wait=tenacity.wait_exponential(multiplier=self.backoff_seconds, max=self.backoff_max_seconds),
             sleep=self.sleep,
-            before_sleep=lambda state: self.log.warning(
-                f"{state.outcome.exception()}; retry {state.attempt_number} of {self.max_attempts - 1}"
-                f" in {state.next_action.sleep:.1f} s"
-            ),
+            before_sleep=self._log_retry,
             reraise=True,
         )
         minute_waits = 0

@@ -49,10 +49,3 @@ class TransientError(TwelveDataError):
 
 class ServiceUnavailableError(TwelveDataError):
     """Transient failures that outlasted every retry."""
-
-
-def redact(text: str, secret: str | None) -> str:
-    """`text` with every occurrence of `secret` replaced by ***."""
-    if secret:
-        text = text.replace(secret, "***")
-    return text

@@ -240,7 +240,7 @@ class StandIn:
         if self._httpd is None:
             raise RuntimeError("the stand-in is not running")
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     @property
     def config(self) -> StandInConfig:

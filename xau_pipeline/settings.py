@@ -1,0 +1,136 @@
+"""Every setting the pipeline reads from the environment, read once into one typed object.
+
+The code location (definitions.py) and the command line each call `Settings.from_env()` once and
+hand the result to what they build; nothing else reads the environment. The API key is not here:
+it reaches the Twelve Data resource as a Dagster `EnvVar`, so only its name is ever shown.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from urllib.parse import urlsplit
+
+from xau_pipeline.credit_budget import BudgetSettings
+from xau_pipeline.store.database import configured_database_url
+from xau_pipeline.symbols import Symbol, parse_symbols
+from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL
+
+DEFAULT_SYMBOLS = "XAU/USD"
+DEFAULT_HISTORY_START = "2024-01-01"  # the default of history_start below
+
+
+BUDGET_VARIABLES = (
+    "TWELVE_DATA_CREDITS_PER_MINUTE",
+    "TWELVE_DATA_CREDITS_PER_DAY",
+    "XAU_SCHEDULE_CREDIT_SHARE",
+    "XAU_REPAIR_CREDIT_SHARE",
+)
+
+
+class SettingsError(ValueError):
+    """A setting that cannot work; `variables` names the environment variables at fault."""
+
+    def __init__(self, message: str, *variables: str):
+        super().__init__(message)
+        self.variables = variables
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The pipeline's configuration (see README: configuration)."""
+
+    database_url: str
+    # Whether XAU_DATABASE_URL is set (it may hold a password: then only its name is shown).
+    database_url_from_env: bool = False
+    api_base_url: str = DEFAULT_BASE_URL
+    api_key_set: bool = False
+    symbols: tuple[Symbol, ...] = field(default_factory=lambda: parse_symbols(DEFAULT_SYMBOLS))
+    history_start: date = date(2024, 1, 1)
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
+    max_jump: Decimal = Decimal("0.05")
+    m15_tolerance: Decimal = Decimal("0.0005")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every variable; a SettingsError names the first one that cannot work."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str, default: str) -> str:
+            return (env.get(name) or "").strip() or default
+
+        try:
+            database_url = configured_database_url(env)
+        except Exception as exc:  # ValueError, or SQLAlchemy's ArgumentError for an unparsable URL
+            raise SettingsError(f"bad XAU_DATABASE_URL: {exc}", "XAU_DATABASE_URL") from None
+        try:
+            budget = BudgetSettings(
+                per_minute=int(get("TWELVE_DATA_CREDITS_PER_MINUTE", "8")),
+                per_day=int(get("TWELVE_DATA_CREDITS_PER_DAY", "800")),
+                schedule_share=float(get("XAU_SCHEDULE_CREDIT_SHARE", "0.2")),
+                repair_share=float(get("XAU_REPAIR_CREDIT_SHARE", "0.1")),
+            )
+        except ValueError as exc:
+            raise SettingsError(f"bad credit budget setting: {exc}", *BUDGET_VARIABLES) from None
+        try:
+            symbols = parse_symbols(get("XAU_SYMBOLS", DEFAULT_SYMBOLS))
+        except ValueError as exc:
+            raise SettingsError(f"bad XAU_SYMBOLS: {exc}", "XAU_SYMBOLS") from None
+        return cls(
+            database_url=database_url,
+            database_url_from_env=bool((env.get("XAU_DATABASE_URL") or "").strip()),
+            api_base_url=_http_url("TWELVE_DATA_BASE_URL", get("TWELVE_DATA_BASE_URL", DEFAULT_BASE_URL)),
+            api_key_set=bool((env.get("TWELVE_DATA_API_KEY") or "").strip()),
+            symbols=symbols,
+            history_start=_date("XAU_HISTORY_START", get("XAU_HISTORY_START", DEFAULT_HISTORY_START)),
+            budget=budget,
+            max_jump=_positive_decimal("XAU_MAX_JUMP", get("XAU_MAX_JUMP", "0.05")),
+            m15_tolerance=_positive_decimal("XAU_M15_TOLERANCE", get("XAU_M15_TOLERANCE", "0.0005")),
+        )
+
+    @classmethod
+    def from_env_lenient(cls, environ: Mapping[str, str] | None = None) -> tuple[Settings, list[SettingsError]]:
+        """Settings with each variable that cannot work replaced by its default, and what was wrong."""
+        env = dict(os.environ if environ is None else environ)
+        problems: list[SettingsError] = []
+        while True:
+            try:
+                return cls.from_env(env), problems
+            except SettingsError as exc:
+                problems.append(exc)
+                for name in exc.variables:
+                    env.pop(name, None)
+
+    def calendar_of(self, stored_symbol: str) -> str:
+        """The calendar policy of a stored symbol name (`XAUUSD`); the default for one not configured."""
+        for symbol in self.symbols:
+            if symbol.name == stored_symbol:
+                return symbol.calendar
+        return Symbol(stored_symbol).calendar
+
+
+def _http_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"{name} must be an http:// or https:// URL, got {value!r}", name)
+    return value.rstrip("/")
+
+
+def _date(name: str, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a date like 2024-01-01, got {value!r}", name) from None
+
+
+def _positive_decimal(name: str, value: str) -> Decimal:
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise SettingsError(f"{name} must be a number, got {value!r}", name) from None
+    if not number.is_finite() or number <= 0:
+        raise SettingsError(f"{name} must be a positive number, got {value!r}", name)
+    return number

@@ -1,0 +1,78 @@
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from xau_pipeline.settings import Settings, SettingsError
+from xau_pipeline.symbols import Symbol
+
+SERVER = "postgresql://xau:pw@db.example:5432/candles"
+
+
+def test_defaults_when_nothing_is_set(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no .pgdata/port here
+    settings = Settings.from_env({})
+    assert settings.database_url == "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    assert not settings.database_url_from_env and not settings.api_key_set
+    assert settings.api_base_url == "https://api.twelvedata.com"
+    assert settings.symbols == (Symbol("XAU/USD", "cme_gold"),)
+    assert settings.history_start == date(2024, 1, 1)
+    assert (settings.budget.per_minute, settings.budget.per_day) == (8, 800)
+    assert (settings.max_jump, settings.m15_tolerance) == (Decimal("0.05"), Decimal("0.0005"))
+
+
+def test_every_variable_is_read():
+    settings = Settings.from_env(
+        {
+            "XAU_DATABASE_URL": SERVER,
+            "TWELVE_DATA_API_KEY": "k" * 32,
+            "TWELVE_DATA_BASE_URL": "http://127.0.0.1:8765/",
+            "XAU_SYMBOLS": "XAU/USD, xag/usd:fx_24x5",
+            "XAU_HISTORY_START": "2020-02-03",
+            "TWELVE_DATA_CREDITS_PER_MINUTE": "55",
+            "TWELVE_DATA_CREDITS_PER_DAY": "5000",
+            "XAU_SCHEDULE_CREDIT_SHARE": "0.5",
+            "XAU_REPAIR_CREDIT_SHARE": "0.25",
+            "XAU_MAX_JUMP": "0.1",
+            "XAU_M15_TOLERANCE": "0.001",
+        }
+    )
+    assert settings.database_url == "postgresql+psycopg2://xau:pw@db.example:5432/candles"
+    assert settings.database_url_from_env and settings.api_key_set
+    assert settings.api_base_url == "http://127.0.0.1:8765"
+    assert settings.symbols == (Symbol("XAU/USD"), Symbol("XAG/USD", "fx_24x5"))
+    assert settings.calendar_of("XAGUSD") == "fx_24x5" and settings.calendar_of("EURUSD") == "cme_gold"
+    assert settings.history_start == date(2020, 2, 3)
+    budget = settings.budget
+    assert (budget.per_minute, budget.per_day, budget.schedule_share, budget.repair_share) == (55, 5000, 0.5, 0.25)
+    assert (settings.max_jump, settings.m15_tolerance) == (Decimal("0.1"), Decimal("0.001"))
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "message"),
+    [
+        ({"XAU_DATABASE_URL": "sqlite:///candles.db"}, "XAU_DATABASE_URL", "bad XAU_DATABASE_URL"),
+        ({"TWELVE_DATA_BASE_URL": "ftp://api.twelvedata.com"}, "TWELVE_DATA_BASE_URL", "http:// or https://"),
+        ({"TWELVE_DATA_BASE_URL": "api.twelvedata.com"}, "TWELVE_DATA_BASE_URL", "http:// or https://"),
+        ({"XAU_SYMBOLS": " , "}, "XAU_SYMBOLS", "names no symbol"),
+        ({"XAU_SYMBOLS": "XAU/USD:nyse"}, "XAU_SYMBOLS", "unknown calendar 'nyse'"),
+        ({"XAU_HISTORY_START": "2024-13-01"}, "XAU_HISTORY_START", "a date like"),
+        ({"XAU_MAX_JUMP": "-1"}, "XAU_MAX_JUMP", "positive"),
+        ({"XAU_M15_TOLERANCE": "NaN"}, "XAU_M15_TOLERANCE", "positive"),
+        ({"TWELVE_DATA_CREDITS_PER_DAY": "lots"}, "TWELVE_DATA_CREDITS_PER_DAY", "bad credit budget setting"),
+        ({"XAU_REPAIR_CREDIT_SHARE": "0.9"}, "XAU_REPAIR_CREDIT_SHARE", "out of range"),
+    ],
+)
+def test_a_setting_that_cannot_work_is_named(env, variable, message):
+    with pytest.raises(SettingsError, match=message) as info:
+        Settings.from_env(env)
+    assert variable in info.value.variables
+
+
+def test_lenient_reading_replaces_each_bad_variable_by_its_default():
+    settings, problems = Settings.from_env_lenient(
+        {"XAU_DATABASE_URL": SERVER, "XAU_MAX_JUMP": "x", "TWELVE_DATA_BASE_URL": "ftp://x"}
+    )
+    assert [p.variables for p in problems] == [("TWELVE_DATA_BASE_URL",), ("XAU_MAX_JUMP",)]
+    assert settings.api_base_url == "https://api.twelvedata.com" and settings.max_jump == Decimal("0.05")
+    assert settings.database_url.endswith("@db.example:5432/candles")
