@@ -69,7 +69,10 @@ def fresh_clone(tmp_path) -> Path:
     so `make run` reuses the test's virtualenv instead of reinstalling the project from the clone."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=60)
-    for name in ("setup.py", "pyproject.toml"):
+    # Every prerequisite of the Makefile's install stamp: a newer one would reinstall the
+    # project into the test's own virtualenv, pointing it at this temporary clone.
+    (stamp_rule,) = [line for line in (clone / "Makefile").read_text().splitlines() if line.startswith("$(STAMP):")]
+    for name in stamp_rule.split(":", 1)[1].split():
         os.utime(clone / name, (0, 0))
     return clone
 
