@@ -44,11 +44,7 @@ def server():
 
 @pytest.fixture
 def stand_in(server: StandIn) -> StandIn:
-    defaults = StandInConfig(api_key=KEY)
-    server.configure(
-        **{f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults) if f.name not in ("host", "port")}
-    )
-    server.reset()
+    server.restore_defaults()
     return server
 
 
@@ -468,6 +464,52 @@ def test_faults_are_fifo_and_reset_clears_them(stand_in: StandIn) -> None:
     assert ts(stand_in, interval="1h").status_code == 200
     with pytest.raises(ValueError):
         Fault("explode")
+
+
+def test_restore_defaults_undoes_every_setting_and_clears_the_counters(stand_in: StandIn) -> None:
+    identity = {"api_key": KEY, "host": stand_in.config.host, "port": stand_in.config.port}
+    changed = {
+        "symbols": {"XAU/USD": Decimal("1000")},
+        "credits_per_minute": 1,
+        "credits_per_day": 1,
+        "error_status": "body200",
+        "end_inclusive": False,
+        "weekend_bars": True,
+        "holes": [(utc(2025, 6, 10, 12), utc(2025, 6, 10, 13))],
+        "revisions": {utc(2025, 6, 10, 11): Decimal("10")},
+        "time_offset_seconds": 3600.0,
+        "delay_seconds": 0.01,
+        "h4_phase_hours": 1,
+        "credit_headers": False,
+        "max_outputsize": 10,
+    }
+    defaults = StandInConfig(**identity)
+    # Every setting but the server's identity is changed here, each to a value other than its default.
+    assert set(changed) | set(identity) == {f.name for f in dataclasses.fields(StandInConfig)}
+    assert all(changed[name] != getattr(defaults, name) for name in changed)
+    stand_in.configure(**changed)
+    set_clock(stand_in, WED)
+    assert ts(stand_in, interval="1h", outputsize=2).status_code == 200
+    assert ts(stand_in, interval="1h", outputsize=2).json()["code"] == 429  # the day's one credit is spent
+    stand_in.push_fault(Fault("html_502"))
+
+    stand_in.restore_defaults()
+    assert stand_in.config == defaults
+    assert stand_in.requests == []
+    assert ts(stand_in, interval="1h", outputsize=2).status_code == 200  # no fault left in the queue
+
+    # Overrides apply on top of the defaults; the credit counters started again from zero.
+    stand_in.configure(credits_per_day=1, time_offset_seconds=(WED - datetime.now(UTC)).total_seconds())
+    stand_in.restore_defaults(credits_per_day=1, time_offset_seconds=stand_in.config.time_offset_seconds)
+    assert stand_in.config == dataclasses.replace(
+        defaults, credits_per_day=1, time_offset_seconds=stand_in.config.time_offset_seconds
+    )
+    assert [ts(stand_in, interval="1h", outputsize=2).status_code for _ in range(2)] == [200, 429]
+    with pytest.raises(TypeError):
+        stand_in.restore_defaults(api_key="another")
+    with pytest.raises(TypeError):
+        stand_in.restore_defaults(no_such_field=1)
+    assert stand_in.config.api_key == KEY
 
 
 # -- control ------------------------------------------------------------------------------------

@@ -277,6 +277,20 @@ class StandIn:
             self._day_used.clear()
             self._faults.clear()
 
+    def restore_defaults(self, **overrides: Any) -> None:
+        """Every setting back to ``StandInConfig``'s default, then ``overrides``; and ``reset()``.
+
+        The identity of the server (``api_key``, ``host``, ``port``) stays as it is: clients keep
+        their key and URL. An unknown field, or one of those three, raises ``TypeError``.
+        """
+        kept = ("api_key", "host", "port")
+        if clash := sorted(set(overrides) & set(kept)):
+            raise TypeError(f"restore_defaults keeps {', '.join(kept)}; cannot override {', '.join(clash)}")
+        with self._lock:
+            identity = {name: getattr(self._config, name) for name in kept}
+            self._config = StandInConfig(**identity, **overrides)
+        self.reset()
+
     def now(self) -> datetime:
         """The stand-in's clock: real UTC now plus ``time_offset_seconds``."""
         with self._lock:
