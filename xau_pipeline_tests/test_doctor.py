@@ -110,7 +110,7 @@ def test_a_healthy_setup_is_all_ok_and_exits_0(healthy, stand_in, capsys, monkey
     )
     # The reachability probe spent nothing and sent no key.
     assert stand_in.time_series_calls() == 0
-    assert all("apikey" not in r.params for r in stand_in.requests)
+    assert [(r.path, r.params) for r in stand_in.requests] == [("/", {})]
 
 
 def test_the_console_script_is_all_ok_too(healthy, stand_in):
