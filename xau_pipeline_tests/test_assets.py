@@ -15,6 +15,9 @@ from xau_pipeline.timeframes import TIMEFRAMES
 from xau_pipeline_dev.twelvedata_standin import Fault
 from xau_pipeline_tests.conftest import NO_CREDIT_LIMITS, TEST_API_KEY
 
+# Dagster materializations.
+pytestmark = pytest.mark.slow
+
 UTC = UTC
 GOLD = Symbol("XAU/USD")
 PARTITIONS = daily_partitions("2024-01-01")

@@ -14,6 +14,9 @@ from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 
+# Dagster materializations.
+pytestmark = pytest.mark.slow
+
 UTC = UTC
 GOLD = Symbol("XAU/USD")
 PARTITIONS = daily_partitions("2024-01-01")

@@ -358,6 +358,7 @@ def test_bad_settings_are_usage_errors(capsys, monkeypatch):
     assert status == 2 and err.startswith("error: bad credit budget setting") and err.count("\n") == 1
 
 
+@pytest.mark.process
 def test_console_script_bad_timeframe_has_no_traceback():
     script = Path(sys.executable).with_name("xau-pipeline")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "xau_pipeline.cli"]

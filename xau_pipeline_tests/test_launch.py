@@ -10,6 +10,7 @@ from contextlib import closing
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 
 from xau_pipeline_dev import embedded_postgres
@@ -49,6 +50,7 @@ def running(process: psutil.Process) -> bool:
         return False
 
 
+@pytest.mark.process
 def test_run_without_a_key_says_how_to_get_one_and_exits_2(tmp_path):
     data_dir = REPO / ".pgdata" / f"test-nokey-{os.getpid()}"
     result = subprocess.run(
@@ -83,6 +85,8 @@ def fresh_clone(tmp_path) -> Path:
     return clone
 
 
+@pytest.mark.slow
+@pytest.mark.process
 def test_make_run_in_a_fresh_clone_starts_the_embedded_database_and_the_ui_and_stops_both(stand_in, tmp_path):
     """The README's run command in a fresh clone: no XAU_DATABASE_URL, so the embedded PostgreSQL."""
     clone = fresh_clone(tmp_path)
