@@ -240,6 +240,8 @@ class StandIn:
         if self._httpd is None:
             raise RuntimeError("the stand-in is not running")
         host, port = self._httpd.server_address[:2]
+        if isinstance(host, bytes):
+            host = host.decode()
         return f"http://{host}:{port}"
 
     @property
