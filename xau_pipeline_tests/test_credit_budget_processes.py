@@ -1,8 +1,9 @@
 """The credit budget across real OS processes, and 429 answers waited out, against the stand-in.
 
-The first test takes XAU_TEST_BUDGET_SECONDS (65 s unless set) by design: four processes share
-one key for that long; a process stops as soon as its next credit would only come after the end,
-so no call is cut short.
+The first test runs four processes sharing one key for XAU_TEST_BUDGET_SECONDS (65 s unless set).
+A process stops as soon as its next credit would only come after the end, so no call is cut short:
+with 65 s (as with the former fixed 90 s) that is about 62 s in, once the second 61 s window's
+credits are taken.
 """
 
 from __future__ import annotations
