@@ -48,8 +48,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/live_cost.py
 	$(BIN)/python bench/rate_limited_backfill.py
 
+# The key it accepts comes from TWELVE_DATA_API_KEY (demo-key when unset), never from the command line.
 standin: $(STAMP)
-	$(BIN)/python -m xau_pipeline_dev.twelvedata_standin --port 8765 --api-key demo-key
+	$(BIN)/python -m xau_pipeline_dev.twelvedata_standin --port 8765
 
 migrate: $(STAMP)
 	$(BIN)/xau-pipeline migrate

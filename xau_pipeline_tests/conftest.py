@@ -92,25 +92,7 @@ def session_stand_in():
 @pytest.fixture
 def stand_in(session_stand_in):
     """The shared stand-in, reset to no limits and no faults for each test."""
-    from xau_pipeline_dev.twelvedata_standin import StandInConfig
-
-    defaults = StandInConfig()
-    session_stand_in.configure(
-        credits_per_minute=None,
-        credits_per_day=None,
-        error_status=defaults.error_status,
-        end_inclusive=defaults.end_inclusive,
-        weekend_bars=defaults.weekend_bars,
-        holes=[],
-        revisions={},
-        time_offset_seconds=0.0,
-        delay_seconds=0.0,
-        h4_phase_hours=defaults.h4_phase_hours,
-        credit_headers=defaults.credit_headers,
-        symbols=defaults.symbols,
-        max_outputsize=defaults.max_outputsize,
-    )
-    session_stand_in.reset()
+    session_stand_in.restore_defaults(credits_per_minute=None, credits_per_day=None)
     return session_stand_in
 
 

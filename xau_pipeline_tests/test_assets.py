@@ -14,6 +14,9 @@ from xau_pipeline.timeframes import TIMEFRAMES
 from xau_pipeline_dev.twelvedata_standin import Fault
 from xau_pipeline_tests.conftest import NO_CREDIT_LIMITS, TEST_API_KEY
 
+# Dagster materializations.
+pytestmark = pytest.mark.slow
+
 UTC = UTC
 GOLD = Symbol("XAU/USD")
 PARTITIONS = daily_partitions("2024-01-01")
@@ -108,26 +111,55 @@ def test_forced_refetch_updates_a_revised_bar(instance, resources, stand_in, sto
         assert [tuple(r[:5]) for r in stored_rows(store, name)] == served(stand_in, name, *window)
 
 
-def test_todays_partition_asks_only_for_closed_bars(instance, resources, stand_in, store, away_from_midnight):
-    """The stand-in runs an hour ahead, so it would serve bars that have not closed by our clock.
+class StoppedClockTwelveData(TwelveDataResource):
+    """The API resource with the pipeline's clock stopped at `stopped_at` (ISO 8601)."""
 
-    A 24x7 calendar and weekend bars make the test independent of the day it runs on.
-    """
-    stand_in.configure(weekend_bars=True, time_offset_seconds=3600)
-    today = datetime.now(UTC).date().isoformat()
-    around_the_clock = {
-        tf.name: build_candle_asset(Symbol("XAU/USD", calendar="24x7"), tf, PARTITIONS) for tf in TIMEFRAMES
+    stopped_at: str
+
+    def client(self, *args, **kwargs):
+        client = super().client(*args, **kwargs)
+        stopped = datetime.fromisoformat(self.stopped_at)
+        client.clock = lambda: stopped
+        return client
+
+
+WINTER_WEDNESDAY = datetime(2024, 3, 6, tzinfo=UTC)  # CME metals trade from 23:00 UTC the day before
+
+
+@pytest.mark.parametrize(
+    ("time_of_day", "closed_m15"),
+    [
+        (timedelta(hours=13, minutes=7, seconds=20), 52),  # 00:00 .. 12:45; the 13:00 bar is still forming
+        (timedelta(minutes=15, seconds=30), 1),  # the 00:00 bar closed at 00:15, 30 s ago: final
+        (timedelta(minutes=15, seconds=29), 0),  # 1 s earlier it is not final yet: no call at all
+        (timedelta(minutes=2), 0),  # right after midnight
+    ],
+)
+def test_todays_partition_asks_only_for_closed_bars(instance, stand_in, store, time_of_day, closed_m15):
+    """ "Now" is fixed on a trading day, and the stand-in runs an hour ahead of it, so it would serve
+    bars that have not closed by our clock: only those closed 30 s before "now" are asked for and kept."""
+    now = WINTER_WEDNESDAY + time_of_day
+    stand_in.configure(time_offset_seconds=(now + timedelta(hours=1) - datetime.now(UTC)).total_seconds())
+    resources = {
+        "twelvedata": StoppedClockTwelveData(
+            api_key=TEST_API_KEY,
+            base_url=stand_in.url,
+            backoff_seconds=0.01,
+            stopped_at=now.isoformat(),
+            **NO_CREDIT_LIMITS,
+        ),
+        "candle_store": CandleStoreResource(database_url=store.url),
     }
-    result = backfill(instance, resources, today, today, timeframes=["M15", "D1"], assets=around_the_clock)
+    today = now.date().isoformat()
+    result = backfill(instance, resources, today, today, timeframes=["M15", "D1"])
     assert result.success
-    now = datetime.now(UTC)
-    m15 = stored_rows(store, "M15")
-    assert all(r.timestamp + timedelta(minutes=15) <= now - timedelta(seconds=30) for r in m15)
-    assert all(r.params["interval"] == "15min" for r in stand_in.requests)  # today's D1 bar cannot have closed
+    m15 = [tuple(r[:5]) for r in stored_rows(store, "M15")]
+    assert len(m15) == closed_m15
+    assert m15 == served(stand_in, "M15", WINTER_WEDNESDAY, WINTER_WEDNESDAY + closed_m15 * timedelta(minutes=15))
+    # One M15 call when a bar has closed, none otherwise; none for D1, whose bar of today cannot have closed.
+    assert [r.params["interval"] for r in stand_in.requests] == ["15min"] * bool(closed_m15)
+    assert sum(r.values for r in stand_in.requests) == closed_m15
     assert stored_rows(store, "D1") == []
-    if now.hour or now.minute >= 16:  # right after midnight no M15 bar of today has closed yet
-        assert now - m15[-1].timestamp < timedelta(minutes=31)
-    assert sum(r.values for r in stand_in.requests) == len(m15)
 
 
 def test_api_failures_fail_the_run_with_a_clear_message(instance, store, stand_in):

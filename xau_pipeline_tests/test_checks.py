@@ -14,6 +14,9 @@ from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 
+# Dagster materializations.
+pytestmark = pytest.mark.slow
+
 UTC = UTC
 GOLD = Symbol("XAU/USD")
 PARTITIONS = daily_partitions("2024-01-01")
@@ -64,7 +67,9 @@ def test_a_provider_hole_is_reported_and_explained(instance, resources, stand_in
     assert holed.severity == dg.AssetCheckSeverity.WARN
     h1 = evaluations(result, "H1", "no_gaps")["2024-02-07"]
     assert (h1.passed, h1.metadata[PROVIDER_EMPTY].value) == (False, 1)
-    assert all(e.passed for e in evaluations(result, "H1", "consistent_with_m15").values() if e.partition)
+    consistency = evaluations(result, "H1", "consistent_with_m15")
+    assert {day: e.passed for day, e in consistency.items() if day} == {"2024-02-06": True, "2024-02-07": True}
+    assert [consistency[day].metadata["bars_compared"].value for day in ("2024-02-06", "2024-02-07")] == [23, 22]
 
 
 def test_checks_alone_find_never_fetched_days_and_bad_rows(instance, resources, store):

@@ -258,7 +258,8 @@ def test_gaps_default_window_is_the_last_seven_days_and_phase_is_read_off_the_ba
     lines = gap_lines(out)
     assert {line[11:19] for line in lines} <= {"01:00:00", "05:00:00", "09:00:00", "13:00:00", "17:00:00", "21:00:00"}
     assert lines[-1] == "2024-03-08T09:00:00Z  not closed yet"  # closes at 13:00, after "now"
-    assert all(line.endswith("never fetched") for line in lines[:-1]) and len(lines) == int(field(out, "expected")) - 6
+    assert len(lines) == int(field(out, "expected")) - 6 > 1
+    assert all(line.endswith("never fetched") for line in lines[:-1])
     _, out, _ = run(capsys, "gaps", "H4", "--start", "2024-03-07")
     assert out.splitlines()[0].startswith("XAUUSD H4 from 2024-03-07T00:00:00Z to 2024-03-08T12:07:00Z")
 
@@ -357,6 +358,7 @@ def test_bad_settings_are_usage_errors(capsys, monkeypatch):
     assert status == 2 and err.startswith("error: bad credit budget setting") and err.count("\n") == 1
 
 
+@pytest.mark.process
 def test_console_script_bad_timeframe_has_no_traceback():
     script = Path(sys.executable).with_name("xau-pipeline")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "xau_pipeline.cli"]

@@ -43,6 +43,7 @@ def test_each_call_is_written_to_the_ledger_and_settled(store):
     assert store.credits_used_today(utc_now()) == {"backfill": (1, 1)}
 
 
+@pytest.mark.slow  # waits about 3 s
 def test_a_spent_minute_is_waited_out(store):
     """Three credits were used 58 s ago under a limit of 3: the next call waits about 3 s, not less."""
     with store.engine.begin() as connection:

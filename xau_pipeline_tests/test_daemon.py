@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 # These tests count credits or partitions of "today": keep them clear of a UTC midnight.
-pytestmark = pytest.mark.usefixtures("away_from_midnight")
+# Starts the Dagster daemon and waits for its tick (about 30 s).
+pytestmark = [pytest.mark.slow, pytest.mark.process, pytest.mark.usefixtures("away_from_midnight")]
 
 REPO = Path(__file__).resolve().parent.parent
 DAEMON = Path(sys.executable).parent / "dagster-daemon"

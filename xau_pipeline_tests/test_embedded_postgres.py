@@ -19,6 +19,9 @@ from xau_pipeline.timeframes import timeframe
 from xau_pipeline_dev import embedded_postgres
 from xau_pipeline_tests.conftest import REPO
 
+# Every test starts (and stops) an embedded PostgreSQL.
+pytestmark = pytest.mark.process
+
 UTC = UTC
 T0 = datetime(2024, 1, 2, tzinfo=UTC)
 M15 = timeframe("M15")
@@ -71,6 +74,7 @@ def _start_in_child(data_dir) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_a_crashed_run_does_not_block_the_next_start(request):
     data_dir = REPO / ".pgdata" / f"test-{os.getpid()}-crash"
     request.addfinalizer(lambda: embedded_postgres.remove(data_dir))

@@ -10,6 +10,7 @@ from contextlib import closing
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 
 from xau_pipeline_dev import embedded_postgres
@@ -49,6 +50,7 @@ def running(process: psutil.Process) -> bool:
         return False
 
 
+@pytest.mark.process
 def test_run_without_a_key_says_how_to_get_one_and_exits_2(tmp_path):
     data_dir = REPO / ".pgdata" / f"test-nokey-{os.getpid()}"
     result = subprocess.run(
@@ -64,19 +66,27 @@ def test_run_without_a_key_says_how_to_get_one_and_exits_2(tmp_path):
     assert not data_dir.exists()  # nothing was started
 
 
+def install_inputs(clone: Path) -> list[str]:
+    """The files the Makefile's install stamp depends on (the prerequisites of `$(STAMP):`)."""
+    (rule,) = [line for line in (clone / "Makefile").read_text().splitlines() if line.startswith("$(STAMP):")]
+    return rule.split(":", 1)[1].split()
+
+
 def fresh_clone(tmp_path) -> Path:
-    """A clone of the committed project whose files look older than the venv's install stamp,
-    so `make run` reuses the test's virtualenv instead of reinstalling the project from the clone."""
+    """A clone of the committed project whose install inputs look older than the venv's install stamp,
+    so `make run` reuses the test's virtualenv instead of reinstalling the project from the clone
+    (which would leave the virtualenv's editable installs pointing into the temporary clone)."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=60)
-    # Every prerequisite of the Makefile's install stamp: a newer one would reinstall the
-    # project into the test's own virtualenv, pointing it at this temporary clone.
-    (stamp_rule,) = [line for line in (clone / "Makefile").read_text().splitlines() if line.startswith("$(STAMP):")]
-    for name in stamp_rule.split(":", 1)[1].split():
+    inputs = install_inputs(clone)
+    assert "setup.py" in inputs and "pyproject.toml" in inputs, inputs
+    for name in inputs:
         os.utime(clone / name, (0, 0))
     return clone
 
 
+@pytest.mark.slow
+@pytest.mark.process
 def test_make_run_in_a_fresh_clone_starts_the_embedded_database_and_the_ui_and_stops_both(stand_in, tmp_path):
     """The README's run command in a fresh clone: no XAU_DATABASE_URL, so the embedded PostgreSQL."""
     clone = fresh_clone(tmp_path)
@@ -90,6 +100,8 @@ def test_make_run_in_a_fresh_clone_starts_the_embedded_database_and_the_ui_and_s
         TWELVE_DATA_API_KEY=TEST_API_KEY,
     )
     log = tmp_path / "launch.log"
+    stamp = Path(sys.executable).parent.parent / ".installed"
+    stamp_before = stamp.stat().st_mtime_ns if stamp.exists() else None
     started = time.monotonic()
     with open(log, "wb") as out:
         make = subprocess.Popen(
@@ -136,6 +148,8 @@ def test_make_run_in_a_fresh_clone_starts_the_embedded_database_and_the_ui_and_s
         assert "[xau_pipeline] Dagster stopped" in output and "[xau_pipeline] embedded PostgreSQL stopped" in output
         assert not alive(postmaster)
         assert not [p.cmdline() for p in spawned.values() if running(p)]  # dagster dev, webserver, daemon, code server
+        # The test's virtualenv was used as it is, not reinstalled from the clone.
+        assert (stamp.stat().st_mtime_ns if stamp.exists() else None) == stamp_before
     finally:
         if make.poll() is None:
             make.kill()

@@ -220,6 +220,7 @@ def test_retries_are_bounded(stand_in):
     assert sleeps == [1, 2, 4]
 
 
+@pytest.mark.slow  # waits for a minute boundary, about 3 s
 def test_minute_limit_is_waited_out(stand_in):
     """Both clocks are shifted to 2.5 s before a minute boundary, so the wait is short but real."""
     real = utc_now()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import re
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 import requests
 
 from xau_pipeline_dev.twelvedata_standin import Fault, RequestRecord, StandIn, StandInConfig
+from xau_pipeline_dev.twelvedata_standin.__main__ import config_from
 from xau_pipeline_dev.twelvedata_standin.prices import mid
 from xau_pipeline_dev.twelvedata_standin.sessions import in_session
 
@@ -44,11 +46,7 @@ def server():
 
 @pytest.fixture
 def stand_in(server: StandIn) -> StandIn:
-    defaults = StandInConfig(api_key=KEY)
-    server.configure(
-        **{f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults) if f.name not in ("host", "port")}
-    )
-    server.reset()
+    server.restore_defaults()
     return server
 
 
@@ -208,7 +206,7 @@ def test_parameter_errors(stand_in: StandIn) -> None:
     assert ts(stand_in, interval="1h", outputsize=0).status_code == 400
     assert ts(stand_in, interval="1h", start_date="10/06/2025").status_code == 400
     assert ts(stand_in, interval="1h", timezone="Mars/Olympus").status_code == 400
-    assert all(r.credits == 1 and r.values == 0 for r in stand_in.requests)
+    assert [(r.credits, r.values) for r in stand_in.requests] == [(1, 0)] * 8
 
 
 def test_no_data_in_range(stand_in: StandIn) -> None:
@@ -470,6 +468,52 @@ def test_faults_are_fifo_and_reset_clears_them(stand_in: StandIn) -> None:
         Fault("explode")
 
 
+def test_restore_defaults_undoes_every_setting_and_clears_the_counters(stand_in: StandIn) -> None:
+    identity = {"api_key": KEY, "host": stand_in.config.host, "port": stand_in.config.port}
+    changed = {
+        "symbols": {"XAU/USD": Decimal("1000")},
+        "credits_per_minute": 1,
+        "credits_per_day": 1,
+        "error_status": "body200",
+        "end_inclusive": False,
+        "weekend_bars": True,
+        "holes": [(utc(2025, 6, 10, 12), utc(2025, 6, 10, 13))],
+        "revisions": {utc(2025, 6, 10, 11): Decimal("10")},
+        "time_offset_seconds": 3600.0,
+        "delay_seconds": 0.01,
+        "h4_phase_hours": 1,
+        "credit_headers": False,
+        "max_outputsize": 10,
+    }
+    defaults = StandInConfig(**identity)
+    # Every setting but the server's identity is changed here, each to a value other than its default.
+    assert set(changed) | set(identity) == {f.name for f in dataclasses.fields(StandInConfig)}
+    assert all(changed[name] != getattr(defaults, name) for name in changed)
+    stand_in.configure(**changed)
+    set_clock(stand_in, WED)
+    assert ts(stand_in, interval="1h", outputsize=2).status_code == 200
+    assert ts(stand_in, interval="1h", outputsize=2).json()["code"] == 429  # the day's one credit is spent
+    stand_in.push_fault(Fault("html_502"))
+
+    stand_in.restore_defaults()
+    assert stand_in.config == defaults
+    assert stand_in.requests == []
+    assert ts(stand_in, interval="1h", outputsize=2).status_code == 200  # no fault left in the queue
+
+    # Overrides apply on top of the defaults; the credit counters started again from zero.
+    stand_in.configure(credits_per_day=1, time_offset_seconds=(WED - datetime.now(UTC)).total_seconds())
+    stand_in.restore_defaults(credits_per_day=1, time_offset_seconds=stand_in.config.time_offset_seconds)
+    assert stand_in.config == dataclasses.replace(
+        defaults, credits_per_day=1, time_offset_seconds=stand_in.config.time_offset_seconds
+    )
+    assert [ts(stand_in, interval="1h", outputsize=2).status_code for _ in range(2)] == [200, 429]
+    with pytest.raises(TypeError):
+        stand_in.restore_defaults(api_key="another")
+    with pytest.raises(TypeError):
+        stand_in.restore_defaults(no_such_field=1)
+    assert stand_in.config.api_key == KEY
+
+
 # -- control ------------------------------------------------------------------------------------
 
 
@@ -478,26 +522,59 @@ def test_configure_rejects_unknown_fields(stand_in: StandIn) -> None:
         stand_in.configure(no_such_field=1)
 
 
+def control(stand_in: StandIn, method: str, name: str, key: str | None = KEY, **kwargs):
+    headers = {"Authorization": f"apikey {key}"} if key is not None else {}
+    return requests.request(method, f"{stand_in.url}/__standin__/{name}", headers=headers, timeout=5, **kwargs)
+
+
 def test_control_endpoints(stand_in: StandIn) -> None:
     config = {
         "credits_per_minute": 1,
         "holes": [["2025-06-10T12:00:00+00:00", "2025-06-10T13:00:00+00:00"]],
         "revisions": {"2025-06-10T11:00:00Z": "10"},
     }
-    assert requests.post(stand_in.url + "/__standin__/config", json=config, timeout=5).status_code == 200
+    assert control(stand_in, "POST", "config", json=config).status_code == 200
     assert stand_in.config.holes == [(utc(2025, 6, 10, 12), utc(2025, 6, 10, 13))]
     assert stand_in.config.revisions == {utc(2025, 6, 10, 11): Decimal("10")}
     window = {"interval": "15min", "start_date": "2025-06-10 11:00:00", "end_date": "2025-06-10 13:00:00"}
     assert [r["datetime"][11:16] for r in values(stand_in, **window)] == ["13:00", "11:45", "11:30", "11:15", "11:00"]
     assert ts(stand_in, **window).status_code == 429
-    logged = requests.get(stand_in.url + "/__standin__/requests", timeout=5).json()
+    logged = control(stand_in, "GET", "requests").json()
     assert [(r["code"], r["credits"], r["values"]) for r in logged] == [(200, 1, 5), (429, 1, 0)]
     assert logged[0]["params"]["interval"] == "15min" and logged[0]["at"].startswith("20")
-    bad = requests.post(stand_in.url + "/__standin__/config", json={"nope": 1}, timeout=5)
+    shown = control(stand_in, "GET", "config", params={"apikey": KEY})  # the key in the query string works too
+    assert shown.status_code == 200
+    assert shown.json()["credits_per_minute"] == 1 and "api_key" not in shown.json() and KEY not in shown.text
+    bad = control(stand_in, "POST", "config", json={"nope": 1})
     assert bad.status_code == 400
-    assert requests.post(stand_in.url + "/__standin__/reset", timeout=5).status_code == 200
+    assert control(stand_in, "POST", "fault", json={"kind": "html_502"}).status_code == 200
+    assert ts(stand_in, **window).status_code == 502
+    assert control(stand_in, "POST", "reset").status_code == 200
     assert stand_in.requests == [] and stand_in.config.credits_per_minute == 1
     assert ts(stand_in, **window).status_code == 200
+
+
+@pytest.mark.parametrize("key", [None, "wrong-key"])
+def test_control_endpoints_require_the_key(stand_in: StandIn, key: str | None) -> None:
+    ts(stand_in, interval="1h")
+    before = stand_in.config
+    attempts = [
+        ("GET", "requests", {}),
+        ("GET", "config", {}),
+        ("POST", "config", {"json": {"api_key": "taken-over", "credits_per_minute": 1}}),
+        ("POST", "reset", {}),
+        ("POST", "fault", {"json": {"kind": "html_502"}}),
+        ("GET", "config", {"params": {"apikey": "wrong-key"}}),
+    ]
+    for method, name, kwargs in attempts:
+        response = control(stand_in, method, name, key=key, **kwargs)
+        assert response.status_code == 401, (method, name, response.text)
+        assert response.json() == {"code": 401, "message": APIKEY_MSG, "status": "error"}
+        assert KEY not in response.text and "time_series" not in response.text
+    # Nothing was changed, cleared or queued.
+    assert stand_in.config == before
+    assert [r.path for r in stand_in.requests] == ["/time_series"]
+    assert ts(stand_in, interval="1h").status_code == 200
 
 
 # -- prices and sessions ------------------------------------------------------------------------
@@ -521,36 +598,59 @@ def test_prices_are_plausible_and_positive() -> None:
         assert mid("XAG/USD", 23.0, int(utc(year, 6, 1).timestamp())) > 0
 
 
-def test_main_runs_and_stops_on_sigterm() -> None:
+def test_main_takes_the_key_from_the_environment_not_the_command_line(capsys) -> None:
+    config, note = config_from(["--port", "0", "--no-limits"], {"TWELVE_DATA_API_KEY": "env-key"})
+    assert (config.api_key, config.port, config.credits_per_minute, note) == ("env-key", 0, None, None)
+    config, note = config_from([], {})
+    assert config.api_key == "demo-key" and config.credits_per_minute == 8
+    assert note is not None and "TWELVE_DATA_API_KEY" in note and "demo-key" in note
+    assert config_from([], {"TWELVE_DATA_API_KEY": "  "})[0].api_key == "demo-key"
+    with pytest.raises(SystemExit) as exited:
+        config_from(["--api-key", "argv-key"], {})
+    assert exited.value.code == 2 and "--api-key" in capsys.readouterr().err
+
+
+def start_main(*argv: str, env: dict[str, str]) -> subprocess.Popen:
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "xau_pipeline_dev.twelvedata_standin",
-            "--port",
-            "0",
-            "--api-key",
-            "demo",
-            "--no-limits",
-        ],
+    return subprocess.Popen(
+        [sys.executable, "-m", "xau_pipeline_dev.twelvedata_standin", "--port", "0", *argv],
         cwd=root,
+        env=env,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def daily_bars(url: str, key: str) -> requests.Response:
+    return requests.get(
+        url + "/time_series",
+        headers={"Authorization": f"apikey {key}"},
+        timeout=5,
+        params={"symbol": "XAU/USD", "interval": "1day", "timezone": "UTC"},
+    )
+
+
+@pytest.mark.process
+def test_main_runs_and_stops_on_sigterm() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TWELVE_DATA_API_KEY"}
+    with_key = start_main("--no-limits", env={**env, "TWELVE_DATA_API_KEY": "env-secret-7c1d"})
+    without_key = start_main("--no-limits", env=env)
     try:
-        line = proc.stdout.readline()
-        url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
-        response = requests.get(
-            url + "/time_series",
-            headers={"Authorization": "apikey demo"},
-            timeout=5,
-            params={"symbol": "XAU/USD", "interval": "1day", "timezone": "UTC"},
+        keyed, demo = (
+            re.search(r"http://127\.0\.0\.1:\d+", p.stdout.readline()).group(0) for p in (with_key, without_key)
         )
-        assert response.status_code == 200
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
+        assert daily_bars(keyed, "env-secret-7c1d").status_code == 200
+        assert daily_bars(keyed, "demo-key").status_code == 401
+        assert daily_bars(demo, "demo-key").status_code == 200
+        for proc in (with_key, without_key):
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=5) == 0
+        assert "TWELVE_DATA_API_KEY is not set" in without_key.stderr.read()
+        assert with_key.stderr.read() == ""
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
+        for proc in (with_key, without_key):
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+            proc.stderr.close()

@@ -26,6 +26,9 @@ import requests
 
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
+# Starts the Dagster webserver and drives Chromium against it.
+pytestmark = [pytest.mark.browser, pytest.mark.process, pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parent.parent
 DAGSTER = Path(sys.executable).parent / "dagster"
 ARTIFACTS = REPO / "test-artifacts"

@@ -1,20 +1,29 @@
-"""Run the Twelve Data stand-in in the foreground until Ctrl-C or SIGTERM."""
+"""Run the Twelve Data stand-in in the foreground until Ctrl-C or SIGTERM.
+
+The API key it accepts comes from TWELVE_DATA_API_KEY (demo-key when unset), never from the
+command line, where every process listing would show it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import sys
 import threading
+from collections.abc import Mapping
 
 from .server import StandIn, StandInConfig
 
+KEY_VARIABLE = "TWELVE_DATA_API_KEY"
+FALLBACK_KEY = "demo-key"
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, serve, and stop cleanly on SIGINT/SIGTERM."""
+
+def config_from(argv: list[str] | None, environ: Mapping[str, str]) -> tuple[StandInConfig, str | None]:
+    """The configuration the command line and the environment ask for, and a note for the user (or None)."""
     parser = argparse.ArgumentParser(prog="python -m xau_pipeline_dev.twelvedata_standin", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--api-key", default="demo-key")
     parser.add_argument("--credits-per-minute", type=int, default=8)
     parser.add_argument("--credits-per-day", type=int, default=800)
     parser.add_argument("--no-limits", action="store_true", help="no per-minute or per-day credit limit")
@@ -22,8 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weekend-bars", action="store_true", help="serve flat bars outside the sessions")
     args = parser.parse_args(argv)
 
+    key = environ.get(KEY_VARIABLE, "").strip()
+    note = None
+    if not key:
+        key = FALLBACK_KEY
+        note = f"{KEY_VARIABLE} is not set: the stand-in accepts the key {FALLBACK_KEY!r}"
     config = StandInConfig(
-        api_key=args.api_key,
+        api_key=key,
         host=args.host,
         port=args.port,
         credits_per_minute=None if args.no_limits else args.credits_per_minute,
@@ -31,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         error_status=args.error_status,
         weekend_bars=args.weekend_bars,
     )
+    return config, note
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, serve, and stop cleanly on SIGINT/SIGTERM."""
+    config, note = config_from(argv, os.environ)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

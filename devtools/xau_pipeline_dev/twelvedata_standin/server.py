@@ -240,7 +240,9 @@ class StandIn:
         if self._httpd is None:
             raise RuntimeError("the stand-in is not running")
         host, port = self._httpd.server_address[:2]
-        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
+        if isinstance(host, bytes):
+            host = host.decode()
+        return f"http://{host}:{port}"
 
     @property
     def config(self) -> StandInConfig:
@@ -276,6 +278,20 @@ class StandIn:
             self._minute_used.clear()
             self._day_used.clear()
             self._faults.clear()
+
+    def restore_defaults(self, **overrides: Any) -> None:
+        """Every setting back to ``StandInConfig``'s default, then ``overrides``; and ``reset()``.
+
+        The identity of the server (``api_key``, ``host``, ``port``) stays as it is: clients keep
+        their key and URL. An unknown field, or one of those three, raises ``TypeError``.
+        """
+        kept = ("api_key", "host", "port")
+        if clash := sorted(set(overrides) & set(kept)):
+            raise TypeError(f"restore_defaults keeps {', '.join(kept)}; cannot override {', '.join(clash)}")
+        with self._lock:
+            identity = {name: getattr(self._config, name) for name in kept}
+            self._config = StandInConfig(**identity, **overrides)
+        self.reset()
 
     def now(self) -> datetime:
         """The stand-in's clock: real UTC now plus ``time_offset_seconds``."""
@@ -487,13 +503,19 @@ class StandIn:
         ]
         return {"meta": meta, "values": values, "status": "ok"}, len(values)
 
-    def _handle_control(self, method: str, path: str, body: bytes) -> _Reply:
-        """Answer a ``/__standin__/...`` control request (no auth, no credits, not logged)."""
+    def _handle_control(
+        self, method: str, path: str, params: dict[str, str], authorization: str | None, body: bytes
+    ) -> _Reply:
+        """Answer a ``/__standin__/...`` control request (the API key required; no credits, not logged)."""
+        if not self._authorized(self.config, params, authorization):
+            return _Reply(401, _json_bytes({"code": 401, "message": MSG_APIKEY, "status": "error"}))
         try:
             if method == "GET" and path == "/__standin__/requests":
                 return _Reply(200, _json_bytes([r.to_json() for r in self.requests]))
             if method == "GET" and path == "/__standin__/config":
-                return _Reply(200, _json_bytes(config_to_json(self.config)))
+                # The caller holds the key already; it is not echoed back.
+                shown = {k: v for k, v in config_to_json(self.config).items() if k != "api_key"}
+                return _Reply(200, _json_bytes(shown))
             if method == "POST" and path == "/__standin__/config":
                 self.configure(**config_from_json(json.loads(body or b"{}")))
                 return _Reply(200, _json_bytes({"status": "ok"}))
@@ -593,11 +615,12 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         stand_in = self.server.stand_in
+        params = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        authorization = self.headers.get("Authorization")
         if parts.path.startswith("/__standin__/"):
-            reply = stand_in._handle_control(method, parts.path.rstrip("/"), body)
+            reply = stand_in._handle_control(method, parts.path.rstrip("/"), params, authorization, body)
         else:
-            params = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-            reply = stand_in._handle_api(method, parts.path, params, self.headers.get("Authorization"))
+            reply = stand_in._handle_api(method, parts.path, params, authorization)
         if reply.reset:
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
