@@ -14,16 +14,18 @@ against pandas-market-calendars 5.5.0, where ``CMEGlobex_Gold`` is an alias of
 A holiday halts trading at the close listed and trading resumes at 17:00 Chicago for the next
 trade date (the library's next session), except before a weekend or a closure.
 
-What the library gets wrong, found by running the gap check over a year and more of real XAU/USD
-bars (Dukascopy M15, H1 and D1 in ../shared/realdata/) and against the CME-derived tables cited:
+What the library gets wrong, found by running the gap check over real XAU/USD bars (Dukascopy M15
+of 2024-2026, H1 and D1 of 2022-2026, in ../shared/realdata/) and against the tables cited below:
 
 * Labor Day: the library closes at 12:00 Chicago (the pre-2022 rule) in every year but 2026. CME
   metals and the data trade until 13:30 in 2022, 2023, 2024 and 2025.
 * The day after Thanksgiving: the library closes at 12:45 Chicago in every year but 2026. The data
-  and CME's tables close at 13:45 in 2024 and 2025 (and CME's 2026 schedule, which the library has).
+  closes at 13:45 in 2024 and 2025, as Lean's table lists for 2025 and CME's 2026 schedule (which
+  the library has) for 2026.
 * A US holiday on a Friday (Independence Day 2025-07-04; Juneteenth observed 2027-06-18): the
-  library closes at 13:30 Chicago. Every feed stops at 12:00, as CME's tables list; CME's 2026
-  schedule does the same for Fri 2026-06-19 and Fri 2026-07-03 (the library has those two).
+  library closes at 13:30 Chicago. The data stops at 12:00 on 2025-07-04, and Lean's table lists
+  12:00 for both; CME's 2026 schedule does the same for Fri 2026-06-19 and Fri 2026-07-03 (the
+  library has those two).
 * Christmas Eve: the library has an early close only for 2026-12-24 (12:45 Chicago, from CME's 2026
   schedule, pandas_market_calendars issue #464 / PR #469); every other Christmas Eve that is a
   trading day is a regular 16:00 close there.
@@ -47,14 +49,14 @@ trades until 16:00 Chicago on 2024-12-31 and 2025-12-31 (last M15 bar 15:45-16:0
 Year's Eve early close is listed; add a table entry if a CME notice for a given year says otherwise.
 
 UNCERTAIN:
-* Christmas Eve 2015 is inferred from the recurring rule, not read from that year's CME notice; the
-  library's own test suite asserts 2020 had no early closes in December
-  (tests/test_exchange_calendar_cme_globex_energy_and_metals.py::test_2020), which contradicts
-  the rule and Lean's 2020 table. We follow the rule.
+* Christmas Eve 2015, 2029 and 2030 (`EARLY_CLOSES`) follow the recurring rule, not a CME notice
+  for that year. The library's own test suite asserts 2020 had no early closes in December
+  (tests/test_exchange_calendar_cme_globex_energy_and_metals.py::test_2020), which contradicts the
+  rule and Lean's 2020 table; we follow the rule.
 * 2027 entries other than Juneteenth are projections of the 2024-2026 pattern, and so is everything
   `projected_close` returns: CME publishes each year's hours only months ahead.
-* Where only H1 data exists (before 2024), a close is known to the hour; the table takes the
-  latest close the bars allow.
+* Where the table follows H1 data alone (2022-2023), the close is known only to the hour; it
+  takes the latest close those bars allow.
 """
 
 from __future__ import annotations
@@ -288,9 +290,8 @@ def _christmas_eve(year: int) -> EarlyClose:
     return EarlyClose(date(year, 12, 24), CHRISTMAS_EVE_CLOSE, "Christmas Eve (CME metals 12:45 CT)")
 
 
-# Every Dec 24 in 2015-2030 outside the table years that is a Monday-Thursday trading day. Not trading
-# days: Saturdays/Sundays (2016, 2017, 2028) and Fridays, the observed Christmas holiday. 2018 is in
-# Lean's table (12/24/2018 13:45 ET).
+# Every Dec 24 in 2015-2030 outside the table years that is a Monday-Thursday trading day (Dec 24 of
+# 2016, 2017 and 2028 falls on a weekend). 2018 is in Lean's table too (12/24/2018 13:45 ET).
 EARLY_CLOSES: tuple[EarlyClose, ...] = tuple(_christmas_eve(year) for year in (2015, 2018, 2029, 2030))
 
 # Whole CME trade dates to drop from the library's schedule. None are known to be missing.
