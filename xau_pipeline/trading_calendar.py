@@ -7,7 +7,9 @@ Three policies, by name (`CALENDAR_NAMES`):
   Day and New Year's Day; early closes on US holidays. Built from pandas_market_calendars'
   ``CMEGlobex_Gold`` schedule (one session per CME trade date, open the previous evening at 17:00
   Chicago, close 16:00 Chicago; the daily break is the gap between a close and the next open)
-  plus the corrections in `xau_pipeline.calendar_overrides`.
+  plus the corrections in `xau_pipeline.calendar_overrides`: a per-year table of CME metals
+  holiday hours for 2019-2027 (checked against real XAU/USD bars) that replaces the library's
+  holiday closes, the same pattern projected after 2027, and Christmas Eve outside the table.
 * ``fx_24x5``: Sunday 17:00 to Friday 17:00 New York time, continuous, no holidays.
 * ``24x7``: always open.
 
@@ -300,13 +302,30 @@ def _utc_us_array(column) -> np.ndarray:
 
 def _apply_overrides(trading_dates: list[date], opens: np.ndarray, closes: np.ndarray) -> np.ndarray:
     """Apply calendar_overrides to the library's sessions in place; returns the keep mask."""
+    chicago = calendar_overrides.CHICAGO
     position = {d: i for i, d in enumerate(trading_dates)}
     keep = np.ones(len(trading_dates), dtype=bool)
+    # Every trade date not in the table and after its years: project the known-wrong library rules.
+    last_table_year = calendar_overrides.HOLIDAY_HOURS_YEARS[-1]
+    for k, day in enumerate(trading_dates):
+        if day.year > last_table_year:
+            close = calendar_overrides.projected_close(day, _from_us(closes[k]).astimezone(chicago).time())
+            if close is not None:
+                closes[k] = max(int(opens[k]), _local_us(day, close, chicago))
+    # The table decides its dates: a close replaces the library's (earlier or later), None drops the day.
+    for hours in calendar_overrides.HOLIDAY_HOURS:
+        i = position.get(hours.trading_date)
+        if i is None:  # not a trading day in the library either (tests check early closes are)
+            continue
+        if hours.close is None:
+            keep[i] = False
+        else:
+            closes[i] = max(int(opens[i]), _local_us(hours.trading_date, hours.close, chicago))
     for early in calendar_overrides.EARLY_CLOSES:
         i = position.get(early.trading_date)
         if i is None:  # not a trading day in the library (tests check none of ours are like that)
             continue
-        close_us = _local_us(early.trading_date, early.close, calendar_overrides.CHICAGO)
+        close_us = _local_us(early.trading_date, early.close, chicago)
         closes[i] = max(int(opens[i]), min(int(closes[i]), close_us))
     for closed in calendar_overrides.CLOSED_TRADING_DATES:
         i = position.get(closed)

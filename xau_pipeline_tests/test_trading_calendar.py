@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import random
 import warnings
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 
 import pytest
 
@@ -213,6 +213,13 @@ def test_slot_grid(start, end, bar, phase, expected):
         # Independence Day 2024-07-04 (summer): 00:00-18:30 (74) + 22:00-24:00 (8).
         pytest.param((2024, 1, 15), 82, id="mlk-early-close"),
         pytest.param((2024, 7, 4), 82, id="july4-early-close"),
+        # Holiday hours the library had wrong (the real data trades them like this).
+        # Labor Day 2024-09-02 (summer) halts 13:30 CDT: 00:00-18:30 (74) + 22:00-24:00 (8).
+        # The day after Thanksgiving 2024-11-29 (winter, a Friday) closes 13:45 CST: 00:00-19:45.
+        # Independence Day 2025-07-04 (a Friday) closes 12:00 CDT: 00:00-17:00.
+        pytest.param((2024, 9, 2), 82, id="labor-day-1330"),
+        pytest.param((2024, 11, 29), 79, id="day-after-thanksgiving-1345"),
+        pytest.param((2025, 7, 4), 68, id="friday-july4-1200"),
     ],
 )
 def test_cme_gold_m15_slots_per_utc_day(cme, ymd, expected):
@@ -449,17 +456,77 @@ def test_cme_gold_christmas_eve_closes_1245_chicago(cme, year, expected):
     assert cme.sessions(halt, reopen + H1) == [(reopen, reopen + H1)]
 
 
-def test_every_override_names_a_library_trading_day():
-    """An override for a date the library does not trade would be skipped silently."""
+def _library_schedule(first: date, last: date):
     import pandas_market_calendars as mcal
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        library = mcal.get_calendar("CMEGlobex_Gold")
-        for early in calendar_overrides.EARLY_CLOSES:
-            schedule = library.schedule(early.trading_date, early.trading_date)
-            assert len(schedule) == 1, early
-            assert early.close.hour < 16, early  # earlier than the regular 16:00 Chicago close
+        return mcal.get_calendar("CMEGlobex_Gold").schedule(first, last)
+
+
+def test_every_override_names_a_library_trading_day():
+    """An early close for a date the library does not trade would be skipped silently."""
+    early_closes = [(e.trading_date, e.close) for e in calendar_overrides.EARLY_CLOSES] + [
+        (h.trading_date, h.close) for h in calendar_overrides.HOLIDAY_HOURS if h.close is not None
+    ]
+    first, last = min(d for d, _ in early_closes), max(d for d, _ in early_closes)
+    traded = {ts.date() for ts in _library_schedule(first, last).index}
+    for trading_date, close in early_closes:
+        assert trading_date in traded, trading_date
+        assert close < time(16), trading_date  # earlier than the regular 16:00 Chicago close
+
+
+def test_holiday_hours_table_is_complete_sourced_and_sorted():
+    """The table covers 2019-2027 whole: every trade date on which the library deviates from
+    17:00-16:00 Chicago (an early close, or a weekday without a session) has an entry, closures
+    are closures in the library too, and every entry names its source."""
+    table = calendar_overrides.HOLIDAY_HOURS
+    years = calendar_overrides.HOLIDAY_HOURS_YEARS
+    dates = [h.trading_date for h in table]
+    assert dates == sorted(set(dates))
+    assert {d.year for d in dates} == set(years)
+    assert all(h.source.strip() and h.holiday.strip() for h in table)
+    schedule = _library_schedule(date(years[0], 1, 1), date(years[-1], 12, 31))
+    traded = {ts.date() for ts in schedule.index}
+    closes = schedule["market_close"].dt.tz_convert(calendar_overrides.CHICAGO)
+    library_early = {ts.date() for ts, close in zip(schedule.index, closes) if close.time() != time(16)}
+    weekdays = {date(years[0], 1, 1) + timedelta(days=n) for n in range(366 * len(years))}
+    library_closed = {d for d in weekdays if d.year in years and d.weekday() < 5 and d not in traded}
+    assert library_early | library_closed <= set(dates)
+    assert {h.trading_date for h in table if h.close is None} == library_closed
+
+
+# The three library rules the real data contradicted, and the same pattern elsewhere. Chicago
+# times: (trade date, close, the library's close).
+FIXED_CLOSES = [
+    (date(2022, 9, 5), (13, 30), "Labor Day: library 12:00"),
+    (date(2023, 9, 4), (13, 30), "Labor Day: library 12:00"),
+    (date(2024, 9, 2), (13, 30), "Labor Day: library 12:00"),
+    (date(2025, 9, 1), (13, 30), "Labor Day: library 12:00"),
+    (date(2024, 11, 29), (13, 45), "day after Thanksgiving: library 12:45"),
+    (date(2025, 11, 28), (13, 45), "day after Thanksgiving: library 12:45"),
+    (date(2025, 7, 4), (12, 0), "Independence Day on a Friday: library 13:30"),
+    (date(2027, 6, 18), (12, 0), "Juneteenth observed on a Friday: library 13:30"),
+    (date(2022, 1, 17), (12, 0), "MLK Day 2022, as the H1 data trades: library 13:30"),
+    # After the table: projected_close.
+    (date(2028, 9, 4), (13, 30), "projected Labor Day: library 12:00"),
+    (date(2028, 11, 24), (13, 45), "projected day after Thanksgiving: library 12:45"),
+    (date(2031, 7, 4), (12, 0), "projected Friday Independence Day: library 13:30"),
+    (date(2028, 7, 4), (13, 30), "projected Tuesday Independence Day: library's 13:30 kept"),
+]
+
+
+@pytest.mark.parametrize("trading_date, close, why", FIXED_CLOSES, ids=[f"{d}" for d, _, _ in FIXED_CLOSES])
+def test_cme_gold_holiday_closes(cme, trading_date, close, why):
+    """The session of each trade date ends at the close listed, and the market is shut from then
+    until 17:00 Chicago that evening (or the Sunday open after a Friday)."""
+    halt = datetime.combine(trading_date, time(*close), calendar_overrides.CHICAGO).astimezone(UTC)
+    reopen = datetime.combine(trading_date, time(17), calendar_overrides.CHICAGO)
+    if trading_date.weekday() == 4:
+        reopen += timedelta(days=2)
+    reopen = reopen.astimezone(UTC)
+    assert cme.is_open(halt - timedelta(microseconds=1)), why
+    assert cme.sessions(halt - H1, reopen + H1) == [(halt - H1, halt), (reopen, reopen + H1)], why
 
 
 def test_library_warnings_do_not_escape():
