@@ -60,10 +60,21 @@ def _ledger_table(store: CandleStore, report: IngestReport, run_id: str) -> str:
     )
 
 
+def _quarantine_table(report: IngestReport) -> str:
+    return markdown_table(
+        ("open time (UTC)", "reason", "raw values"),
+        [
+            (utc_label(r.open_time), r.reason, r.raw.replace("|", "/")[:120])
+            for r in report.quarantined[: NEWEST_BARS_SHOWN * 4]
+        ],
+        empty="none",
+    )
+
+
 def report_metadata(store: CandleStore, report: IngestReport, run_id: str) -> dict[str, Any]:
     """What the UI shows for a materialization."""
     stored, first, last = store.summary(report.symbol.name, report.timeframe, report.start, report.end)
-    stopped = {} if report.complete else {"stopped_early": f"{type(report.fetch.error).__name__}: {report.fetch.error}"}
+    stopped = {} if report.complete else {"stopped_early": f"{type(report.error).__name__}: {report.error}"}
     return {
         **stopped,
         "dagster/row_count": stored,
@@ -73,9 +84,11 @@ def report_metadata(store: CandleStore, report: IngestReport, run_id: str) -> di
         "window": f"{utc_label(report.start)} .. {utc_label(report.end)}",
         "first_bar": utc_label(first),
         "last_bar": utc_label(last),
-        "api_calls": report.fetch.calls,
-        "api_credits": report.fetch.credits,
-        "forming_bars_skipped": report.fetch.forming_dropped,
+        "api_calls": report.calls,
+        "api_credits": report.credits,
+        "forming_bars_skipped": report.forming_dropped,
+        "bars_quarantined": len(report.quarantined),
+        "quarantined_bars": dg.MetadataValue.md(_quarantine_table(report)),
         "newest_bars": dg.MetadataValue.md(_newest_bars_table(store, report)),
         "api_call_ledger": dg.MetadataValue.md(_ledger_table(store, report, run_id)),
     }
@@ -115,18 +128,32 @@ def build_candle_asset(
             client = twelvedata.client(log=context.log, budget=budget)
             try:
                 report = ingest(
-                    client, store, symbol, timeframe, start, end, force=config.force_refetch, log=context.log
+                    client,
+                    store,
+                    symbol,
+                    timeframe,
+                    start,
+                    end,
+                    force=config.force_refetch,
+                    log=context.log,
+                    run_id=context.run.run_id,
                 )
             finally:
                 client.close()
         except (TwelveDataError, StoreUnavailableError, SchemaNotCurrentError) as exc:
             raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from None
-        error = report.fetch.error
+        error = report.error
+        if isinstance(error, StoreUnavailableError):
+            # One typed line: what happened, and that nothing was half-written (each window is one transaction).
+            raise dg.Failure(
+                description=f"StoreUnavailableError: {error} ({len(report.windows)} window(s) stored before it)",
+                allow_retries=False,
+            )
         if error is not None and not isinstance(error, TwelveDataError):
-            raise error  # not an API failure: a bug or an outage, shown with its traceback
+            raise error  # not an API failure: a bug, shown with its traceback
         if error is not None and not isinstance(error, CreditBudgetExhausted):
             raise dg.Failure(
-                description=f"{type(error).__name__}: {error} (the {len(report.fetch.windows)} window(s) fetched before it are stored)",
+                description=f"{type(error).__name__}: {error} (the {len(report.windows)} window(s) fetched before it are stored)",
                 metadata=report_metadata(store, report, context.run.run_id),
                 allow_retries=False,
             )

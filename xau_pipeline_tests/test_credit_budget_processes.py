@@ -161,11 +161,15 @@ def test_minute_limit_answers_are_waited_out_during_an_ingest(store, stand_in):
     report = ingest(client, store, gold, m15, start, end)
     elapsed = time.monotonic() - began
 
-    assert report.complete, report.fetch.error
+    assert report.complete, report.error
     assert [r.code for r in stand_in.requests] == [200, 200, 429, 200], stand_in.requests
     expected = stand_in.bars("XAU/USD", "15min", start, end)
     assert len(expected) > 2 * 5000
-    assert [b.open_time for b in report.fetch.bars] == [b["datetime"] for b in expected]
+    with store.engine.connect() as connection:
+        stored = connection.execute(
+            sa.text('SELECT "timestamp" FROM candles WHERE timeframe = \'M15\' ORDER BY "timestamp"')
+        ).scalars()
+        assert list(stored) == [b["datetime"] for b in expected]
     assert report.counts.inserted == len(expected)
     assert store.summary(gold.name, m15, start, end)[0] == len(expected)
     assert 1.5 < elapsed < 20
