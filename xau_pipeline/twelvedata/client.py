@@ -208,7 +208,6 @@ class TwelveDataClient:
     def _new_session(self) -> requests.Session:
         session = requests.Session()
         session.headers.update({"Authorization": f"apikey {self._api_key}", "User-Agent": "xau-pipeline"})
-        session.max_redirects = 0
         return session
 
     def __repr__(self) -> str:
