@@ -114,10 +114,13 @@ def ingest(
     done = 0
     try:
         for planner in planners:
-            window_end = planner.end
-            while window_end > planner.start:
-                window = planner.window_ending_at(window_end)
-                window_end = _fetch_window(client, store, report, window, force, policy, run_id)
+            cursor = planner.end
+            while cursor > planner.start:
+                cursor, called = _fetch_newest_missing(
+                    client, store, report, (planner.start, cursor), force, policy, run_id
+                )
+                if not called:
+                    continue
                 done += 1
                 log.info(
                     f"{symbol.name} {timeframe.name}: window {done} of {max(planned, done)} fetched, "
@@ -143,27 +146,30 @@ def ingest(
     return report
 
 
-def _fetch_window(
+def _fetch_newest_missing(
     client: TwelveDataClient,
     store: CandleStore,
     report: IngestReport,
-    window: Interval,
+    span: Interval,
     force: bool,
     policy,
     run_id: str | None,
-) -> datetime:
-    """Fetch and store one request window under a claim; returns where the next (older) window ends."""
+) -> tuple[datetime, bool]:
+    """Under a claim on the series: fetch and store the newest window still missing in `span`.
+
+    Returns where the rest of the span ends (its start when nothing is left), and whether a call was made.
+    Coverage is re-read after the claim, so a concurrent run's windows are never asked for again: the
+    window asked for is the one a run alone would ask for next.
+    """
     symbol, timeframe = report.symbol, report.timeframe
     bar = timeframe.bar
     with store.claim_window(symbol.name, timeframe) as claim:
-        ask_start, ask_end = window
-        if not force:
-            # Re-read after the claim: a concurrent run may have stored (part of) it meanwhile.
-            missing = claim.missing(*window)
-            if not missing or not merge_gaps(missing, bar, policy):
-                report.windows_already_stored += 1
-                return window[0]
-            ask_start, ask_end = missing[0][0], missing[-1][1]
+        spans = [span] if force else merge_gaps(claim.missing(*span), bar, policy)
+        if not spans:
+            report.windows_already_stored += 1
+            return span[0], False
+        newest = spans[-1]
+        ask_start, ask_end = WindowPlanner(newest, bar, policy).window_ending_at(newest[1])
         as_of = client.clock() - CLOSE_MARGIN
         calls_before, credits_before = client.calls, client.credits
         try:
@@ -191,4 +197,4 @@ def _fetch_window(
     report.quarantined += rejected
     report.windows.append(fetched)
     report.add(counts)
-    return covered_start if page.full else window[0]
+    return covered_start, True
