@@ -183,10 +183,10 @@ def _fetch_newest_missing(
         rejected += screened_out
         covered_start, covered_end = ask_start, ask_end
         if page.full and in_window:
-            # A full page may have left bars out: cover only what it spans.
-            opens = [b.open_time for b, _ in in_window]
-            covered_start = max(ask_start, min(opens))
-            covered_end = min(ask_end, max(opens) + bar)
+            # A full page left the oldest bars out (Twelve Data keeps the newest): it covers from its
+            # oldest bar to the end asked for, so a closed or empty stretch at the end is not a seam
+            # that a rerun would pay for again.
+            covered_start = max(ask_start, min(b.open_time for b, _ in in_window))
         closed = [b for b in good if b.open_time + bar <= as_of]
         fetched = FetchedWindow(covered_start, covered_end, as_of, len(closed))
         outcome = f"ok: {len(closed)} bars" + (f", {len(rejected)} quarantined" if rejected else "")
