@@ -1,12 +1,13 @@
 """One partitioned candle asset per (symbol, timeframe), built by one factory."""
 
 # No `from __future__ import annotations` here: Dagster reads the Config annotation at runtime.
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
+from xau_pipeline.bars import subtract
 from xau_pipeline.credit_budget import CreditBudgetExhausted
 from xau_pipeline.ingest import IngestReport, ingest
 from xau_pipeline.markdown import markdown_table
@@ -94,6 +95,20 @@ def report_metadata(store: CandleStore, report: IngestReport, run_id: str) -> di
     }
 
 
+def fully_fetched_partitions(
+    store: CandleStore, report: IngestReport, partitions_def: dg.PartitionsDefinition, keys: list[str]
+) -> list[str]:
+    """The partition keys whose bars (those that could have closed) were all fetched closed."""
+    covered = store.covered(report.symbol.name, report.timeframe, report.start, report.end)
+    done = []
+    for key in keys:
+        window = partitions_def.time_window_for_partition_key(key)  # type: ignore[attr-defined]
+        start, end = window.start, min(window.end, report.end)
+        if start < end and not subtract((start, end), covered):
+            done.append(key)
+    return done
+
+
 def build_candle_asset(
     symbol: Symbol, timeframe: Timeframe, partitions_def: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
@@ -108,6 +123,8 @@ def build_candle_asset(
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"api", "postgres"},
         pool="twelvedata",
+        # A backfill stopped by the credit budget materializes only the partitions it fully fetched.
+        output_required=False,
         description=(
             f"{symbol.api_symbol} {timeframe.name} ({timeframe.interval}) OHLC candles from Twelve Data, "
             "upserted into PostgreSQL `candles`; only closed bars, only what was not fetched closed before."
@@ -118,7 +135,7 @@ def build_candle_asset(
         config: CandleFetchConfig,
         twelvedata: TwelveDataResource,
         candle_store: CandleStoreResource,
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult]:
         start, end = context.partition_time_window
         try:
             store = candle_store.store()
@@ -157,6 +174,25 @@ def build_candle_asset(
                 metadata=report_metadata(store, report, context.run.run_id),
                 allow_retries=False,
             )
-        return dg.MaterializeResult(metadata=report_metadata(store, report, context.run.run_id))
+        metadata = report_metadata(store, report, context.run.run_id)
+        if error is None:
+            yield dg.MaterializeResult(metadata=metadata)
+            return
+        # Stopped by the budget: the partitions left (partly) unfetched stay unmaterialized, so the UI
+        # and the repair sensor see them as missing; the rest are reported one by one.
+        keys = context.partition_keys
+        done = fully_fetched_partitions(store, report, partitions_def, keys)
+        context.log.warning(
+            f"stopped early: {len(done)} of {len(keys)} partition(s) fully fetched and materialized; "
+            f"the other {len(keys) - len(done)} stay unmaterialized until a later run fetches them"
+        )
+        for key in done:
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=context.asset_key,
+                    partition=key,
+                    metadata={**metadata, "partitions_fully_fetched": len(done), "partitions_requested": len(keys)},
+                )
+            )
 
     return candles

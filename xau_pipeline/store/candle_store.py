@@ -140,6 +140,11 @@ class CandleStore:
 
     # -- candles and coverage -----------------------------------------------------------------
 
+    def covered(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime) -> list[Interval]:
+        """Intervals of open times within reach of [start, end) whose bars were fetched closed."""
+        with self._connect() as connection:
+            return covered_intervals(connection, symbol, timeframe.name, start, end)
+
     def missing(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime) -> list[Interval]:
         """Parts of [start, end) whose bars were never fetched after closing."""
         with self._connect() as connection:
