@@ -56,11 +56,6 @@ class IngestReport:
             c.inserted + counts.inserted, c.updated + counts.updated, c.unchanged + counts.unchanged
         )
 
-    def fetched_until(self) -> datetime | None:
-        """The oldest open from which [.., end) is wholly fetched, None if nothing was (windows run newest first)."""
-        covered = sorted((w.start, w.end) for w in self.windows)
-        return covered[0][0] if covered else None
-
 
 def grid_phase(claim: WindowClaim, timeframe: Timeframe, parsed) -> timedelta:
     """The series' grid offset: 0 for M15, H1 and D1 (asked in UTC, D1 bars carry dates); for H4 the
