@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import psycopg2
 import sqlalchemy as sa
 
 from xau_pipeline import credit_budget
@@ -36,6 +37,9 @@ __all__ = ["CandleStore", "SchemaNotCurrentError", "StoreUnavailableError", "Win
 _current: set[str] = set()
 _current_lock = threading.Lock()
 
+
+# A lost server shows as SQLAlchemy's wrapped errors, or as psycopg2's own from raw-cursor COPYs.
+CONNECTION_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg2.OperationalError, psycopg2.InterfaceError)
 
 # Transaction-scoped: one process at a time works on (re-reads, fetches, stores) a series' window.
 CLAIM_SERIES = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:series, 1))")
@@ -100,9 +104,9 @@ class CandleStore:
         try:
             with self.engine.connect() as connection:
                 yield connection
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        except CONNECTION_ERRORS as exc:
             raise StoreUnavailableError(
-                f"cannot reach the candle database at {safe_url(self.url)}: {str(exc.orig).strip()}"
+                f"cannot reach the candle database at {safe_url(self.url)}: {str(getattr(exc, 'orig', exc)).strip()}"
             ) from None
 
     # -- schema ------------------------------------------------------------------------------
@@ -163,7 +167,7 @@ class CandleStore:
         try:
             with self.engine.begin() as connection:
                 yield connection
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        except CONNECTION_ERRORS as exc:
             orig = getattr(exc, "orig", None) or exc
             raise StoreUnavailableError(
                 f"the candle database at {safe_url(self.url)} was lost while {doing}: "
