@@ -111,9 +111,7 @@ def ingest(
         for planner in planners:
             cursor = planner.end
             while cursor > planner.start:
-                cursor, called = _fetch_newest_missing(
-                    client, store, report, (planner.start, cursor), force, policy, run_id
-                )
+                cursor, called = _fetch_newest_missing(client, store, report, planner, cursor, force, policy, run_id)
                 if not called:
                     continue
                 done += 1
@@ -145,12 +143,14 @@ def _fetch_newest_missing(
     client: TwelveDataClient,
     store: CandleStore,
     report: IngestReport,
-    span: Interval,
+    planner: WindowPlanner,
+    cursor: datetime,
     force: bool,
     policy,
     run_id: str | None,
 ) -> tuple[datetime, bool]:
-    """Under a claim on the series: fetch and store the newest window still missing in `span`.
+    """Under a claim on the series: fetch and store the newest window still missing in
+    [planner.start, cursor).
 
     Returns where the rest of the span ends (its start when nothing is left), and whether a call was made.
     Coverage is re-read after the claim, so a concurrent run's windows are never asked for again: the
@@ -159,12 +159,15 @@ def _fetch_newest_missing(
     symbol, timeframe = report.symbol, report.timeframe
     bar = timeframe.bar
     with store.claim_window(symbol.name, timeframe) as claim:
+        span = (planner.start, cursor)
         spans = [span] if force else merge_gaps(claim.missing(*span), bar, policy)
         if not spans:
             report.windows_already_stored += 1
             return span[0], False
-        newest = spans[-1]
-        ask_start, ask_end = WindowPlanner(newest, bar, policy).window_ending_at(newest[1])
+        newest_start, ask_end = spans[-1]
+        # The planner's slots are the calendar's, whatever is stored: its window ending at `ask_end`,
+        # clipped to the missing span, is the window a run alone would ask for.
+        ask_start = max(newest_start, planner.window_ending_at(ask_end)[0])
         as_of = client.clock() - CLOSE_MARGIN
         calls_before, credits_before = client.calls, client.credits
         try:
