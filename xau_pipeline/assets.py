@@ -64,10 +64,7 @@ def _ledger_table(store: CandleStore, report: IngestReport, run_id: str) -> str:
 def _quarantine_table(report: IngestReport) -> str:
     return markdown_table(
         ("open time (UTC)", "reason", "raw values"),
-        [
-            (utc_label(r.open_time), r.reason, r.raw.replace("|", "/")[:120])
-            for r in report.quarantined[: NEWEST_BARS_SHOWN * 4]
-        ],
+        [(utc_label(r.open_time), r.reason, r.raw.replace("|", "/")[:120]) for r in report.quarantine_samples],
         empty="none",
     )
 
@@ -88,7 +85,7 @@ def report_metadata(store: CandleStore, report: IngestReport, run_id: str) -> di
         "api_calls": report.calls,
         "api_credits": report.credits,
         "forming_bars_skipped": report.forming_dropped,
-        "bars_quarantined": len(report.quarantined),
+        "bars_quarantined": report.quarantined,
         "quarantined_bars": dg.MetadataValue.md(_quarantine_table(report)),
         "newest_bars": dg.MetadataValue.md(_newest_bars_table(store, report)),
         "api_call_ledger": dg.MetadataValue.md(_ledger_table(store, report, run_id)),

@@ -26,6 +26,7 @@ from xau_pipeline.validation import Rejected, answer_phase, parse_values, screen
 logger = logging.getLogger(__name__)
 
 ONE_HOUR = timedelta(hours=1)
+QUARANTINE_SAMPLES = 20
 
 
 @dataclass
@@ -41,7 +42,10 @@ class IngestReport:
     calls: int = 0
     credits: int = 0
     forming_dropped: int = 0
-    quarantined: list[Rejected] = field(default_factory=list)
+    quarantined: int = 0
+    # The first few quarantined bars (the rest are in `candle_quarantine`): memory stays bounded.
+    quarantine_samples: list[Rejected] = field(default_factory=list)
+    quarantine_reasons: set[str] = field(default_factory=set)
     windows_already_stored: int = 0
     counts: UpsertCounts = field(default_factory=UpsertCounts)
     error: Exception | None = None
@@ -126,15 +130,15 @@ def ingest(
             f"{report.counts.changed} row(s) written: {type(exc).__name__}: {exc}"
         )
     if report.quarantined:
-        reasons = sorted({r.reason.split(":")[0].split(" (")[0] for r in report.quarantined})
         log.error(
-            f"{symbol.name} {timeframe.name}: {len(report.quarantined)} bar(s) quarantined, not stored: {', '.join(reasons)}"
+            f"{symbol.name} {timeframe.name}: {report.quarantined} bar(s) quarantined, not stored: "
+            + ", ".join(sorted(report.quarantine_reasons))
         )
     log.info(
         f"{symbol.name} {timeframe.name}: {report.counts.inserted} inserted, {report.counts.updated} updated, "
         f"{report.counts.unchanged} unchanged; {report.calls} API call(s), {report.credits} credit(s)"
         + (f"; {report.forming_dropped} still-forming bar(s) not stored" if report.forming_dropped else "")
-        + (f"; {len(report.quarantined)} quarantined" if report.quarantined else "")
+        + (f"; {report.quarantined} quarantined" if report.quarantined else "")
     )
     return report
 
@@ -192,7 +196,9 @@ def _fetch_newest_missing(
         counts = claim.store(closed, rejected, fetched, as_of + CLOSE_MARGIN, run_id, settlement)
     # Committed: only now does the window count as stored.
     report.forming_dropped += len(good) - len(closed)
-    report.quarantined += rejected
+    report.quarantined += len(rejected)
+    report.quarantine_samples += rejected[: max(QUARANTINE_SAMPLES - len(report.quarantine_samples), 0)]
+    report.quarantine_reasons.update(r.reason.split(":")[0].split(" (")[0] for r in rejected)
     report.windows.append(fetched)
     report.add(counts)
     return covered_start, True

@@ -204,7 +204,7 @@ def test_invalid_prices_are_quarantined_and_the_rest_stored(hostile, store, chan
     report = run_ingest(hostile, store)
     assert report.complete and report.counts.inserted == len(values) - 1
     assert quarantine_reasons(store) == [reason]
-    assert len(report.quarantined) == 1
+    assert report.quarantined == 1 and report.quarantine_samples[0].reason == reason
     assert stored_invalid(store) == []
     assert_booked_as_reached(store, hostile, report)
     assert "1 quarantined" in table(store, "api_calls")[0].outcome
