@@ -2,8 +2,8 @@
 
 The stand-in enforces 8 credits per calendar minute (day unlimited) and would answer 429 to any
 call over it; the client takes every credit from a CreditBudget (8 a minute) kept in a database
-of its own on the local PostgreSQL server. Fetches M15, H1, H4 and D1 of XAU/USD with
-`TwelveDataClient.fetch`, one timeframe after another, no Dagster.
+of its own on the local PostgreSQL server. Fetches and stores M15, H1, H4 and D1 of XAU/USD with
+`ingest` (window by window, each in its own transaction), one timeframe after another, no Dagster.
 
 Prints calls, 429 answers (each one a credit wasted), elapsed time, bars, and the pace:
 calls per minute against 8, elapsed against the least time 8 a minute allows for that many calls
@@ -25,8 +25,11 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
+from xau_pipeline.ingest import ingest
+from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import engine_for, temporary_database
 from xau_pipeline.store.migrate import migrate
+from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES
 from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.twelvedata.client import TwelveDataClient
@@ -59,14 +62,18 @@ def run(start: datetime, end: datetime, url: str) -> None:
     config = StandInConfig(api_key=API_KEY, credits_per_minute=PER_MINUTE, credits_per_day=None)
     budget = CreditBudget(engine_for(url), BudgetSettings(per_minute=PER_MINUTE, per_day=800), "backfill", "bench")
     rows = []
+    store = CandleStore(url)
     with StandIn(config) as stand_in:
         client = TwelveDataClient(API_KEY, stand_in.url, budget=budget)
         began = time.perf_counter()
         for tf in TIMEFRAMES:
             t0 = time.perf_counter()
-            result = client.fetch("XAU/USD", tf, [(start, end)], cal).raise_for_error()
+            report = ingest(client, store, Symbol("XAU/USD"), tf, start, end, run_id="bench")
+            if report.error is not None:
+                raise report.error
             minimum = math.ceil(cal.count_expected(start, end, tf.bar) / MAX_BARS_PER_CALL)
-            rows.append((tf.name, len(result.bars), result.calls, minimum, time.perf_counter() - t0))
+            bars = report.counts.inserted + report.counts.updated + report.counts.unchanged
+            rows.append((tf.name, bars, report.calls, minimum, time.perf_counter() - t0))
         elapsed = time.perf_counter() - began
         served = [r for r in stand_in.requests if r.path == "/time_series"]
         last_call = max((r.at for r in served), default=None)

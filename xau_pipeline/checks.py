@@ -70,7 +70,7 @@ def build_candle_checks(
     partitions_def: dg.TimeWindowPartitionsDefinition,
     settings: Settings,
 ) -> list[dg.AssetChecksDefinition]:
-    """no_gaps, ohlc_valid and fresh on every candle asset; consistent_with_m15 above M15."""
+    """no_gaps, ohlc_valid, quarantine_empty and fresh on every candle asset; consistent_with_m15 above M15."""
     policy = calendar(symbol.calendar)
     bar = timeframe.bar
 
@@ -125,6 +125,27 @@ def build_candle_checks(
 
         return _per_partition(context, asset.key, "ohlc_valid", dg.AssetCheckSeverity.ERROR, evaluate)
 
+    @dg.asset_check(asset=asset, name="quarantine_empty", partitions_def=partitions_def, blocking=False)
+    def quarantine_empty(
+        context: dg.AssetCheckExecutionContext, candle_store: CandleStoreResource
+    ) -> dg.AssetCheckResult:
+        """No bar of the partition was kept out of `candles` (off grid, prices not finite or not > 0,
+        high < low, a datetime repeated with other values, unreadable): see `candle_quarantine`."""
+        store = candle_store.store()
+
+        def evaluate(key: str) -> Evaluation:
+            count, rows = store.quarantined(symbol.name, timeframe, *window(key), limit=ROWS_SHOWN)
+            table = markdown_table(
+                ("open time (UTC)", "reason", "raw values", "fetched at (UTC)"),
+                [
+                    (utc_label(r.bar_time), r.reason, r.raw.replace("|", "/")[:120], utc_label(r.fetched_at))
+                    for r in rows
+                ],
+            )
+            return count == 0, {"quarantined_bars": count, "quarantined": dg.MetadataValue.md(table)}
+
+        return _per_partition(context, asset.key, "quarantine_empty", dg.AssetCheckSeverity.ERROR, evaluate)
+
     @dg.asset_check(asset=asset, name="fresh", partitions_def=partitions_def, blocking=False)
     def fresh(context: dg.AssetCheckExecutionContext, candle_store: CandleStoreResource) -> dg.AssetCheckResult:
         """On the newest partition: the newest closed bar the calendar expects is stored; shows its age."""
@@ -151,7 +172,7 @@ def build_candle_checks(
 
         return _per_partition(context, asset.key, "fresh", dg.AssetCheckSeverity.WARN, evaluate)
 
-    checks = [no_gaps, ohlc_valid, fresh]
+    checks = [no_gaps, ohlc_valid, quarantine_empty, fresh]
     if timeframe.bar > M15.bar:
 
         @dg.asset_check(asset=asset, name="consistent_with_m15", partitions_def=partitions_def, blocking=False)

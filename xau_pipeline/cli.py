@@ -37,6 +37,9 @@ EXIT_FAILURE = 1
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
 DEFAULT_GAP_WINDOW = timedelta(days=7)
+# `gaps` lists every missing slot: a window holds at most this many bar slots (about 11 years of M15,
+# 45 of H1), so its memory and output stay bounded (documented in the README).
+MAX_GAP_SLOTS = 400_000
 FORMATS = ("table", "csv", "json")
 
 
@@ -147,6 +150,13 @@ def _gaps(args: argparse.Namespace, settings: Settings) -> int:
         end = now if start is None or start <= now else start + DEFAULT_GAP_WINDOW
     if start is None:
         start = end - DEFAULT_GAP_WINDOW
+    slots = (end - start) // tf.bar
+    if slots > MAX_GAP_SLOTS:
+        raise UsageError(
+            f"the window {iso_utc(start)} .. {iso_utc(end)} spans {slots} {tf.name} bar slots; "
+            f"gaps reads at most {MAX_GAP_SLOTS} (about {MAX_GAP_SLOTS * tf.bar.total_seconds() / 86400 / 365.25:.0f} "
+            f"years of {tf.name}): narrow --start/--end"
+        )
     report = _store(settings).gaps(symbol, tf, calendar(calendar_name), start, end, now)
     phase_minutes = int(report.phase.total_seconds()) // 60
     reasons = ", ".join(f"{reason} {report.count(reason)}" for reason in (NEVER_FETCHED, PROVIDER_EMPTY, NOT_CLOSED))

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from xau_pipeline.store.errors import StoreUnavailableError
 from xau_pipeline.store.tables import api_calls
 from xau_pipeline.twelvedata.errors import TwelveDataError
 from xau_pipeline.utc import day_start, next_utc_midnight
@@ -54,6 +55,34 @@ USAGE_BY_KIND = sa.text(
     GROUP BY kind ORDER BY kind
     """
 )
+
+
+# A `pending` row is settled as lost once the backend that took it is gone (its process died), or
+# after this long in any case (no call lasts it: every attempt has a total deadline).
+ABANDONED_AFTER = timedelta(minutes=30)
+LOST_OUTCOME = "lost: the process ended before the answer was stored (credit counted)"
+SETTLE_ABANDONED = sa.text(
+    """
+    UPDATE api_calls SET outcome = :outcome
+    WHERE outcome = 'pending'
+      AND (at < clock_timestamp() - :after
+           OR backend_pid IS NULL
+           OR backend_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database()))
+    RETURNING id
+    """
+)
+
+
+def settle_call(connection: sa.Connection, ledger_id: int, outcome: str, credits: int) -> None:
+    """Record how a call ended and what it really cost, in the caller's transaction."""
+    connection.execute(
+        api_calls.update().where(api_calls.c.id == ledger_id).values(outcome=outcome[:200], credits=credits)
+    )
+
+
+def settle_abandoned(connection: sa.Connection) -> int:
+    """Settle as lost the `pending` rows of processes that died; their credits stay counted."""
+    return len(list(connection.execute(SETTLE_ABANDONED, {"outcome": LOST_OUTCOME, "after": ABANDONED_AFTER})))
 
 
 class CreditBudgetExhausted(TwelveDataError):
@@ -141,6 +170,16 @@ class CreditBudget:
         self, credits: int, symbol: str, interval: str, window_start: datetime | None, window_end: datetime | None
     ) -> int:
         """Take `credits` now, waiting while this minute's are spent; returns the ledger id."""
+        try:
+            return self._acquire(credits, symbol, interval, window_start, window_end)
+        except sa.exc.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"the candle database was lost while taking a credit: {str(exc.orig).strip()}"
+            ) from None
+
+    def _acquire(
+        self, credits: int, symbol: str, interval: str, window_start: datetime | None, window_end: datetime | None
+    ) -> int:
         s = self.settings
         while True:
             with self.engine.begin() as connection:
@@ -163,7 +202,7 @@ class CreditBudget:
                     )
                 if usage.minute_used + credits <= s.per_minute:
                     return connection.execute(
-                        api_calls.insert().returning(api_calls.c.id),
+                        api_calls.insert().values(backend_pid=sa.func.pg_backend_pid()).returning(api_calls.c.id),
                         {
                             "at": now,
                             "credits": credits,
@@ -184,10 +223,13 @@ class CreditBudget:
 
     def settle(self, ledger_id: int, outcome: str, credits: int) -> None:
         """Record how the call ended and what it really cost (a transport failure costs nothing)."""
-        with self.engine.begin() as connection:
-            connection.execute(
-                api_calls.update().where(api_calls.c.id == ledger_id).values(outcome=outcome[:200], credits=credits)
-            )
+        try:
+            with self.engine.begin() as connection:
+                settle_call(connection, ledger_id, outcome, credits)
+        except sa.exc.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"the candle database was lost while settling a call: {str(exc.orig).strip()}"
+            ) from None
 
 
 def usage_today(connection: sa.Connection, now: datetime) -> dict[str, tuple[int, int]]:

@@ -1,37 +1,73 @@
-"""Bring one series up to date over a window: ask only for what is missing, write it in one transaction."""
+"""Bring one series up to date over a window: ask only for what is missing, store each answered window
+the moment it arrives, in its own transaction, under a claim on the series.
+
+For each request window: claim the series (a transaction-scoped advisory lock), re-read coverage
+(another run may have just stored it), make the one call, screen the bars (validation.py), and
+commit the window's bars, quarantined bars, coverage and ledger settlement together. A crash after
+k windows keeps k windows; the rerun asks only for the rest.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from xau_pipeline.bars import Interval
-from xau_pipeline.store.candle_store import CandleStore
+from xau_pipeline.bars import FetchedWindow, Interval
+from xau_pipeline.store.candle_store import CandleStore, WindowClaim
 from xau_pipeline.store.upsert import UpsertCounts
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.trading_calendar import calendar
-from xau_pipeline.twelvedata.client import CLOSE_MARGIN, ONE_SECOND, SeriesFetch, TwelveDataClient
+from xau_pipeline.twelvedata.client import CLOSE_MARGIN, ONE_SECOND, TwelveDataClient
+from xau_pipeline.twelvedata.windows import WindowPlanner, merge_gaps
+from xau_pipeline.validation import Rejected, answer_phase, parse_values, screen
 
 logger = logging.getLogger(__name__)
+
+ONE_HOUR = timedelta(hours=1)
+QUARANTINE_SAMPLES = 20
 
 
 @dataclass
 class IngestReport:
-    """What one ingest asked for, paid and wrote."""
+    """What one ingest asked for, paid, stored and quarantined."""
 
     symbol: Symbol
     timeframe: Timeframe
     start: datetime
     end: datetime
     gaps: list[Interval] = field(default_factory=list)
-    fetch: SeriesFetch = field(default_factory=SeriesFetch)
+    windows: list[FetchedWindow] = field(default_factory=list)
+    calls: int = 0
+    credits: int = 0
+    forming_dropped: int = 0
+    quarantined: int = 0
+    # The first few quarantined bars (the rest are in `candle_quarantine`): memory stays bounded.
+    quarantine_samples: list[Rejected] = field(default_factory=list)
+    quarantine_reasons: set[str] = field(default_factory=set)
+    windows_already_stored: int = 0
     counts: UpsertCounts = field(default_factory=UpsertCounts)
+    error: Exception | None = None
 
     @property
     def complete(self) -> bool:
-        return self.fetch.error is None
+        return self.error is None
+
+    def add(self, counts: UpsertCounts) -> None:
+        c = self.counts
+        self.counts = UpsertCounts(
+            c.inserted + counts.inserted, c.updated + counts.updated, c.unchanged + counts.unchanged
+        )
+
+
+def grid_phase(claim: WindowClaim, timeframe: Timeframe, parsed) -> timedelta:
+    """The series' grid offset: 0 for M15, H1 and D1 (asked in UTC, D1 bars carry dates); for H4 the
+    phase the stored bars show, else the answer's dominant whole-hour phase (Twelve Data's is undocumented)."""
+    if timeframe.bar != 4 * ONE_HOUR:
+        return timedelta(0)
+    stored = claim.stored_phase()
+    return stored if stored is not None else answer_phase(parsed, timeframe.bar, ONE_HOUR)
 
 
 def ingest(
@@ -44,8 +80,12 @@ def ingest(
     *,
     force: bool = False,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    run_id: str | None = None,
 ) -> IngestReport:
-    """Fetch the bars of [start, end) not yet stored closed (all of them if `force`) and upsert them."""
+    """Fetch the bars of [start, end) not yet stored closed (all of them if `force`), window by window.
+
+    A failure stops the loop; the windows stored before it stay stored, and the report carries the error.
+    """
     log = log or logger
     now = client.clock().astimezone(UTC).replace(microsecond=0)
     # Ask only for bars that can have closed (opens fall on whole seconds, hence + 1 s).
@@ -54,26 +94,111 @@ def ingest(
     if start >= end:
         log.info(f"{symbol.name} {timeframe.name}: nothing to fetch yet, no bar of the window has closed")
         return report
+    lost = store.settle_abandoned_calls()
+    if lost:
+        log.warning(f"{lost} API call(s) of processes that died before storing their answers settled as lost")
     report.gaps = [(start, end)] if force else store.missing(symbol.name, timeframe, start, end)
     if not report.gaps:
         log.info(
             f"{symbol.name} {timeframe.name}: {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} already stored; 0 API calls"
         )
         return report
-
-    def progress(index: int, total: int, bars: int) -> None:
-        log.info(f"{symbol.name} {timeframe.name}: window {index} of {total} fetched, {bars} closed bars so far")
-
-    report.fetch = client.fetch(symbol.api_symbol, timeframe, report.gaps, calendar(symbol.calendar), progress=progress)
-    report.counts = store.write(symbol.name, timeframe, report.fetch.bars, report.fetch.windows)
-    if report.fetch.error is not None:
+    policy = calendar(symbol.calendar)
+    planners = [WindowPlanner(span, timeframe.bar, policy) for span in merge_gaps(report.gaps, timeframe.bar, policy)]
+    if not planners:
+        log.info(
+            f"{symbol.api_symbol} {timeframe.name}: the market is closed throughout the missing window(s); no call"
+        )
+    planned = sum(p.expected_calls for p in planners)
+    done = 0
+    try:
+        for planner in planners:
+            cursor = planner.end
+            while cursor > planner.start:
+                cursor, called = _fetch_newest_missing(client, store, report, planner, cursor, force, policy, run_id)
+                if not called:
+                    continue
+                done += 1
+                log.info(
+                    f"{symbol.name} {timeframe.name}: window {done} of {max(planned, done)} fetched, "
+                    f"{report.counts.inserted + report.counts.updated + report.counts.unchanged} closed bars so far"
+                )
+    except Exception as exc:
+        report.error = exc
         log.warning(
-            f"{symbol.name} {timeframe.name}: stopped after {len(report.fetch.windows)} window(s), "
-            f"{report.counts.inserted + report.counts.updated} row(s) stored: {report.fetch.error}"
+            f"{symbol.name} {timeframe.name}: stopped after {len(report.windows)} stored window(s), "
+            f"{report.counts.changed} row(s) written: {type(exc).__name__}: {exc}"
+        )
+    if report.quarantined:
+        log.error(
+            f"{symbol.name} {timeframe.name}: {report.quarantined} bar(s) quarantined, not stored: "
+            + ", ".join(sorted(report.quarantine_reasons))
         )
     log.info(
         f"{symbol.name} {timeframe.name}: {report.counts.inserted} inserted, {report.counts.updated} updated, "
-        f"{report.counts.unchanged} unchanged; {report.fetch.calls} API call(s), {report.fetch.credits} credit(s)"
-        + (f"; {report.fetch.forming_dropped} still-forming bar(s) not stored" if report.fetch.forming_dropped else "")
+        f"{report.counts.unchanged} unchanged; {report.calls} API call(s), {report.credits} credit(s)"
+        + (f"; {report.forming_dropped} still-forming bar(s) not stored" if report.forming_dropped else "")
+        + (f"; {report.quarantined} quarantined" if report.quarantined else "")
     )
     return report
+
+
+def _fetch_newest_missing(
+    client: TwelveDataClient,
+    store: CandleStore,
+    report: IngestReport,
+    planner: WindowPlanner,
+    cursor: datetime,
+    force: bool,
+    policy,
+    run_id: str | None,
+) -> tuple[datetime, bool]:
+    """Under a claim on the series: fetch and store the newest window still missing in
+    [planner.start, cursor).
+
+    Returns where the rest of the span ends (its start when nothing is left), and whether a call was made.
+    Coverage is re-read after the claim, so a concurrent run's windows are never asked for again: the
+    window asked for is the one a run alone would ask for next.
+    """
+    symbol, timeframe = report.symbol, report.timeframe
+    bar = timeframe.bar
+    with store.claim_window(symbol.name, timeframe) as claim:
+        span = (planner.start, cursor)
+        spans = [span] if force else merge_gaps(claim.missing(*span), bar, policy)
+        if not spans:
+            report.windows_already_stored += 1
+            return span[0], False
+        newest_start, ask_end = spans[-1]
+        # The planner's slots are the calendar's, whatever is stored: its window ending at `ask_end`,
+        # clipped to the missing span, is the window a run alone would ask for.
+        ask_start = max(newest_start, planner.window_ending_at(ask_end)[0])
+        as_of = client.clock() - CLOSE_MARGIN
+        calls_before, credits_before = client.calls, client.credits
+        try:
+            page = client.time_series(symbol.api_symbol, timeframe.interval, ask_start, ask_end, settle=False)
+        finally:
+            report.calls += client.calls - calls_before
+            report.credits += client.credits - credits_before
+        parsed, rejected = parse_values(page.values)
+        in_window = [(b, raw) for b, raw in parsed if ask_start <= b.open_time < ask_end]
+        good, screened_out, _repeats = screen(in_window, bar, grid_phase(claim, timeframe, in_window))
+        rejected += screened_out
+        covered_start, covered_end = ask_start, ask_end
+        if page.full and in_window:
+            # A full page left the oldest bars out (Twelve Data keeps the newest): it covers from its
+            # oldest bar to the end asked for, so a closed or empty stretch at the end is not a seam
+            # that a rerun would pay for again.
+            covered_start = max(ask_start, min(b.open_time for b, _ in in_window))
+        closed = [b for b in good if b.open_time + bar <= as_of]
+        fetched = FetchedWindow(covered_start, covered_end, as_of, len(closed))
+        outcome = f"ok: {len(closed)} bars" + (f", {len(rejected)} quarantined" if rejected else "")
+        settlement = (page.ticket, outcome, page.credits) if page.ticket is not None else None
+        counts = claim.store(closed, rejected, fetched, as_of + CLOSE_MARGIN, run_id, settlement)
+    # Committed: only now does the window count as stored.
+    report.forming_dropped += len(good) - len(closed)
+    report.quarantined += len(rejected)
+    report.quarantine_samples += rejected[: max(QUARANTINE_SAMPLES - len(report.quarantine_samples), 0)]
+    report.quarantine_reasons.update(r.reason.split(":")[0].split(" (")[0] for r in rejected)
+    report.windows.append(fetched)
+    report.add(counts)
+    return covered_start, True

@@ -10,7 +10,7 @@ from pydantic import Field
 from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL, TwelveDataClient
+from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, TwelveDataClient
 
 
 class TwelveDataResource(dg.ConfigurableResource):
@@ -18,8 +18,15 @@ class TwelveDataResource(dg.ConfigurableResource):
 
     api_key: str = Field(repr=False, description="Set from TWELVE_DATA_API_KEY; never pass it as run config.")
     base_url: str = Field(default=DEFAULT_BASE_URL, description="TWELVE_DATA_BASE_URL, e.g. the local stand-in.")
-    timeout_seconds: float = Field(default=30.0, description="Per-request timeout.")
-    max_attempts: int = Field(default=5, description="Attempts for transient failures (5xx, HTML, timeouts).")
+    timeout_seconds: float = Field(
+        default=30.0, description="Total deadline of one attempt: connect, send and the whole body."
+    )
+    max_response_bytes: int = Field(
+        default=DEFAULT_MAX_RESPONSE_BYTES, description="Largest answer read (a full 5000-bar page is about 0.7 MB)."
+    )
+    max_attempts: int = Field(
+        default=5, description="Attempts for transient failures (5xx, HTML, deadlines); unreadable answers get 2."
+    )
     backoff_seconds: float = Field(default=2.0, description="First backoff between attempts; doubles each time.")
     credits_per_minute: int = Field(default=8, description="TWELVE_DATA_CREDITS_PER_MINUTE: the plan's minute limit.")
     credits_per_day: int = Field(default=800, description="TWELVE_DATA_CREDITS_PER_DAY: the plan's daily limit.")
@@ -42,6 +49,7 @@ class TwelveDataResource(dg.ConfigurableResource):
             self.api_key,
             self.base_url,
             timeout_seconds=self.timeout_seconds,
+            max_response_bytes=self.max_response_bytes,
             max_attempts=self.max_attempts,
             backoff_seconds=self.backoff_seconds,
             log=log,

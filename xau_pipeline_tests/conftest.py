@@ -77,7 +77,7 @@ def session_store(database_url) -> CandleStore:
 def store(session_store) -> CandleStore:
     """The run's candle store, emptied before each test."""
     with session_store.engine.begin() as connection:
-        connection.execute(sa.text("TRUNCATE candles, fetch_coverage, api_calls"))
+        connection.execute(sa.text("TRUNCATE candles, fetch_coverage, api_calls, candle_quarantine"))
     return session_store
 
 

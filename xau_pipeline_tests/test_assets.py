@@ -212,11 +212,20 @@ def test_a_backfill_over_its_share_stops_cleanly_and_completes_later(instance, s
     kept = stored_rows(store, "M15")
     assert 4000 < len(kept) < len(served(stand_in, "M15", start, end))
     assert [tuple(r[:5]) for r in kept] == served(stand_in, "M15", kept[0].timestamp, end)
+    # Only the days wholly fetched are materialized: the day of the oldest kept bar and all before it are not.
+    materialized = sorted(e.partition for e in first.get_asset_materialization_events())
+    first_whole_day = (kept[0].timestamp + timedelta(days=1)).strftime("%Y-%m-%d")
+    if kept[0].timestamp.strftime("%H:%M") == "00:00":
+        first_whole_day = kept[0].timestamp.strftime("%Y-%m-%d")
+    days = PARTITIONS.get_partition_keys_in_range(dg.PartitionKeyRange("2024-01-01", "2024-03-30"))
+    assert materialized == [d for d in days if d >= first_whole_day]
+    assert "2024-01-01" not in materialized and len(materialized) < len(days)
 
     with store.engine.begin() as connection:  # the next UTC day
         connection.execute(sa.text("UPDATE api_calls SET at = at - interval '1 day'"))
     second = backfill(instance, resources, "2024-01-01", "2024-03-30", timeframes=["M15"])
     assert "stopped_early" not in materialization_metadata(second, "M15")
+    assert sorted(e.partition for e in second.get_asset_materialization_events()) == days
     assert stand_in.time_series_calls() == 2
     assert [tuple(r[:5]) for r in stored_rows(store, "M15")] == served(stand_in, "M15", start, end)
     assert [r.updated_at for r in stored_rows(store, "M15")[-len(kept) :]] == [r.updated_at for r in kept]

@@ -219,6 +219,26 @@ def test_gaps_finds_exactly_the_deleted_bar_and_counts_the_weekend_bar_off_sessi
     assert gap_lines(out) == ["2024-03-06T14:00:00Z  never fetched"]
 
 
+def test_gaps_refuses_a_window_above_its_maximum_at_once(db, capsys, monkeypatch):
+    import time
+
+    began = time.monotonic()
+    status, out, err = run(capsys, "gaps", "M15", "--start", "1900-01-01", "--end", "2100-01-01")
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "at most 400000" in err and "narrow --start/--end" in err
+    assert time.monotonic() - began < 5
+    status, _, err = run(capsys, "gaps", "D1", "--start", "1900-01-01", "--end", "2100-01-01")
+    assert status == 0, err  # 73,000 D1 slots are within the maximum
+
+
+def test_candles_reads_at_most_its_limit_however_wide_the_window(db, capsys):
+    three_bars(db)
+    status, out, _ = run(capsys, "candles", "M15", "--start", "1900-01-01", "--end", "2100-01-01", "--limit", "2")
+    assert status == 0 and len(out.strip().splitlines()) == 1 + 2
+    status, _, err = run(capsys, "candles", "M15", "--limit", "5001")
+    assert status == 2 and "--limit must be from 1 to 5000" in err
+
+
 def test_gaps_uses_the_symbols_calendar(db, capsys, monkeypatch):
     store_week_without_one_bar(db)
     at(monkeypatch, datetime(2024, 4, 1, tzinfo=UTC))

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from xau_pipeline.credit_budget import BudgetSettings, CreditBudget, CreditBudgetExhausted, credits_left
+from xau_pipeline.credit_budget import LOST_OUTCOME, BudgetSettings, CreditBudget, CreditBudgetExhausted, credits_left
 from xau_pipeline.settings import Settings, SettingsError
 from xau_pipeline.store.tables import api_calls
 from xau_pipeline.utc import utc_now
@@ -143,3 +143,14 @@ def test_repairs_stop_at_their_own_cap(store):
     with pytest.raises(CreditBudgetExhausted, match="repairs capped at 2"):
         take(budget(store, "repair", **settings))
     take(budget(store, "backfill", **settings), 3)
+
+
+def test_a_pending_row_of_a_dead_process_is_settled_as_lost_with_its_credit(store):
+    live, dead = take(budget(store), 2)
+    with store.engine.begin() as connection:  # `dead` was taken by a backend that no longer exists
+        connection.execute(api_calls.update().where(api_calls.c.id == dead).values(backend_pid=2_000_000_000))
+    assert store.settle_abandoned_calls() == 1
+    rows = {row.id: row for row in ledger(store)}
+    assert (rows[dead].outcome, rows[dead].credits) == (LOST_OUTCOME, 1)
+    assert rows[live].outcome == "pending"  # its backend (this process's pooled connection) lives
+    assert store.settle_abandoned_calls() == 0

@@ -21,7 +21,7 @@ def test_each_call_and_each_window_is_one_readable_log_line(stand_in, store, cap
     report = ingest(TwelveDataClient(TEST_API_KEY, stand_in.url, log=log), store, GOLD, M15, START, END, log=log)
     lines = [r.getMessage() for r in caplog.records]
     calls = [line for line in lines if line.startswith("Twelve Data time_series XAU/USD 15min ")]
-    assert len(calls) == report.fetch.calls == 2
+    assert len(calls) == report.calls == 2
     assert all("UTC: " in line and " bars" in line and "1 request(s), 1 credit(s)" in line for line in calls)
     assert "2024-03-31 00:00 UTC" in calls[0].replace("..", " ")
     progress = [line for line in lines if "window" in line and "closed bars so far" in line]
@@ -30,15 +30,15 @@ def test_each_call_and_each_window_is_one_readable_log_line(stand_in, store, cap
 
     caplog.clear()
     again = ingest(TwelveDataClient(TEST_API_KEY, stand_in.url, log=log), store, GOLD, M15, START, END, log=log)
-    assert again.fetch.calls == 0 and stand_in.time_series_calls() == 2
-    # What the full newest page did not span (Friday 21:00 to Sunday) holds no session: no call.
-    assert "0 inserted, 0 updated, 0 unchanged; 0 API call(s), 0 credit(s)" in caplog.records[-1].getMessage()
+    assert again.calls == 0 and stand_in.time_series_calls() == 2
+    # The full newest page covers up to the end asked for: nothing is missing, no call.
+    assert "already stored; 0 API calls" in caplog.records[-1].getMessage()
 
 
 def test_a_window_in_the_future_asks_nothing(stand_in, store):
     future = datetime.now(UTC) + timedelta(days=2)
     report = ingest(TwelveDataClient(TEST_API_KEY, stand_in.url), store, GOLD, M15, future, future + timedelta(days=1))
-    assert report.fetch.calls == 0 and stand_in.time_series_calls() == 0
+    assert report.calls == 0 and stand_in.time_series_calls() == 0
 
 
 def test_an_h4_bar_off_the_utc_grid_is_fetched_once_it_has_closed(stand_in, store):
@@ -53,7 +53,22 @@ def test_an_h4_bar_off_the_utc_grid_is_fetched_once_it_has_closed(stand_in, stor
 
     ingest_at(day + timedelta(days=1, minutes=1))
     later = ingest_at(day + timedelta(days=1, hours=1, minutes=2))
-    assert later.fetch.calls == 1 and later.counts.inserted == 1
+    assert later.calls == 1 and later.counts.inserted == 1
     stored, _first, last = store.summary("XAUUSD", h4, day, day + timedelta(days=1))
     assert last == day + timedelta(hours=21)
     assert stored == len(stand_in.bars("XAU/USD", "4h", day, day + timedelta(days=1)))
+
+
+def test_a_rerun_of_a_finished_backfill_costs_nothing_even_at_seams(stand_in, store):
+    """A 24/7 feed fills pages sized for market hours, and the provider has nothing for the range's
+    last hours: the full page's empty tail is covered, so the rerun makes no call."""
+    stand_in.configure(
+        weekend_bars=True, holes=[(datetime(2024, 3, 28, 18, tzinfo=UTC), datetime(2024, 3, 29, tzinfo=UTC))]
+    )
+    start, end = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 3, 29, tzinfo=UTC)
+    first = ingest(TwelveDataClient(TEST_API_KEY, stand_in.url), store, GOLD, M15, start, end)
+    assert first.complete and first.calls >= 2
+    for a, b in [(start, end), (start, start + timedelta(days=40)), (end - timedelta(days=3), end)]:
+        again = ingest(TwelveDataClient(TEST_API_KEY, stand_in.url), store, GOLD, M15, a, b)
+        assert (again.calls, again.credits) == (0, 0), stand_in.requests[-1].params
+    assert stand_in.time_series_calls() == first.calls

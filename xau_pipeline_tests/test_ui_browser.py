@@ -47,7 +47,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-BASE_CHECKS = {"no_gaps", "ohlc_valid", "fresh"}
+BASE_CHECKS = {"no_gaps", "ohlc_valid", "quarantine_empty", "fresh"}
 CHECKS = {
     "candles_m15": BASE_CHECKS,
     "candles_h1": BASE_CHECKS | {"consistent_with_m15"},
@@ -57,7 +57,7 @@ CHECKS = {
 BACKFILLED = ("candles_h1", "candles_m15")
 # `fresh` judges only the newest partition: for older ones it records no per-partition result
 # (Dagster shows them SKIPPED) and the run's one result passes.
-PER_PARTITION_CHECKS = {"no_gaps", "ohlc_valid", "consistent_with_m15"}
+PER_PARTITION_CHECKS = {"no_gaps", "ohlc_valid", "quarantine_empty", "consistent_with_m15"}
 # The default (multiprocess) executor, with forkserver instead of spawn: each step still runs
 # in its own process, but starts in about a second instead of three. The run then takes about
 # 11 s instead of 33 s, under the backfill daemon's 30 s pass, so the backfill is seen finished

@@ -213,7 +213,7 @@ def fill_demo_data(settings: Settings) -> None:
         for tf in TIMEFRAMES:
             report = ingest(client, store, symbol, tf, first_day, today + timedelta(days=1))
             if not report.complete:
-                say(f"demo data for {symbol.api_symbol} {tf.name} is incomplete: {report.fetch.error}")
+                say(f"demo data for {symbol.api_symbol} {tf.name} is incomplete: {report.error}")
             filled.append((symbol, tf))
     say(f"demo data: {DEMO_DAYS} days of {', '.join(tf.name for tf in TIMEFRAMES)} stored "
         f"in {time.perf_counter() - started:.1f} s")  # fmt: skip

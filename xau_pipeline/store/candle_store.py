@@ -15,30 +15,78 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import psycopg2
 import sqlalchemy as sa
 
 from xau_pipeline import credit_budget
 from xau_pipeline.bars import Bar, FetchedWindow, Interval, subtract
 from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
-from xau_pipeline.store import gaps, migrate, quality
+from xau_pipeline.store import gaps, migrate, quality, quarantine
 from xau_pipeline.store.coverage import covered_intervals, record_windows
 from xau_pipeline.store.database import engine_for, safe_url
+from xau_pipeline.store.errors import SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.store.tables import candles
 from xau_pipeline.store.upsert import UpsertCounts, upsert_bars
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.trading_calendar import TradingCalendar
+from xau_pipeline.validation import Rejected
+
+__all__ = ["CandleStore", "SchemaNotCurrentError", "StoreUnavailableError", "WindowClaim"]
 
 # Schema revisions already seen at head, per URL, in this process: checked once, not per call.
 _current: set[str] = set()
 _current_lock = threading.Lock()
 
 
-class StoreUnavailableError(RuntimeError):
-    """The database could not be reached."""
+# A lost server shows as SQLAlchemy's wrapped errors, or as psycopg2's own from raw-cursor COPYs.
+CONNECTION_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg2.OperationalError, psycopg2.InterfaceError)
+
+# Transaction-scoped: one process at a time works on (re-reads, fetches, stores) a series' window.
+CLAIM_SERIES = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:series, 1))")
 
 
-class SchemaNotCurrentError(RuntimeError):
-    """The database's schema is not at this version's head revision: run `xau-pipeline migrate`."""
+class WindowClaim:
+    """A series claimed for one window, inside the transaction that will store the window's answer."""
+
+    def __init__(self, connection: sa.Connection, symbol: str, timeframe: Timeframe):
+        self.connection = connection
+        self.symbol = symbol
+        self.timeframe = timeframe
+
+    def missing(self, start: datetime, end: datetime) -> list[Interval]:
+        """Parts of [start, end) never fetched closed, as of now (after the claim)."""
+        covered = covered_intervals(self.connection, self.symbol, self.timeframe.name, start, end)
+        return subtract((start, end), covered)
+
+    def stored_phase(self) -> timedelta | None:
+        """The grid offset the stored bars show, None when none is stored."""
+        row = self.connection.execute(
+            gaps.DOMINANT_PHASE,
+            {
+                "symbol": self.symbol,
+                "timeframe": self.timeframe.name,
+                "bar_seconds": int(self.timeframe.bar.total_seconds()),
+            },
+        ).first()
+        return timedelta(seconds=row.phase_seconds) if row else None
+
+    def store(
+        self,
+        bars: list[Bar],
+        rejected: list[Rejected],
+        window: FetchedWindow,
+        fetched_at: datetime,
+        run_id: str | None,
+        settlement: tuple[int, str, int] | None,
+    ) -> UpsertCounts:
+        """The window's bars, quarantined bars, coverage and ledger settlement (id, outcome, credits);
+        committed together when the claim ends."""
+        counts = upsert_bars(self.connection, self.symbol, self.timeframe.name, bars)
+        quarantine.record_rejected(self.connection, self.symbol, self.timeframe.name, rejected, fetched_at, run_id)
+        record_windows(self.connection, self.symbol, self.timeframe.name, self.timeframe.bar, [window])
+        if settlement is not None:
+            credit_budget.settle_call(self.connection, *settlement)
+        return counts
 
 
 class CandleStore:
@@ -56,9 +104,9 @@ class CandleStore:
         try:
             with self.engine.connect() as connection:
                 yield connection
-        except sa.exc.OperationalError as exc:
+        except CONNECTION_ERRORS as exc:
             raise StoreUnavailableError(
-                f"cannot reach the candle database at {safe_url(self.url)}: {str(exc.orig).strip()}"
+                f"cannot reach the candle database at {safe_url(self.url)}: {str(getattr(exc, 'orig', exc)).strip()}"
             ) from None
 
     # -- schema ------------------------------------------------------------------------------
@@ -96,6 +144,11 @@ class CandleStore:
 
     # -- candles and coverage -----------------------------------------------------------------
 
+    def covered(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime) -> list[Interval]:
+        """Intervals of open times within reach of [start, end) whose bars were fetched closed."""
+        with self._connect() as connection:
+            return covered_intervals(connection, symbol, timeframe.name, start, end)
+
     def missing(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime) -> list[Interval]:
         """Parts of [start, end) whose bars were never fetched after closing."""
         with self._connect() as connection:
@@ -104,10 +157,43 @@ class CandleStore:
 
     def write(self, symbol: str, timeframe: Timeframe, bars: list[Bar], windows: list[FetchedWindow]) -> UpsertCounts:
         """Upsert `bars` and record the `windows` they came from, all or nothing."""
-        with self.engine.begin() as connection:
+        with self._transaction("writing candles") as connection:
             counts = upsert_bars(connection, symbol, timeframe.name, bars)
             record_windows(connection, symbol, timeframe.name, timeframe.bar, windows)
         return counts
+
+    @contextmanager
+    def _transaction(self, doing: str) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except CONNECTION_ERRORS as exc:
+            orig = getattr(exc, "orig", None) or exc
+            raise StoreUnavailableError(
+                f"the candle database at {safe_url(self.url)} was lost while {doing}: "
+                f"{str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__}; "
+                "that transaction was rolled back, nothing of it was written"
+            ) from None
+
+    @contextmanager
+    def claim_window(self, symbol: str, timeframe: Timeframe) -> Iterator[WindowClaim]:
+        """Claim a series for one window: re-read its coverage, fetch and store under the claim, in
+        one transaction. Another process claiming the same series waits, then sees what was stored."""
+        with self._transaction(f"storing a {symbol} {timeframe.name} window") as connection:
+            connection.execute(CLAIM_SERIES, {"series": f"{symbol}/{timeframe.name}"})
+            yield WindowClaim(connection, symbol, timeframe)
+
+    def settle_abandoned_calls(self) -> int:
+        """Settle as lost the `pending` ledger rows of processes that died (their credits stay counted)."""
+        with self._transaction("settling abandoned calls") as connection:
+            return credit_budget.settle_abandoned(connection)
+
+    def quarantined(
+        self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime, limit: int = 20
+    ) -> tuple[int, list[sa.Row]]:
+        """Quarantined bars of a series in [start, end): how many, and the newest `limit`."""
+        with self._connect() as connection:
+            return quarantine.quarantined(connection, symbol, timeframe.name, start, end, limit)
 
     def read(self, query: sa.Select) -> list[sa.Row]:
         """The rows of a SELECT on the candle tables (see read.py)."""

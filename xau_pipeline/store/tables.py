@@ -50,6 +50,21 @@ api_calls = sa.Table(
     sa.Column("window_end", sa.DateTime(timezone=True), nullable=True),
     sa.Column("outcome", sa.Text, nullable=False, server_default="pending"),
     sa.Column("run_id", sa.Text, nullable=True),
+    sa.Column("backend_pid", sa.Integer, nullable=True),
     sa.Index("api_calls_at_idx", "at"),
     sa.Index("api_calls_run_idx", "run_id"),
+)
+
+candle_quarantine = sa.Table(
+    "candle_quarantine",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("timeframe", sa.Text, nullable=False),
+    sa.Column("bar_time", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("raw", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.Text, nullable=True),
+    sa.Index("candle_quarantine_series_idx", "symbol", "timeframe", "bar_time"),
 )

@@ -1,79 +1,91 @@
-"""HTTP client for Twelve Data's /time_series: one credit a call, every answer classified."""
+"""HTTP client for Twelve Data's /time_series: one call at a time, every answer classified.
+
+The client makes one call: the HTTP request under a total deadline and a size cap, the
+classification of the answer, retries of what can pass, and the credit budget hook. Which
+windows to ask for, and storing what comes back, is `ingest`'s business.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import requests
-import tenacity
 import urllib3
 
-from xau_pipeline.bars import Bar, FetchedWindow, Interval
+from xau_pipeline.bars import Bar, Interval
 from xau_pipeline.redact import redact
-from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.twelvedata.errors import (
     AuthenticationError,
     DailyLimitError,
     InvalidRequestError,
+    MalformedAnswerError,
     MinuteLimitError,
     PlanNotAllowedError,
+    RedirectRefusedError,
     ServiceUnavailableError,
     TransientError,
     TwelveDataError,
     UnknownSymbolError,
 )
-from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL, WindowPlanner, merge_gaps
+from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
 from xau_pipeline.utc import next_utc_midnight, utc_now
+from xau_pipeline.validation import API_TIME_FORMAT, parse_values, screen
 
 if TYPE_CHECKING:
     from xau_pipeline.credit_budget import CreditBudget
-    from xau_pipeline.trading_calendar import TradingCalendar
 
 DEFAULT_BASE_URL = "https://api.twelvedata.com"
 NO_DATA_MESSAGE = "No data is available"
-API_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 ONE_SECOND = timedelta(seconds=1)
 # A bar counts as closed only if it had closed this long before we asked: the provider's clock
 # and publishing may lag ours, and a bar sent while still forming must never be taken as final.
 CLOSE_MARGIN = timedelta(seconds=30)
+# A full page of 5000 bars is about 0.7 MB of JSON; anything far beyond is not an answer to us.
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+DEFAULT_DEADLINE_SECONDS = 30.0
+CHUNK_BYTES = 64 * 1024
+# An answer that arrived whole but cannot be read is asked for once more, then given up.
+MALFORMED_ATTEMPTS = 2
+
+# "Unknown symbol" by meaning: the symbol parameter is missing/invalid, or a symbol was not found.
+UNKNOWN_SYMBOL = re.compile(
+    r"\bsymbol\b[^.]*\b(?:not found|missing or invalid|is invalid|invalid|not supported|unknown|does not exist)\b"
+    r"|\b(?:unknown|invalid|unsupported)\s+symbol\b"
+)
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Page:
-    """One answered call: its bars (ascending, deduplicated) and whether it hit outputsize."""
-
-    bars: list[Bar]
-    full: bool
-
-
 @dataclass
-class SeriesFetch:
-    """Closed bars for a set of windows, with the cost of getting them."""
+class Page:
+    """One answered call: the raw `values` (as sent), whether they filled outputsize, and, when the
+    caller settles the budget itself, the ledger id of the paid attempt."""
 
-    bars: list[Bar] = field(default_factory=list)
-    windows: list[FetchedWindow] = field(default_factory=list)
-    calls: int = 0
+    values: list[Any]
+    full: bool
+    ticket: int | None = None
     credits: int = 0
-    forming_dropped: int = 0
-    error: Exception | None = None
+    attempts: int = 0
 
-    def raise_for_error(self) -> SeriesFetch:
-        """Self, or the error that stopped the fetch."""
-        if self.error is not None:
-            raise self.error
-        return self
+    @property
+    def bars(self) -> list[Bar]:
+        """The readable, valid bars (grid not checked: ingest does that, knowing the series)."""
+        good, _rejected, _repeats = screen(parse_values(self.values)[0], timedelta(minutes=1), None)
+        return good
 
 
-def _request_was_sent(exc: requests.RequestException) -> bool:
+def _request_was_sent(exc: BaseException) -> bool:
     """Whether a failed request got as far as Twelve Data (a read timeout or a dropped answer),
     rather than failing to connect."""
     if isinstance(exc, requests.ConnectTimeout):
@@ -88,48 +100,27 @@ def _api_time(t: datetime) -> str:
     return t.astimezone(UTC).strftime(API_TIME_FORMAT)
 
 
-def parse_datetime(text: str) -> datetime:
-    """A Twelve Data `datetime` (`YYYY-MM-DD HH:MM:SS`, or `YYYY-MM-DD` for 1day) read as UTC."""
-    fmt = API_TIME_FORMAT if len(text) > 10 else "%Y-%m-%d"
-    return datetime.strptime(text, fmt).replace(tzinfo=UTC)
+def _plain(message: str) -> str:
+    return message.replace("*", "").lower()
 
 
-def parse_bars(values: list[dict]) -> tuple[list[Bar], int]:
-    """Bars from a `values` array, ascending, the first of any repeated datetime kept; and the repeats."""
-    by_time: dict[datetime, Bar] = {}
-    repeats = 0
-    for value in values:
-        try:
-            open_time = parse_datetime(value["datetime"])
-            volume = value.get("volume")
-            bar = Bar(
-                open_time,
-                Decimal(value["open"]),
-                Decimal(value["high"]),
-                Decimal(value["low"]),
-                Decimal(value["close"]),
-                Decimal(volume) if volume not in (None, "") else None,
-            )
-        except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
-            raise TransientError(f"Twelve Data sent a malformed bar {value!r}: {exc}") from None
-        if not all(p.is_finite() for p in (bar.open, bar.high, bar.low, bar.close)):
-            raise TransientError(f"Twelve Data sent a non-finite price in {value!r}")
-        if open_time in by_time:
-            repeats += 1
-            continue
-        by_time[open_time] = bar
-    return [by_time[t] for t in sorted(by_time)], repeats
+def is_unknown_symbol(message: str) -> bool:
+    """Whether an error message says the symbol is unknown (not merely mentions a symbol)."""
+    return bool(UNKNOWN_SYMBOL.search(_plain(message)))
 
 
 def classify_error(status: int, body: object, now: datetime, symbol: str = "") -> TwelveDataError | None:
     """The error an answer stands for, by the body's `code` first and then the HTTP status; None if ok."""
     code, message = status, ""
     if isinstance(body, dict) and (body.get("status") == "error" or "code" in body):
-        code = int(body.get("code") or status)
+        try:
+            code = int(body.get("code") or status)
+        except (TypeError, ValueError):
+            code = status
         message = str(body.get("message") or "")
     elif status == 200:
         return None
-    lowered = message.lower()
+    lowered = _plain(message)
     if code == 401:
         return AuthenticationError(
             "Twelve Data rejected the API key (401). Check TWELVE_DATA_API_KEY; retrying cannot help."
@@ -145,13 +136,28 @@ def classify_error(status: int, body: object, now: datetime, symbol: str = "") -
                 resets_at,
             )
         return MinuteLimitError(f"Twelve Data's per-minute credits are used up: {message}")
-    if code == 404 or (code == 400 and "symbol" in lowered):
+    if code in (400, 404) and is_unknown_symbol(message):
         return UnknownSymbolError(f"Twelve Data does not know the symbol {symbol!r} (code {code}): {message}")
     if code >= 500:
         return TransientError(f"Twelve Data had a server error (code {code}): {message or 'no message'}")
     if 400 <= code < 500:
-        return InvalidRequestError(f"Twelve Data rejected the request (code {code}): {message}")
+        hint = " (check TWELVE_DATA_BASE_URL)" if code == 404 else ""
+        return InvalidRequestError(f"Twelve Data rejected the request (code {code}){hint}: {message or 'no message'}")
     return TransientError(f"Twelve Data answered with unexpected code {code}: {message}")
+
+
+@dataclass
+class _Exchange:
+    """One HTTP exchange run on a worker thread, so that the caller can give up at the deadline."""
+
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    error: BaseException | None = None
+    too_large: bool = False
+    response: requests.Response | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 class TwelveDataClient:
@@ -162,7 +168,8 @@ class TwelveDataClient:
         api_key: str,
         base_url: str = DEFAULT_BASE_URL,
         *,
-        timeout_seconds: float = 30.0,
+        timeout_seconds: float = DEFAULT_DEADLINE_SECONDS,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_attempts: int = 5,
         backoff_seconds: float = 2.0,
         backoff_max_seconds: float = 60.0,
@@ -176,9 +183,16 @@ class TwelveDataClient:
             raise AuthenticationError(
                 "No Twelve Data API key: set TWELVE_DATA_API_KEY (a free key: https://twelvedata.com/pricing)."
             )
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidRequestError(f"the Twelve Data base URL must be http:// or https://, got {base_url!r}")
+        if timeout_seconds <= 0 or max_response_bytes < 1024 or max_attempts < 1:
+            raise ValueError("timeout_seconds > 0, max_response_bytes >= 1024 and max_attempts >= 1 are required")
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
+        # The total deadline of one attempt: connect, send and the whole body.
         self.timeout_seconds = timeout_seconds
+        self.max_response_bytes = max_response_bytes
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.backoff_max_seconds = backoff_max_seconds
@@ -189,8 +203,12 @@ class TwelveDataClient:
         self.budget = budget
         self.calls = 0
         self.credits = 0
-        self._session = requests.Session()
-        self._session.headers.update({"Authorization": f"apikey {api_key}", "User-Agent": "xau-pipeline"})
+        self._session = self._new_session()
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.headers.update({"Authorization": f"apikey {self._api_key}", "User-Agent": "xau-pipeline"})
+        return session
 
     def __repr__(self) -> str:
         return f"TwelveDataClient(base_url={self.base_url!r})"
@@ -198,12 +216,129 @@ class TwelveDataClient:
     def close(self) -> None:
         self._session.close()
 
-    # -- one call ---------------------------------------------------------------------------
+    # -- one HTTP exchange, bounded in time and size ------------------------------------------
 
-    def _send(self, params: dict[str, str], window: Interval) -> Page:
-        """One HTTP request, paid from the credit budget when there is one."""
+    def _exchange(self, params: dict[str, str]) -> _Exchange:
+        """GET /time_series on a worker thread; the caller waits at most the deadline for all of it."""
+        exchange = _Exchange()
+        session = self._session
+        deadline = self.timeout_seconds
+        cap = self.max_response_bytes
+
+        def work() -> None:
+            try:
+                response = session.get(
+                    f"{self.base_url}/time_series",
+                    params=params,
+                    timeout=(min(10.0, deadline), deadline),
+                    stream=True,
+                    allow_redirects=False,
+                )
+                exchange.response = response
+                exchange.status = response.status_code
+                exchange.headers = {k.lower(): v for k, v in response.headers.items()}
+                declared = response.headers.get("content-length", "")
+                body = bytearray()
+                if declared.isdigit() and int(declared) > cap:
+                    exchange.too_large = True
+                else:
+                    while not exchange.cancelled.is_set():
+                        chunk = response.raw.read1(CHUNK_BYTES, decode_content=True)
+                        if not chunk:
+                            break
+                        body += chunk
+                        if len(body) > cap:
+                            exchange.too_large = True
+                            break
+                exchange.body = bytes(body)
+                response.close()
+            except BaseException as exc:  # handed to the caller, which classifies it
+                exchange.error = exc
+            finally:
+                exchange.done.set()
+
+        threading.Thread(target=work, name="twelvedata-call", daemon=True).start()
+        if not exchange.done.wait(deadline):
+            exchange.cancelled.set()
+            self._abandon(exchange)
+        return exchange
+
+    def _abandon(self, exchange: _Exchange) -> None:
+        """Cut an exchange that outlived its deadline, and never reuse its connection."""
+        response = exchange.response
+        sock = getattr(getattr(response.raw, "connection", None), "sock", None) if response is not None else None
+        if isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._session = self._new_session()
+
+    # -- one call -------------------------------------------------------------------------------
+
+    def _request(self, params: dict[str, str]) -> Page:
+        """One HTTP request, classified. Raises a TwelveDataError on anything but data or 'no data'."""
+        self.calls += 1
+        exchange = self._exchange(params)
+        if not exchange.done.is_set():
+            # It reached Twelve Data (or is reaching it): count the credit, so the budget errs
+            # towards fewer calls rather than a 429.
+            self.credits += 1
+            raise TransientError(
+                f"Twelve Data did not answer in full within {self.timeout_seconds:g} s (connect, send and body)"
+            )
+        error = exchange.error
+        if error is not None:
+            if not isinstance(error, requests.RequestException) or _request_was_sent(error):
+                self.credits += 1
+            if isinstance(error, requests.Timeout):
+                raise TransientError(f"Twelve Data did not answer within {self.timeout_seconds:g} s")
+            raise TransientError(
+                f"could not reach Twelve Data at {self.base_url}: {redact(type(error).__name__, self._api_key)}"
+            )
+        # An answer came back: assume it cost its credit (rejected ones included, as the 429
+        # messages suggest).
+        self.credits += 1
+        status = exchange.status
+        if 300 <= status < 400:
+            target = urlsplit(exchange.headers.get("location", "")).netloc or "an unnamed place"
+            raise RedirectRefusedError(
+                f"Twelve Data answered HTTP {status}, redirecting to {target}; redirects are not followed "
+                "(check TWELVE_DATA_BASE_URL)"
+            )
+        if exchange.too_large:
+            raise MalformedAnswerError(
+                f"Twelve Data's answer (HTTP {status}) is larger than {self.max_response_bytes} bytes; not read further"
+            )
+        try:
+            # Prices arrive as strings; a JSON number must not pass through a float either.
+            body = json.loads(exchange.body.decode("utf-8"), parse_float=Decimal, parse_constant=Decimal)
+        except ValueError:  # not UTF-8, or not JSON
+            kind = "an HTML page" if "html" in exchange.headers.get("content-type", "") else "a body that is not JSON"
+            if status >= 500 or "html" in kind:
+                raise TransientError(f"Twelve Data answered HTTP {status} with {kind}") from None
+            raise MalformedAnswerError(f"Twelve Data answered HTTP {status} with {kind}") from None
+        classified = classify_error(status, body, self.clock(), params["symbol"])
+        if classified is not None:
+            if isinstance(body, dict) and str(body.get("message", "")).startswith(NO_DATA_MESSAGE):
+                return Page([], False)
+            classified.args = (redact(str(classified), self._api_key),)
+            raise classified
+        if not isinstance(body, dict) or not isinstance(body.get("values"), list):
+            raise MalformedAnswerError("Twelve Data answered without a `values` list")
+        values = body["values"]
+        return Page(values, len(values) >= int(params["outputsize"]))
+
+    def _send(self, params: dict[str, str], window: Interval, settle: bool) -> Page:
+        """One request, paid from the credit budget when there is one.
+
+        With `settle` False a successful call's ledger row is left for the caller to settle (in the
+        transaction that stores the answer); its id is the page's `ticket`.
+        """
         if self.budget is None:
-            return self._request(params)
+            page = self._request(params)
+            page.credits = 1
+            return page
         ticket = self.budget.acquire(1, params["symbol"], params["interval"], *window)
         credits_before = self.credits
         try:
@@ -211,71 +346,42 @@ class TwelveDataClient:
         except TwelveDataError as exc:
             self.budget.settle(ticket, f"{type(exc).__name__}: {exc}", self.credits - credits_before)
             raise
-        self.budget.settle(ticket, f"ok: {len(page.bars)} bars", self.credits - credits_before)
+        page.credits = self.credits - credits_before
+        if settle:
+            self.budget.settle(ticket, f"ok: {len(page.values)} bars", page.credits)
+        else:
+            page.ticket = ticket
         return page
 
-    def _request(self, params: dict[str, str]) -> Page:
-        """One HTTP request, classified. Raises a TwelveDataError on anything but data or 'no data'."""
-        self.calls += 1
-        try:
-            response = self._session.get(f"{self.base_url}/time_series", params=params, timeout=self.timeout_seconds)
-        except requests.RequestException as exc:
-            if _request_was_sent(exc):
-                # The request reached Twelve Data, which probably charged it: count it, so the
-                # budget errs towards fewer calls rather than a 429.
-                self.credits += 1
-            if isinstance(exc, requests.Timeout):
-                raise TransientError(f"Twelve Data did not answer within {self.timeout_seconds:g} s") from None
-            raise TransientError(
-                f"could not reach Twelve Data at {self.base_url}: {redact(type(exc).__name__, self._api_key)}"
-            ) from None
-        try:
-            # Prices arrive as strings; a JSON number must not pass through a float either.
-            body = json.loads(response.text, parse_float=Decimal)
-        except ValueError:
-            kind = "an HTML page" if "html" in response.headers.get("content-type", "") else "a malformed body"
-            raise TransientError(f"Twelve Data answered HTTP {response.status_code} with {kind}") from None
-        # Assume every answered call costs its credit (rejected ones included, as the 429
-        # messages suggest).
-        self.credits += 1
-        error = classify_error(response.status_code, body, self.clock(), params["symbol"])
-        if error is not None:
-            if isinstance(body, dict) and str(body.get("message", "")).startswith(NO_DATA_MESSAGE):
-                return Page([], False)
-            error.args = (redact(str(error), self._api_key),)
-            raise error
-        if not isinstance(body, dict) or not isinstance(body.get("values"), list):
-            raise TransientError("Twelve Data answered without a `values` list")
-        bars, repeats = parse_bars(body["values"])
-        if repeats:
-            self.log.warning(f"Twelve Data repeated {repeats} datetime(s); kept the first of each")
-        return Page(bars, len(body["values"]) >= int(params["outputsize"]))
+    def _pause(self, attempt: int) -> float:
+        return min(self.backoff_seconds * 2 ** (attempt - 1), self.backoff_max_seconds)
 
-    def _log_retry(self, state: tenacity.RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        pause = state.next_action.sleep if state.next_action else 0.0
-        self.log.warning(f"{error}; retry {state.attempt_number} of {self.max_attempts - 1} in {pause:.1f} s")
+    def _send_with_retries(self, params: dict[str, str], window: Interval, settle: bool) -> Page:
+        """`_send`, retrying transient failures with exponential backoff and waiting out minute limits.
 
-    def _send_with_retries(self, params: dict[str, str], window: Interval) -> Page:
-        """`_send`, retrying transient failures with exponential backoff and waiting out minute limits."""
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(TransientError),
-            stop=tenacity.stop_after_attempt(self.max_attempts),
-            wait=tenacity.wait_exponential(multiplier=self.backoff_seconds, max=self.backoff_max_seconds),
-            sleep=self.sleep,
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
-        minute_waits = 0
+        An answer that arrived whole but cannot be read is tried at most twice in all.
+        """
+        attempt = malformed = minute_waits = 0
         while True:
+            attempt += 1
             try:
-                return retrying(self._send, params, window)
+                page = self._send(params, window, settle)
+                page.attempts = attempt
+                return page
+            except MalformedAnswerError as exc:
+                malformed += 1
+                if malformed >= MALFORMED_ATTEMPTS or attempt >= self.max_attempts:
+                    raise MalformedAnswerError(f"{exc} ({attempt} attempts; not retried further)") from None
+                error: TwelveDataError = exc
             except TransientError as exc:
-                raise ServiceUnavailableError(
-                    f"Twelve Data kept failing after {self.max_attempts} attempts: {exc}"
-                ) from None
+                if attempt >= self.max_attempts:
+                    raise ServiceUnavailableError(
+                        f"Twelve Data kept failing after {self.max_attempts} attempts: {exc}"
+                    ) from None
+                error = exc
             except MinuteLimitError as exc:
                 minute_waits += 1
+                attempt -= 1  # the minute limit is waited out, not counted as a failed attempt
                 if minute_waits > self.max_minute_waits:
                     raise MinuteLimitError(
                         f"{exc} Still limited after waiting {self.max_minute_waits} minutes: "
@@ -286,8 +392,12 @@ class TwelveDataClient:
                 pause = (next_minute - now).total_seconds() + 1.0
                 self.log.warning(f"Twelve Data minute limit reached; waiting {pause:.1f} s for the next minute")
                 self.sleep(pause)
+                continue
+            pause = self._pause(attempt)
+            self.log.warning(f"{error}; retry {attempt} of {self.max_attempts - 1} in {pause:.1f} s")
+            self.sleep(pause)
 
-    def time_series(self, symbol: str, interval: str, start: datetime, end: datetime) -> Page:
+    def time_series(self, symbol: str, interval: str, start: datetime, end: datetime, *, settle: bool = True) -> Page:
         """Bars opening in [start, end), one call (plus retries). `end` must be on a whole second."""
         params = {
             "symbol": symbol,
@@ -301,11 +411,11 @@ class TwelveDataClient:
         }
         calls_before, credits_before = self.calls, self.credits
         try:
-            page = self._send_with_retries(params, (start, end))
+            page = self._send_with_retries(params, (start, end), settle)
         except TwelveDataError as exc:
             self._log_call(symbol, interval, start, end, f"failed: {exc}", calls_before, credits_before)
             raise
-        outcome = f"{len(page.bars)} bars" + (" (full page)" if page.full else "")
+        outcome = f"{len(page.values)} bars" + (" (full page)" if page.full else "")
         self._log_call(symbol, interval, start, end, outcome, calls_before, credits_before)
         return page
 
@@ -314,55 +424,3 @@ class TwelveDataClient:
             f"Twelve Data time_series {symbol} {interval} {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} UTC: "
             f"{outcome}; {self.calls - calls_before} request(s), {self.credits - credits_before} credit(s)"
         )
-
-    # -- windows ----------------------------------------------------------------------------
-
-    def fetch(
-        self,
-        symbol: str,
-        timeframe: Timeframe,
-        gaps: list[Interval],
-        calendar: TradingCalendar,
-        progress: Callable[[int, int, int], None] | None = None,
-    ) -> SeriesFetch:
-        """Closed bars for every gap, in as few calls as the 5000-bar limit allows.
-
-        A failure stops the fetch; what was fetched before it is returned with `error` set.
-
-        Each window is sized by `calendar` to hold at most 5000 bars; if the feed still fills a
-        page (bars outside the calendar), the next window ends where that page's oldest bar begins.
-        """
-        result = SeriesFetch()
-        calls_before, credits_before = self.calls, self.credits
-        planners = [WindowPlanner(span, timeframe.bar, calendar) for span in merge_gaps(gaps, timeframe.bar, calendar)]
-        if gaps and not planners:
-            self.log.info(f"{symbol} {timeframe.name}: the market is closed throughout the missing window(s); no call")
-        planned = sum(p.expected_calls for p in planners)
-        by_time: dict[datetime, Bar] = {}
-        try:
-            for planner in planners:
-                end = planner.end
-                while end > planner.start:
-                    start, end = planner.window_ending_at(end)
-                    as_of = self.clock() - CLOSE_MARGIN
-                    page = self.time_series(symbol, timeframe.interval, start, end)
-                    bars = [b for b in page.bars if start <= b.open_time < end]
-                    covered_end = end
-                    if page.full and bars:
-                        # A full page may have left bars out: cover only what it spans.
-                        start = max(start, bars[0].open_time)
-                        covered_end = min(end, bars[-1].open_time + timeframe.bar)
-                    closed = [b for b in bars if b.open_time + timeframe.bar <= as_of]
-                    result.forming_dropped += len(bars) - len(closed)
-                    by_time.update((b.open_time, b) for b in closed)
-                    result.windows.append(FetchedWindow(start, covered_end, as_of, len(closed)))
-                    if progress is not None:
-                        progress(len(result.windows), max(planned, len(result.windows)), len(by_time))
-                    end = start
-        except Exception as exc:
-            # Whole windows fetched before the failure are kept: the caller stores them.
-            result.error = exc
-        result.bars = [by_time[t] for t in sorted(by_time)]
-        result.calls = self.calls - calls_before
-        result.credits = self.credits - credits_before
-        return result

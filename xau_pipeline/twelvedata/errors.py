@@ -47,5 +47,13 @@ class TransientError(TwelveDataError):
     retryable = True
 
 
+class MalformedAnswerError(TransientError):
+    """A whole answer that cannot be read (not JSON, not UTF-8, no `values`, too large): tried twice at most."""
+
+
+class RedirectRefusedError(TwelveDataError):
+    """A 3xx answer: redirects are never followed (the key must not travel to another host)."""
+
+
 class ServiceUnavailableError(TwelveDataError):
     """Transient failures that outlasted every retry."""
