@@ -6,6 +6,7 @@ from datetime import datetime
 import dagster as dg
 from pydantic import Field
 
+from xau_pipeline.api.links import chart_url
 from xau_pipeline.credit_budget import CreditBudget, CreditBudgetExhausted, calls_of_run
 from xau_pipeline.ingest import IngestReport, ingest
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
@@ -90,8 +91,10 @@ def build_candle_asset(
         pool="twelvedata",
         description=(
             f"{symbol.api_symbol} {timeframe.name} ({timeframe.interval}) OHLC candles from Twelve Data, "
-            "upserted into PostgreSQL `candles`; only closed bars, only what was not fetched closed before."
+            "upserted into PostgreSQL `candles`; only closed bars, only what was not fetched closed before. "
+            f"Chart (`xau-pipeline serve`): {chart_url(symbol.name, timeframe.name)}"
         ),
+        metadata={"chart": dg.MetadataValue.url(chart_url(symbol.name, timeframe.name))},
     )
     def candles(
         context: dg.AssetExecutionContext,

@@ -215,6 +215,18 @@ def _credits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from xau_pipeline.api.links import api_host, api_port
+    from xau_pipeline.api.server import configured_token, serve
+
+    try:
+        port = api_port(args.port)
+        serve(_url(), args.host or api_host(), port, configured_token())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 # ---- doctor ------------------------------------------------------------------------------------
 
 DOCTOR_TIMEOUT_SECONDS = 5.0
@@ -414,6 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     gaps.add_argument("--end", metavar="DATE", help=f"window end, exclusive (default: now; {dates})")
     gaps.add_argument("--symbol", default="XAUUSD", help="stored symbol name (default XAUUSD)")
     gaps.set_defaults(run=_gaps)
+
+    serve = commands.add_parser("serve", help="serve the read-only HTTP API (and the chart pages)")
+    serve.add_argument("--host", help="address to bind (default XAU_API_HOST or 127.0.0.1; others need XAU_API_TOKEN)")
+    serve.add_argument("--port", help="port (default XAU_API_PORT or 8000)")
+    serve.set_defaults(run=_serve)
 
     commands.add_parser("credits", help="Twelve Data credits used and left today").set_defaults(run=_credits)
     commands.add_parser(
