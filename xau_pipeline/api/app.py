@@ -59,8 +59,12 @@ DEFAULT_STATEMENT_TIMEOUT_MS = 5000
 HEALTH_STATEMENT_TIMEOUT_MS = 2000
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
-# parse_time's forms, spelled out for the OpenAPI schema (ASCII digits only).
-TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt][0-9]{2}:[0-9]{2}(:[0-9]{2})?([Zz]|[+-][0-9]{2}:?[0-9]{2})?)?$"
+# parse_time's forms, spelled out for the OpenAPI schema: years 1970-2199, ASCII digits. (Which
+# day a month has, and start <= end, are checked by the server: a schema cannot say them.)
+TIME_PATTERN = (
+    r"^(19[7-9][0-9]|2[01][0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"([Tt]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?([Zz]|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])?)?$"
+)
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9/._-]{0,31}$"
 CSV_COLUMNS = ("symbol", "timeframe", "timestamp", "open", "high", "low", "close", "volume")
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
@@ -69,6 +73,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Bad input: one line saying what and why."},
     503: {"model": ErrorResponse, "description": "The candle database is unreachable or too slow."},
 }
+# The same, spelled out as JSON for the HTML route (FastAPI would document a model in the route's
+# own media type, text/html).
+_ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
 AUTH_ERROR: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "A bearer token is required (the server was started with one)."}
 }
@@ -390,7 +397,13 @@ def create_app(
     @app.get(
         "/chart/{timeframe}",
         response_class=HTMLResponse,
-        responses={**data_errors, 200: {"description": "An HTML page with the candlestick chart."}},
+        responses={
+            **{
+                status: {"description": spec["description"], "content": _ERROR_JSON}
+                for status, spec in data_errors.items()
+            },
+            200: {"description": "An HTML page with the candlestick chart."},
+        },
         dependencies=data_dependencies,
         tags=["chart"],
         summary="Candlestick chart with the missing bars marked",
