@@ -132,7 +132,7 @@ def stream_rows(engine: sa.Engine, timeout_ms: int, query: sa.Executable) -> Ite
 
     def chunks() -> Iterator[Sequence[sa.Row]]:
         try:
-            yield from result.partitions()
+            yield from result.partitions(STREAM_CHUNK_ROWS)
         finally:
             result.close()
             transaction.rollback()
