@@ -223,6 +223,33 @@ def test_a_csv_stream_cut_short_leaves_no_transaction_open(api, backfilled, data
         engine.dispose()
 
 
+def test_csv_rows_are_fetched_from_a_server_side_cursor_a_chunk_at_a_time(backfilled, database_url, monkeypatch):
+    """What keeps a long CSV stream in bounded memory: FETCH FORWARD <chunk>, never the whole range."""
+    monkeypatch.setattr(queries, "STREAM_CHUNK_ROWS", 100)
+    engine = queries.read_engine(database_url)
+    watcher = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    try:
+        chunks = queries.stream_rows(engine, 5000, queries.text_rows_query("XAUUSD", "M15", None, None, None, None))
+        try:
+            sizes = [len(next(chunks))]
+            with watcher.connect() as connection:
+                (last_query,) = connection.execute(
+                    sa.text(
+                        "SELECT query FROM pg_stat_activity WHERE application_name = 'xau-pipeline-api' "
+                        "AND state = 'idle in transaction'"  # the stream's connection, between two fetches
+                    )
+                ).scalars()
+            fetched = re.match(r"FETCH FORWARD (\d+) FROM", last_query)  # not FETCH FORWARD ALL
+            assert fetched and int(fetched.group(1)) <= 100, last_query
+            sizes += [len(chunk) for chunk in chunks]
+            assert max(sizes) == 100 and sum(sizes) == len(stored(backfilled))
+        finally:
+            chunks.close()
+    finally:
+        engine.dispose()
+        watcher.dispose()
+
+
 # ---- GET /candles/{timeframe}/gaps ----------------------------------------------------------------
 
 
@@ -289,8 +316,9 @@ def test_gaps_default_to_the_last_seven_days_and_tell_never_fetched(api, backfil
         ("/candles/M15?limit=ten", "bad limit 'ten'"),
         ("/candles/M15?start=2024-02-30", "start '2024-02-30' is not a valid date"),
         ("/candles/M15?start=yesterday", "bad start 'yesterday'"),
-        ("/candles/M15?end=2024-01-01T25:00", "end '2024-01-01T25:00' is not a valid date"),
-        ("/candles/M15?before=1969-12-31", "out of range"),
+        ("/candles/M15?end=2024-01-01T25:00", "bad end '2024-01-01T25:00': use YYYY-MM-DD or YYYY-MM-DDTHH:MM"),
+        ("/candles/M15?before=1969-12-31", "bad before '1969-12-31': use YYYY-MM-DD"),
+        ("/candles/M15?start=2199-12-31T23:00-05:00", "start '2199-12-31T23:00-05:00' is out of range"),
         (
             "/candles/M15?start=2024-02-02&end=2024-02-01",
             "start 2024-02-02T00:00:00Z is after end 2024-02-01T00:00:00Z",
@@ -298,7 +326,7 @@ def test_gaps_default_to_the_last_seven_days_and_tell_never_fetched(api, backfil
         ("/candles/M15/gaps?start=2024-02-02&end=2024-02-01", "is after end"),
         ("/candles/M15/gaps?start=2000-01-01&end=2024-01-01", "longer than 3660 days"),
         ("/candles/M15?format=xml", "bad format 'xml'"),
-        ("/candles/M15?symbol=XAU%00USD", "bad symbol"),
+        ("/candles/M15?symbol=XAU%00USD", "bad symbol 'XAU\\x00USD': use letters, digits"),
         ("/chart/W1", "bad timeframe 'W1'"),
         ("/chart/M15?limit=0", "bad limit '0'"),
     ],

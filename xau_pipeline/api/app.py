@@ -154,6 +154,14 @@ def _database_problem(exc: BaseException, timeout_ms: int, password: str | None)
     return _one_line(f"database error: {type(orig or exc).__name__}", password)
 
 
+# What a value failing a parameter's pattern should look like (rather than the pattern itself).
+PATTERN_HINTS = {
+    "start": "use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][Z|±HH:MM] (UTC unless an offset is given), years 1970-2199",
+    "symbol": "use letters, digits and / . _ - (at most 32), e.g. XAUUSD",
+}
+PATTERN_HINTS["end"] = PATTERN_HINTS["before"] = PATTERN_HINTS["start"]
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     errors = exc.errors()
     if not errors:
@@ -162,6 +170,8 @@ def _validation_message(exc: RequestValidationError) -> str:
     where = str(first.get("loc", ("?",))[-1])
     message = str(first.get("msg", "invalid")).strip()
     message = message[:1].lower() + message[1:]
+    if first.get("type") == "string_pattern_mismatch" and where in PATTERN_HINTS:
+        message = PATTERN_HINTS[where]
     shown = first.get("input")
     if isinstance(shown, str | int | float) and not isinstance(shown, bool):
         text = f"bad {where} {str(shown)[:60]!r}: {message}"
