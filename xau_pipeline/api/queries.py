@@ -24,8 +24,9 @@ POOL_OVERFLOW = 8
 POOL_TIMEOUT_SECONDS = 10
 STREAM_CHUNK_ROWS = 2000
 
-# A bar's open as the API shows it, `YYYY-MM-DDTHH:MM:SSZ`, whatever the session's DateStyle.
-TIMESTAMP_TEXT = """to_char(c."timestamp" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+# A bar's open as the API shows it, `YYYY-MM-DDTHH:MM:SSZ`: the UTC time's text under DateStyle ISO
+# (set in every read transaction), `YYYY-MM-DD HH:MM:SS`, with a T and a Z. A third cheaper than to_char.
+TIMESTAMP_TEXT = """(overlay(left((c."timestamp" AT TIME ZONE 'UTC')::text, 19) placing 'T' from 11) || 'Z')"""
 
 # One page of candles as the JSON array the API returns, rendered by PostgreSQL: numeric::text is
 # the stored value's exact digits (what format(Decimal, "f") gives), so no price passes through
@@ -78,8 +79,10 @@ def read_engine(database_url: str) -> sa.Engine:
 
 def _begin_read_only(connection: sa.Connection, timeout_ms: int) -> None:
     # psycopg2 opens the transaction implicitly, so this is its first statement, as it must be.
-    connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-    connection.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+    # One round trip for the three.
+    connection.exec_driver_sql(
+        f"SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {int(timeout_ms)}; SET LOCAL DateStyle = 'ISO'"
+    )
 
 
 @contextmanager
