@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/gap_query.py
 	$(BIN)/python bench/live_cost.py
 	$(BIN)/python bench/rate_limited_backfill.py
+	$(BIN)/python bench/api_latency.py
 
 standin: $(STAMP)
 	$(BIN)/python -m xau_pipeline_dev.twelvedata_standin --port 8765 --api-key demo-key
