@@ -355,6 +355,24 @@ def test_database_down_is_503_without_secrets(session_store):
         assert get(url, "/openapi.json").status_code == 200  # what needs no database still answers
 
 
+def test_a_database_without_the_schema_is_reported_not_migrated(database_url):
+    from xau_pipeline.store.database import temporary_database
+
+    server = database_url.rsplit("/", 1)[0] + "/postgres"
+    with temporary_database(server, "xau_test_empty") as empty, serving_in_thread(empty) as url:
+        health = get(url, "/health")
+        assert health.status_code == 503
+        assert health.json()["database"] == "reachable" and "xau-pipeline migrate" in health.json()["detail"]
+        response = get(url, "/candles/M15")
+        assert response.status_code == 503 and "no schema yet" in response.json()["detail"]
+        engine = sa.create_engine(empty, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as connection:
+                assert not sa.inspect(connection).get_table_names()  # the API created nothing
+        finally:
+            engine.dispose()
+
+
 def test_reads_are_read_only_with_a_statement_timeout(database_url, session_store):
     engine = queries.read_engine(database_url)
     try:
