@@ -52,9 +52,12 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
 DEFAULT_CHART_BARS = 500
 DEFAULT_GAP_WINDOW = timedelta(days=7)
-# Ten years and a few days: the longest window a gap report or chart covers (ten years of M15
-# take about 0.1 s to check; a longer window is asked for in parts).
+# The most bar slots a gap report or chart checks at once: ten years and a few days of M15 (about
+# 0.1 s to check); as many H1, H4 or D1 slots cover 4, 16 and 96 times as long.
 MAX_GAP_WINDOW = timedelta(days=3660)
+MAX_GAP_SLOTS = MAX_GAP_WINDOW // timedelta(minutes=15)
+# And at most forty years whatever the bar: the calendar is built a year at a time.
+MAX_GAP_SPAN = 4 * MAX_GAP_WINDOW
 DEFAULT_STATEMENT_TIMEOUT_MS = 5000
 HEALTH_STATEMENT_TIMEOUT_MS = 2000
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -149,9 +152,11 @@ def _database_problem(exc: BaseException, timeout_ms: int, password: str | None)
     if code == "42P01":  # undefined_table
         return "the candle database has no schema yet (run: xau-pipeline migrate)"
     if isinstance(exc, sa.exc.OperationalError) and code is None:
+        # The driver's reason (host, port, ...) goes to the server's log only.
         first = str(orig or exc).strip().splitlines()[:1]
-        return _one_line(f"the candle database is unreachable: {first[0] if first else type(exc).__name__}", password)
-    return _one_line(f"database error: {type(orig or exc).__name__}", password)
+        log.warning("database unreachable: %s", _one_line(first[0] if first else type(exc).__name__, password))
+        return "the candle database is unreachable"
+    return f"database error: {type(orig or exc).__name__}"
 
 
 # What a value failing a parameter's pattern should look like (rather than the pattern itself).
@@ -333,7 +338,7 @@ def create_app(
             end_at = now if start_at is None or start_at <= now else start_at + DEFAULT_GAP_WINDOW
         if start_at is None:
             start_at = end_at - DEFAULT_GAP_WINDOW
-        _check_span(start_at, end_at)
+        _check_span(tf, start_at, end_at)
         with queries.read_only(engine, timeout) as connection:
             report = find_gaps(connection, name, tf.name, tf.bar, trading_calendar, start_at, end_at, now)
         return GapReportResponse(
@@ -422,7 +427,7 @@ def create_app(
         timeframe: TimeframePath,
         symbol: SymbolQuery = "XAUUSD",
         start: str | None = _time_query("Window start (default: as far back as `limit` bars reach)."),
-        end: str | None = _time_query("Window end, exclusive (default: now)."),
+        end: str | None = _time_query("Window end, exclusive (default: just after the newest bar shown)."),
         limit: Annotated[
             int, Query(ge=1, le=MAX_LIMIT, description=f"The newest this many bars of the window (max {MAX_LIMIT}).")
         ] = DEFAULT_CHART_BARS,
@@ -438,7 +443,7 @@ def create_app(
             window = _chart_window(rows, tf, start_at, end_at, limit, now)
             report = None
             if window[0] < window[1]:
-                _check_span(*window)
+                _check_span(tf, *window)
                 report = find_gaps(connection, name, tf.name, tf.bar, trading_calendar, *window, now)
         off_session: set[datetime] = set()
         if report is not None and report.off_session:
@@ -494,10 +499,12 @@ def _wants_csv(accept: str) -> bool:
     return "application/json" not in types or types.index("text/csv") < types.index("application/json")
 
 
-def _check_span(start: datetime, end: datetime) -> None:
-    if end - start > MAX_GAP_WINDOW:
+def _check_span(tf: Timeframe, start: datetime, end: datetime) -> None:
+    longest = min(tf.bar * MAX_GAP_SLOTS, MAX_GAP_SPAN)
+    if end - start > longest:
         raise InputError(
-            f"the window {iso_utc(start)} to {iso_utc(end)} is longer than {MAX_GAP_WINDOW.days} days: ask in parts"
+            f"the window {iso_utc(start)} to {iso_utc(end)} is longer than {longest.days} days, the most "
+            f"{tf.name} gaps are checked for at once: ask in parts"
         )
 
 
