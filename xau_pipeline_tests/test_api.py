@@ -376,6 +376,21 @@ def test_a_database_without_the_schema_is_reported_not_migrated(database_url):
             engine.dispose()
 
 
+def test_a_read_over_the_statement_timeout_is_a_503(database_url, session_store):
+    """A writer holding the candles table locked makes every read wait past the timeout."""
+    locker = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    try:
+        with locker.connect() as connection, serving_in_thread(database_url, statement_timeout_ms=300) as url:
+            connection.exec_driver_sql("LOCK TABLE candles IN ACCESS EXCLUSIVE MODE")
+            for path in ("/candles/M15", "/candles/M15?format=csv", "/candles/M15/gaps", "/chart/M15"):
+                response = get(url, path)
+                assert response.status_code == 503, (path, response.text)
+                assert response.json() == {"detail": "the query took longer than the statement timeout (300 ms)"}
+            connection.rollback()
+    finally:
+        locker.dispose()
+
+
 def test_reads_are_read_only_with_a_statement_timeout(database_url, session_store):
     engine = queries.read_engine(database_url)
     try:

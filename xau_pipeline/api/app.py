@@ -308,7 +308,7 @@ def create_app(
             page = queries.json_page(connection, name, tf.name, start_at, end_at, before_at, page_size)
         headers = {}
         if page.count == page_size and page.oldest is not None:
-            following = request.url.include_query_params(before=iso_utc(page.oldest), limit=page_size)
+            following = request.url.include_query_params(before=page.oldest, limit=page_size)
             headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
         return Response(page.body, media_type="application/json", headers=headers)
 
