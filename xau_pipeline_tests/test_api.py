@@ -135,7 +135,9 @@ def test_exact_digits_volumes_and_symbol_spelling(api, store):
     ]
     with store.engine.begin() as connection:
         upsert_bars(connection, "XAUUSD", "H4", bars)
-    items = get(api, "/candles/H4", params={"symbol": "XAU/USD"}).json()
+    response = get(api, "/candles/H4", params={"symbol": "XAU/USD"})
+    assert CANDLES.dump_json(CANDLES.validate_json(response.content)) == response.content
+    items = response.json()
     assert [item["close"] for item in items] == prices[::-1]
     assert [item["volume"] for item in items] == [None, "12.50", None, "12.50", None]
     assert_equal_to_rows(items, stored(store, "H4"), "H4")
