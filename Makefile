@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/gap_query.py
 	$(BIN)/python bench/live_cost.py
 	$(BIN)/python bench/rate_limited_backfill.py
+	$(BIN)/python bench/api_latency.py
 
 # The key it accepts comes from TWELVE_DATA_API_KEY (demo-key when unset), never from the command line.
 standin: $(STAMP)

@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from xau_pipeline.api.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, chart_url
 from xau_pipeline.bars import subtract
 from xau_pipeline.credit_budget import CreditBudgetExhausted
 from xau_pipeline.ingest import IngestReport, ingest
@@ -107,7 +108,10 @@ def fully_fetched_partitions(
 
 
 def build_candle_asset(
-    symbol: Symbol, timeframe: Timeframe, partitions_def: dg.PartitionsDefinition
+    symbol: Symbol,
+    timeframe: Timeframe,
+    partitions_def: dg.PartitionsDefinition,
+    read_api_url: str = api_base_url(DEFAULT_HOST, DEFAULT_PORT),
 ) -> dg.AssetsDefinition:
     """The asset keeping `symbol`'s `timeframe` candles, one daily partition per UTC day of bar opens."""
 
@@ -124,8 +128,10 @@ def build_candle_asset(
         output_required=False,
         description=(
             f"{symbol.api_symbol} {timeframe.name} ({timeframe.interval}) OHLC candles from Twelve Data, "
-            "upserted into PostgreSQL `candles`; only closed bars, only what was not fetched closed before."
+            "upserted into PostgreSQL `candles`; only closed bars, only what was not fetched closed before. "
+            f"Chart (`xau-pipeline serve`): {chart_url(read_api_url, symbol.name, timeframe.name)}"
         ),
+        metadata={"chart": dg.MetadataValue.url(chart_url(read_api_url, symbol.name, timeframe.name))},
     )
     def candles(
         context: dg.AssetExecutionContext,

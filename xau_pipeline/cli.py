@@ -19,6 +19,7 @@ import requests
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
+from xau_pipeline.api.links import parse_port
 from xau_pipeline.credit_budget import KINDS, credits_left
 from xau_pipeline.read import newest_candles, parse_time
 from xau_pipeline.redact import one_line, url_password
@@ -188,6 +189,19 @@ def _credits(args: argparse.Namespace, settings: Settings) -> int:
     print(f"left today:          {left['schedule']}")
     print(f"kept for schedules:  {budget.reserved_for_schedules} ({budget.schedule_share:.0%} of the daily limit)")
     print(f"left for backfill and repair: {left['backfill']}")
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    # uvicorn and FastAPI load here, not for every command.
+    from xau_pipeline.api.server import serve
+
+    try:
+        port = settings.read_api_port if args.port is None else parse_port(args.port)
+        host = args.host or settings.read_api_host
+        serve(settings.database_url, host, port, settings.read_api_token, symbols=settings.symbols)
+    except ValueError as exc:
+        raise UsageError(f"serve: {exc}") from None
     return 0
 
 
@@ -374,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
     gaps.add_argument("--end", metavar="DATE", help=f"window end, exclusive (default: now; {dates})")
     gaps.add_argument("--symbol", default="XAUUSD", help="stored symbol name (default XAUUSD)")
     gaps.set_defaults(run=_gaps)
+
+    serve = commands.add_parser("serve", help="serve the read-only HTTP API (and the chart pages)")
+    serve.add_argument("--host", help="address to bind (default XAU_API_HOST or 127.0.0.1; others need XAU_API_TOKEN)")
+    serve.add_argument("--port", help="port (default XAU_API_PORT or 8000)")
+    serve.set_defaults(run=_serve)
 
     commands.add_parser("credits", help="Twelve Data credits used and left today").set_defaults(run=_credits)
     commands.add_parser(

@@ -24,7 +24,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     assets, checks, schedules, sensors = [], [], [], []
     for symbol in settings.symbols:
         for tf in TIMEFRAMES:
-            asset = build_candle_asset(symbol, tf, partitions)
+            asset = build_candle_asset(symbol, tf, partitions, settings.read_api_url)
             assets.append(asset)
             checks += build_candle_checks(symbol, tf, asset, partitions, settings)
             schedules.append(build_candle_schedule(symbol, tf, asset, partitions))

@@ -14,6 +14,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
+from xau_pipeline.api.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, parse_port
 from xau_pipeline.credit_budget import BudgetSettings
 from xau_pipeline.store.database import configured_database_url
 from xau_pipeline.symbols import Symbol, parse_symbols
@@ -53,6 +54,15 @@ class Settings:
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     max_jump: Decimal = Decimal("0.05")
     m15_tolerance: Decimal = Decimal("0.0005")
+    # The read-only HTTP API (`xau-pipeline serve`): where it binds, and its bearer token.
+    read_api_host: str = DEFAULT_HOST
+    read_api_port: int = DEFAULT_PORT
+    read_api_token: str | None = field(default=None, repr=False)
+
+    @property
+    def read_api_url(self) -> str:
+        """http://host:port of the read API as configured (a wildcard bind shown as 127.0.0.1)."""
+        return api_base_url(self.read_api_host, self.read_api_port)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -89,6 +99,9 @@ class Settings:
             budget=budget,
             max_jump=_positive_decimal("XAU_MAX_JUMP", get("XAU_MAX_JUMP", "0.05")),
             m15_tolerance=_positive_decimal("XAU_M15_TOLERANCE", get("XAU_M15_TOLERANCE", "0.0005")),
+            read_api_host=get("XAU_API_HOST", DEFAULT_HOST),
+            read_api_port=_port("XAU_API_PORT", get("XAU_API_PORT", str(DEFAULT_PORT))),
+            read_api_token=(env.get("XAU_API_TOKEN") or "").strip() or None,
         )
 
     @classmethod
@@ -124,6 +137,13 @@ def _date(name: str, value: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise SettingsError(f"{name} must be a date like 2024-01-01, got {value!r}", name) from None
+
+
+def _port(name: str, value: str) -> int:
+    try:
+        return parse_port(value)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}", name) from None
 
 
 def _positive_decimal(name: str, value: str) -> Decimal:

@@ -91,11 +91,12 @@ def test_make_run_in_a_fresh_clone_starts_the_embedded_database_and_the_ui_and_s
     """The README's run command in a fresh clone: no XAU_DATABASE_URL, so the embedded PostgreSQL."""
     clone = fresh_clone(tmp_path)
     data_dir = REPO / ".pgdata" / f"test-launch-{os.getpid()}"
-    port = free_port()
+    port, api_port = free_port(), free_port()
     env = clean_env(
         XAU_PGDATA=str(data_dir),
         DAGSTER_HOME=str(tmp_path / "dagster_home"),
         XAU_UI_PORT=str(port),
+        XAU_API_PORT=str(api_port),
         TWELVE_DATA_BASE_URL=stand_in.url,
         TWELVE_DATA_API_KEY=TEST_API_KEY,
     )
@@ -138,6 +139,8 @@ def test_make_run_in_a_fresh_clone_starts_the_embedded_database_and_the_ui_and_s
         postmaster = int((data_dir / "cluster" / "postmaster.pid").read_text().split()[0])
         assert alive(postmaster)
         print(f"UI answered {answered_after:.1f} s after launch; code location loaded")
+        health = requests.get(f"http://127.0.0.1:{api_port}/health", timeout=10)  # the HTTP API beside it
+        assert health.status_code == 200 and health.json()["status"] == "ok", health.text
 
         (python_launcher,) = [
             p for p in launcher_children(make.pid) if "xau_pipeline_dev.launch" in " ".join(p.cmdline())
@@ -146,6 +149,7 @@ def test_make_run_in_a_fresh_clone_starts_the_embedded_database_and_the_ui_and_s
         assert make.wait(timeout=90) == 0, log.read_text(errors="replace")[-3000:]
         output = log.read_text(errors="replace")
         assert "[xau_pipeline] Dagster stopped" in output and "[xau_pipeline] embedded PostgreSQL stopped" in output
+        assert "[xau_pipeline] HTTP API stopped" in output
         assert not alive(postmaster)
         assert not [p.cmdline() for p in spawned.values() if running(p)]  # dagster dev, webserver, daemon, code server
         # The test's virtualenv was used as it is, not reinstalled from the clone.

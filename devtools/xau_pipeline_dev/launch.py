@@ -1,6 +1,7 @@
 """`python -m xau_pipeline_dev.launch run|demo`: what `make run` and `make demo` start.
 
-run   Start the Dagster UI and daemon (`dagster dev`) on 127.0.0.1:3000 (XAU_UI_HOST, XAU_UI_PORT).
+run   Start the Dagster UI and daemon (`dagster dev`) on 127.0.0.1:3000 (XAU_UI_HOST, XAU_UI_PORT),
+      and the read-only HTTP API (`xau-pipeline serve`) on 127.0.0.1:8000 (XAU_API_HOST, XAU_API_PORT).
       Without XAU_DATABASE_URL, an embedded PostgreSQL (files in <project>/.pgdata, or XAU_PGDATA)
       holds the candles (database `xau`) and Dagster's runs, events and schedules (database
       `dagster`). With XAU_DATABASE_URL, that database holds both, Dagster's in its own schema
@@ -8,7 +9,7 @@ run   Start the Dagster UI and daemon (`dagster dev`) on 127.0.0.1:3000 (XAU_UI_
 demo  The same, offline: a Twelve Data stand-in in this process (127.0.0.1:8765, key `demo-key`,
       the free plan's limits) and the last three weeks of every timeframe stored first.
 
-Ctrl-C or SIGTERM stops Dagster, then the embedded PostgreSQL. Exit status 2: configuration.
+Ctrl-C or SIGTERM stops Dagster, then the API, then the embedded PostgreSQL. Exit status 2: configuration.
 """
 
 from __future__ import annotations
@@ -319,6 +320,44 @@ def run_dagster(root: Path, env: dict[str, str], host: str, port: int) -> int:
     return status
 
 
+# ---- the HTTP API ----------------------------------------------------------------------------------
+
+
+def start_api(stack: ExitStack, settings: Settings) -> None:
+    """`xau-pipeline serve` beside Dagster (XAU_API_HOST, XAU_API_PORT, XAU_API_TOKEN), stopped when we
+    stop. A problem with it is reported and Dagster starts anyway: the API is an extra."""
+    from xau_pipeline.api.server import check_bind
+
+    host, port = settings.read_api_host, settings.read_api_port
+    try:
+        check_bind(host, settings.read_api_token)
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        say(f"the HTTP API is not started: cannot serve on {host}:{port} ({exc.strerror}); set XAU_API_PORT")
+        return
+    except ValueError as exc:
+        say(f"the HTTP API is not started: {exc}")
+        return
+    command = [sys.executable, "-m", "xau_pipeline.cli", "serve", "--host", host, "--port", str(port)]
+    # Its own process group, like Dagster's: Ctrl-C reaches us, and we stop it once, after Dagster.
+    process = subprocess.Popen(command, env=dict(os.environ), process_group=0)
+    stack.callback(_stop_api, process)
+    say(f"HTTP API on {settings.read_api_url} (docs at /docs, charts at /chart/M15, /chart/H1, ...)")
+
+
+def _stop_api(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    say("HTTP API stopped")
+
+
 # ---- main ----------------------------------------------------------------------------------------
 
 
@@ -367,6 +406,7 @@ def launch(mode: str) -> int:
             migrate_candle_database(settings)
             if mode == "demo":
                 fill_demo_data(settings)
+            start_api(stack, settings)
         except KeyboardInterrupt:
             say("interrupted")
             return 130
