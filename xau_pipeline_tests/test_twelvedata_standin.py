@@ -482,6 +482,7 @@ def test_restore_defaults_undoes_every_setting_and_clears_the_counters(stand_in:
         "time_offset_seconds": 3600.0,
         "delay_seconds": 0.01,
         "h4_phase_hours": 1,
+        "bar_anchor": "new_york",
         "credit_headers": False,
         "max_outputsize": 10,
     }
