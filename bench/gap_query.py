@@ -48,6 +48,7 @@ def main() -> None:
 
 def run(url: str, years: int) -> None:
     store = CandleStore(url)
+    store.migrate()
     end = datetime(2026, 1, 1, tzinfo=UTC)
     start = end.replace(year=end.year - years)
     slots = CME.expected_slots(start, end, M15.bar)

@@ -1,0 +1,117 @@
+"""Real-feed fidelity (issue #10, parts 2-4): the stand-in serves H4 and D1 on the UTC grid or on the
+17:00 New York grid (across DST), for gold's hours or around the clock; the real client and ingest
+load two weeks around each US DST switch into the test database, and the gap report on the
+detected grid finds exactly the served bars: no gap, no bar off-session.
+
+The fixed UTC phase the gap query used before grids (still what `phase=` gives) is measured too:
+on a New York feed it reports phantom gaps beside bars off its grid; those are now one grid-mismatch
+line and are never fetched.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from xau_pipeline.grid import new_york_close_grid, utc_grid
+from xau_pipeline.ingest import ingest
+from xau_pipeline.repair import plan_repairs
+from xau_pipeline.store.gaps import GRID_MISMATCH
+from xau_pipeline.symbols import Symbol
+from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
+from xau_pipeline.trading_calendar import calendar
+from xau_pipeline.twelvedata.client import TwelveDataClient
+from xau_pipeline.twelvedata.windows import merge_gaps
+from xau_pipeline_tests.conftest import TEST_API_KEY
+
+UTC = UTC
+H4, D1 = TIMEFRAMES_BY_NAME["H4"], TIMEFRAMES_BY_NAME["D1"]
+WEEKS = {
+    # Two weeks each, the switch Sunday in the middle: 10 March and 3 November 2024.
+    "march": (datetime(2024, 3, 3, tzinfo=UTC), datetime(2024, 3, 17, tzinfo=UTC)),
+    "november": (datetime(2024, 10, 27, tzinfo=UTC), datetime(2024, 11, 10, tzinfo=UTC)),
+}
+# (stand-in bar_anchor, weekend bars (a 24/7 feed), the symbol's calendar)
+FEEDS = {
+    "utc": ("utc", False, "cme_gold"),
+    "new_york": ("new_york", False, "cme_gold"),
+    "utc_24x7": ("utc", True, "24x7"),
+    "new_york_24x7": ("new_york", True, "24x7"),
+}
+
+# The fixed UTC phase (the dominant one) on each feed, before grids: (missing, off-session) per week.
+# A New York feed's bars sit on the UTC grid of the dominant phase in one season only.
+FIXED_PHASE_BEFORE = {
+    ("utc", "H4"): {"march": (0, 0), "november": (0, 0)},
+    ("utc", "D1"): {"march": (0, 0), "november": (0, 0)},
+    ("new_york", "H4"): {"march": (31, 30), "november": (31, 30)},
+    ("new_york", "D1"): {"march": (6, 5), "november": (6, 5)},
+    ("utc_24x7", "H4"): {"march": (0, 0), "november": (0, 0)},
+    ("utc_24x7", "D1"): {"march": (0, 0), "november": (0, 0)},
+    ("new_york_24x7", "H4"): {"march": (40, 40), "november": (40, 40)},
+    ("new_york_24x7", "D1"): {"march": (7, 7), "november": (7, 7)},
+}
+
+
+def load(stand_in, store, feed: str, timeframe, week: str):
+    anchor, weekend_bars, calendar_name = FEEDS[feed]
+    stand_in.configure(bar_anchor=anchor, weekend_bars=weekend_bars)
+    symbol = Symbol("XAU/USD", calendar_name)
+    start, end = WEEKS[week]
+    report = ingest(TwelveDataClient(TEST_API_KEY, stand_in.url), store, symbol, timeframe, start, end)
+    assert report.complete
+    return symbol, start, end
+
+
+@pytest.mark.parametrize("week", WEEKS)
+@pytest.mark.parametrize("timeframe", [H4, D1], ids=["H4", "D1"])
+@pytest.mark.parametrize("feed", FEEDS)
+def test_each_grid_loads_exactly_with_no_false_gap_across_the_dst_switch(stand_in, store, feed, timeframe, week):
+    symbol, start, end = load(stand_in, store, feed, timeframe, week)
+    served = stand_in.bars("XAU/USD", timeframe.interval, start, end)
+    stored = store.newest(symbol.name, timeframe, start, end, limit=1000)
+    assert [(r.timestamp, r.open, r.high, r.low, r.close) for r in reversed(stored)] == [
+        (b["datetime"], b["open"], b["high"], b["low"], b["close"]) for b in served
+    ]
+
+    detection = store.grid(symbol.name, timeframe)
+    anchored = FEEDS[feed][0] == "new_york"
+    assert detection.grid == (new_york_close_grid(timeframe.bar) if anchored else utc_grid(timeframe.bar))
+    policy = calendar(symbol.calendar)
+    now = datetime.now(UTC)
+    after = store.gaps(symbol.name, timeframe, policy, start, end, now, grid=detection.grid)
+    assert (after.missing, after.off_session, after.stored, after.expected) == (0, 0, len(served), len(served))
+    assert after.mismatch is None
+    # The default (no phase, no grid) detects the same grid.
+    assert store.gaps(symbol.name, timeframe, policy, start, end, now).missing == 0
+
+    before = store.gaps(symbol.name, timeframe, policy, start, end, now, phase=store.bar_phase(symbol.name, timeframe))
+    assert (before.missing, before.off_session) == FIXED_PHASE_BEFORE[(feed, timeframe.name)][week]
+    if before.missing:
+        # Phase 4: every phantom gap is one grid-mismatch line, none is fetched.
+        assert before.count(GRID_MISMATCH) == before.missing and not before.real_gaps
+        assert before.mismatch is not None
+        assert before.mismatch.found == new_york_close_grid(timeframe.bar).describe()
+        assert before.mismatch.line.startswith(f"grid mismatch: {before.missing} slot(s) of the ")
+
+
+@pytest.mark.parametrize("timeframe", [H4, D1], ids=["H4", "D1"])
+def test_repair_spends_nothing_on_a_new_york_feed(stand_in, store, timeframe):
+    symbol, start, end = load(stand_in, store, "new_york", timeframe, "november")
+    calls = stand_in.time_series_calls()
+    partitions = dg.DailyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d"), timezone="UTC")
+    plan = plan_repairs(store, symbol, timeframe, partitions, end + timedelta(hours=2))
+    assert (plan.never_fetched, plan.provider_retry, plan.given_up) == ([], [], [])
+    assert stand_in.time_series_calls() == calls
+
+
+def test_a_new_york_d1_bar_opening_sunday_evening_is_fetched():
+    """The 17:00 New York D1 bar opens Sunday 22:00 UTC in winter, before gold opens at 23:00: the
+    sessions-overlap rule keeps a gap holding only its open (the market-closed rule drops no call)."""
+    cme = calendar("cme_gold")
+    sunday = datetime(2024, 1, 7, 22, tzinfo=UTC)
+    gap = (sunday, sunday + timedelta(seconds=1))
+    assert merge_gaps([gap], D1.bar, cme) == [gap]
+    # Saturday's 17:00 bar overlaps no session: no call.
+    saturday = datetime(2024, 1, 6, 22, tzinfo=UTC)
+    assert merge_gaps([(saturday, saturday + timedelta(seconds=1))], timedelta(hours=23), cme) == []
