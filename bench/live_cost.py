@@ -59,6 +59,9 @@ def own_rule(symbol, timeframe: Timeframe) -> Callable[[datetime], bool]:
     cal = calendar(symbol.calendar)
 
     def requests_a_bar(tick: datetime) -> bool:
+        # H4 and D1 tick hourly: only a tick one minute after a UTC-grid close asks for a bar.
+        if (tick - MINUTE - datetime(1970, 1, 1, tzinfo=UTC)) % timeframe.bar:
+            return False
         bar_open = tick - MINUTE - timeframe.bar
         return cal.count_expected(bar_open, bar_open + timeframe.bar, timeframe.bar) > 0
 
