@@ -21,7 +21,7 @@ from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.twelvedata.client import TwelveDataClient
-from xau_pipeline.twelvedata.windows import merge_gaps
+from xau_pipeline.twelvedata.windows import WindowPlanner, merge_gaps
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 UTC = UTC
@@ -115,3 +115,23 @@ def test_a_new_york_d1_bar_opening_sunday_evening_is_fetched():
     # Saturday's 17:00 bar overlaps no session: no call.
     saturday = datetime(2024, 1, 6, 22, tzinfo=UTC)
     assert merge_gaps([(saturday, saturday + timedelta(seconds=1))], timedelta(hours=23), cme) == []
+
+
+def test_windows_sized_on_a_new_york_grid_hold_at_most_max_bars_of_it():
+    cme, grid = calendar("cme_gold"), new_york_close_grid(H4.bar)
+    span = (datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 12, 1, tzinfo=UTC))
+    planner = WindowPlanner(span, H4.bar, cme, max_bars=50, grid=grid)
+    windows, end = [], span[1]
+    while end > span[0]:
+        window = planner.window_ending_at(end)
+        windows.append(window)
+        end = window[0]
+    counts = [cme.count_expected(*w, H4.bar, grid=grid) for w in windows]
+    assert counts[:-1] == [50] * (len(windows) - 1) and 0 < counts[-1] <= 50
+    assert len(windows) == planner.expected_calls == -(-cme.count_expected(*span, H4.bar, grid=grid) // 50)
+    assert merge_gaps(
+        [(span[0], span[0] + timedelta(days=7)), (span[0] + timedelta(days=8), span[1])], H4.bar, cme, 50, grid
+    ) == [
+        (span[0], span[0] + timedelta(days=7)),
+        (span[0] + timedelta(days=8), span[1]),
+    ]
