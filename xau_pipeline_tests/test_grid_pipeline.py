@@ -9,10 +9,12 @@ line and are never fetched.
 """
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import dagster as dg
 import pytest
 
+from xau_pipeline import cli
 from xau_pipeline.grid import new_york_close_grid, utc_grid
 from xau_pipeline.ingest import ingest
 from xau_pipeline.repair import plan_repairs
@@ -135,3 +137,38 @@ def test_windows_sized_on_a_new_york_grid_hold_at_most_max_bars_of_it():
         (span[0], span[0] + timedelta(days=7)),
         (span[0] + timedelta(days=8), span[1]),
     ]
+
+
+def test_gaps_command_names_the_new_york_grid_and_finds_nothing_missing(stand_in, store, capsys, monkeypatch):
+    load(stand_in, store, "new_york", H4, "march")
+    monkeypatch.setenv("XAU_DATABASE_URL", store.url)
+    monkeypatch.delenv("XAU_SYMBOLS", raising=False)
+    monkeypatch.setattr(cli, "utc_now", lambda: datetime(2024, 4, 1, tzinfo=UTC))
+    assert cli.main(["gaps", "H4", "--start", "2024-03-03", "--end", "2024-03-17"]) == 0
+    out = capsys.readouterr().out
+    assert "grid:        4h anchored America/New_York 17:00" in out.splitlines()
+    assert "missing:     0 (never fetched 0, provider returned nothing 0, not closed yet 0)" in out.splitlines()
+    assert "off-session: 0" in out.splitlines()
+
+
+def test_h4_on_the_new_york_grid_agrees_with_its_m15_bars(stand_in, store):
+    """consistent_with_m15 on the detected grid: each New York H4 bar is its M15 bars, across the switch."""
+    symbol, start, end = load(stand_in, store, "new_york", H4, "march")
+    load(stand_in, store, "new_york", TIMEFRAMES_BY_NAME["M15"], "march")
+    grid = store.grid(symbol.name, H4).grid
+    policy = calendar(symbol.calendar)
+
+    def m15_expected(slot: datetime) -> int:
+        return policy.count_expected(slot, grid.slot_of(slot)[1], timedelta(minutes=15))
+
+    mismatches, compared, incomplete = store.grid_m15_mismatches(
+        symbol.name, H4, grid, start, end, Decimal("0.000001"), m15_expected
+    )
+    served = stand_in.bars("XAU/USD", "4h", start, end)
+    assert (mismatches, compared, incomplete) == ([], len(served), 0)
+    # On the fixed UTC phase, the bars of the other DST season fall between its slots: half of the
+    # 60 bars cannot be compared.
+    _, compared_before, incomplete_before = store.m15_mismatches(
+        symbol.name, H4, store.bar_phase(symbol.name, H4), start, end, Decimal("0.000001"), m15_expected
+    )
+    assert (compared_before, incomplete_before, len(served)) == (30, 30, 60)
