@@ -376,6 +376,7 @@ def detect_grid(opens: Sequence[datetime], bar: timedelta) -> GridDetection:
         return GridDetection(utc, len(opens))
     new_york = new_york_close_grid(bar)
     bounds = [opens[0], *dst_switches(opens[0], opens[-1]), opens[-1] + bar]
+    new_york_opens = set(new_york.opens(opens[0], opens[-1] + bar))
     stretches: list[Stretch] = []
     utc_everywhere = new_york_everywhere = True
     for lo, hi in pairwise(bounds):
@@ -383,7 +384,7 @@ def detect_grid(opens: Sequence[datetime], bar: timedelta) -> GridDetection:
         if not part:
             continue
         on_utc = sum(utc.contains(t) for t in part)
-        on_ny = sum(new_york.contains(t) for t in part)
+        on_ny = sum(t in new_york_opens for t in part)
         best_count = max(on_utc, on_ny)
         chosen = utc if on_utc >= on_ny else new_york
         if best_count * 2 < len(part):

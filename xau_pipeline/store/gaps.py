@@ -286,7 +286,11 @@ def _mark_phantoms(
     assert grid is not None
     params = {"symbol": symbol, "timeframe": timeframe, "lo": start - 2 * bar, "hi": end + 2 * bar}
     stored = list(connection.execute(STORED_OPENS, params).scalars())
-    off_grid = [t for t in stored if not grid.contains(t)]
+    if grid.is_utc:
+        off_grid = [t for t in stored if not grid.contains(t)]
+    else:
+        on_grid = {slot for slot, _close in grid.slots(params["lo"], params["hi"])}
+        off_grid = [t for t in stored if t not in on_grid]
     if not off_grid:
         return
     phantom_slots = 0
