@@ -284,12 +284,13 @@ def _mark_phantoms(
     """Reclassify the closed gaps overlapped by a stored bar off the grid as GRID_MISMATCH, in place."""
     grid = report.grid
     assert grid is not None
-    params = {"symbol": symbol, "timeframe": timeframe, "lo": start - 2 * bar, "hi": end + 2 * bar}
+    lo, hi = start - 2 * bar, end + 2 * bar
+    params = {"symbol": symbol, "timeframe": timeframe, "lo": lo, "hi": hi}
     stored = list(connection.execute(STORED_OPENS, params).scalars())
     if grid.is_utc:
         off_grid = [t for t in stored if not grid.contains(t)]
     else:
-        on_grid = {slot for slot, _close in grid.slots(params["lo"], params["hi"])}
+        on_grid = {slot for slot, _close in grid.slots(lo, hi)}
         off_grid = [t for t in stored if t not in on_grid]
     if not off_grid:
         return
