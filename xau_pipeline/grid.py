@@ -25,7 +25,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from itertools import pairwise
 from typing import Protocol
@@ -197,9 +197,10 @@ class BarGrid:
 
 
 @lru_cache(maxsize=16384)
-def _zoned_day_opens_cached(zone_name: str, anchor: time, bar: timedelta, per_day: int, day_ordinal: int) -> tuple:
-    from datetime import date
-
+def _zoned_day_opens_cached(
+    zone_name: str, anchor: time, bar: timedelta, per_day: int, day_ordinal: int
+) -> tuple[datetime, ...]:
+    """The UTC opens of the `per_day` bars counted from `anchor` on one local day (cached per day)."""
     zone = ZoneInfo(zone_name)
     day = date.fromordinal(day_ordinal)
     base = datetime.combine(day, anchor)
@@ -210,7 +211,7 @@ def _zoned_day_opens_cached(zone_name: str, anchor: time, bar: timedelta, per_da
     return tuple(out)
 
 
-def _zoned_day_opens(zone: str, anchor: time, bar: timedelta, per_day: int, first, last) -> list[datetime]:
+def _zoned_day_opens(zone: str, anchor: time, bar: timedelta, per_day: int, first: date, last: date) -> list[datetime]:
     seen: set[datetime] = set()
     out: list[datetime] = []
     for ordinal in range(first.toordinal(), last.toordinal() + 1):

@@ -172,3 +172,21 @@ def test_h4_on_the_new_york_grid_agrees_with_its_m15_bars(stand_in, store):
         symbol.name, H4, store.bar_phase(symbol.name, H4), start, end, Decimal("0.000001"), m15_expected
     )
     assert (compared_before, incomplete_before, len(served)) == (30, 30, 60)
+
+
+def test_repair_skips_phantom_gaps_even_on_a_fixed_phase(stand_in, store, monkeypatch):
+    """Were the repair sensor's gap report taken on the fixed UTC phase (as before grids), its 31
+    "missing" H4 slots would all be grid mismatches: nothing is planned, no credit spent."""
+    symbol, start, end = load(stand_in, store, "new_york", H4, "march")
+    phase, now = store.bar_phase(symbol.name, H4), end + timedelta(hours=2)
+    mismatch = store.grid_mismatch(symbol.name, H4, calendar(symbol.calendar), start, end, now, phase=phase)
+    assert mismatch is not None and mismatch.line == (
+        "grid mismatch: 31 slot(s) of the 4h anchored UTC 01:00 grid are empty beside 30 stored bar(s) off it; "
+        "the stored bars fit 4h anchored America/New_York 17:00. Not gaps: nothing to fetch."
+    )
+    real_gaps = store.gaps
+    monkeypatch.setattr(store, "gaps", lambda *args, **kwargs: real_gaps(*args, **kwargs, phase=phase))
+    assert store.gaps(symbol.name, H4, calendar(symbol.calendar), start, end, now).count(GRID_MISMATCH) == 31
+    partitions = dg.DailyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d"), timezone="UTC")
+    plan = plan_repairs(store, symbol, H4, partitions, now)
+    assert (plan.never_fetched, plan.provider_retry, plan.given_up) == ([], [], [])

@@ -24,6 +24,7 @@ from xau_pipeline.grid import Grid, GridDetection
 from xau_pipeline.store import gaps, migrate, quality
 from xau_pipeline.store.coverage import covered_intervals, record_windows
 from xau_pipeline.store.database import engine_for, safe_url
+from xau_pipeline.store.gaps import GridMismatch
 from xau_pipeline.store.tables import candles
 from xau_pipeline.store.upsert import UpsertCounts, upsert_bars
 from xau_pipeline.timeframes import Timeframe
@@ -254,3 +255,18 @@ class CandleStore:
                 m15_expected,
                 grid=grid,
             )
+
+    def grid_mismatch(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        calendar: TradingCalendar,
+        start: datetime,
+        end: datetime,
+        now: datetime,
+        phase: timedelta | None = None,
+        grid: Grid | None = None,
+    ) -> GridMismatch | None:
+        """Whether the window's missing slots (on `grid`, the UTC grid `phase`, or the detected grid)
+        sit beside stored bars off that grid: one GridMismatch whose `line` names the grid they fit."""
+        return self.gaps(symbol, timeframe, calendar, start, end, now, phase, grid).mismatch
