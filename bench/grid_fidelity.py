@@ -54,6 +54,9 @@ def aggregate(h1: list[Bar], grid: BarGrid) -> list[Bar]:
 
 
 def main() -> None:
+    if not (REALDATA / "dukascopy_xauusd_h1_utc.csv").is_file():
+        print(f"skipped: the real H1 bars are not at {REALDATA}")
+        return
     h1 = read_h1()
     cme = calendar("cme_gold")
     start, end = h1[0].open_time, h1[-1].open_time - timedelta(days=1)
