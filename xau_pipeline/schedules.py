@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
-from xau_pipeline.grid import Grid, utc_grid
+from xau_pipeline.grid import Grid
 from xau_pipeline.resources import CandleStoreResource
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import Timeframe
@@ -44,15 +44,20 @@ def tick_request(
     partitions_def: dg.TimeWindowPartitionsDefinition,
     grid: Grid | None = None,
 ) -> dg.RunRequest | dg.SkipReason:
-    """The run for the bar of `grid` (default: the UTC grid at phase 0) that closed one minute
-    before `tick`, or why there is none (no bar closed then; market closed: no API call)."""
-    grid = grid or utc_grid(timeframe.bar)
-    close = tick.replace(second=0, microsecond=0) - ONE_MINUTE
-    bar_open = grid.slot_closing_at(close)
-    if bar_open is None:
-        return dg.SkipReason(
-            f"no {timeframe.name} bar of the grid {grid.describe()} closes at {close:%Y-%m-%d %H:%M} UTC"
-        )
+    """The run for the bar that closed one minute before `tick`, or why there is none (market
+    closed: no API call). With `grid`, the bar of that grid closing then, and a skip when none
+    does (the hourly H4/D1 ticks); without, the bar opening `bar` earlier (the crons tick on its close)."""
+    if grid is None:
+        bar_open = closed_bar_open(tick, timeframe)
+        close = bar_open + timeframe.bar
+    else:
+        close = tick.replace(second=0, microsecond=0) - ONE_MINUTE
+        found = grid.slot_closing_at(close)
+        if found is None:
+            return dg.SkipReason(
+                f"no {timeframe.name} bar of the grid {grid.describe()} closes at {close:%Y-%m-%d %H:%M} UTC"
+            )
+        bar_open = found
     if not calendar(symbol.calendar).sessions(bar_open, close):
         return dg.SkipReason(
             f"market closed: the {timeframe.name} bar opening {bar_open:%Y-%m-%d %H:%M} UTC overlaps no {symbol.calendar} session"
