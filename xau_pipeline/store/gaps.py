@@ -66,7 +66,7 @@ MISSING_SLOTS = sa.text(
 MISSING_LISTED_SLOTS = sa.text(
     """
     WITH expected AS (
-        SELECT slot, slot_end FROM unnest(CAST(:slots AS timestamptz[]), CAST(:slot_ends AS timestamptz[])) AS e(slot, slot_end)
+        SELECT slot FROM unnest(CAST(:slots AS timestamptz[])) AS e(slot)
         WHERE slot >= :start AND slot < :end
     )
     SELECT e.slot, fetched.times AS fetches, fetched.last_at AS last_fetched_at
@@ -252,7 +252,7 @@ def find_gaps(
         phase = timedelta(0)
         bounds = calendar.expected_slot_bounds(start, end, grid)
         slot_ends = dict(bounds)
-        params |= {"slots": [o for o, _ in bounds], "slot_ends": [c for _, c in bounds]}
+        params |= {"slots": [o for o, _ in bounds]}
         rows = connection.execute(MISSING_LISTED_SLOTS, params)
         expected = len(bounds)
     gaps = []
