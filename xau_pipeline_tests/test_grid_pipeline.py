@@ -15,8 +15,10 @@ import dagster as dg
 import pytest
 
 from xau_pipeline import cli
+from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.grid import new_york_close_grid, utc_grid
 from xau_pipeline.ingest import ingest
+from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.repair import plan_repairs
 from xau_pipeline.store.gaps import GRID_MISMATCH
 from xau_pipeline.symbols import Symbol
@@ -190,3 +192,34 @@ def test_repair_skips_phantom_gaps_even_on_a_fixed_phase(stand_in, store, monkey
     partitions = dg.DailyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d"), timezone="UTC")
     plan = plan_repairs(store, symbol, H4, partitions, now)
     assert (plan.never_fetched, plan.provider_retry, plan.given_up) == ([], [], [])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("feed", ["utc", "new_york"])
+def test_dagster_backfill_across_the_november_switch_on_either_grid(dagster_instance, resources, stand_in, store, feed):
+    """The assets (daily partitions, one ranged run) on each grid: exactly the served H4 and D1 bars,
+    none missing on the detected grid; a New York D1 bar lands in the partition of its open's UTC day."""
+    stand_in.configure(bar_anchor=feed)
+    gold = Symbol("XAU/USD")
+    partitions = daily_partitions("2024-10-01")
+    assets = [build_candle_asset(gold, tf, partitions) for tf in (H4, D1)]
+    result = dg.materialize(
+        assets,
+        instance=dagster_instance,
+        resources=resources,
+        tags={PARTITION_RANGE_START_TAG: "2024-10-27", PARTITION_RANGE_END_TAG: "2024-11-09"},
+    )
+    assert result.success
+    start, end = WEEKS["november"]
+    for tf in (H4, D1):
+        served = stand_in.bars("XAU/USD", tf.interval, start, end)
+        stored = store.newest(gold.name, tf, start, end, limit=1000)
+        assert [r.timestamp for r in reversed(stored)] == [b["datetime"] for b in served]
+        grid = store.grid(gold.name, tf).grid
+        report = store.gaps(gold.name, tf, calendar("cme_gold"), start, end, datetime.now(UTC), grid=grid)
+        assert (report.missing, report.off_session, report.expected) == (0, 0, len(served))
+    if feed == "new_york":
+        # Sunday 3 November, the switch: the D1 bar from 17:00 New York (22:00 UTC, standard time again).
+        assert datetime(2024, 11, 3, 22, tzinfo=UTC) in {
+            r.timestamp for r in store.newest(gold.name, D1, start, end, 100)
+        }
