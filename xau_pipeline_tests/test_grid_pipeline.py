@@ -20,6 +20,8 @@ from xau_pipeline.grid import new_york_close_grid, utc_grid
 from xau_pipeline.ingest import ingest
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.repair import plan_repairs
+from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.schedules import build_candle_schedule
 from xau_pipeline.store.gaps import GRID_MISMATCH
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
@@ -223,3 +225,44 @@ def test_dagster_backfill_across_the_november_switch_on_either_grid(dagster_inst
         assert datetime(2024, 11, 3, 22, tzinfo=UTC) in {
             r.timestamp for r in store.newest(gold.name, D1, start, end, 100)
         }
+
+
+@pytest.mark.parametrize(
+    ("feed", "timeframe", "tick", "bar_open"),
+    [
+        # After the March switch: New York H4 closes at 21:00 UTC, the UTC grid's at 20:00.
+        ("new_york", H4, datetime(2024, 3, 14, 21, 1, tzinfo=UTC), "2024-03-14T17:00Z"),
+        ("new_york", H4, datetime(2024, 3, 14, 20, 1, tzinfo=UTC), None),
+        ("utc", H4, datetime(2024, 3, 14, 20, 1, tzinfo=UTC), "2024-03-14T16:00Z"),
+        ("utc", H4, datetime(2024, 3, 14, 21, 1, tzinfo=UTC), None),
+        # Before it: the New York D1 bar of Wednesday 6 March closes Thursday 22:00 UTC.
+        ("new_york", D1, datetime(2024, 3, 7, 22, 1, tzinfo=UTC), "2024-03-06T22:00Z"),
+        ("new_york", D1, datetime(2024, 3, 7, 0, 1, tzinfo=UTC), None),
+        ("utc", D1, datetime(2024, 3, 7, 0, 1, tzinfo=UTC), "2024-03-06T00:00Z"),
+    ],
+)
+def test_schedules_fire_after_the_real_close_of_the_served_grid(
+    dagster_instance, stand_in, store, feed, timeframe, tick, bar_open
+):
+    symbol, _start, _end = load(stand_in, store, feed, timeframe, "march")
+    partitions = daily_partitions("2024-01-01")
+    asset = build_candle_asset(symbol, timeframe, partitions)
+    schedule = build_candle_schedule(symbol, timeframe, asset, partitions)
+    resources = {
+        "candle_store": CandleStoreResource(database_url=store.url),
+        "twelvedata": TwelveDataResource(api_key="unused"),
+    }
+    defs = dg.Definitions(assets=[asset], schedules=[schedule], resources=resources)
+    context = dg.build_schedule_context(
+        instance=dagster_instance,
+        scheduled_execution_time=tick,
+        repository_def=defs.get_repository_def(),
+        resources=resources,
+    )
+    result = schedule.evaluate_tick(context)
+    if bar_open is None:
+        assert not result.run_requests and result.skip_message.startswith(f"no {timeframe.name} bar of the grid")
+    else:
+        (request,) = result.run_requests
+        assert request.run_key == f"xauusd/{timeframe.key_suffix}:{bar_open}"
+        assert request.partition_key == bar_open[:10]
