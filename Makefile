@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/backfill.py
 	$(BIN)/python bench/upsert_speed.py
 	$(BIN)/python bench/gap_query.py
+	$(BIN)/python bench/grid_fidelity.py
 	$(BIN)/python bench/live_cost.py
 	$(BIN)/python bench/rate_limited_backfill.py
 	$(BIN)/python bench/api_latency.py

@@ -59,6 +59,9 @@ def own_rule(symbol, timeframe: Timeframe) -> Callable[[datetime], bool]:
     cal = calendar(symbol.calendar)
 
     def requests_a_bar(tick: datetime) -> bool:
+        # H4 and D1 tick hourly: only a tick one minute after a UTC-grid close asks for a bar.
+        if (tick - MINUTE - datetime(1970, 1, 1, tzinfo=UTC)) % timeframe.bar:
+            return False
         bar_open = tick - MINUTE - timeframe.bar
         return cal.count_expected(bar_open, bar_open + timeframe.bar, timeframe.bar) > 0
 
@@ -70,12 +73,15 @@ def schedule_rule(symbol, timeframe: Timeframe) -> Callable[[datetime], bool] | 
     try:
         import dagster as dg
 
+        from xau_pipeline.grid import utc_grid
         from xau_pipeline.partitions import daily_partitions
-        from xau_pipeline.schedules import tick_request
+        from xau_pipeline.schedules import grid_follows_the_store, tick_request
     except ImportError:
         return None
     partitions = daily_partitions("2000-01-01")
-    return lambda tick: isinstance(tick_request(symbol, timeframe, tick, partitions), dg.RunRequest)
+    # H4 and D1 tick hourly and decide on the series' grid; here the UTC grid at phase 0.
+    grid = utc_grid(timeframe.bar) if grid_follows_the_store(timeframe) else None
+    return lambda tick: isinstance(tick_request(symbol, timeframe, tick, partitions, grid), dg.RunRequest)
 
 
 def open_hours(cal, day: datetime) -> float:

@@ -26,7 +26,7 @@ from xau_pipeline.redact import one_line, url_password
 from xau_pipeline.settings import BUDGET_VARIABLES, Settings, SettingsError
 from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.store.database import safe_url
-from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY
+from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY
 from xau_pipeline.store.migrate import alembic_config, current_revision, head_revision
 from xau_pipeline.timeframes import Timeframe, timeframe
 from xau_pipeline.trading_calendar import calendar
@@ -160,14 +160,22 @@ def _gaps(args: argparse.Namespace, settings: Settings) -> int:
         )
     report = _store(settings).gaps(symbol, tf, calendar(calendar_name), start, end, now)
     phase_minutes = int(report.phase.total_seconds()) // 60
-    reasons = ", ".join(f"{reason} {report.count(reason)}" for reason in (NEVER_FETCHED, PROVIDER_EMPTY, NOT_CLOSED))
+    shown = (NEVER_FETCHED, PROVIDER_EMPTY, NOT_CLOSED) + ((GRID_MISMATCH,) if report.count(GRID_MISMATCH) else ())
+    reasons = ", ".join(f"{reason} {report.count(reason)}" for reason in shown)
     print(f"{symbol} {tf.name} from {iso_utc(start)} to {iso_utc(end)} (calendar {calendar_name})")
     print(f"expected:    {report.expected}")
     print(f"stored:      {report.stored}")
     print(f"missing:     {report.missing} ({reasons})")
     print(f"off-session: {report.off_session}")
-    print(f"phase:       +{phase_minutes // 60:02d}:{phase_minutes % 60:02d} from 00:00 UTC")
-    for gap in report.gaps:
+    if report.grid is None or report.grid.is_utc:
+        print(f"phase:       +{phase_minutes // 60:02d}:{phase_minutes % 60:02d} from 00:00 UTC")
+    else:
+        print("phase:       none fixed in UTC (the grid is anchored in a zone)")
+    if report.grid is not None:
+        print(f"grid:        {report.grid.describe()}")
+    if report.mismatch is not None:
+        print(report.mismatch.line)
+    for gap in report.real_gaps:
         print(f"{iso_utc(gap.slot)}  {gap.reason}")
     return 0
 

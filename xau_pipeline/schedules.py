@@ -1,4 +1,14 @@
-"""Schedules one minute after each candle closes, requesting the partition that holds that candle."""
+"""Schedules one minute after each candle closes, requesting the partition that holds that candle.
+
+M15 and H1 bars close on fixed UTC minutes whatever the feed's grid, so their crons tick exactly
+then. Where H4 and D1 bars close depends on the series' grid (xau_pipeline.grid): 00/04/08... UTC
+on the UTC grid, 21:00 or 22:00 UTC for the 17:00 New York grid depending on DST. Their schedules
+therefore tick every hour at :01 and read the grid off the stored bars (`CandleStore.grid`, over the
+last GRID_LOOKBACK); a tick requests a run only when a bar of that grid closed one minute before.
+Ticks at which no bar closes are skipped with a reason (no API call, no run). A cron derived from
+the grid at definition time was the alternative: it would need the database when the code loads,
+could not follow a UTC cron through DST, and would go stale when the feed's grid is first learnt.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +16,49 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
+from xau_pipeline.grid import Grid
+from xau_pipeline.resources import CandleStoreResource
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.trading_calendar import calendar
 
 ONE_MINUTE = timedelta(minutes=1)
+# How far back the schedules read the stored bars to know the grid: both DST seasons.
+GRID_LOOKBACK = timedelta(days=400)
 
 
 def closed_bar_open(tick: datetime, timeframe: Timeframe) -> datetime:
-    """The open of the bar that closed one minute before `tick` (the crons run at close + 1 min)."""
+    """The open of the UTC-grid bar that closed one minute before `tick` (the crons run at close + 1 min)."""
     return tick.replace(second=0, microsecond=0) - ONE_MINUTE - timeframe.bar
 
 
+def grid_follows_the_store(timeframe: Timeframe) -> bool:
+    """Whether the timeframe's closes depend on the detected grid (bars longer than an hour)."""
+    return timedelta(hours=1) % timeframe.bar != timedelta(0)
+
+
 def tick_request(
-    symbol: Symbol, timeframe: Timeframe, tick: datetime, partitions_def: dg.TimeWindowPartitionsDefinition
+    symbol: Symbol,
+    timeframe: Timeframe,
+    tick: datetime,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    grid: Grid | None = None,
 ) -> dg.RunRequest | dg.SkipReason:
-    """The run for the bar that just closed, or why there is none (market closed: no API call)."""
-    bar_open = closed_bar_open(tick, timeframe)
-    if not calendar(symbol.calendar).sessions(bar_open, bar_open + timeframe.bar):
+    """The run for the bar that closed one minute before `tick`, or why there is none (market
+    closed: no API call). With `grid`, the bar of that grid closing then, and a skip when none
+    does (the hourly H4/D1 ticks); without, the bar opening `bar` earlier (the crons tick on its close)."""
+    if grid is None:
+        bar_open = closed_bar_open(tick, timeframe)
+        close = bar_open + timeframe.bar
+    else:
+        close = tick.replace(second=0, microsecond=0) - ONE_MINUTE
+        found = grid.slot_closing_at(close)
+        if found is None:
+            return dg.SkipReason(
+                f"no {timeframe.name} bar of the grid {grid.describe()} closes at {close:%Y-%m-%d %H:%M} UTC"
+            )
+        bar_open = found
+    if not calendar(symbol.calendar).sessions(bar_open, close):
         return dg.SkipReason(
             f"market closed: the {timeframe.name} bar opening {bar_open:%Y-%m-%d %H:%M} UTC overlaps no {symbol.calendar} session"
         )
@@ -46,16 +81,36 @@ def build_candle_schedule(
     cron_schedule: str | None = None,
 ) -> dg.ScheduleDefinition:
     """Materialize (and check) the partition of each newly closed `timeframe` bar, one minute after its close."""
+    name = f"{symbol.key_prefix}_{timeframe.key_suffix}_on_close"
+    description = f"{symbol.api_symbol} {timeframe.name}: one minute after each bar closes, fetch it (skipped while the market is closed)."
+    cron = cron_schedule or timeframe.schedule_cron
+
+    if not grid_follows_the_store(timeframe):
+
+        @dg.schedule(
+            name=name,
+            target=asset,
+            cron_schedule=cron,
+            execution_timezone="UTC",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description=description,
+        )
+        def on_close(context: dg.ScheduleEvaluationContext):
+            return tick_request(symbol, timeframe, context.scheduled_execution_time, partitions_def)
+
+        return on_close
 
     @dg.schedule(
-        name=f"{symbol.key_prefix}_{timeframe.key_suffix}_on_close",
+        name=name,
         target=asset,
-        cron_schedule=cron_schedule or timeframe.schedule_cron,
+        cron_schedule=cron,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"{symbol.api_symbol} {timeframe.name}: one minute after each bar closes, fetch it (skipped while the market is closed).",
+        description=description + " Ticks hourly; a bar closes when the grid of the stored bars says so.",
     )
-    def on_close(context: dg.ScheduleEvaluationContext):
-        return tick_request(symbol, timeframe, context.scheduled_execution_time, partitions_def)
+    def on_grid_close(context: dg.ScheduleEvaluationContext, candle_store: CandleStoreResource):
+        tick = context.scheduled_execution_time
+        grid = candle_store.store().grid(symbol.name, timeframe, since=tick - GRID_LOOKBACK).grid
+        return tick_request(symbol, timeframe, tick, partitions_def, grid)
 
-    return on_close
+    return on_grid_close

@@ -13,7 +13,8 @@ class Timeframe:
     name: str
     interval: str
     bar: timedelta
-    # One minute after each bar closes, UTC.
+    # One minute after each bar closes, UTC. H4 and D1 close where the series' grid says (21:00 or
+    # 22:00 UTC on the 17:00 New York grid): their schedules tick hourly and ask the grid (schedules.py).
     schedule_cron: str
 
     @property
@@ -24,8 +25,8 @@ class Timeframe:
 TIMEFRAMES: tuple[Timeframe, ...] = (
     Timeframe("M15", "15min", timedelta(minutes=15), "1,16,31,46 * * * *"),
     Timeframe("H1", "1h", timedelta(hours=1), "1 * * * *"),
-    Timeframe("H4", "4h", timedelta(hours=4), "1 0,4,8,12,16,20 * * *"),
-    Timeframe("D1", "1day", timedelta(days=1), "1 0 * * *"),
+    Timeframe("H4", "4h", timedelta(hours=4), "1 * * * *"),
+    Timeframe("D1", "1day", timedelta(days=1), "1 * * * *"),
 )
 
 TIMEFRAMES_BY_NAME: dict[str, Timeframe] = {tf.name: tf for tf in TIMEFRAMES}

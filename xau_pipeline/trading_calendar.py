@@ -15,7 +15,8 @@ Three policies, by name (`CALENDAR_NAMES`):
 
 Every datetime in and out is timezone-aware (naive ones raise ValueError); outputs are UTC.
 Sessions are half-open [open, close) intervals. A bar slot [t, t + bar) lies on the grid
-t = 1970-01-01 00:00 UTC + phase + k * bar and is *expected* when it overlaps a session.
+t = 1970-01-01 00:00 UTC + phase + k * bar and is *expected* when it overlaps a session; or, given
+a `xau_pipeline.grid` grid anchored in a zone, on that grid's slots (counted in local time).
 
 Internally times are int64 microseconds since the epoch and sessions numpy arrays, cached per
 calendar year, so a ten-year M15 count is a few vectorised operations over ~2,600 sessions.
@@ -28,12 +29,15 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from xau_pipeline import calendar_overrides
+
+if TYPE_CHECKING:
+    from xau_pipeline.grid import Grid
 
 UTC = UTC
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -165,19 +169,50 @@ class TradingCalendar(ABC):
         return i >= 0 and t_us < int(closes[i])
 
     def expected_slots(
-        self, start: datetime, end: datetime, bar: timedelta, phase: timedelta = timedelta(0)
+        self, start: datetime, end: datetime, bar: timedelta, phase: timedelta = timedelta(0), grid: Grid | None = None
     ) -> list[datetime]:
-        """The grid slots [t, t + bar) with start <= t < end that overlap a session, UTC, ascending."""
+        """The grid slots [t, t + bar) with start <= t < end that overlap a session, UTC, ascending.
+
+        With `grid` (xau_pipeline.grid), its slots (`bar` and `phase` are then ignored); a zoned
+        grid's slot runs to the next open, which is what its local clock makes of `bar`.
+        """
+        if grid is not None:
+            if not grid.is_utc:
+                return [slot for slot, _close in self.expected_slot_bounds(start, end, grid)]
+            bar, phase = grid.bar, grid.phase
         lows, highs, phase_us, bar_us = self._slot_k_ranges(start, end, bar, phase)
         slots: list[datetime] = []
         for k_lo, k_hi in zip(lows.tolist(), highs.tolist()):
             slots.extend(_from_us(phase_us + k * bar_us) for k in range(k_lo, k_hi))
         return slots
 
-    def count_expected(self, start: datetime, end: datetime, bar: timedelta, phase: timedelta = timedelta(0)) -> int:
-        """len(expected_slots(start, end, bar, phase)), without building the list."""
+    def count_expected(
+        self, start: datetime, end: datetime, bar: timedelta, phase: timedelta = timedelta(0), grid: Grid | None = None
+    ) -> int:
+        """len(expected_slots(start, end, bar, phase, grid)), without building the list for UTC grids."""
+        if grid is not None:
+            if not grid.is_utc:
+                return len(self.expected_slot_bounds(start, end, grid))
+            bar, phase = grid.bar, grid.phase
         lows, highs, _, _ = self._slot_k_ranges(start, end, bar, phase)
         return int((highs - lows).sum())
+
+    def expected_slot_bounds(self, start: datetime, end: datetime, grid: Grid) -> list[tuple[datetime, datetime]]:
+        """(open, close) of the `grid` slots opening in [start, end) that overlap a session, UTC, ascending."""
+        slots = grid.slots(start, end)
+        if not slots:
+            return []
+        slot_opens = np.array([_to_us(o, "slot") for o, _ in slots], dtype=np.int64)
+        slot_closes = np.array([_to_us(c, "slot") for _, c in slots], dtype=np.int64)
+        opens, closes = self._overlapping(int(slot_opens[0]), int(slot_closes[-1]))
+        if len(opens) == 0:
+            return []
+        # The first session closing after the slot opens must open before the slot closes.
+        i = np.searchsorted(closes, slot_opens, side="right")
+        inside = i < len(opens)
+        overlaps = np.zeros(len(slots), dtype=bool)
+        overlaps[inside] = opens[i[inside]] < slot_closes[inside]
+        return [slot for slot, keep in zip(slots, overlaps.tolist()) if keep]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

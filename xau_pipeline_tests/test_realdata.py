@@ -14,12 +14,17 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from xau_pipeline.bars import Bar
 from xau_pipeline.cli import main
-from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, find_gaps
+from xau_pipeline.grid import new_york_close_grid, utc_grid
+from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, find_gaps
+from xau_pipeline.store.upsert import upsert_bars
+from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.trading_calendar import calendar
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
@@ -133,4 +138,57 @@ def test_gaps_command_over_real_bars(store, real, monkeypatch, capsys):
     assert fields["missing"].strip() == f"{holes} ({reasons})"
     assert int(fields["off-session"]) == 0
     assert fields["phase"].strip() == "+00:00 from 00:00 UTC"
-    assert out[6:] == [f"{slot:{iso}}  {NEVER_FETCHED}" for slot in real.holes]
+    assert out[6] == f"grid:        {utc_grid(real.bar).describe()}"
+    assert out[7:] == [f"{slot:{iso}}  {NEVER_FETCHED}" for slot in real.holes]
+
+
+def _aggregate_h1(grid) -> list[Bar]:
+    """The real H1 bars grouped into `grid`'s slots, as a feed on that grid builds its H4 or D1 bars."""
+    _header, *lines = (REALDATA / "dukascopy_xauusd_h1_utc.csv").read_text().splitlines()
+    out: dict[datetime, Bar] = {}
+    for line in lines:
+        stamp, *prices = line.split(",")
+        o, h, low, c = (Decimal(p) for p in prices)
+        slot = grid.slot_of(datetime.fromisoformat(stamp))[0]
+        prev = out.get(slot)
+        out[slot] = (
+            Bar(slot, o, h, low, c) if prev is None else Bar(slot, prev.open, max(prev.high, h), min(prev.low, low), c)
+        )
+    return [out[t] for t in sorted(out)]
+
+
+@pytest.mark.parametrize(
+    ("timeframe", "anchor", "bars", "fixed_phase_missing", "fixed_phase_off_session"),
+    [
+        ("H4", "UTC", 6823, 0, 0),
+        ("H4", "America/New_York", 6600, 2491, 2409),
+        ("D1", "UTC", 1328, 0, 0),
+        ("D1", "America/New_York", 1101, 481, 402),
+    ],
+)
+def test_real_bars_on_either_grid_have_no_false_gap(
+    store, timeframe, anchor, bars, fixed_phase_missing, fixed_phase_off_session
+):
+    """Real H1 bars 2022-2026 grouped into H4 and D1 on the UTC grid and on the 17:00 New York grid
+    (what feeds anchored there send): the detected grid finds nothing missing and nothing off-session
+    across every DST switch; the fixed UTC phase finds phantom gaps, each a grid mismatch, none fetched."""
+    if not (REALDATA / "dukascopy_xauusd_h1_utc.csv").is_file():
+        pytest.skip("the real H1 file is absent")
+    tf = TIMEFRAMES_BY_NAME[timeframe]
+    grid = utc_grid(tf.bar) if anchor == "UTC" else new_york_close_grid(tf.bar)
+    series = _aggregate_h1(grid)
+    assert len(series) == bars
+    with store.engine.begin() as connection:
+        upsert_bars(connection, SYMBOL, timeframe, series)
+    cme, now = calendar("cme_gold"), datetime.now(UTC)
+    start, end = series[0].open_time, series[-1].open_time
+    detected = store.grid(SYMBOL, tf)
+    assert detected.grid == grid
+    after = store.gaps(SYMBOL, tf, cme, start, end, now, grid=detected.grid)
+    assert (after.missing, after.off_session, after.stored) == (0, 0, bars - 1)
+    before = store.gaps(SYMBOL, tf, cme, start, end, now, phase=store.bar_phase(SYMBOL, tf))
+    assert (before.missing, before.off_session, before.count(GRID_MISMATCH)) == (
+        fixed_phase_missing,
+        fixed_phase_off_session,
+        fixed_phase_missing,
+    )

@@ -1,32 +1,52 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import dagster as dg
 import pytest
 
 from xau_pipeline.assets import build_candle_asset
+from xau_pipeline.bars import Bar
+from xau_pipeline.grid import new_york_close_grid
 from xau_pipeline.partitions import daily_partitions
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
-from xau_pipeline.schedules import build_candle_schedule
+from xau_pipeline.schedules import build_candle_schedule, grid_follows_the_store, tick_request
+from xau_pipeline.store.upsert import upsert_bars
 from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES
+from xau_pipeline.timeframes import TIMEFRAMES, TIMEFRAMES_BY_NAME
+from xau_pipeline.trading_calendar import calendar
 
 UTC = UTC
 GOLD = Symbol("XAU/USD")
 PARTITIONS = daily_partitions("2024-01-01")
 ASSETS = {tf.name: build_candle_asset(GOLD, tf, PARTITIONS) for tf in TIMEFRAMES}
 SCHEDULES = {tf.name: build_candle_schedule(GOLD, tf, ASSETS[tf.name], PARTITIONS) for tf in TIMEFRAMES}
-DEFS = dg.Definitions(
-    assets=list(ASSETS.values()),
-    schedules=list(SCHEDULES.values()),
-    resources={
+REPOSITORY: list = []
+NY = {"H4": new_york_close_grid(timedelta(hours=4)), "D1": new_york_close_grid(timedelta(days=1))}
+
+
+@pytest.fixture(autouse=True)
+def repository(store, dagster_instance):
+    """H4 and D1 schedules read the grid off the stored bars: an empty store is the UTC grid at phase 0."""
+    resources = {
         "twelvedata": TwelveDataResource(api_key="unused"),
-        "candle_store": CandleStoreResource(database_url="unused"),
-    },
-)
+        "candle_store": CandleStoreResource(database_url=store.url),
+    }
+    defs = dg.Definitions(assets=list(ASSETS.values()), schedules=list(SCHEDULES.values()), resources=resources)
+    # With an instance given, Dagster does not build an ephemeral one per tick for the resources.
+    REPOSITORY[:] = [defs.get_repository_def(), resources, dagster_instance]
+    return store
 
 
 def tick(timeframe: str, at: datetime):
-    context = dg.build_schedule_context(scheduled_execution_time=at, repository_def=DEFS.get_repository_def())
+    repository_def, resources, instance = REPOSITORY
+    # Only the H4 and D1 schedules take a resource (building resources costs a Dagster instance per tick).
+    needs_store = grid_follows_the_store(TIMEFRAMES_BY_NAME[timeframe])
+    context = dg.build_schedule_context(
+        instance=instance,
+        scheduled_execution_time=at,
+        repository_def=repository_def,
+        resources=resources if needs_store else None,
+    )
     return SCHEDULES[timeframe].evaluate_tick(context)
 
 
@@ -94,11 +114,80 @@ def cron_ticks(cron: str, day: datetime) -> list[datetime]:
         (datetime(2024, 3, 17, tzinfo=UTC), 7 + 1),
     ],
 )
-def test_live_cost_of_a_day(day, credits):
-    """Goal: at most 127 credits on a full trading day, nothing while the market is closed."""
+def test_live_cost_of_a_day(repository, day, credits):
+    """Goal: at most 127 credits on a full trading day, nothing while the market is closed.
+
+    H4 and D1 tick hourly; their decision is tick_request on the grid their schedule reads from the
+    store (evaluating those schedules through Dagster builds their resources on a fresh instance at
+    each tick, a fifth of a second each: the tests above cover that path)."""
+    grids = {tf.name: repository.grid(GOLD.name, tf).grid for tf in TIMEFRAMES if grid_follows_the_store(tf)}
+
+    def requests_a_run(name: str, at: datetime) -> bool:
+        if name in grids:
+            return isinstance(tick_request(GOLD, TIMEFRAMES_BY_NAME[name], at, PARTITIONS, grids[name]), dg.RunRequest)
+        return bool(tick(name, at).run_requests)
+
     calls = sum(
-        bool(tick(name, at).run_requests)
+        requests_a_run(name, at)
         for name, schedule in SCHEDULES.items()
         for at in cron_ticks(schedule.cron_schedule, day)
     )
     assert calls == credits <= 127
+
+
+def store_grid(store, timeframe: str, grid, start: datetime, end: datetime) -> None:
+    """Bars of a New York-anchored feed in the store: the schedule learns the grid from them."""
+    tf = TIMEFRAMES_BY_NAME[timeframe]
+    opens = calendar("cme_gold").expected_slots(start, end, tf.bar, grid=grid)
+    price = Decimal("2300")
+    with store.engine.begin() as connection:
+        upsert_bars(connection, "XAUUSD", tf.name, [Bar(t, price, price, price, price) for t in opens])
+
+
+@pytest.mark.parametrize(
+    ("timeframe", "at", "partition", "bar_open"),
+    [
+        # Summer: the 17:00 New York H4 bar opens 17:00 UTC and closes 21:00 UTC.
+        ("H4", datetime(2024, 7, 10, 21, 1, tzinfo=UTC), "2024-07-10", "2024-07-10T17:00Z"),
+        # Winter: it opens 18:00 UTC (13:00 EST) and closes 22:00 UTC.
+        ("H4", datetime(2024, 1, 10, 22, 1, tzinfo=UTC), "2024-01-10", "2024-01-10T18:00Z"),
+        # The D1 bar from Tuesday 17:00 to Wednesday 17:00 New York; its partition is its open's UTC day.
+        ("D1", datetime(2024, 7, 10, 21, 1, tzinfo=UTC), "2024-07-09", "2024-07-09T21:00Z"),
+        ("D1", datetime(2024, 1, 10, 22, 1, tzinfo=UTC), "2024-01-09", "2024-01-09T22:00Z"),
+        # Monday 22:01 in winter: the bar that opened Sunday 22:00 UTC, Sunday evening and Monday.
+        ("D1", datetime(2024, 1, 8, 22, 1, tzinfo=UTC), "2024-01-07", "2024-01-07T22:00Z"),
+    ],
+)
+def test_new_york_anchored_ticks_follow_the_real_close(repository, timeframe, at, partition, bar_open):
+    store_grid(
+        repository, timeframe, NY[timeframe], datetime(2023, 12, 1, tzinfo=UTC), datetime(2024, 8, 1, tzinfo=UTC)
+    )
+    (request,) = tick(timeframe, at).run_requests
+    assert request.partition_key == partition
+    assert request.run_key == f"xauusd/candles_{timeframe.lower()}:{bar_open}"
+
+
+@pytest.mark.parametrize(
+    ("timeframe", "at", "reason"),
+    [
+        # The UTC-grid closes are not closes of the New York grid.
+        ("H4", datetime(2024, 7, 10, 20, 1, tzinfo=UTC), "no H4 bar of the grid 4h anchored America/New_York 17:00"),
+        ("D1", datetime(2024, 7, 11, 0, 1, tzinfo=UTC), "no D1 bar of the grid 1day anchored America/New_York 17:00"),
+        # Friday 17:00 New York to Saturday: gold is closed.
+        ("D1", datetime(2024, 7, 13, 21, 1, tzinfo=UTC), "market closed"),
+    ],
+)
+def test_new_york_anchored_ticks_between_closes_are_skipped(repository, timeframe, at, reason):
+    store_grid(
+        repository, timeframe, NY[timeframe], datetime(2023, 12, 1, tzinfo=UTC), datetime(2024, 8, 1, tzinfo=UTC)
+    )
+    result = tick(timeframe, at)
+    assert not result.run_requests and result.skip_message.startswith(reason)
+
+
+def test_h4_and_d1_with_an_empty_store_tick_hourly_on_the_utc_grid():
+    assert (
+        "no H4 bar of the grid 4h anchored UTC 00:00 closes"
+        in tick("H4", datetime(2024, 3, 13, 13, 1, tzinfo=UTC)).skip_message
+    )
+    assert tick("D1", datetime(2024, 3, 13, 23, 1, tzinfo=UTC)).skip_message.startswith("no D1 bar")

@@ -482,6 +482,7 @@ def test_restore_defaults_undoes_every_setting_and_clears_the_counters(stand_in:
         "time_offset_seconds": 3600.0,
         "delay_seconds": 0.01,
         "h4_phase_hours": 1,
+        "bar_anchor": "new_york",
         "credit_headers": False,
         "max_outputsize": 10,
     }
@@ -608,6 +609,27 @@ def test_main_takes_the_key_from_the_environment_not_the_command_line(capsys) ->
     with pytest.raises(SystemExit) as exited:
         config_from(["--api-key", "argv-key"], {})
     assert exited.value.code == 2 and "--api-key" in capsys.readouterr().err
+
+
+def test_main_serves_the_new_york_grid_on_request() -> None:
+    assert config_from([], {})[0].bar_anchor == "utc"
+    assert config_from(["--bar-anchor", "new_york"], {})[0].bar_anchor == "new_york"
+
+
+def test_new_york_anchored_bars_move_with_dst_and_1day_bars_carry_their_open(stand_in: StandIn) -> None:
+    """17:00 New York: H4 at 22/02/... UTC in winter and 21/01/... in summer; the D1 bar opening
+    Sunday evening holds Sunday evening and Monday, and its datetime is its open."""
+    stand_in.configure(bar_anchor="new_york")
+    winter = stand_in.bars("XAU/USD", "4h", utc(2024, 1, 9), utc(2024, 1, 10))
+    summer = stand_in.bars("XAU/USD", "4h", utc(2024, 7, 9), utc(2024, 7, 10))
+    assert [b["datetime"].hour for b in winter] == [2, 6, 10, 14, 18, 22]
+    assert [b["datetime"].hour for b in summer] == [1, 5, 9, 13, 17, 21]
+    days = stand_in.bars("XAU/USD", "1day", utc(2024, 1, 6), utc(2024, 1, 13))
+    assert [b["datetime"] for b in days] == [utc(2024, 1, d, 22) for d in (7, 8, 9, 10, 11)]
+    rows = values(stand_in, interval="1day", start_date="2024-01-07", end_date="2024-01-09")
+    assert [v["datetime"] for v in rows] == ["2024-01-08 22:00:00", "2024-01-07 22:00:00"]
+    m15 = stand_in.bars("XAU/USD", "15min", utc(2024, 1, 7, 22), utc(2024, 1, 8, 22))
+    assert days[0]["open"] == m15[0]["open"] and days[0]["close"] == m15[-1]["close"]
 
 
 def start_main(*argv: str, env: dict[str, str]) -> subprocess.Popen:

@@ -21,10 +21,12 @@ import sqlalchemy as sa
 from xau_pipeline import credit_budget
 from xau_pipeline.bars import Bar, FetchedWindow, Interval, subtract
 from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
+from xau_pipeline.grid import Grid, GridDetection
 from xau_pipeline.store import gaps, migrate, quality, quarantine
 from xau_pipeline.store.coverage import covered_intervals, record_windows
 from xau_pipeline.store.database import engine_for, safe_url
 from xau_pipeline.store.errors import SchemaNotCurrentError, StoreUnavailableError
+from xau_pipeline.store.gaps import GridMismatch
 from xau_pipeline.store.tables import candles
 from xau_pipeline.store.upsert import UpsertCounts, upsert_bars
 from xau_pipeline.timeframes import Timeframe
@@ -249,10 +251,15 @@ class CandleStore:
         end: datetime,
         now: datetime,
         phase: timedelta | None = None,
+        grid: Grid | None = None,
     ) -> gaps.GapReport:
-        """Expected bars of [start, end) with no stored candle, classified (see store/gaps.py)."""
+        """Expected bars of [start, end) with no stored candle, classified (see store/gaps.py).
+
+        The slots lie on `grid` if given, else on the UTC grid `phase`, else on the detected grid."""
         with self._connect() as connection:
-            return gaps.find_gaps(connection, symbol, timeframe.name, timeframe.bar, calendar, start, end, now, phase)
+            return gaps.find_gaps(
+                connection, symbol, timeframe.name, timeframe.bar, calendar, start, end, now, phase, grid
+            )
 
     def invalid_bars(
         self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime, max_jump: Decimal
@@ -298,3 +305,54 @@ class CandleStore:
         """The ledger rows of one run's calls for one series, oldest first."""
         with self._connect() as connection:
             return credit_budget.calls_of_run(connection, run_id, symbol, interval)
+
+    # -- bar grids (xau_pipeline.grid) ------------------------------------------------------------
+
+    def grid(self, symbol: str, timeframe: Timeframe, since: datetime | None = None) -> GridDetection:
+        """The series' bar grid as its stored bars (from `since`) show it; `.grid` is what to pass on.
+
+        Recomputed from the stored bars on every call (one aggregate for M15/H1; the opens for H4/D1,
+        tens of milliseconds), so it follows the feed without a table to keep in step.
+        """
+        with self._connect() as connection:
+            return gaps.detect_series_grid(connection, symbol, timeframe.name, timeframe.bar, since)
+
+    def grid_m15_mismatches(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        grid: Grid,
+        start: datetime,
+        end: datetime,
+        tolerance: Decimal,
+        m15_expected: Callable[[datetime], int],
+    ) -> tuple[list[quality.Mismatch], int, int]:
+        """m15_mismatches with the M15 bars grouped by `grid`'s slots (zoned grids included)."""
+        with self._connect() as connection:
+            return quality.m15_mismatches(
+                connection,
+                symbol,
+                timeframe.name,
+                timeframe.bar,
+                timedelta(0),
+                start,
+                end,
+                tolerance,
+                m15_expected,
+                grid=grid,
+            )
+
+    def grid_mismatch(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        calendar: TradingCalendar,
+        start: datetime,
+        end: datetime,
+        now: datetime,
+        phase: timedelta | None = None,
+        grid: Grid | None = None,
+    ) -> GridMismatch | None:
+        """Whether the window's missing slots (on `grid`, the UTC grid `phase`, or the detected grid)
+        sit beside stored bars off that grid: one GridMismatch whose `line` names the grid they fit."""
+        return self.gaps(symbol, timeframe, calendar, start, end, now, phase, grid).mismatch

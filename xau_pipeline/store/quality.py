@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from xau_pipeline.grid import Grid
 from xau_pipeline.store.gaps import EPOCH
 
 # Each bar with the close before it (the bar before the window included, so the first bar
@@ -60,6 +61,31 @@ M15_AGGREGATES = sa.text(
 )
 
 
+# The same over a grid anchored in a zone: the caller lists the slots [slot, slot_end).
+M15_AGGREGATES_LISTED = sa.text(
+    """
+    WITH slots AS (
+        SELECT slot, slot_end FROM unnest(CAST(:slots AS timestamptz[]), CAST(:slot_ends AS timestamptz[])) AS s(slot, slot_end)
+    ), m15 AS (
+        SELECT s.slot, c."timestamp", c.open, c.high, c.low, c.close
+        FROM slots s JOIN candles c ON c.symbol = :symbol AND c.timeframe = 'M15'
+             AND c."timestamp" >= s.slot AND c."timestamp" < s.slot_end
+    ), aggregated AS (
+        SELECT slot, count(*) AS bars,
+               (array_agg(open ORDER BY "timestamp"))[1] AS open,
+               max(high) AS high, min(low) AS low,
+               (array_agg(close ORDER BY "timestamp" DESC))[1] AS close
+        FROM m15 GROUP BY slot
+    )
+    SELECT h."timestamp", h.open, h.high, h.low, h.close,
+           a.bars, a.open AS m15_open, a.high AS m15_high, a.low AS m15_low, a.close AS m15_close
+    FROM candles h LEFT JOIN aggregated a ON a.slot = h."timestamp"
+    WHERE h.symbol = :symbol AND h.timeframe = :timeframe AND h."timestamp" >= :start AND h."timestamp" < :end
+    ORDER BY h."timestamp"
+    """
+)
+
+
 @dataclass(frozen=True)
 class Mismatch:
     """A higher-timeframe bar and the M15 aggregate it disagrees with."""
@@ -93,11 +119,14 @@ def m15_mismatches(
     end: datetime,
     tolerance: Decimal,
     m15_expected: Callable[[datetime], int],
+    grid: Grid | None = None,
 ) -> tuple[list[Mismatch], int, int]:
     """Bars of `timeframe` whose OHLC differ from their M15 bars by more than `tolerance` (relative).
 
     Only bars whose M15 bars are all stored (`m15_expected(slot)` of them) are compared.
     Returns the mismatches, how many bars were compared and how many were skipped as incomplete.
+    The M15 bars are grouped by `grid`'s slots when given (a zoned grid's slot runs to its next
+    open: pass an `m15_expected` that counts up to `grid.slot_of(slot)[1]`), else by the UTC grid `phase`.
     """
     params = {
         "symbol": symbol,
@@ -108,8 +137,15 @@ def m15_mismatches(
         "bar": bar,
         "origin": EPOCH + phase,
     }
+    query = M15_AGGREGATES
+    if grid is not None and grid.is_utc:
+        params["origin"] = EPOCH + grid.phase
+    elif grid is not None:
+        slots = grid.slots(start, end)
+        params |= {"slots": [o for o, _ in slots], "slot_ends": [c for _, c in slots]}
+        query = M15_AGGREGATES_LISTED
     mismatches, compared, incomplete = [], 0, 0
-    for row in connection.execute(M15_AGGREGATES, params):
+    for row in connection.execute(query, params):
         if row.bars is None or row.bars < m15_expected(row.timestamp):
             incomplete += 1
             continue

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from xau_pipeline.bars import Interval
 
 if TYPE_CHECKING:
+    from xau_pipeline.grid import Grid
     from xau_pipeline.trading_calendar import TradingCalendar
 
 # Twelve Data returns at most 5000 bars per call (outputsize 1-5000).
@@ -16,20 +17,27 @@ MAX_BARS_PER_CALL = 5000
 
 
 def merge_gaps(
-    gaps: list[Interval], bar: timedelta, calendar: TradingCalendar, max_bars: int = MAX_BARS_PER_CALL
+    gaps: list[Interval],
+    bar: timedelta,
+    calendar: TradingCalendar,
+    max_bars: int = MAX_BARS_PER_CALL,
+    grid: Grid | None = None,
 ) -> list[Interval]:
     """Gaps joined into spans wherever the joined span still fits one call.
 
     A call costs one credit whatever its size, so neighbouring gaps share a call; bars
     refetched in between are harmless (the upsert leaves them unchanged). Gaps in which the
-    market is closed throughout are dropped.
+    market is closed throughout are dropped. With the series' `grid` (xau_pipeline.grid) the
+    sizes count its slots; without, the UTC grid at phase 0 (a page filled early is handled by
+    the client, which then ends the next window at the page's oldest bar).
     """
     spans: list[Interval] = []
     for gap_start, gap_end in sorted(gaps):
         if not calendar.sessions(gap_start, gap_end + bar):
-            # No bar opening in the gap can overlap a session, whatever the bar grid's phase.
+            # No bar opening in the gap can overlap a session, whatever the bar grid's phase (a
+            # zoned grid's bar outlasts `bar` only on a DST Sunday night, when no market here opens).
             continue
-        if spans and calendar.count_expected(spans[-1][0], gap_end, bar) <= max_bars:
+        if spans and calendar.count_expected(spans[-1][0], gap_end, bar, grid=grid) <= max_bars:
             spans[-1] = (spans[-1][0], max(spans[-1][1], gap_end))
         else:
             spans.append((gap_start, gap_end))
@@ -43,10 +51,17 @@ class WindowPlanner:
     than outputsize bars, keeps the newest: whatever a full page leaves out ends the next window.
     """
 
-    def __init__(self, span: Interval, bar: timedelta, calendar: TradingCalendar, max_bars: int = MAX_BARS_PER_CALL):
+    def __init__(
+        self,
+        span: Interval,
+        bar: timedelta,
+        calendar: TradingCalendar,
+        max_bars: int = MAX_BARS_PER_CALL,
+        grid: Grid | None = None,
+    ):
         self.start, self.end = span
         self.max_bars = max_bars
-        self._slots = calendar.expected_slots(self.start, self.end, bar)
+        self._slots = calendar.expected_slots(self.start, self.end, bar, grid=grid)
 
     @property
     def expected_calls(self) -> int:

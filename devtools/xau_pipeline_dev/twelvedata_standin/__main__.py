@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Mapping
 
+from .prices import ANCHORS
 from .server import StandIn, StandInConfig
 
 KEY_VARIABLE = "TWELVE_DATA_API_KEY"
@@ -29,6 +30,12 @@ def config_from(argv: list[str] | None, environ: Mapping[str, str]) -> tuple[Sta
     parser.add_argument("--no-limits", action="store_true", help="no per-minute or per-day credit limit")
     parser.add_argument("--error-status", choices=("http", "body200"), default="http")
     parser.add_argument("--weekend-bars", action="store_true", help="serve flat bars outside the sessions")
+    parser.add_argument(
+        "--bar-anchor",
+        choices=ANCHORS,
+        default="utc",
+        help="4h and 1day bars on the UTC grid, or anchored at 17:00 New York (moving with US DST)",
+    )
     args = parser.parse_args(argv)
 
     key = environ.get(KEY_VARIABLE, "").strip()
@@ -44,6 +51,7 @@ def config_from(argv: list[str] | None, environ: Mapping[str, str]) -> tuple[Sta
         credits_per_day=None if args.no_limits else args.credits_per_day,
         error_status=args.error_status,
         weekend_bars=args.weekend_bars,
+        bar_anchor=args.bar_anchor,
     )
     return config, note
 

@@ -10,11 +10,11 @@ import hashlib
 import math
 from bisect import bisect_left
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
 
-from .sessions import in_session
+from .sessions import NEW_YORK, in_session
 
 Bar = tuple[int, Decimal, Decimal, Decimal, Decimal]
 
@@ -179,14 +179,55 @@ def m15_bars(series: Series, start: int, end: int, now: int) -> list[Bar]:
     return out
 
 
-def bar_open(interval: str, t: int, h4_phase_hours: int = 0) -> int:
-    """Open time of the ``interval`` bar containing ``t`` (4h bars open at phase + 4k hours UTC)."""
+# Where 4h and 1day bars open: on the UTC grid (``"utc"``: 4h at h4_phase_hours + 4k hours, 1day at
+# 00:00 UTC), or counted in New York local time from 17:00 (``"new_york"``: 4h at 17, 21, 01, 05, 09
+# and 13 New York time, 1day from 17:00 to 17:00), as many FX and metals feeds do; their UTC times
+# move by an hour at each US DST switch. An open in a repeated local hour is the first instant.
+ANCHORS = ("utc", "new_york")
+NEW_YORK_ANCHOR_HOUR = 17
+
+
+def _anchored(interval: str, anchor: str) -> bool:
+    if anchor not in ANCHORS:
+        raise ValueError(f"anchor must be one of {ANCHORS}, not {anchor!r}")
+    return anchor == "new_york" and interval in ("4h", "1day")
+
+
+def _new_york_open(t: int, length: int) -> int:
+    """The open of the New York 17:00-anchored bar of ``length`` seconds holding ``t``."""
+    local = datetime.fromtimestamp(t, NEW_YORK).replace(tzinfo=None)
+    base = datetime.combine(local.date(), time(NEW_YORK_ANCHOR_HOUR))
+    if local < base:
+        base -= timedelta(days=1)
+    step = timedelta(seconds=length)
+    opened = base + (local - base) // step * step
+    return int(opened.replace(tzinfo=NEW_YORK).timestamp())
+
+
+def _new_york_next_open(open_t: int, length: int) -> int:
+    local = datetime.fromtimestamp(open_t, NEW_YORK).replace(tzinfo=None)
+    return int((local + timedelta(seconds=length)).replace(tzinfo=NEW_YORK).timestamp())
+
+
+def bar_open(interval: str, t: int, h4_phase_hours: int = 0, anchor: str = "utc") -> int:
+    """Open time of the ``interval`` bar containing ``t`` (4h bars open at phase + 4k hours UTC,
+    or on the New York 17:00 grid with ``anchor="new_york"``)."""
     length = INTERVAL_SECONDS[interval]
+    if _anchored(interval, anchor):
+        return _new_york_open(t, length)
     phase = h4_phase_hours * 3600 if interval == "4h" else 0
     return (t - phase) // length * length + phase
 
 
-def aggregate(m15: list[Bar], interval: str, h4_phase_hours: int = 0) -> list[Bar]:
+def next_bar_open(interval: str, open_t: int, h4_phase_hours: int = 0, anchor: str = "utc") -> int:
+    """The open of the bar after the one opening at ``open_t`` (its close)."""
+    length = INTERVAL_SECONDS[interval]
+    if _anchored(interval, anchor):
+        return _new_york_next_open(open_t, length)
+    return open_t + length
+
+
+def aggregate(m15: list[Bar], interval: str, h4_phase_hours: int = 0, anchor: str = "utc") -> list[Bar]:
     """Group ascending 15-minute bars into ``interval`` bars (first open, max, min, last close)."""
     if interval == "15min":
         return list(m15)
@@ -194,7 +235,7 @@ def aggregate(m15: list[Bar], interval: str, h4_phase_hours: int = 0) -> list[Ba
     key = None
     o = h = low = c = Decimal(0)
     for t, bo, bh, bl, bc in m15:
-        k = bar_open(interval, t, h4_phase_hours)
+        k = bar_open(interval, t, h4_phase_hours, anchor)
         if k != key:
             if key is not None:
                 out.append((key, o, h, low, c))
@@ -215,7 +256,9 @@ def _day_aggregate(series: Series, day_start: int) -> Bar | None:
     return bars[0] if bars else None
 
 
-def series_bars(series: Series, interval: str, start: int, end: int, now: int, h4_phase_hours: int = 0) -> list[Bar]:
+def series_bars(
+    series: Series, interval: str, start: int, end: int, now: int, h4_phase_hours: int = 0, anchor: str = "utc"
+) -> list[Bar]:
     """``interval`` bars opening in [start, end) and at or before ``now``, ascending.
 
     The bar containing ``now`` is included, built from the data up to ``now``.
@@ -223,31 +266,39 @@ def series_bars(series: Series, interval: str, start: int, end: int, now: int, h
     end = min(end, now + 1)
     if start >= end:
         return []
-    first = bar_open(interval, start, h4_phase_hours)
+    first = bar_open(interval, start, h4_phase_hours, anchor)
     if first < start:
-        first += INTERVAL_SECONDS[interval]
-    last = bar_open(interval, end - 1, h4_phase_hours)
+        first = next_bar_open(interval, first, h4_phase_hours, anchor)
+    last = bar_open(interval, end - 1, h4_phase_hours, anchor)
     if last < first:
         return []
-    if interval == "1day":
+    if interval == "1day" and not _anchored(interval, anchor):
         days = range(max(first, HISTORY_START), min(last + DAY, now - DAY + 1), DAY)
         out = [bar for bar in (_day_aggregate(series, d) for d in days) if bar is not None]
         forming = now // DAY * DAY
         if first <= forming <= last:
             out.extend(aggregate(m15_bars(series, forming, forming + DAY, now), interval))
         return out
-    return aggregate(m15_bars(series, first, last + INTERVAL_SECONDS[interval], now), interval, h4_phase_hours)
+    stop = next_bar_open(interval, last, h4_phase_hours, anchor)
+    return aggregate(m15_bars(series, first, stop, now), interval, h4_phase_hours, anchor)
 
 
 def newest_bars(
-    series: Series, interval: str, start: int | None, end: int, now: int, count: int, h4_phase_hours: int = 0
+    series: Series,
+    interval: str,
+    start: int | None,
+    end: int,
+    now: int,
+    count: int,
+    h4_phase_hours: int = 0,
+    anchor: str = "utc",
 ) -> list[Bar]:
     """At most ``count`` bars opening in [start, end), the newest ones, ascending."""
     floor = HISTORY_START if start is None else max(start, HISTORY_START)
     span = count * INTERVAL_SECONDS[interval] * 2 + 4 * DAY
     while True:
         lo = max(min(end, now + 1) - span, floor)
-        bars = series_bars(series, interval, lo, end, now, h4_phase_hours)
+        bars = series_bars(series, interval, lo, end, now, h4_phase_hours, anchor)
         if len(bars) >= count or lo <= floor:
             return bars[-count:]
         span *= 2

@@ -82,10 +82,15 @@ class StandInConfig:
     time_offset_seconds: float = 0.0
     delay_seconds: float = 0.0
     h4_phase_hours: int = 0
+    # "utc" (4h at h4_phase_hours + 4k h, 1day at 00:00 UTC) or "new_york" (4h and 1day anchored at
+    # 17:00 New York, moving an hour in UTC at each US DST switch; 1day bars then carry a time).
+    bar_anchor: str = "utc"
     credit_headers: bool = True
     max_outputsize: int = 5000
 
     def __post_init__(self) -> None:
+        if self.bar_anchor not in prices.ANCHORS:
+            raise ValueError(f"bar_anchor must be one of {prices.ANCHORS}, not {self.bar_anchor!r}")
         if self.error_status not in ("http", "body200"):
             raise ValueError(f"error_status must be 'http' or 'body200', not {self.error_status!r}")
         for when in [t for hole in self.holes for t in hole] + list(self.revisions):
@@ -311,9 +316,14 @@ class StandIn:
         if found is None:
             raise KeyError(symbol)
         now = self.now().timestamp()
-        length = prices.INTERVAL_SECONDS[interval]
         rows = prices.series_bars(
-            _series(cfg, found), interval, _epoch(start), _epoch(end), math.floor(now), cfg.h4_phase_hours
+            _series(cfg, found),
+            interval,
+            _epoch(start),
+            _epoch(end),
+            math.floor(now),
+            cfg.h4_phase_hours,
+            cfg.bar_anchor,
         )
         return [
             {
@@ -321,7 +331,7 @@ class StandIn:
                 **{k: Decimal(prices.render_price(v)) for k, v in zip(("open", "high", "low", "close"), (o, h, lo, c))},
             }
             for t, o, h, lo, c in rows
-            if t + length <= now
+            if prices.next_bar_open(interval, t, cfg.h4_phase_hours, cfg.bar_anchor) <= now
         ]
 
     def _record(
@@ -477,7 +487,14 @@ class StandIn:
         count = outputsize or (cfg.max_outputsize if dated else 30)
         now = math.floor(self.now().timestamp())
         rows = prices.newest_bars(
-            _series(cfg, symbol), interval, start, end if end is not None else now + 1, now, count, cfg.h4_phase_hours
+            _series(cfg, symbol),
+            interval,
+            start,
+            end if end is not None else now + 1,
+            now,
+            count,
+            cfg.h4_phase_hours,
+            cfg.bar_anchor,
         )
         if not rows:
             raise _ParamError(400, MSG_NO_DATA)
@@ -493,7 +510,7 @@ class StandIn:
         }
         values = [
             {
-                "datetime": _render_time(t, interval, tz),
+                "datetime": _render_time(t, interval, tz, cfg.bar_anchor),
                 "open": prices.render_price(o),
                 "high": prices.render_price(h),
                 "low": prices.render_price(lo),
@@ -530,9 +547,11 @@ class StandIn:
         return _Reply(404, _json_bytes({"status": "error", "message": f"unknown control endpoint {method} {path}"}))
 
 
-def _render_time(t: int, interval: str, tz: ZoneInfo | timezone) -> str:
-    if interval == "1day":
+def _render_time(t: int, interval: str, tz: ZoneInfo | timezone, anchor: str = "utc") -> str:
+    if interval == "1day" and anchor == "utc":
         # A 1day bar covers a UTC day and carries that date, whatever the timezone asked.
+        # (Anchored at 17:00 New York it starts mid-day in UTC: it carries its open time instead,
+        # an assumption of this stand-in, since how Twelve Data stamps such bars is unknown.)
         return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
     return datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d %H:%M:%S")
 
