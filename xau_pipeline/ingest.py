@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from xau_pipeline.bars import FetchedWindow, Interval
+from xau_pipeline.grid import Grid, new_york_close_grid, utc_grid
 from xau_pipeline.store.candle_store import CandleStore, WindowClaim
 from xau_pipeline.store.upsert import UpsertCounts
 from xau_pipeline.symbols import Symbol
@@ -61,13 +62,19 @@ class IngestReport:
         )
 
 
-def grid_phase(claim: WindowClaim, timeframe: Timeframe, parsed) -> timedelta:
-    """The series' grid offset: 0 for M15, H1 and D1 (asked in UTC, D1 bars carry dates); for H4 the
-    phase the stored bars show, else the answer's dominant whole-hour phase (Twelve Data's is undocumented)."""
-    if timeframe.bar != 4 * ONE_HOUR:
-        return timedelta(0)
+def candidate_grids(claim: WindowClaim, timeframe: Timeframe, parsed) -> list[Grid]:
+    """The grids a bar of this series may open on.
+
+    M15 and H1: the UTC grid (their 17:00 New York grid is the same slots). H4 and D1: Twelve Data's
+    phase and anchor are undocumented, so both the UTC grid at the phase the stored bars show (else
+    the answer's dominant whole-hour phase) and the grid anchored at 17:00 New York, whose UTC times
+    move at each US DST switch; the gap check then judges the series on the grid its bars fit.
+    """
+    if timeframe.bar <= ONE_HOUR:
+        return [utc_grid(timeframe.bar)]
     stored = claim.stored_phase()
-    return stored if stored is not None else answer_phase(parsed, timeframe.bar, ONE_HOUR)
+    phase = stored if stored is not None else answer_phase(parsed, timeframe.bar, ONE_HOUR)
+    return [utc_grid(timeframe.bar, phase), new_york_close_grid(timeframe.bar)]
 
 
 def ingest(
@@ -181,7 +188,7 @@ def _fetch_newest_missing(
             report.credits += client.credits - credits_before
         parsed, rejected = parse_values(page.values)
         in_window = [(b, raw) for b, raw in parsed if ask_start <= b.open_time < ask_end]
-        good, screened_out, _repeats = screen(in_window, bar, grid_phase(claim, timeframe, in_window))
+        good, screened_out, _repeats = screen(in_window, candidate_grids(claim, timeframe, in_window))
         rejected += screened_out
         covered_start, covered_end = ask_start, ask_end
         if page.full and in_window:

@@ -9,13 +9,14 @@ values and the reason, in `candle_quarantine` (see docs/architecture.md: quarant
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from xau_pipeline.bars import Bar
+from xau_pipeline.grid import Grid
 
 API_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -86,11 +87,6 @@ def parse_values(values: Iterable[Any]) -> tuple[list[tuple[Bar, str]], list[Rej
     return parsed, rejected
 
 
-def on_grid(open_time: datetime, bar: timedelta, phase: timedelta) -> bool:
-    """Whether a bar opens on the grid of `bar`-long bars offset by `phase` from the UTC epoch."""
-    return (open_time - EPOCH - phase) % bar == timedelta(0)
-
-
 def _values(bar: Bar) -> tuple:
     return (bar.open, bar.high, bar.low, bar.close, bar.volume)
 
@@ -107,12 +103,11 @@ def problem(bar: Bar) -> str | None:
     return None
 
 
-def screen(
-    parsed: list[tuple[Bar, str]], bar: timedelta, phase: timedelta | None
-) -> tuple[list[Bar], list[Rejected], int]:
+def screen(parsed: list[tuple[Bar, str]], grids: Sequence[Grid] | None) -> tuple[list[Bar], list[Rejected], int]:
     """The storable bars (ascending, unique), the rejected ones, and exact repeats dropped.
 
-    `phase` None skips the grid check (used only where no series is known).
+    A bar is on grid when one of `grids` (the series' candidate grids) holds its open; `grids` None
+    skips the grid check (used only where no series is known).
     """
     by_time: dict[datetime, list[tuple[Bar, str]]] = {}
     for item in parsed:
@@ -128,8 +123,8 @@ def screen(
         repeats += len(items) - 1
         candidate, raw = items[0]
         reason = problem(candidate)
-        if reason is None and phase is not None and not on_grid(open_time, bar, phase):
-            reason = f"{OFF_GRID} ({bar} bars from {phase} after the UTC grid)"
+        if reason is None and grids is not None and not any(grid.contains(open_time) for grid in grids):
+            reason = f"{OFF_GRID} (on none of: {'; '.join(grid.describe() for grid in grids)})"
         if reason is not None:
             rejected.append(Rejected(raw, open_time, reason))
         else:

@@ -81,7 +81,7 @@ class Page:
     @property
     def bars(self) -> list[Bar]:
         """The readable, valid bars (grid not checked: ingest does that, knowing the series)."""
-        good, _rejected, _repeats = screen(parse_values(self.values)[0], timedelta(minutes=1), None)
+        good, _rejected, _repeats = screen(parse_values(self.values)[0], None)
         return good
 
 
