@@ -76,7 +76,14 @@ def main() -> None:
     five_first = (date.fromisoformat(last) - timedelta(days=4)).isoformat()
     config = StandInConfig(api_key="bench-key", credits_per_minute=None, credits_per_day=None)
     rows: list[tuple[str, str, float, int, int]] = []
-    with ExitStack() as stack:
+
+    def measure(label: str, span: str, job: dg.ReconstructableJob, first_key: str, last_key: str) -> None:
+        wall, events, steps = timed_run(stack, job, first_key, last_key)
+        print(f"[run_shape] {label}, {span}: {wall:.1f} s, {events} events, {steps} steps", file=sys.stderr, flush=True)
+        rows.append((label, span, wall, events, steps))
+
+    stack = ExitStack()
+    with stack:
         candles_url = stack.enter_context(temporary_database(SERVER, "xau_bench"))
         CandleStore(candles_url).migrate()
         stand_in = stack.enter_context(StandIn(config))
@@ -94,21 +101,21 @@ def main() -> None:
             prefill = timed_run(stack, real, five_first, last)
             print(f"(real job fetched the 5 days first: {prefill[0]:.1f} s)")
         else:
-            rows.append(("real", "1 year", *timed_run(stack, real, first, last)))
-        rows.append(("real", "5 days no-op", *timed_run(stack, real, five_first, last)))
+            measure("real", "1 year", real, first, last)
+        measure("real", "5 days no-op", real, five_first, last)
         with sa.create_engine(candles_url).connect() as connection:
             stored = connection.execute(sa.text("SELECT count(*) FROM candles")).scalar()
         twins = ("old", "new") if args.twin == "both" else (args.twin,)
         for shape in twins:
             job = reconstructable("twin_job", shape, first)
             if not args.days_only:
-                rows.append((f"twin {shape}", "1 year", *timed_run(stack, job, first, last)))
-            rows.append((f"twin {shape}", "5 days no-op", *timed_run(stack, job, five_first, last)))
+                measure(f"twin {shape}", "1 year", job, first, last)
+            measure(f"twin {shape}", "5 days no-op", job, five_first, last)
         if "new" in twins:
             job = reconstructable("twin_job", "new", first, True)
             if not args.days_only:
-                rows.append(("twin new+pp", "1 year", *timed_run(stack, job, first, last)))
-            rows.append(("twin new+pp", "5 days no-op", *timed_run(stack, job, five_first, last)))
+                measure("twin new+pp", "1 year", job, first, last)
+            measure("twin new+pp", "5 days no-op", job, five_first, last)
 
     print(f"\nRun shape, all four XAU/USD assets with their checks, {args.year}; {stored} candles stored")
     print("twin new+pp: the new twin logging one check evaluation per check and partition, as the real job does")

@@ -13,8 +13,7 @@ Jobs are rebuilt in each process from these functions (`dg.build_reconstructable
 multiprocess executor's step processes can load them.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
 import os
 import warnings
 
