@@ -1,4 +1,4 @@
-"""Asset checks end to end: Dagster runs the checks with the materialization, or alone."""
+"""Asset checks end to end: Dagster runs the checks in the asset's step with the materialization, or alone."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -7,7 +7,6 @@ import pytest
 import sqlalchemy as sa
 
 from xau_pipeline.assets import build_candle_asset
-from xau_pipeline.checks import build_candle_checks
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
@@ -17,12 +16,9 @@ from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 UTC = UTC
 GOLD = Symbol("XAU/USD")
 PARTITIONS = daily_partitions("2024-01-01")
-ASSETS = {name: build_candle_asset(GOLD, TIMEFRAMES_BY_NAME[name], PARTITIONS) for name in ("M15", "H1")}
 SETTINGS = Settings(database_url="unused: each check gets its store from its resource")
-CHECKS = {
-    name: build_candle_checks(GOLD, TIMEFRAMES_BY_NAME[name], ASSETS[name], PARTITIONS, SETTINGS) for name in ASSETS
-}
-EVERYTHING = [*ASSETS.values(), *CHECKS["M15"], *CHECKS["H1"]]
+ASSETS = {name: build_candle_asset(GOLD, TIMEFRAMES_BY_NAME[name], PARTITIONS, SETTINGS) for name in ("M15", "H1")}
+EVERYTHING = list(ASSETS.values())
 
 
 @pytest.fixture
@@ -31,7 +27,7 @@ def instance(dagster_instance):
 
 
 def run(instance, resources, first, last, checks_only=False):
-    selection = dg.AssetSelection.checks(*CHECKS["M15"], *CHECKS["H1"]) if checks_only else None
+    selection = dg.AssetSelection.checks_for_assets(*ASSETS.values()) if checks_only else None
     return dg.materialize(
         EVERYTHING,
         instance=instance,
@@ -101,11 +97,10 @@ def test_fresh_looks_at_the_newest_partition(instance, resources, stand_in, away
     """On a 24x7 calendar with weekend bars, so the result does not depend on the day the test runs."""
     stand_in.configure(weekend_bars=True)
     symbol = Symbol("XAU/USD", calendar="24x7")
-    asset = build_candle_asset(symbol, TIMEFRAMES_BY_NAME["M15"], PARTITIONS)
-    checks = build_candle_checks(symbol, TIMEFRAMES_BY_NAME["M15"], asset, PARTITIONS, SETTINGS)
+    asset = build_candle_asset(symbol, TIMEFRAMES_BY_NAME["M15"], PARTITIONS, SETTINGS)
     today = datetime.now(UTC).date()
     result = dg.materialize(
-        [asset, *checks],
+        [asset],
         instance=instance,
         resources=resources,
         tags={
@@ -114,6 +109,48 @@ def test_fresh_looks_at_the_newest_partition(instance, resources, stand_in, away
         },
     )
     fresh = {e.partition: e for e in result.get_asset_check_evaluations() if e.check_name == "fresh"}
-    assert set(fresh) - {None} == {today.isoformat()}
+    assert set(fresh) == {today.isoformat()}  # judged on the newest day only, no result for the run
     assert fresh[today.isoformat()].passed
     assert 0 <= fresh[today.isoformat()].metadata["age_minutes"].value < 60
+
+
+def single_day(instance, resources, asset, day, checks_only=False):
+    return dg.materialize(
+        EVERYTHING,
+        instance=instance,
+        resources=resources,
+        # The run's partition as a tag: dg.materialize's partition_key needs an asset in the selection.
+        tags={"dagster/partition": day},
+        selection=dg.AssetSelection.checks_for_assets(asset) if checks_only else dg.AssetSelection.assets(asset),
+    )
+
+
+def test_fresh_judges_no_day_but_the_newest(instance, resources):
+    """An older day alone: no fresh result at all (Dagster shows the partition skipped), never a pass."""
+    result = single_day(instance, resources, ASSETS["H1"], "2024-02-07")
+    names = {e.check_name for e in result.get_asset_check_evaluations()}
+    assert names == {"no_gaps", "ohlc_valid", "consistent_with_m15"}
+    assert all(e.partition == "2024-02-07" for e in result.get_asset_check_evaluations())
+
+
+def test_consistent_with_m15_without_m15_bars_does_not_pass(instance, resources, store):
+    """H1 stored, M15 never fetched: the check warns that it judged nothing, and says why."""
+    result = single_day(instance, resources, ASSETS["H1"], "2024-02-07")
+    (consistency,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "consistent_with_m15"]
+    assert not consistency.passed and consistency.severity == dg.AssetCheckSeverity.WARN
+    assert consistency.metadata["bars_compared"].value == 0
+    assert consistency.metadata["bars_with_incomplete_m15"].value == 23
+    assert consistency.description.startswith("not judged: none of the day's 23 bar(s) has all its M15 bars stored")
+    with_m15 = single_day(instance, resources, ASSETS["M15"], "2024-02-07")
+    assert with_m15.success
+    again = single_day(instance, resources, ASSETS["H1"], "2024-02-07", checks_only=True)
+    (consistency,) = [e for e in again.get_asset_check_evaluations() if e.check_name == "consistent_with_m15"]
+    assert consistency.passed and consistency.metadata["bars_compared"].value == 23
+
+
+def test_a_day_without_bars_is_not_judged_for_consistency(instance, resources):
+    """A Saturday: no H1 bar to compare, so no consistent_with_m15 result (skipped), and no_gaps passes."""
+    result = single_day(instance, resources, ASSETS["H1"], "2024-02-10")
+    by_name = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(by_name) == {"no_gaps", "ohlc_valid"}
+    assert by_name["no_gaps"].passed and by_name["no_gaps"].metadata["expected"].value == 0

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -212,3 +213,48 @@ class CandleStore:
         """The ledger rows of one run's calls for one series, oldest first."""
         with self._connect() as connection:
             return credit_budget.calls_of_run(connection, run_id, symbol, interval)
+
+    # -- per-day figures ------------------------------------------------------------------------
+
+    def day_summaries(
+        self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime, newest: int = 5
+    ) -> dict[str, DaySummary]:
+        """Per UTC day of [start, end) holding bars: how many, the first and last open, the `newest` bars (one query)."""
+        with self._connect() as connection:
+            rows = connection.execute(
+                DAY_SUMMARIES,
+                {"symbol": symbol, "timeframe": timeframe.name, "start": start, "end": end, "newest": newest},
+            )
+            days: dict[str, DaySummary] = {}
+            for row in rows:
+                key = f"{row.day:%Y-%m-%d}"
+                day = days.get(key) or days.setdefault(key, DaySummary(row.bars, row.first_bar, row.last_bar, []))
+                day.newest.append((row.timestamp, row.open, row.high, row.low, row.close))
+            return days
+
+
+@dataclass
+class DaySummary:
+    """One UTC day of one series as stored."""
+
+    bars: int
+    first: datetime
+    last: datetime
+    newest: list[tuple[datetime, Decimal, Decimal, Decimal, Decimal]]
+
+
+DAY_SUMMARIES = sa.text(
+    """
+    SELECT day, timestamp, open, high, low, close, bars, first_bar, last_bar FROM (
+        SELECT date_trunc('day', "timestamp" AT TIME ZONE 'UTC') AS day, "timestamp", open, high, low, close,
+               row_number() OVER (PARTITION BY date_trunc('day', "timestamp" AT TIME ZONE 'UTC')
+                                  ORDER BY "timestamp" DESC) AS position,
+               count(*) OVER days AS bars, min("timestamp") OVER days AS first_bar, max("timestamp") OVER days AS last_bar
+        FROM candles
+        WHERE symbol = :symbol AND timeframe = :timeframe AND "timestamp" >= :start AND "timestamp" < :end
+        WINDOW days AS (PARTITION BY date_trunc('day', "timestamp" AT TIME ZONE 'UTC'))
+    ) ranked
+    WHERE position <= :newest
+    ORDER BY day, "timestamp" DESC
+    """
+)
