@@ -49,7 +49,7 @@ storage:
 """
 
 
-def timed_run(stack: ExitStack, job: dg.ReconstructableJob, first: str, last: str) -> tuple[float, int, int]:
+def timed_run(stack: ExitStack, job, first: str, last: str) -> tuple[float, int, int]:
     """(wall seconds, events stored, steps) of one ranged run on a fresh PostgreSQL-backed instance."""
     url = stack.enter_context(temporary_database(SERVER, "xau_bench_dagster"))
     home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xau_bench_home_")))
@@ -77,7 +77,7 @@ def main() -> None:
     config = StandInConfig(api_key="bench-key", credits_per_minute=None, credits_per_day=None)
     rows: list[tuple[str, str, float, int, int]] = []
 
-    def measure(label: str, span: str, job: dg.ReconstructableJob, first_key: str, last_key: str) -> None:
+    def measure(label: str, span: str, job, first_key: str, last_key: str) -> None:
         wall, events, steps = timed_run(stack, job, first_key, last_key)
         print(f"[run_shape] {label}, {span}: {wall:.1f} s, {events} events, {steps} steps", file=sys.stderr, flush=True)
         rows.append((label, span, wall, events, steps))

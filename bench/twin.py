@@ -109,7 +109,7 @@ def real_job() -> dg.JobDefinition:
     return _one_job(build_definitions(Settings.from_env()))
 
 
-def reconstructable(function: str, *args) -> dg.ReconstructableJob:
+def reconstructable(function: str, *args):
     return dg.build_reconstructable_job(
         "twin", function, reconstructable_args=args, reconstructor_working_directory=os.path.dirname(__file__)
     )
