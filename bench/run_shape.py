@@ -11,7 +11,11 @@ Timed in the same process, in this order: the real job's one-year backfill (fetc
 local stand-in, without rate limits), the real no-op rerun of the year's last 5 days, then the
 twins over the same ranges. Prints each time and the ratio real / twin.
 
-Usage: python bench/run_shape.py [--year 2025] [--days-only] [--twin old|new|both] [--series M15 ...]
+With --decade: M15 alone over one year (the last) and over ten years (2016-2025), real and new
+twin, each a single ranged run: wall time, events written per partition, and growth from 1 to 10.
+
+Usage: python bench/run_shape.py [--year 2025] [--days-only] [--twin old|new|both]
+       python bench/run_shape.py --decade
 """
 
 from __future__ import annotations
@@ -71,7 +75,10 @@ def main() -> None:
     parser.add_argument("--year", type=int, default=2025)
     parser.add_argument("--days-only", action="store_true", help="only the 5-day runs (the real one fetches first)")
     parser.add_argument("--twin", choices=("old", "new", "both"), default="both")
+    parser.add_argument("--decade", action="store_true", help="M15 over 1 and 10 years instead")
     args = parser.parse_args()
+    if args.decade:
+        return decade()
     first, last = f"{args.year}-01-01", f"{args.year}-12-31"
     five_first = (date.fromisoformat(last) - timedelta(days=4)).isoformat()
     config = StandInConfig(api_key="bench-key", credits_per_minute=None, credits_per_day=None)
@@ -124,6 +131,42 @@ def main() -> None:
     for job, span, wall, events, steps in rows:
         ratio = f"{real_times[span] / wall:.2f}x" if job != "real" and span in real_times else ""
         print(f"{job:<14}{span:<15}{wall:>8.1f}{events:>8}{steps:>7}{ratio:>11}")
+
+
+def decade() -> None:
+    """M15 over one year and over ten, real and twin: how the cost per partition grows."""
+    first, last = "2016-01-01", "2025-12-31"
+    config = StandInConfig(api_key="bench-key", credits_per_minute=None, credits_per_day=None)
+    rows = []
+    with ExitStack() as stack:
+        candles_url = stack.enter_context(temporary_database(SERVER, "xau_bench"))
+        CandleStore(candles_url).migrate()
+        stand_in = stack.enter_context(StandIn(config))
+        os.environ.update(
+            XAU_DATABASE_URL=candles_url,
+            TWELVE_DATA_BASE_URL=stand_in.url,
+            TWELVE_DATA_API_KEY="bench-key",
+            TWELVE_DATA_CREDITS_PER_MINUTE="100000",
+            TWELVE_DATA_CREDITS_PER_DAY="100000",
+            XAU_HISTORY_START=first,
+            XAU_SYMBOLS="XAU/USD",
+        )
+        for label, job in (
+            ("real M15", reconstructable("real_job", "candles_m15")),
+            ("twin M15", reconstructable("twin_job", "new", first, True, "candles_m15")),
+        ):
+            for span, start in (("1 year", "2025-01-01"), ("10 years", first)):
+                wall, events, _ = timed_run(stack, job, start, last)
+                days = (date.fromisoformat(last) - date.fromisoformat(start)).days + 1
+                print(f"[run_shape] {label}, {span}: {wall:.1f} s, {events} events", file=sys.stderr, flush=True)
+                rows.append((label, span, wall, events, days))
+    print("\nM15 alone, one ranged run each (the real one fetches: 1 year first, then the other 9)")
+    print(f"{'job':<10}{'range':<10}{'wall s':>8}{'ms/partition':>14}{'events':>8}{'events/partition':>18}")
+    for label, span, wall, events, days in rows:
+        print(f"{label:<10}{span:<10}{wall:>8.1f}{wall * 1000 / days:>14.1f}{events:>8}{events / days:>18.2f}")
+    for label in ("real M15", "twin M15"):
+        one, ten = (wall for job, _, wall, _, _ in rows if job == label)
+        print(f"{label}: 10 years / 1 year = {ten / one:.1f}x")
 
 
 if __name__ == "__main__":

@@ -55,58 +55,59 @@ def _old_shape(partitions: dg.DailyPartitionsDefinition) -> dg.Definitions:
     return dg.Definitions(assets=assets, asset_checks=checks)
 
 
-def _new_shape(partitions: dg.DailyPartitionsDefinition, per_partition: bool) -> dg.Definitions:
-    assets = []
-    for name in SERIES:
-        key = dg.AssetKey(["xauusd", name])
-        specs = [dg.AssetCheckSpec(n, asset=key, partitions_def=partitions) for n in _checks(name)]
+def _new_series(name: str, partitions: dg.DailyPartitionsDefinition, per_partition: bool) -> dg.AssetsDefinition:
+    key = dg.AssetKey(["xauusd", name])
 
-        @dg.multi_asset(
-            name=f"xauusd_{name}",
-            specs=[dg.AssetSpec(key)],
-            check_specs=specs,
-            partitions_def=partitions,
-            backfill_policy=dg.BackfillPolicy.single_run(),
-            pool="twelvedata",
-            can_subset=True,
-        )
-        def candles(context: dg.AssetExecutionContext):
-            checks = sorted(key.name for key in context.selected_asset_check_keys)
-            if context.selected_asset_keys:
-                yield dg.MaterializeResult(asset_key=context.selected_asset_keys.pop())
-            if context.has_partition_key or not per_partition:
-                for check_name in checks:
-                    yield dg.AssetCheckResult(passed=True, check_name=check_name)
-                return
+    @dg.multi_asset(
+        name=f"xauusd__{name}",
+        specs=[dg.AssetSpec(key)],
+        check_specs=[dg.AssetCheckSpec(n, asset=key, partitions_def=partitions) for n in _checks(name)],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool="twelvedata",
+        can_subset=True,
+    )
+    def candles(context: dg.AssetExecutionContext):
+        checks = sorted(check_key.name for check_key in context.selected_asset_check_keys)
+        if key in context.selected_asset_keys:
+            yield dg.MaterializeResult(asset_key=key)
+        if context.has_partition_key or not per_partition:
             for check_name in checks:
-                for partition in context.partition_keys:
-                    context.log_event(
-                        dg.AssetCheckEvaluation(
-                            asset_key=context.assets_def.key, check_name=check_name, passed=True, partition=partition
-                        )
-                    )
+                yield dg.AssetCheckResult(passed=True, check_name=check_name)
+            return
+        for check_name in checks:
+            for partition in context.partition_keys:
+                context.log_event(
+                    dg.AssetCheckEvaluation(asset_key=key, check_name=check_name, passed=True, partition=partition)
+                )
 
-        assets.append(candles)
+    return candles
+
+
+def _new_shape(partitions: dg.DailyPartitionsDefinition, per_partition: bool) -> dg.Definitions:
+    assets = [_new_series(name, partitions, per_partition) for name in SERIES]
     return dg.Definitions(assets=assets, executor=dg.in_process_executor)
 
 
-def twin_job(shape: str, start: str, per_partition: bool = False) -> dg.JobDefinition:
+def twin_job(shape: str, start: str, per_partition: bool = False, only: str | None = None) -> dg.JobDefinition:
     partitions = dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=1)
     defs = _old_shape(partitions) if shape == "old" else _new_shape(partitions, per_partition)
-    return _one_job(defs)
+    return _one_job(defs, only)
 
 
-def _one_job(defs: dg.Definitions) -> dg.JobDefinition:
-    """A job over every asset and check (asset jobs include the checks of their assets)."""
-    return dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job("candles")])).get_job_def("candles")
+def _one_job(defs: dg.Definitions, only: str | None = None) -> dg.JobDefinition:
+    """A job over every asset (or the one named `only`, e.g. candles_m15) and its checks."""
+    selection = dg.AssetSelection.assets(dg.AssetKey(["xauusd", only])) if only else dg.AssetSelection.all()
+    jobs = [dg.define_asset_job("candles", selection=selection)]
+    return dg.Definitions.merge(defs, dg.Definitions(jobs=jobs)).get_job_def("candles")
 
 
-def real_job() -> dg.JobDefinition:
-    """The project's own job over all candle assets and checks, configured from the environment."""
+def real_job(only: str | None = None) -> dg.JobDefinition:
+    """The project's own job over the candle assets and their checks, configured from the environment."""
     from xau_pipeline.definitions import build_definitions
     from xau_pipeline.settings import Settings
 
-    return _one_job(build_definitions(Settings.from_env()))
+    return _one_job(build_definitions(Settings.from_env()), only)
 
 
 def reconstructable(function: str, *args):
