@@ -256,7 +256,9 @@ def build_candle_asset(
         if key in context.selected_asset_keys:
             report = _ingest(context, config, twelvedata, store, symbol, timeframe)
             yield _materialization(context, store, report, key)
-        checks = CandleChecks(store, symbol, timeframe, partitions_def, utc_now(), max_jump, m15_tolerance)
+        checks = CandleChecks(
+            store, symbol, timeframe, partitions_def, utc_now(), max_jump, m15_tolerance, context.partition_keys
+        )
         yield from _judge(context, checks, key)
 
     return candles

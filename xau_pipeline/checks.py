@@ -6,7 +6,8 @@ with nothing to judge on a day does not pass: it records no result for that day 
 partition as skipped), or, when it should have had something to judge, warns and says why.
 """
 
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -15,8 +16,8 @@ from typing import Any
 import dagster as dg
 
 from xau_pipeline.markdown import markdown_table
-from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY
+from xau_pipeline.store.candle_store import CandleStore, utc_day
+from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, Gap, GapReport
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.trading_calendar import calendar
@@ -73,7 +74,12 @@ class Verdict:
 
 
 class CandleChecks:
-    """The checks of one series, judging one day (partition key) at a time against the store."""
+    """The checks of one series, judging one day (partition key) at a time against the store.
+
+    Given the run's partition keys (`keys`, more than one), each check reads the whole range in one
+    query the first time it is asked, and judges each day from that: a year is a handful of queries,
+    not one per check and day. The verdicts are the same as day by day.
+    """
 
     def __init__(
         self,
@@ -84,6 +90,7 @@ class CandleChecks:
         now: datetime,
         max_jump: Decimal = DEFAULT_MAX_JUMP,
         m15_tolerance: Decimal = DEFAULT_M15_TOLERANCE,
+        keys: Sequence[str] = (),
     ):
         self.store, self.symbol, self.timeframe, self.partitions_def = store, symbol, timeframe, partitions_def
         self.policy = calendar(symbol.calendar)
@@ -91,6 +98,14 @@ class CandleChecks:
         self.max_jump, self.m15_tolerance = max_jump, m15_tolerance
         self.newest_key = partitions_def.get_last_partition_key()
         self._phase: timedelta | None = None
+        # The run's whole window, when it spans several days: read once per check.
+        self._range = (self.window(keys[0])[0], self.window(keys[-1])[1]) if len(keys) > 1 else None
+        self._bulk: dict[str, Any] = {}
+
+    def _once(self, name: str, read):
+        if name not in self._bulk:
+            self._bulk[name] = read()
+        return self._bulk[name]
 
     @property
     def phase(self) -> timedelta:
@@ -106,11 +121,31 @@ class CandleChecks:
         """`name`'s verdict on day `key`, or None when that check does not judge that day."""
         return getattr(self, name)(key)
 
-    def no_gaps(self, key: str) -> Verdict:
+    def _gap_report(self, key: str) -> GapReport:
         start, end = self.window(key)
-        report = self.store.gaps(
-            self.symbol.name, self.timeframe, self.policy, start, min(end, self.now), self.now, self.phase
-        )
+        end = min(end, self.now)
+        if self._range is None:
+            return self.store.gaps(self.symbol.name, self.timeframe, self.policy, start, end, self.now, self.phase)
+
+        def read() -> tuple[dict[str, list[Gap]], dict[str, int]]:
+            assert self._range is not None
+            first, last = self._range[0], min(self._range[1], self.now)
+            by_day: dict[str, list[Gap]] = defaultdict(list)
+            if first < last:
+                report = self.store.gaps(
+                    self.symbol.name, self.timeframe, self.policy, first, last, self.now, self.phase
+                )
+                for gap in report.gaps:
+                    by_day[utc_day(gap.slot)].append(gap)
+            return by_day, self.store.bars_per_day(self.symbol.name, self.timeframe, first, last)
+
+        gaps_by_day, stored_by_day = self._once(NO_GAPS, read)
+        gaps, stored = gaps_by_day.get(key, []), stored_by_day.get(key, 0)
+        expected = self.policy.count_expected(start, end, self.timeframe.bar, self.phase) if start < end else 0
+        return GapReport(expected, stored, off_session=stored - (expected - len(gaps)), gaps=gaps, phase=self.phase)
+
+    def no_gaps(self, key: str) -> Verdict:
+        report = self._gap_report(key)
         closed_gaps = report.missing - report.count(NOT_CLOSED)
         return Verdict(
             closed_gaps == 0,
@@ -131,7 +166,18 @@ class CandleChecks:
         )
 
     def ohlc_valid(self, key: str) -> Verdict:
-        rows = self.store.invalid_bars(self.symbol.name, self.timeframe, *self.window(key), self.max_jump)
+        if self._range is None:
+            rows = self.store.invalid_bars(self.symbol.name, self.timeframe, *self.window(key), self.max_jump)
+        else:
+
+            def read() -> dict[str, list]:
+                assert self._range is not None
+                by_day: dict[str, list] = defaultdict(list)
+                for row in self.store.invalid_bars(self.symbol.name, self.timeframe, *self._range, self.max_jump):
+                    by_day[utc_day(row.timestamp)].append(row)
+                return by_day
+
+            rows = self._once(OHLC_VALID, read).get(key, [])
         table = markdown_table(
             ("open time (UTC)", "open", "high", "low", "close", "previous close"),
             [(f"{r.timestamp:%Y-%m-%d %H:%M}", r.open, r.high, r.low, r.close, r.prev_close) for r in rows],
@@ -167,9 +213,18 @@ class CandleChecks:
         def m15_expected(slot: datetime) -> int:
             return policy.count_expected(slot, slot + bar, M15.bar)
 
-        mismatches, compared, incomplete = self.store.m15_mismatches(
-            self.symbol.name, self.timeframe, self.phase, *self.window(key), self.m15_tolerance, m15_expected
-        )
+        if self._range is None:
+            mismatches, compared, incomplete = self.store.m15_mismatches(
+                self.symbol.name, self.timeframe, self.phase, *self.window(key), self.m15_tolerance, m15_expected
+            )
+        else:
+            by_day = self._once(
+                CONSISTENT_WITH_M15,
+                lambda: self.store.m15_mismatches_by_day(
+                    self.symbol.name, self.timeframe, self.phase, *self._range, self.m15_tolerance, m15_expected
+                ),
+            )
+            mismatches, compared, incomplete = by_day.get(key, ([], 0, 0))
         if compared == 0 and incomplete == 0:
             return None  # no bar of this timeframe on the day: nothing to compare
         table = markdown_table(

@@ -154,3 +154,31 @@ def test_a_day_without_bars_is_not_judged_for_consistency(instance, resources):
     by_name = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(by_name) == {"no_gaps", "ohlc_valid"}
     assert by_name["no_gaps"].passed and by_name["no_gaps"].metadata["expected"].value == 0
+
+
+def test_a_range_is_judged_as_each_day_alone(instance, resources, stand_in, store):
+    """The ranged run reads each check's range once; every day's verdict equals judging that day alone."""
+    from xau_pipeline.checks import CandleChecks, check_names
+
+    stand_in.configure(holes=[(datetime(2024, 2, 7, 10, tzinfo=UTC), datetime(2024, 2, 7, 11, tzinfo=UTC))])
+    assert run(instance, resources, "2024-02-05", "2024-02-11").success
+    with store.engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "UPDATE candles SET close = close * 1.2 WHERE timeframe = 'H1' AND \"timestamp\" = '2024-02-08 09:00+00'"
+            )
+        )
+    keys = [f"2024-02-{day:02d}" for day in range(4, 13)]  # a never-fetched day at each end
+    now = datetime.now(UTC)
+    for name in ("M15", "H1"):
+        timeframe = TIMEFRAMES_BY_NAME[name]
+        ranged = CandleChecks(store, GOLD, timeframe, PARTITIONS, now, keys=keys)
+        alone = CandleChecks(store, GOLD, timeframe, PARTITIONS, now)
+        verdicts = 0
+        for check in check_names(timeframe):
+            for key in keys:
+                assert ranged.judge(check, key) == alone.judge(check, key), (name, check, key)
+                verdicts += ranged.judge(check, key) is not None
+        assert verdicts >= 2 * len(keys)
+    assert not ranged.judge("ohlc_valid", "2024-02-08").passed
+    assert not ranged.judge("no_gaps", "2024-02-07").passed and not ranged.judge("no_gaps", "2024-02-12").passed

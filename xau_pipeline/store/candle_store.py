@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -192,6 +192,30 @@ class CandleStore:
                 connection, symbol, timeframe.name, timeframe.bar, phase, start, end, tolerance, m15_expected
             )
 
+    def m15_mismatches_by_day(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        phase: timedelta,
+        start: datetime,
+        end: datetime,
+        tolerance: Decimal,
+        m15_expected: Callable[[datetime], int],
+    ) -> dict[str, tuple[list[quality.Mismatch], int, int]]:
+        """m15_mismatches per UTC day (`YYYY-MM-DD`) of [start, end), in one query; days without bars absent."""
+        with self._connect() as connection:
+            return quality.m15_mismatches_by_day(
+                connection, symbol, timeframe.name, timeframe.bar, phase, start, end, tolerance, m15_expected, utc_day
+            )
+
+    def bars_per_day(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime) -> dict[str, int]:
+        """How many candles are stored per UTC day (`YYYY-MM-DD`) of [start, end); days without any absent."""
+        with self._connect() as connection:
+            rows = connection.execute(
+                BARS_PER_DAY, {"symbol": symbol, "timeframe": timeframe.name, "start": start, "end": end}
+            )
+            return {f"{row.day:%Y-%m-%d}": row.bars for row in rows}
+
     # -- the credit ledger ---------------------------------------------------------------------
 
     def credit_budget(
@@ -242,6 +266,20 @@ class DaySummary:
     last: datetime
     newest: list[tuple[datetime, Decimal, Decimal, Decimal, Decimal]]
 
+
+def utc_day(moment: datetime) -> str:
+    """The daily partition key (`YYYY-MM-DD`, UTC) holding `moment`."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d}"
+
+
+BARS_PER_DAY = sa.text(
+    """
+    SELECT date_trunc('day', "timestamp" AT TIME ZONE 'UTC') AS day, count(*) AS bars
+    FROM candles
+    WHERE symbol = :symbol AND timeframe = :timeframe AND "timestamp" >= :start AND "timestamp" < :end
+    GROUP BY 1
+    """
+)
 
 DAY_SUMMARIES = sa.text(
     """

@@ -99,6 +99,25 @@ def m15_mismatches(
     Only bars whose M15 bars are all stored (`m15_expected(slot)` of them) are compared.
     Returns the mismatches, how many bars were compared and how many were skipped as incomplete.
     """
+    by_day = m15_mismatches_by_day(
+        connection, symbol, timeframe, bar, phase, start, end, tolerance, m15_expected, lambda _: ""
+    )
+    return by_day.get("", ([], 0, 0))
+
+
+def m15_mismatches_by_day(
+    connection: sa.Connection,
+    symbol: str,
+    timeframe: str,
+    bar: timedelta,
+    phase: timedelta,
+    start: datetime,
+    end: datetime,
+    tolerance: Decimal,
+    m15_expected: Callable[[datetime], int],
+    day_of: Callable[[datetime], str],
+) -> dict[str, tuple[list[Mismatch], int, int]]:
+    """m15_mismatches over [start, end) in one query, per `day_of(bar open)`; days without bars absent."""
     params = {
         "symbol": symbol,
         "timeframe": timeframe,
@@ -108,12 +127,13 @@ def m15_mismatches(
         "bar": bar,
         "origin": EPOCH + phase,
     }
-    mismatches, compared, incomplete = [], 0, 0
+    days: dict[str, tuple[list[Mismatch], int, int]] = {}
     for row in connection.execute(M15_AGGREGATES, params):
+        key = day_of(row.timestamp)
+        mismatches, compared, incomplete = days.get(key, ([], 0, 0))
         if row.bars is None or row.bars < m15_expected(row.timestamp):
-            incomplete += 1
+            days[key] = (mismatches, compared, incomplete + 1)
             continue
-        compared += 1
         bar_values = (row.open, row.high, row.low, row.close)
         m15_values = (row.m15_open, row.m15_high, row.m15_low, row.m15_close)
         differing = tuple(
@@ -123,4 +143,5 @@ def m15_mismatches(
         )
         if differing:
             mismatches.append(Mismatch(row.timestamp, differing, bar_values, m15_values))
-    return mismatches, compared, incomplete
+        days[key] = (mismatches, compared + 1, incomplete)
+    return days
