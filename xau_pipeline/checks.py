@@ -6,7 +6,7 @@ with nothing to judge on a day does not pass: it records no result for that day 
 partition as skipped), or, when it should have had something to judge, warns and says why.
 """
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,7 +17,7 @@ import dagster as dg
 
 from xau_pipeline.markdown import markdown_table
 from xau_pipeline.store.candle_store import CandleStore, utc_day
-from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, Gap, GapReport
+from xau_pipeline.store.gaps import EPOCH, NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, Gap, GapReport
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.trading_calendar import calendar
@@ -121,13 +121,20 @@ class CandleChecks:
         """`name`'s verdict on day `key`, or None when that check does not judge that day."""
         return getattr(self, name)(key)
 
+    def _stored(self, key: str) -> int:
+        """Bars stored on day `key` (one query per range when the run spans several days)."""
+        if self._range is None:
+            return self.store.summary(self.symbol.name, self.timeframe, *self.window(key))[0]
+        bars = self._once("stored", lambda: self.store.bars_per_day(self.symbol.name, self.timeframe, *self._range))
+        return bars.get(key, 0)
+
     def _gap_report(self, key: str) -> GapReport:
         start, end = self.window(key)
         end = min(end, self.now)
         if self._range is None:
             return self.store.gaps(self.symbol.name, self.timeframe, self.policy, start, end, self.now, self.phase)
 
-        def read() -> tuple[dict[str, list[Gap]], dict[str, int]]:
+        def read() -> dict[str, list[Gap]]:
             assert self._range is not None
             first, last = self._range[0], min(self._range[1], self.now)
             by_day: dict[str, list[Gap]] = defaultdict(list)
@@ -137,15 +144,17 @@ class CandleChecks:
                 )
                 for gap in report.gaps:
                     by_day[utc_day(gap.slot)].append(gap)
-            return by_day, self.store.bars_per_day(self.symbol.name, self.timeframe, first, last)
+            return by_day
 
-        gaps_by_day, stored_by_day = self._once(NO_GAPS, read)
-        gaps, stored = gaps_by_day.get(key, []), stored_by_day.get(key, 0)
+        gaps = self._once(NO_GAPS, read).get(key, [])
+        stored = self._stored(key) if start < end else 0
         expected = self.policy.count_expected(start, end, self.timeframe.bar, self.phase) if start < end else 0
         return GapReport(expected, stored, off_session=stored - (expected - len(gaps)), gaps=gaps, phase=self.phase)
 
-    def no_gaps(self, key: str) -> Verdict:
+    def no_gaps(self, key: str) -> Verdict | None:
         report = self._gap_report(key)
+        if report.expected == 0 and report.stored == 0:
+            return None  # no bar expected (a weekend, a holiday) and none stored: nothing to judge
         closed_gaps = report.missing - report.count(NOT_CLOSED)
         return Verdict(
             closed_gaps == 0,
@@ -165,7 +174,9 @@ class CandleChecks:
             },
         )
 
-    def ohlc_valid(self, key: str) -> Verdict:
+    def ohlc_valid(self, key: str) -> Verdict | None:
+        if self._stored(key) == 0:
+            return None  # no bar that day: nothing to judge
         if self._range is None:
             rows = self.store.invalid_bars(self.symbol.name, self.timeframe, *self.window(key), self.max_jump)
         else:
@@ -186,6 +197,11 @@ class CandleChecks:
             not rows,
             {"invalid_bars": len(rows), "max_jump": float(self.max_jump), "invalid": dg.MetadataValue.md(table)},
         )
+
+    def _m15_expected_per_bar(self, start: datetime, end: datetime) -> Counter[datetime]:
+        """How many M15 bars the calendar expects in each of this timeframe's bars opening in [start, end)."""
+        bar, origin = self.timeframe.bar, EPOCH + self.phase
+        return Counter(s - (s - origin) % bar for s in self.policy.expected_slots(start, end + bar, M15.bar))
 
     def fresh(self, key: str) -> Verdict | None:
         if key != self.newest_key:
@@ -208,10 +224,12 @@ class CandleChecks:
         return Verdict(report.missing == 0, metadata)
 
     def consistent_with_m15(self, key: str) -> Verdict | None:
-        bar, policy = self.timeframe.bar, self.policy
+        bar = self.timeframe.bar
+        start, end = self._range or self.window(key)
+        counts = self._once("m15_expected", lambda: self._m15_expected_per_bar(start, end))
 
         def m15_expected(slot: datetime) -> int:
-            return policy.count_expected(slot, slot + bar, M15.bar)
+            return counts[slot]
 
         if self._range is None:
             mismatches, compared, incomplete = self.store.m15_mismatches(

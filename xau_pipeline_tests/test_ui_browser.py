@@ -60,6 +60,9 @@ BACKFILLED = ("candles_h1", "candles_m15")
 PER_PARTITION_CHECKS = {"no_gaps", "ohlc_valid", "consistent_with_m15"}
 # The provider never has the bars of this hour of the backfill's last day: that day's no_gaps fails.
 HOLE_HOURS = (10, 11)
+HISTORY_START = "2016-01-01"
+# The asset's Partitions page with 3,650+ partitions must open within this (measured: see the output).
+PARTITIONS_PAGE_SECONDS = 20
 STARTUP_TIMEOUT = 60
 BACKFILL_TIMEOUT = 150
 TERMINAL_BACKFILL = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "COMPLETED", "FAILED", "CANCELED"}
@@ -358,8 +361,9 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
         XAU_DATABASE_URL=store.url,
         TWELVE_DATA_CREDITS_PER_MINUTE="100000",
         TWELVE_DATA_CREDITS_PER_DAY="100000",
-        # A month of partitions keeps the UI's partition bookkeeping small.
-        XAU_HISTORY_START=(date.fromisoformat(first_day) - timedelta(days=30)).isoformat(),
+        # Ten years and more of daily partitions (3,650+), as a long history has: the asset page must
+        # still open quickly (timed below).
+        XAU_HISTORY_START=HISTORY_START,
         # No repair share: the gap-repair sensors (running by default) then launch nothing
         # beside the backfill under test.
         XAU_REPAIR_CREDIT_SHARE="0",
@@ -446,6 +450,15 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
                 page.wait_for_load_state("networkidle")
                 page.screenshot(path=str(SCREENSHOT))
 
+                # The asset's partitions page over the whole history.
+                opened = time.monotonic()
+                page.goto(f"{dagster.url}/assets/xauusd/candles_m15?view=partitions")
+                partitions = (today - date.fromisoformat(HISTORY_START)).days + 1
+                page.get_by_text(re.compile(f"{partitions:,}|{partitions}")).first.wait_for(state="visible")
+                page.wait_for_load_state("networkidle")
+                partitions_page_seconds = time.monotonic() - opened
+                assert partitions_page_seconds < PARTITIONS_PAGE_SECONDS, partitions_page_seconds
+
                 # A check's own page, with its per-partition results.
                 opened = time.monotonic()
                 page.goto(f"{dagster.url}/assets/xauusd/candles_m15?view=checks&checkDetail=no_gaps")
@@ -466,5 +479,5 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
     assert SCREENSHOT.stat().st_size > 30_000  # a rendered page, not a blank one
     print(
         f"\nUI browser test: loaded in {loaded_at - started:.1f} s, backfill {first_day}..{last_day} done "
-        f"{finished_at - loaded_at:.1f} s after launch (runs took {[round(r['endTime'] - r['startTime'], 1) for r in runs + single_runs]} s), check page in {check_page_seconds:.1f} s, {time.monotonic() - started:.1f} s in all (stopping dagster dev {stopped_in:.1f} s); screenshot {SCREENSHOT}"
+        f"{finished_at - loaded_at:.1f} s after launch (runs took {[round(r['endTime'] - r['startTime'], 1) for r in runs + single_runs]} s), check page in {check_page_seconds:.1f} s, partitions page ({HISTORY_START} on) in {partitions_page_seconds:.1f} s, {time.monotonic() - started:.1f} s in all (stopping dagster dev {stopped_in:.1f} s); screenshot {SCREENSHOT}"
     )
