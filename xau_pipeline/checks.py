@@ -224,9 +224,8 @@ class CandleChecks:
         return Verdict(report.missing == 0, metadata)
 
     def consistent_with_m15(self, key: str) -> Verdict | None:
-        bar = self.timeframe.bar
         start, end = self._range or self.window(key)
-        counts = self._once("m15_expected", lambda: self._m15_expected_per_bar(start, end))
+        counts = self._once(f"m15_expected {start}", lambda: self._m15_expected_per_bar(start, end))
 
         def m15_expected(slot: datetime) -> int:
             return counts[slot]
