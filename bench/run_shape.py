@@ -153,7 +153,7 @@ def decade() -> None:
         )
         for label, job in (
             ("real M15", reconstructable("real_job", "candles_m15")),
-            ("twin M15", reconstructable("twin_job", "new", first, True, "candles_m15")),
+            ("twin M15", reconstructable("twin_job", "new", first, False, "candles_m15")),
         ):
             for span, start in (("1 year", "2025-01-01"), ("10 years", first)):
                 wall, events, _ = timed_run(stack, job, start, last)
