@@ -170,7 +170,7 @@ def _judge(context: dg.AssetExecutionContext, checks: CandleChecks, key: dg.Asse
     One partition: a typed AssetCheckResult, which Dagster ties to that partition's materialization
     (the check's Partitions tab shows it). A range: Dagster 1.13 gives a typed result no partition in
     a ranged step, so each day's verdict is logged as that partition's AssetCheckEvaluation (see
-    docs/architecture.md, "Check results per partition"). A day a check does not judge gets no result.
+    docs/architecture.md, "What a partition shows"). A day a check does not judge gets no result.
     """
     names = sorted(check_key.name for check_key in context.selected_asset_check_keys)
     for name in names:
