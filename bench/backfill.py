@@ -22,6 +22,7 @@ import dagster as dg
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--year", type=int, default=2025)
     year = parser.parse_args().year
     with temporary_database(SERVER, "xau_bench") as url:
+        CandleStore(url).migrate()  # stores never migrate themselves
         run(year, url)
 
 

@@ -69,7 +69,9 @@ def fresh_clone(tmp_path) -> Path:
     so `make run` reuses the test's virtualenv instead of reinstalling the project from the clone."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=60)
-    for name in ("setup.py", "pyproject.toml"):
+    # Every prerequisite of the Makefile's install stamp: one left newer would reinstall the project
+    # from the clone into the test's virtualenv (and leave it pointing at the clone).
+    for name in ("setup.py", "pyproject.toml", "devtools/pyproject.toml", "constraints.txt"):
         os.utime(clone / name, (0, 0))
     return clone
 
