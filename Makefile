@@ -42,6 +42,7 @@ lint: $(STAMP)
 
 # Each benchmark prints its figures; rate_limited_backfill.py takes about 3 minutes (8 calls a minute).
 bench: $(STAMP)
+	$(BIN)/python bench/run_shape.py
 	$(BIN)/python bench/backfill.py
 	$(BIN)/python bench/upsert_speed.py
 	$(BIN)/python bench/gap_query.py

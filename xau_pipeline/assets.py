@@ -1,4 +1,4 @@
-"""One partitioned candle asset per (symbol, timeframe), built by one factory."""
+"""One partitioned candle asset per (symbol, timeframe), with its checks in the same step, built by one factory."""
 
 # No `from __future__ import annotations` here: Dagster reads the Config annotation at runtime.
 from collections.abc import Iterator, Mapping
@@ -9,15 +9,17 @@ from pydantic import Field
 
 from xau_pipeline.api.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, chart_url
 from xau_pipeline.bars import subtract
+from xau_pipeline.checks import DEFAULT_M15_TOLERANCE, DEFAULT_MAX_JUMP, M15, SEVERITY, CandleChecks, check_specs
 from xau_pipeline.credit_budget import CreditBudgetExhausted
 from xau_pipeline.ingest import IngestReport, ingest
 from xau_pipeline.markdown import markdown_table
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
-from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
+from xau_pipeline.settings import Settings
+from xau_pipeline.store.candle_store import CandleStore, DaySummary, SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.twelvedata.errors import TwelveDataError
-from xau_pipeline.utc import utc_label
+from xau_pipeline.utc import utc_label, utc_now
 
 NEWEST_BARS_SHOWN = 5
 
@@ -71,7 +73,8 @@ def _quarantine_table(report: IngestReport) -> str:
 
 
 def report_metadata(store: CandleStore, report: IngestReport, run_id: str) -> dict[str, Any]:
-    """What the UI shows for a materialization."""
+    """The run's figures: what one ingest asked for, paid, wrote and quarantined (a single-day run's
+    materialization, and a failed run's metadata)."""
     stored, first, last = store.summary(report.symbol.name, report.timeframe, report.start, report.end)
     stopped = {} if report.complete else {"stopped_early": f"{type(report.error).__name__}: {report.error}"}
     return {
@@ -107,95 +110,232 @@ def fully_fetched_partitions(
     return done
 
 
+def day_metadata(day: DaySummary | None) -> dict[str, Any]:
+    """One partition's own figures: the bars stored for that UTC day, its first and last bar, its newest bars."""
+    newest = day.newest if day else []
+    return {
+        "dagster/row_count": day.bars if day else 0,
+        "first_bar": utc_label(day.first if day else None),
+        "last_bar": utc_label(day.last if day else None),
+        "newest_bars": dg.MetadataValue.md(
+            markdown_table(
+                ("open time (UTC)", "open", "high", "low", "close"),
+                [(f"{t:%Y-%m-%d %H:%M}", o, h, low, c) for t, o, h, low, c in newest],
+            )
+        ),
+    }
+
+
+def run_summary(report: IngestReport, partitions: int) -> str:
+    """The run's totals, for its log (a ranged run's materializations carry each day's own figures)."""
+    stopped = "" if report.complete else f"; stopped early: {type(report.error).__name__}: {report.error}"
+    return (
+        f"run totals over {partitions} partition(s) {utc_label(report.start)} .. {utc_label(report.end)}: "
+        f"{report.calls} API call(s), {report.credits} credit(s), {report.counts.inserted} row(s) inserted, "
+        f"{report.counts.updated} updated, {report.counts.unchanged} unchanged, "
+        f"{report.forming_dropped} still-forming bar(s) skipped, {report.quarantined} quarantined{stopped}"
+    )
+
+
+def _ingest(
+    context: dg.AssetExecutionContext,
+    config: CandleFetchConfig,
+    twelvedata: TwelveDataResource,
+    store: CandleStore,
+    symbol: Symbol,
+    timeframe: Timeframe,
+) -> IngestReport:
+    """Fetch what the run's window lacks and store it; dg.Failure for an API failure (fetched windows kept)."""
+    start, end = context.partition_time_window
+    try:
+        budget = store.credit_budget(
+            twelvedata.budget_settings(), kind_of_work(context.run.tags), context.run.run_id, log=context.log
+        )
+        client = twelvedata.client(log=context.log, budget=budget)
+        try:
+            report = ingest(
+                client,
+                store,
+                symbol,
+                timeframe,
+                start,
+                end,
+                force=config.force_refetch,
+                log=context.log,
+                run_id=context.run.run_id,
+            )
+        finally:
+            client.close()
+    except (TwelveDataError, StoreUnavailableError, SchemaNotCurrentError) as exc:
+        raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from None
+    error = report.error
+    if isinstance(error, StoreUnavailableError):
+        # One typed line: what happened, and that nothing was half-written (each window is one transaction).
+        raise dg.Failure(
+            description=f"StoreUnavailableError: {error} ({len(report.windows)} window(s) stored before it)",
+            allow_retries=False,
+        )
+    if error is not None and not isinstance(error, TwelveDataError):
+        raise error  # not an API failure: a bug, shown with its traceback
+    if error is not None and not isinstance(error, CreditBudgetExhausted):
+        raise dg.Failure(
+            description=f"{type(error).__name__}: {error} (the {len(report.windows)} window(s) fetched before it are stored)",
+            metadata=report_metadata(store, report, context.run.run_id),
+            allow_retries=False,
+        )
+    return report
+
+
+def _materialization(
+    context: dg.AssetExecutionContext,
+    store: CandleStore,
+    report: IngestReport,
+    key: dg.AssetKey,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+) -> Iterator[dg.MaterializeResult]:
+    """A single-partition run: the day is the run, and carries the run's figures too.
+
+    A ranged run: each partition carries its own day's figures (`add_asset_metadata` per partition
+    key); the run's totals and ledger go to the run's log, not onto every partition.
+    A run stopped by the credit budget materializes only the days it fetched wholly, so the UI and the
+    repair sensor see the rest as not materialized.
+    """
+    run_id = context.run.run_id
+    start, end = context.partition_time_window
+    if report.error is not None:
+        keys = context.partition_keys
+        done = fully_fetched_partitions(store, report, partitions_def, keys)
+        context.log.warning(
+            f"stopped early ({type(report.error).__name__}: {report.error}): {len(done)} of {len(keys)} "
+            f"partition(s) fully fetched and materialized; the other {len(keys) - len(done)} stay "
+            "unmaterialized until a later run fetches them"
+        )
+        days = store.day_summaries(report.symbol.name, report.timeframe, start, end, NEWEST_BARS_SHOWN)
+        for partition in done:
+            # No typed result materializes a subset of a ranged step's partitions in Dagster 1.13.
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=key,
+                    partition=partition,
+                    metadata={**day_metadata(days.get(partition)), "stopped_early": str(report.error)},
+                )
+            )
+        context.log.info(run_summary(report, len(keys)))
+        return
+    if context.has_partition_key:
+        yield dg.MaterializeResult(asset_key=key, metadata=report_metadata(store, report, run_id))
+        return
+    days = store.day_summaries(report.symbol.name, report.timeframe, start, end, NEWEST_BARS_SHOWN)
+    for partition in context.partition_keys:
+        context.add_asset_metadata(day_metadata(days.get(partition)), asset_key=key, partition_key=partition)
+    context.log.info(run_summary(report, len(context.partition_keys)))
+    if report.calls:
+        context.log.info(f"API call ledger of this run:\n{_ledger_table(store, report, run_id)}")
+    yield dg.MaterializeResult(asset_key=key)
+
+
+def _judge(context: dg.AssetExecutionContext, checks: CandleChecks, key: dg.AssetKey) -> Iterator[dg.AssetCheckResult]:
+    """Each selected check on each day of the run.
+
+    One partition: a typed AssetCheckResult, which Dagster ties to that partition's materialization
+    (the check's Partitions tab shows it). A range: Dagster 1.13 gives a typed result no partition in
+    a ranged step, so each day's verdict is logged as that partition's AssetCheckEvaluation (see
+    docs/architecture.md, "What a partition shows"). A day a check does not judge gets no result.
+    """
+    names = sorted(check_key.name for check_key in context.selected_asset_check_keys)
+    for name in names:
+        severity = SEVERITY[name]
+        verdicts = [(p, v) for p in context.partition_keys if (v := checks.judge(name, p)) is not None]
+        if context.has_partition_key:
+            for _, verdict in verdicts:
+                yield dg.AssetCheckResult(
+                    check_name=name,
+                    passed=verdict.passed,
+                    severity=severity,
+                    metadata=verdict.metadata,
+                    description=verdict.description,
+                )
+        else:
+            for partition, verdict in verdicts:
+                context.log_event(
+                    dg.AssetCheckEvaluation(
+                        asset_key=key,
+                        check_name=name,
+                        passed=verdict.passed,
+                        partition=partition,
+                        severity=severity,
+                        metadata=verdict.metadata,
+                        description=verdict.description,
+                    )
+                )
+        failing = [p for p, v in verdicts if not v.passed]
+        not_judged = len(context.partition_keys) - len(verdicts)
+        context.log.info(
+            f"check {name}: {len(verdicts) - len(failing)} day(s) passed, {len(failing)} failed"
+            + (f" ({', '.join(failing[:10])}{' …' if len(failing) > 10 else ''})" if failing else "")
+            + (f", {not_judged} not judged" if not_judged else "")
+        )
+
+
 def build_candle_asset(
     symbol: Symbol,
     timeframe: Timeframe,
-    partitions_def: dg.PartitionsDefinition,
-    read_api_url: str = api_base_url(DEFAULT_HOST, DEFAULT_PORT),
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    settings: Settings | None = None,
 ) -> dg.AssetsDefinition:
-    """The asset keeping `symbol`'s `timeframe` candles, one daily partition per UTC day of bar opens."""
+    """The asset keeping `symbol`'s `timeframe` candles, one daily partition per UTC day of bar opens,
+    with its checks evaluated in the same step (one step per series)."""
+    key = dg.AssetKey([symbol.key_prefix, timeframe.key_suffix])
+    chart = chart_url(
+        settings.read_api_url if settings else api_base_url(DEFAULT_HOST, DEFAULT_PORT), symbol.name, timeframe.name
+    )
+    max_jump = settings.max_jump if settings else DEFAULT_MAX_JUMP
+    m15_tolerance = settings.m15_tolerance if settings else DEFAULT_M15_TOLERANCE
 
-    @dg.asset(
-        name=timeframe.key_suffix,
-        key_prefix=[symbol.key_prefix],
-        group_name="candles",
+    @dg.multi_asset(
+        # The op name an @asset of this key had: run config written for it (force_refetch) still applies.
+        name=f"{symbol.key_prefix}__{timeframe.key_suffix}",
+        specs=[
+            dg.AssetSpec(
+                key,
+                group_name="candles",
+                kinds={"api", "postgres"},
+                # consistent_with_m15 compares with the M15 bars: in a run with both, M15 is stored first.
+                deps=[dg.AssetKey([symbol.key_prefix, M15.key_suffix])] if timeframe.bar > M15.bar else [],
+                description=(
+                    f"{symbol.api_symbol} {timeframe.name} ({timeframe.interval}) OHLC candles from Twelve Data, "
+                    "upserted into PostgreSQL `candles`; only closed bars, only what was not fetched closed before. "
+                    f"Chart (`xau-pipeline serve`): {chart}"
+                ),
+                metadata={"chart": dg.MetadataValue.url(chart)},
+                # A backfill stopped by the credit budget materializes only the partitions it fully fetched.
+                skippable=True,
+            )
+        ],
+        check_specs=check_specs(timeframe, key, partitions_def),
         partitions_def=partitions_def,
         # A backfill over any range is one run fetching the range in as few calls as possible.
         backfill_policy=dg.BackfillPolicy.single_run(),
-        kinds={"api", "postgres"},
         pool="twelvedata",
-        # A backfill stopped by the credit budget materializes only the partitions it fully fetched.
-        output_required=False,
-        description=(
-            f"{symbol.api_symbol} {timeframe.name} ({timeframe.interval}) OHLC candles from Twelve Data, "
-            "upserted into PostgreSQL `candles`; only closed bars, only what was not fetched closed before. "
-            f"Chart (`xau-pipeline serve`): {chart_url(read_api_url, symbol.name, timeframe.name)}"
-        ),
-        metadata={"chart": dg.MetadataValue.url(chart_url(read_api_url, symbol.name, timeframe.name))},
+        # The checks can run alone (from the UI, or a check-only selection).
+        can_subset=True,
     )
     def candles(
         context: dg.AssetExecutionContext,
         config: CandleFetchConfig,
         twelvedata: TwelveDataResource,
         candle_store: CandleStoreResource,
-    ) -> Iterator[dg.MaterializeResult]:
-        start, end = context.partition_time_window
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         try:
             store = candle_store.store()
-            budget = store.credit_budget(
-                twelvedata.budget_settings(), kind_of_work(context.run.tags), context.run.run_id, log=context.log
-            )
-            client = twelvedata.client(log=context.log, budget=budget)
-            try:
-                report = ingest(
-                    client,
-                    store,
-                    symbol,
-                    timeframe,
-                    start,
-                    end,
-                    force=config.force_refetch,
-                    log=context.log,
-                    run_id=context.run.run_id,
-                )
-            finally:
-                client.close()
-        except (TwelveDataError, StoreUnavailableError, SchemaNotCurrentError) as exc:
+        except (StoreUnavailableError, SchemaNotCurrentError) as exc:
             raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from None
-        error = report.error
-        if isinstance(error, StoreUnavailableError):
-            # One typed line: what happened, and that nothing was half-written (each window is one transaction).
-            raise dg.Failure(
-                description=f"StoreUnavailableError: {error} ({len(report.windows)} window(s) stored before it)",
-                allow_retries=False,
-            )
-        if error is not None and not isinstance(error, TwelveDataError):
-            raise error  # not an API failure: a bug, shown with its traceback
-        if error is not None and not isinstance(error, CreditBudgetExhausted):
-            raise dg.Failure(
-                description=f"{type(error).__name__}: {error} (the {len(report.windows)} window(s) fetched before it are stored)",
-                metadata=report_metadata(store, report, context.run.run_id),
-                allow_retries=False,
-            )
-        metadata = report_metadata(store, report, context.run.run_id)
-        if error is None:
-            yield dg.MaterializeResult(metadata=metadata)
-            return
-        # Stopped by the budget: the partitions left (partly) unfetched stay unmaterialized, so the UI
-        # and the repair sensor see them as missing; the rest are reported one by one.
-        keys = context.partition_keys
-        done = fully_fetched_partitions(store, report, partitions_def, keys)
-        context.log.warning(
-            f"stopped early: {len(done)} of {len(keys)} partition(s) fully fetched and materialized; "
-            f"the other {len(keys) - len(done)} stay unmaterialized until a later run fetches them"
+        if key in context.selected_asset_keys:
+            report = _ingest(context, config, twelvedata, store, symbol, timeframe)
+            yield from _materialization(context, store, report, key, partitions_def)
+        checks = CandleChecks(
+            store, symbol, timeframe, partitions_def, utc_now(), max_jump, m15_tolerance, context.partition_keys
         )
-        for key in done:
-            context.log_event(
-                dg.AssetMaterialization(
-                    asset_key=context.asset_key,
-                    partition=key,
-                    metadata={**metadata, "partitions_fully_fetched": len(done), "partitions_requested": len(keys)},
-                )
-            )
+        yield from _judge(context, checks, key)
 
     return candles

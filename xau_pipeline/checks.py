@@ -1,95 +1,186 @@
-"""Asset checks on each candle asset, evaluated per daily partition and shown in the UI."""
+"""Asset checks on each candle asset, declared as check specs of the asset and judged per daily partition.
 
-from collections.abc import Callable, Mapping
+The checks run inside the asset's own step (one step per series, not one per check); the UI can
+still run them alone (the asset is subsettable). Each check judges one UTC day at a time. A check
+with nothing to judge on a day does not pass: it records no result for that day (Dagster shows the
+partition as skipped), or, when it should have had something to judge, warns and says why.
+"""
+
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import dagster as dg
 
+from xau_pipeline.grid import Grid
 from xau_pipeline.markdown import ROWS_SHOWN, markdown_table
-from xau_pipeline.resources import CandleStoreResource
-from xau_pipeline.settings import Settings
-from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY
+from xau_pipeline.store.candle_store import CandleStore, utc_day
+from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, Gap, GapReport
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.trading_calendar import calendar
-from xau_pipeline.utc import utc_label, utc_now
+from xau_pipeline.utc import utc_label
 
 M15 = TIMEFRAMES_BY_NAME["M15"]
 # A bar closed less than this long ago may simply not have been fetched yet (schedules run
 # one minute after the close).
 FRESH_GRACE = timedelta(minutes=10)
+# Quarantined bars read at most per ranged check run (they are rare: a hostile or broken feed).
+QUARANTINE_READ_LIMIT = 100_000
+DEFAULT_MAX_JUMP = Decimal("0.05")
+DEFAULT_M15_TOLERANCE = Decimal("0.0005")
 
-# Dagster's metadata values: numbers, strings, MetadataValue.md(...) and the like.
-Metadata = Mapping[str, Any]
-Evaluation = tuple[bool, Metadata]
-
-
-def _per_partition(
-    context: dg.AssetCheckExecutionContext,
-    asset_key: dg.AssetKey,
-    check_name: str,
-    severity: dg.AssetCheckSeverity,
-    evaluate: Callable[[str], Evaluation | None],
-) -> dg.AssetCheckResult:
-    """One result per partition of the run: returned for a single partition, logged per key for a range.
-
-    `evaluate` may return None for a partition the check does not apply to.
-    """
-    results = [(key, evaluation) for key in context.partition_keys if (evaluation := evaluate(key)) is not None]
-    if len(context.partition_keys) == 1:
-        passed, metadata = results[0][1] if results else (True, {"note": "not applicable to this partition"})
-        return dg.AssetCheckResult(passed=passed, severity=severity, metadata=metadata)
-    for key, (passed, metadata) in results:
-        context.op_execution_context.log_event(
-            dg.AssetCheckEvaluation(  # type: ignore[arg-type]  # log_event takes check evaluations too
-                asset_key=asset_key,
-                check_name=check_name,
-                passed=passed,
-                partition=key,
-                severity=severity,
-                metadata=metadata,
-            )
-        )
-    failing = [key for key, (passed, _) in results if not passed]
-    return dg.AssetCheckResult(
-        passed=not failing,
-        severity=severity,
-        metadata={
-            "partitions_checked": len(results),
-            "partitions_failing": ", ".join(failing[:ROWS_SHOWN]) or "none",
-        },
-    )
+NO_GAPS, OHLC_VALID, FRESH, CONSISTENT_WITH_M15 = "no_gaps", "ohlc_valid", "fresh", "consistent_with_m15"
+QUARANTINE_EMPTY = "quarantine_empty"
+SEVERITY = {
+    NO_GAPS: dg.AssetCheckSeverity.WARN,
+    OHLC_VALID: dg.AssetCheckSeverity.ERROR,
+    QUARANTINE_EMPTY: dg.AssetCheckSeverity.ERROR,
+    FRESH: dg.AssetCheckSeverity.WARN,
+    CONSISTENT_WITH_M15: dg.AssetCheckSeverity.WARN,
+}
+DESCRIPTIONS = {
+    NO_GAPS: "Every bar the trading calendar expects on the day is stored; missing ones are listed and explained.",
+    OHLC_VALID: "low <= min(open, close) <= max(open, close) <= high, prices > 0, no jump from the previous "
+    "close beyond XAU_MAX_JUMP.",
+    QUARANTINE_EMPTY: "No bar of the day was kept out of `candles` (off grid, prices not finite or not > 0, "
+    "high < low, a datetime repeated with other values, unreadable): see `candle_quarantine`.",
+    FRESH: "Judged on the newest (today's) partition only: the newest closed bar the calendar expects is stored; "
+    "shows its age. Older partitions are not judged (shown as skipped).",
+    CONSISTENT_WITH_M15: "Each bar agrees with the M15 bars it covers (open, high, low, close) within "
+    "XAU_M15_TOLERANCE. Warns when there are bars but no complete M15 bars to compare them with.",
+}
 
 
-def build_candle_checks(
-    symbol: Symbol,
-    timeframe: Timeframe,
-    asset: dg.AssetsDefinition,
-    partitions_def: dg.TimeWindowPartitionsDefinition,
-    settings: Settings,
-) -> list[dg.AssetChecksDefinition]:
+def check_names(timeframe: Timeframe) -> tuple[str, ...]:
     """no_gaps, ohlc_valid, quarantine_empty and fresh on every candle asset; consistent_with_m15 above M15."""
-    policy = calendar(symbol.calendar)
-    bar = timeframe.bar
+    return (NO_GAPS, OHLC_VALID, QUARANTINE_EMPTY, FRESH) + ((CONSISTENT_WITH_M15,) if timeframe.bar > M15.bar else ())
 
-    def window(key: str) -> tuple[datetime, datetime]:
-        time_window = partitions_def.time_window_for_partition_key(key)
+
+def check_specs(
+    timeframe: Timeframe, asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition
+) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            name, asset=asset_key, description=DESCRIPTIONS[name], blocking=False, partitions_def=partitions_def
+        )
+        for name in check_names(timeframe)
+    ]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One check's judgement of one day."""
+
+    passed: bool
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    description: str | None = None
+
+
+class CandleChecks:
+    """The checks of one series, judging one day (partition key) at a time against the store.
+
+    Given the run's partition keys (`keys`, more than one), each check reads the whole range in one
+    query the first time it is asked, and judges each day from that: a year is a handful of queries,
+    not one per check and day. The verdicts are the same as day by day.
+    """
+
+    def __init__(
+        self,
+        store: CandleStore,
+        symbol: Symbol,
+        timeframe: Timeframe,
+        partitions_def: dg.TimeWindowPartitionsDefinition,
+        now: datetime,
+        max_jump: Decimal = DEFAULT_MAX_JUMP,
+        m15_tolerance: Decimal = DEFAULT_M15_TOLERANCE,
+        keys: Sequence[str] = (),
+    ):
+        self.store, self.symbol, self.timeframe, self.partitions_def = store, symbol, timeframe, partitions_def
+        self.policy = calendar(symbol.calendar)
+        self.now = now
+        self.max_jump, self.m15_tolerance = max_jump, m15_tolerance
+        self.newest_key = partitions_def.get_last_partition_key()
+        self._grid: Grid | None = None
+        # The run's whole window, when it spans several days: read once per check.
+        self._range = (self.window(keys[0])[0], self.window(keys[-1])[1]) if len(keys) > 1 else None
+        self._bulk: dict[str, Any] = {}
+
+    def _once(self, name: str, read):
+        if name not in self._bulk:
+            self._bulk[name] = read()
+        return self._bulk[name]
+
+    @property
+    def grid(self) -> Grid:
+        """The series' bar grid, read off its stored bars (UTC at a phase, or anchored 17:00 New York)."""
+        if self._grid is None:
+            self._grid = self.store.grid(self.symbol.name, self.timeframe).grid
+        return self._grid
+
+    def window(self, key: str) -> tuple[datetime, datetime]:
+        time_window = self.partitions_def.time_window_for_partition_key(key)
         return time_window.start, time_window.end
 
-    @dg.asset_check(asset=asset, name="no_gaps", partitions_def=partitions_def, blocking=False)
-    def no_gaps(context: dg.AssetCheckExecutionContext, candle_store: CandleStoreResource) -> dg.AssetCheckResult:
-        """Every bar the trading calendar expects is stored; missing ones are listed and explained."""
-        now = utc_now()
-        store = candle_store.store()
-        phase = store.bar_phase(symbol.name, timeframe)
+    def judge(self, name: str, key: str) -> Verdict | None:
+        """`name`'s verdict on day `key`, or None when that check does not judge that day."""
+        return getattr(self, name)(key)
 
-        def evaluate(key: str) -> Evaluation:
-            start, end = window(key)
-            report = store.gaps(symbol.name, timeframe, policy, start, min(end, now), now, phase)
-            closed_gaps = report.missing - report.count(NOT_CLOSED)
-            return closed_gaps == 0, {
+    def _stored(self, key: str) -> int:
+        """Bars stored on day `key` (one query per range when the run spans several days)."""
+        if self._range is None:
+            return self.store.summary(self.symbol.name, self.timeframe, *self.window(key))[0]
+        bars = self._once("stored", lambda: self.store.bars_per_day(self.symbol.name, self.timeframe, *self._range))
+        return bars.get(key, 0)
+
+    def _gap_report(self, key: str) -> GapReport:
+        start, end = self.window(key)
+        end = min(end, self.now)
+        if self._range is None:
+            return self.store.gaps(self.symbol.name, self.timeframe, self.policy, start, end, self.now, grid=self.grid)
+
+        def read() -> dict[str, list[Gap]]:
+            assert self._range is not None
+            first, last = self._range[0], min(self._range[1], self.now)
+            by_day: dict[str, list[Gap]] = defaultdict(list)
+            if first < last:
+                report = self.store.gaps(
+                    self.symbol.name, self.timeframe, self.policy, first, last, self.now, grid=self.grid
+                )
+                self._bulk["mismatch"] = report.mismatch
+                for gap in report.gaps:
+                    by_day[utc_day(gap.slot)].append(gap)
+            return by_day
+
+        gaps = self._once(NO_GAPS, read).get(key, [])
+        stored = self._stored(key) if start < end else 0
+        grid = self.grid
+        expected = self.policy.count_expected(start, end, self.timeframe.bar, grid=grid) if start < end else 0
+        mismatch = self._bulk.get("mismatch") if any(g.reason == GRID_MISMATCH for g in gaps) else None
+        return GapReport(
+            expected,
+            stored,
+            off_session=stored - (expected - len(gaps)),
+            gaps=gaps,
+            phase=grid.phase if grid.is_utc else timedelta(0),
+            grid=grid,
+            mismatch=mismatch,
+        )
+
+    def no_gaps(self, key: str) -> Verdict | None:
+        report = self._gap_report(key)
+        if report.expected == 0 and report.stored == 0:
+            return None  # no bar expected (a weekend, a holiday) and none stored: nothing to judge
+        real = report.real_gaps
+        closed_gaps = len(real) - report.count(NOT_CLOSED)
+        grid_line = {"grid_mismatch": report.mismatch.line} if report.mismatch else {}
+        return Verdict(
+            closed_gaps == 0 and report.mismatch is None,
+            {
+                **grid_line,
                 "expected": report.expected,
                 "present": report.stored,
                 "missing": report.missing,
@@ -97,121 +188,135 @@ def build_candle_checks(
                 PROVIDER_EMPTY: report.count(PROVIDER_EMPTY),
                 NOT_CLOSED: report.count(NOT_CLOSED),
                 "off_session_bars": report.off_session,
-                "bar_phase": f"{report.phase} after the UTC grid",
-                "calendar": policy.name,
+                "bar_grid": self.grid.describe(),
+                "calendar": self.policy.name,
                 "missing_bars": dg.MetadataValue.md(
-                    markdown_table(("open time", "reason"), [(utc_label(g.slot), g.reason) for g in report.gaps])
+                    markdown_table(("open time", "reason"), [(utc_label(g.slot), g.reason) for g in real])
                 ),
-            }
+            },
+        )
 
-        return _per_partition(context, asset.key, "no_gaps", dg.AssetCheckSeverity.WARN, evaluate)
+    def ohlc_valid(self, key: str) -> Verdict | None:
+        if self._stored(key) == 0:
+            return None  # no bar that day: nothing to judge
+        if self._range is None:
+            rows = self.store.invalid_bars(self.symbol.name, self.timeframe, *self.window(key), self.max_jump)
+        else:
 
-    @dg.asset_check(asset=asset, name="ohlc_valid", partitions_def=partitions_def, blocking=False)
-    def ohlc_valid(context: dg.AssetCheckExecutionContext, candle_store: CandleStoreResource) -> dg.AssetCheckResult:
-        """low <= min(open, close) <= max(open, close) <= high, prices > 0, no jump from the previous close beyond XAU_MAX_JUMP."""
-        store = candle_store.store()
+            def read() -> dict[str, list]:
+                assert self._range is not None
+                by_day: dict[str, list] = defaultdict(list)
+                for row in self.store.invalid_bars(self.symbol.name, self.timeframe, *self._range, self.max_jump):
+                    by_day[utc_day(row.timestamp)].append(row)
+                return by_day
 
-        def evaluate(key: str) -> Evaluation:
-            rows = store.invalid_bars(symbol.name, timeframe, *window(key), settings.max_jump)
-            table = markdown_table(
-                ("open time (UTC)", "open", "high", "low", "close", "previous close"),
-                [(f"{r.timestamp:%Y-%m-%d %H:%M}", r.open, r.high, r.low, r.close, r.prev_close) for r in rows],
-            )
-            return not rows, {
-                "invalid_bars": len(rows),
-                "max_jump": float(settings.max_jump),
-                "invalid": dg.MetadataValue.md(table),
-            }
+            rows = self._once(OHLC_VALID, read).get(key, [])
+        table = markdown_table(
+            ("open time (UTC)", "open", "high", "low", "close", "previous close"),
+            [(f"{r.timestamp:%Y-%m-%d %H:%M}", r.open, r.high, r.low, r.close, r.prev_close) for r in rows],
+        )
+        return Verdict(
+            not rows,
+            {"invalid_bars": len(rows), "max_jump": float(self.max_jump), "invalid": dg.MetadataValue.md(table)},
+        )
 
-        return _per_partition(context, asset.key, "ohlc_valid", dg.AssetCheckSeverity.ERROR, evaluate)
+    def quarantine_empty(self, key: str) -> Verdict | None:
+        if self._range is None:
+            count, rows = self.store.quarantined(self.symbol.name, self.timeframe, *self.window(key), limit=ROWS_SHOWN)
+        else:
 
-    @dg.asset_check(asset=asset, name="quarantine_empty", partitions_def=partitions_def, blocking=False)
-    def quarantine_empty(
-        context: dg.AssetCheckExecutionContext, candle_store: CandleStoreResource
-    ) -> dg.AssetCheckResult:
-        """No bar of the partition was kept out of `candles` (off grid, prices not finite or not > 0,
-        high < low, a datetime repeated with other values, unreadable): see `candle_quarantine`."""
-        store = candle_store.store()
-
-        def evaluate(key: str) -> Evaluation:
-            count, rows = store.quarantined(symbol.name, timeframe, *window(key), limit=ROWS_SHOWN)
-            table = markdown_table(
-                ("open time (UTC)", "reason", "raw values", "fetched at (UTC)"),
-                [
-                    (utc_label(r.bar_time), r.reason, r.raw.replace("|", "/")[:120], utc_label(r.fetched_at))
-                    for r in rows
-                ],
-            )
-            return count == 0, {"quarantined_bars": count, "quarantined": dg.MetadataValue.md(table)}
-
-        return _per_partition(context, asset.key, "quarantine_empty", dg.AssetCheckSeverity.ERROR, evaluate)
-
-    @dg.asset_check(asset=asset, name="fresh", partitions_def=partitions_def, blocking=False)
-    def fresh(context: dg.AssetCheckExecutionContext, candle_store: CandleStoreResource) -> dg.AssetCheckResult:
-        """On the newest partition: the newest closed bar the calendar expects is stored; shows its age."""
-        now = utc_now()
-        newest_key = partitions_def.get_last_partition_key()
-        store = candle_store.store()
-        phase = store.bar_phase(symbol.name, timeframe)
-
-        def evaluate(key: str) -> Evaluation | None:
-            if key != newest_key:
-                return None
-            lookback = now - timedelta(days=10)
-            closed = [s for s in policy.expected_slots(lookback, now, bar, phase) if s + bar <= now - FRESH_GRACE]
-            report = (
-                store.gaps(symbol.name, timeframe, policy, closed[-1], closed[-1] + bar, now, phase) if closed else None
-            )
-            newest = store.newest_open(symbol.name, timeframe)
-            age = (now - (newest + bar)) if newest else None
-            return (report is None or report.missing == 0), {
-                "newest_expected_closed_bar": utc_label(closed[-1] if closed else None),
-                "newest_stored_bar": utc_label(newest),
-                "age_minutes": round(age.total_seconds() / 60, 1) if age is not None else -1,
-            }
-
-        return _per_partition(context, asset.key, "fresh", dg.AssetCheckSeverity.WARN, evaluate)
-
-    checks = [no_gaps, ohlc_valid, quarantine_empty, fresh]
-    if timeframe.bar > M15.bar:
-
-        @dg.asset_check(asset=asset, name="consistent_with_m15", partitions_def=partitions_def, blocking=False)
-        def consistent_with_m15(
-            context: dg.AssetCheckExecutionContext, candle_store: CandleStoreResource
-        ) -> dg.AssetCheckResult:
-            """Each bar agrees with the M15 bars it covers (open, high, low, close) within XAU_M15_TOLERANCE."""
-            tolerance: Decimal = settings.m15_tolerance
-            store = candle_store.store()
-            phase = store.bar_phase(symbol.name, timeframe)
-
-            def m15_expected(slot: datetime) -> int:
-                return policy.count_expected(slot, slot + bar, M15.bar)
-
-            def evaluate(key: str) -> Evaluation:
-                mismatches, compared, incomplete = store.m15_mismatches(
-                    symbol.name, timeframe, phase, *window(key), tolerance, m15_expected
+            def read() -> dict[str, list]:
+                assert self._range is not None
+                _count, all_rows = self.store.quarantined(
+                    self.symbol.name, self.timeframe, *self._range, limit=QUARANTINE_READ_LIMIT
                 )
-                table = markdown_table(
-                    ("open time (UTC)", "differs in", "bar O/H/L/C", "from M15 O/H/L/C"),
-                    [
-                        (
-                            f"{m.timestamp:%Y-%m-%d %H:%M}",
-                            ", ".join(m.fields),
-                            " / ".join(map(str, m.bar)),
-                            " / ".join(map(str, m.m15)),
-                        )
-                        for m in mismatches
-                    ],
+                by_day: dict[str, list] = defaultdict(list)
+                for row in all_rows:
+                    by_day[utc_day(row.bar_time or row.fetched_at)].append(row)
+                return by_day
+
+            rows = self._once(QUARANTINE_EMPTY, read).get(key, [])
+            count = len(rows)
+        if count == 0 and self._stored(key) == 0:
+            return None  # nothing stored and nothing quarantined that day: nothing to judge
+        table = markdown_table(
+            ("open time (UTC)", "reason", "raw values", "fetched at (UTC)"),
+            [(utc_label(r.bar_time), r.reason, r.raw.replace("|", "/")[:120], utc_label(r.fetched_at)) for r in rows],
+        )
+        return Verdict(count == 0, {"quarantined_bars": count, "quarantined": dg.MetadataValue.md(table)})
+
+    def _m15_expected_per_bar(self, start: datetime, end: datetime) -> Counter[datetime]:
+        """How many M15 bars the calendar expects in each of this timeframe's bars opening in [start, end)."""
+        grid = self.grid
+        return Counter(grid.slot_of(s)[0] for s in self.policy.expected_slots(start, end + grid.bar, M15.bar))
+
+    def fresh(self, key: str) -> Verdict | None:
+        if key != self.newest_key:
+            return None  # only today's partition can tell whether the series is fresh
+        now, bar = self.now, self.timeframe.bar
+        lookback = now - timedelta(days=10)
+        grid = self.grid
+        closed = [
+            s
+            for s in self.policy.expected_slots(lookback, now, bar, grid=grid)
+            if grid.slot_of(s)[1] <= now - FRESH_GRACE
+        ]
+        newest = self.store.newest_open(self.symbol.name, self.timeframe)
+        age = (now - grid.slot_of(newest)[1]) if newest else None
+        metadata = {
+            "newest_expected_closed_bar": utc_label(closed[-1] if closed else None),
+            "newest_stored_bar": utc_label(newest),
+            "age_minutes": round(age.total_seconds() / 60, 1) if age is not None else -1,
+        }
+        if not closed:
+            return Verdict(False, metadata, "not judged: the calendar expects no closed bar in the last 10 days")
+        report = self.store.gaps(
+            self.symbol.name, self.timeframe, self.policy, closed[-1], grid.slot_of(closed[-1])[1], now, grid=grid
+        )
+        return Verdict(report.missing == 0, metadata)
+
+    def consistent_with_m15(self, key: str) -> Verdict | None:
+        start, end = self._range or self.window(key)
+        counts = self._once(f"m15_expected {start}", lambda: self._m15_expected_per_bar(start, end))
+
+        def m15_expected(slot: datetime) -> int:
+            return counts[slot]
+
+        if self._range is None:
+            mismatches, compared, incomplete = self.store.grid_m15_mismatches(
+                self.symbol.name, self.timeframe, self.grid, *self.window(key), self.m15_tolerance, m15_expected
+            )
+        else:
+            by_day = self._once(
+                CONSISTENT_WITH_M15,
+                lambda: self.store.m15_mismatches_by_day(
+                    self.symbol.name, self.timeframe, self.grid, *self._range, self.m15_tolerance, m15_expected
+                ),
+            )
+            mismatches, compared, incomplete = by_day.get(key, ([], 0, 0))
+        if compared == 0 and incomplete == 0:
+            return None  # no bar of this timeframe on the day: nothing to compare
+        table = markdown_table(
+            ("open time (UTC)", "differs in", "bar O/H/L/C", "from M15 O/H/L/C"),
+            [
+                (
+                    f"{m.timestamp:%Y-%m-%d %H:%M}",
+                    ", ".join(m.fields),
+                    " / ".join(map(str, m.bar)),
+                    " / ".join(map(str, m.m15)),
                 )
-                return not mismatches, {
-                    "bars_compared": compared,
-                    "bars_with_incomplete_m15": incomplete,
-                    "mismatches": len(mismatches),
-                    "tolerance": float(tolerance),
-                    "mismatched_bars": dg.MetadataValue.md(table),
-                }
-
-            return _per_partition(context, asset.key, "consistent_with_m15", dg.AssetCheckSeverity.WARN, evaluate)
-
-        checks.append(consistent_with_m15)
-    return checks
+                for m in mismatches
+            ],
+        )
+        metadata = {
+            "bars_compared": compared,
+            "bars_with_incomplete_m15": incomplete,
+            "mismatches": len(mismatches),
+            "tolerance": float(self.m15_tolerance),
+            "mismatched_bars": dg.MetadataValue.md(table),
+        }
+        if compared == 0:
+            return Verdict(
+                False, metadata, f"not judged: none of the day's {incomplete} bar(s) has all its M15 bars stored"
+            )
+        return Verdict(not mismatches, metadata)

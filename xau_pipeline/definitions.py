@@ -1,11 +1,16 @@
-"""The code location: candle assets, their checks and schedules, and the resources they use."""
+"""The code location: candle assets (their checks inside), schedules, repair sensors and resources.
+
+Runs execute in-process: a candle run is a handful of steps that talk to the API and PostgreSQL,
+and a process per step cost more than the work (imports and a database connection each, see
+docs/architecture.md, "Run shape"). The console shows INFO and above: one line per API call and
+window and one summary per check, not Dagster's debug line per event.
+"""
 
 import warnings
 
 import dagster as dg
 
 from xau_pipeline.assets import build_candle_asset
-from xau_pipeline.checks import build_candle_checks
 from xau_pipeline.partitions import daily_partitions
 from xau_pipeline.repair import build_repair_sensor
 from xau_pipeline.resources import default_resources
@@ -21,20 +26,20 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Four assets per configured symbol (one per timeframe), each with its checks, schedule and repair sensor."""
     partitions = daily_partitions(settings.history_start)
-    assets, checks, schedules, sensors = [], [], [], []
+    assets, schedules, sensors = [], [], []
     for symbol in settings.symbols:
         for tf in TIMEFRAMES:
-            asset = build_candle_asset(symbol, tf, partitions, settings.read_api_url)
+            asset = build_candle_asset(symbol, tf, partitions, settings)
             assets.append(asset)
-            checks += build_candle_checks(symbol, tf, asset, partitions, settings)
             schedules.append(build_candle_schedule(symbol, tf, asset, partitions))
             sensors.append(build_repair_sensor(symbol, tf, asset, partitions))
     return dg.Definitions(
         assets=assets,
-        asset_checks=checks,
         schedules=schedules,
         sensors=sensors,
         resources=default_resources(settings),
+        executor=dg.in_process_executor,
+        loggers={"console": dg.colored_console_logger.configured({"log_level": "INFO"})},
     )
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from xau_pipeline.credit_budget import credits_left
-from xau_pipeline.partitions import partition_range_tags
+from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, partition_range_tags
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
@@ -23,6 +23,11 @@ PROVIDER_RETRY_BACKOFF = (timedelta(hours=1), timedelta(days=1), timedelta(weeks
 # Newer gaps are the schedules' business.
 REPAIR_GRACE = timedelta(hours=1)
 REPAIR_INTERVAL_SECONDS = 15 * 60
+# At most this many daily partitions in one repair run, the newest first: a first start on an
+# empty database fetches the last two weeks now and older history on later ticks (each run is a
+# few calls; the repair share of the day's credits bounds the total), instead of one run over the
+# whole history that holds the API pool and the machine for minutes.
+MAX_PARTITIONS_PER_REPAIR_RUN = 14
 STALE_RUN_AFTER = timedelta(hours=6)
 
 
@@ -75,24 +80,47 @@ def _ranges(keys: list[str]) -> list[tuple[str, str]]:
     return ranges
 
 
-def repair_requests(plan: RepairPlan, op_name: str, asset_path: str, now: datetime) -> list[dg.RunRequest]:
-    """One ranged run for everything never fetched (the fetch asks only for what is missing),
-    and one forced run per stretch of provider gaps due for a retry."""
+def _days_between(first: str, last: str) -> int:
+    return (datetime.strptime(last, "%Y-%m-%d") - datetime.strptime(first, "%Y-%m-%d")).days + 1
+
+
+def _newest_within(keys: list[str], span: int) -> list[str]:
+    """The newest of `keys` (sorted day keys) that fit in `span` consecutive days ending at the newest."""
+    return [key for key in keys if _days_between(key, keys[-1]) <= span] if keys and span > 0 else []
+
+
+def _request(keys: list[str], run_key: str, run_config: dict | None = None) -> dg.RunRequest:
+    """One run over `keys` (consecutive or not: a ranged run fetches only what is missing in between).
+
+    A single day is asked for as that partition (as the schedules do), so its check results are
+    tied to its materialization; more days as one ranged run.
+    """
+    first, last = keys[0], keys[-1]
+    if first == last:
+        return dg.RunRequest(run_key=run_key, partition_key=first, run_config=run_config or {})
+    return dg.RunRequest(run_key=run_key, tags=partition_range_tags(first, last), run_config=run_config or {})
+
+
+def repair_requests(
+    plan: RepairPlan, op_name: str, asset_path: str, now: datetime, limit: int = MAX_PARTITIONS_PER_REPAIR_RUN
+) -> list[dg.RunRequest]:
+    """At most `limit` partitions in all runs together, newest first: one ranged run over the newest
+    never-fetched days (at most `limit` days from first to last; the fetch asks only for what is
+    missing), and one forced run per stretch of provider gaps due for a retry, within what is left
+    of the limit. Older partitions wait for the next ticks."""
     requests = []
-    if plan.never_fetched:
-        first, last = plan.never_fetched[0], plan.never_fetched[-1]
+    never = _newest_within(plan.never_fetched, limit)
+    if never:
+        requests.append(_request(never, f"repair:{asset_path}:{never[0]}..{never[-1]}:{now:%Y-%m-%dT%H}"))
+    room = limit - (_days_between(never[0], never[-1]) if never else 0)
+    retry = plan.provider_retry[-room:] if room > 0 else []
+    for first, last in reversed(_ranges(retry)):
+        keys = [key for key in retry if first <= key <= last]
         requests.append(
-            dg.RunRequest(
-                run_key=f"repair:{asset_path}:{first}..{last}:{now:%Y-%m-%dT%H}",
-                tags=partition_range_tags(first, last),
-            )
-        )
-    for first, last in _ranges(plan.provider_retry):
-        requests.append(
-            dg.RunRequest(
-                run_key=f"repair-refetch:{asset_path}:{first}..{last}:{now:%Y-%m-%dT%H}",
-                tags=partition_range_tags(first, last),
-                run_config={"ops": {op_name: {"config": {"force_refetch": True}}}},
+            _request(
+                keys,
+                f"repair-refetch:{asset_path}:{first}..{last}:{now:%Y-%m-%dT%H}",
+                {"ops": {op_name: {"config": {"force_refetch": True}}}},
             )
         )
     return requests
@@ -101,7 +129,8 @@ def repair_requests(plan: RepairPlan, op_name: str, asset_path: str, now: dateti
 def build_repair_sensor(
     symbol: Symbol, timeframe: Timeframe, asset: dg.AssetsDefinition, partitions_def: dg.TimeWindowPartitionsDefinition
 ) -> dg.SensorDefinition:
-    """Every 15 minutes: request runs for never-fetched gaps and due provider-gap retries, within the repair share."""
+    """Every 15 minutes: request runs for never-fetched gaps and due provider-gap retries, within the repair share,
+    at most MAX_PARTITIONS_PER_REPAIR_RUN partitions a tick, newest first."""
     name = f"{symbol.key_prefix}_{timeframe.key_suffix}_gap_repair"
 
     @dg.sensor(
@@ -109,7 +138,10 @@ def build_repair_sensor(
         target=asset,
         minimum_interval_seconds=REPAIR_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"{symbol.api_symbol} {timeframe.name}: fetch gaps never fetched; retry provider gaps after 1 h, 1 day, 1 week.",
+        description=(
+            f"{symbol.api_symbol} {timeframe.name}: fetch gaps never fetched; retry provider gaps after 1 h, 1 day, "
+            f"1 week; at most {MAX_PARTITIONS_PER_REPAIR_RUN} partitions a tick, newest first."
+        ),
     )
     def gap_repair(
         context: dg.SensorEvaluationContext, candle_store: CandleStoreResource, twelvedata: TwelveDataResource
@@ -147,6 +179,18 @@ def build_repair_sensor(
         requests = repair_requests(plan, asset.op.name, asset.key.to_user_string(), now)
         if not requests:
             return dg.SkipReason("no gap a fetch can fill now")
+        requested = sum(
+            _days_between(r.tags[PARTITION_RANGE_START_TAG], r.tags[PARTITION_RANGE_END_TAG])
+            if r.partition_key is None
+            else 1
+            for r in requests
+        )
+        waiting = len(plan.never_fetched) + len(plan.provider_retry) - requested
+        if waiting > 0:
+            context.log.info(
+                f"up to {waiting} older partition(s) to repair wait for later ticks "
+                f"(at most {MAX_PARTITIONS_PER_REPAIR_RUN} a tick, newest first)"
+            )
         return requests
 
     return gap_repair

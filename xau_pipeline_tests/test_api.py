@@ -21,7 +21,6 @@ import dagster as dg
 import pytest
 import requests
 import sqlalchemy as sa
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from pydantic import TypeAdapter
 
 from xau_pipeline import cli
@@ -32,8 +31,9 @@ from xau_pipeline.api.models import CandleResponse
 from xau_pipeline.api.server import check_bind, is_loopback, serving_in_thread
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.bars import Bar
-from xau_pipeline.checks import build_candle_checks
 from xau_pipeline.ingest import ingest
+from xau_pipeline.partitions import PARTITION_RANGE_END_TAG as ASSET_PARTITION_RANGE_END_TAG
+from xau_pipeline.partitions import PARTITION_RANGE_START_TAG as ASSET_PARTITION_RANGE_START_TAG
 from xau_pipeline.partitions import daily_partitions
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
@@ -271,15 +271,12 @@ def test_gaps_name_the_planted_hole_and_agree_with_the_no_gaps_check(api, backfi
     assert report["missing_by_reason"] == {NEVER_FETCHED: 0, PROVIDER_EMPTY: 4, "not closed yet": 0}
 
     partitions = daily_partitions("2024-01-01")
-    asset = build_candle_asset(GOLD, M15, partitions)
-    checks = build_candle_checks(
-        GOLD, M15, asset, partitions, Settings(database_url="unused: the check takes its store from its resource")
-    )
+    asset = build_candle_asset(GOLD, M15, partitions)  # its checks inside, runnable alone
     result = dg.materialize(
-        [asset, *checks],
+        [asset],
         instance=dagster_instance,
         resources=resources,
-        selection=dg.AssetSelection.checks(*checks),
+        selection=dg.AssetSelection.all_asset_checks(),
         tags={ASSET_PARTITION_RANGE_START_TAG: "2024-02-07", ASSET_PARTITION_RANGE_END_TAG: "2024-02-07"},
     )
     (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "no_gaps"]
@@ -471,7 +468,7 @@ def test_the_token_rule(database_url, session_store, monkeypatch):
 def test_chart_urls_are_in_the_asset_metadata():
     settings = Settings.from_env({"XAU_API_HOST": "0.0.0.0", "XAU_API_PORT": "8123"})
     assert chart_url(settings.read_api_url, "XAUUSD", "H1") == "http://127.0.0.1:8123/chart/H1?symbol=XAUUSD"
-    asset = build_candle_asset(GOLD, H1, daily_partitions("2024-01-01"), settings.read_api_url)
+    asset = build_candle_asset(GOLD, H1, daily_partitions("2024-01-01"), settings)
     spec = asset.specs_by_key[asset.key]
     assert spec.metadata["chart"].url == "http://127.0.0.1:8123/chart/H1?symbol=XAUUSD"
     assert "http://127.0.0.1:8123/chart/H1?symbol=XAUUSD" in spec.description

@@ -60,41 +60,79 @@ def served(stand_in, timeframe, start, end):
 
 
 def materialization_metadata(result, timeframe):
+    """The metadata of the (first) materialization of `timeframe` in a run."""
+    return partition_metadata(result, timeframe)[0][1]
+
+
+def partition_metadata(result, timeframe):
+    """(partition, metadata) of each materialization of `timeframe` in a run, in partition order."""
     key = ASSETS[timeframe].key
     events = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
-    return events[0].materialization.metadata
+    return sorted((e.partition, e.materialization.metadata) for e in events)
+
+
+def run_log(instance, result) -> str:
+    return "\n".join(record.user_message for record in instance.all_logs(result.run_id))
 
 
 def test_quarter_backfill_stores_exactly_what_is_served_and_reruns_for_free(instance, resources, stand_in, store):
     start, end = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC)
     result = backfill(instance, resources, "2024-01-01", "2024-03-31")
     assert result.success
+    log = run_log(instance, result)
     for name in ASSETS:
         rows = stored_rows(store, name)
         assert [tuple(r[:5]) for r in rows] == served(stand_in, name, start, end), name
         assert len({r.timestamp for r in rows}) == len(rows)
-        metadata = materialization_metadata(result, name)
-        assert metadata["rows_inserted"].value == len(rows) == metadata["dagster/row_count"].value
-        assert metadata["first_bar"].value.startswith("2024-01-0")
-    assert materialization_metadata(result, "M15")["api_calls"].value == 2
-    ledger = materialization_metadata(result, "M15")["api_call_ledger"].value
-    assert ledger.count("| 1 | ok: ") == 2 and "| 2024-01-01 00:00 UTC .. " in ledger
-    assert materialization_metadata(result, "D1")["api_calls"].value == 1
+        days = partition_metadata(result, name)
+        assert len(days) == 91  # one materialization per day of the quarter
+        assert sum(metadata["dagster/row_count"].value for _, metadata in days) == len(rows)
+        assert all("api_calls" not in metadata for _, metadata in days)  # the run's totals are not the day's
+        tf_name = name
+        assert f"XAUUSD {tf_name}: {len(rows)} inserted, 0 updated, 0 unchanged" in log
+    assert "run totals over 91 partition(s) 2024-01-01 00:00 UTC .. " in log
+    assert log.count("| 1 | ok: ") == 5  # the ledger of the run's calls: M15 2, H1 1, H4 1, D1 1
     first_calls = stand_in.time_series_calls()
-    assert first_calls == 5  # M15 2, H1 1, H4 1, D1 1
+    assert first_calls == 5
 
     before = {name: stored_rows(store, name) for name in ASSETS}
     again = backfill(instance, resources, "2024-01-01", "2024-03-31")
     assert again.success
     assert stand_in.time_series_calls() == first_calls
+    assert run_log(instance, again).count(": 0 API call(s), 0 credit(s), 0 row(s) inserted, 0 updated") == 4
     for name in ASSETS:
-        metadata = materialization_metadata(again, name)
-        assert (metadata["api_calls"].value, metadata["rows_inserted"].value, metadata["rows_updated"].value) == (
-            0,
-            0,
-            0,
-        )
         assert stored_rows(store, name) == before[name]
+
+
+def test_each_partition_of_a_ranged_run_carries_its_own_days_figures(instance, resources, store):
+    """Three days in one run: each day's materialization shows that day's rows, first and last bar and newest bars."""
+    result = backfill(instance, resources, "2024-02-06", "2024-02-08", timeframes=["M15", "H1"])
+    assert result.success
+    for name in ("M15", "H1"):
+        days = partition_metadata(result, name)
+        assert [partition for partition, _ in days] == ["2024-02-06", "2024-02-07", "2024-02-08"]
+        rows = stored_rows(store, name)
+        for partition, metadata in days:
+            own = [r for r in rows if f"{r.timestamp:%Y-%m-%d}" == partition]
+            assert own, partition
+            assert metadata["dagster/row_count"].value == len(own), (name, partition)
+            assert metadata["first_bar"].value == f"{own[0].timestamp:%Y-%m-%d %H:%M} UTC"
+            assert metadata["last_bar"].value == f"{own[-1].timestamp:%Y-%m-%d %H:%M} UTC"
+            newest = metadata["newest_bars"].value
+            assert f"| {own[-1].timestamp:%Y-%m-%d %H:%M} | {own[-1].open} |" in newest
+            assert all(partition in line for line in newest.splitlines()[2:])  # only that day's bars
+        firsts = {metadata["first_bar"].value for _, metadata in days}
+        assert len(firsts) == 3  # different per day, not the run's figures copied
+
+
+def test_a_single_partition_run_shows_the_run_on_its_day(instance, resources, store):
+    result = dg.materialize(
+        [ASSETS["H1"]], instance=instance, resources=resources, partition_key="2024-02-07", selection=[ASSETS["H1"].key]
+    )
+    metadata = materialization_metadata(result, "H1")
+    rows = stored_rows(store, "H1")
+    assert metadata["dagster/row_count"].value == metadata["rows_inserted"].value == len(rows) > 0
+    assert metadata["api_calls"].value == 1 and "| 1 | ok: " in metadata["api_call_ledger"].value
 
 
 def test_forced_refetch_updates_a_revised_bar(instance, resources, stand_in, store):
@@ -104,8 +142,8 @@ def test_forced_refetch_updates_a_revised_bar(instance, resources, stand_in, sto
     calls = stand_in.time_series_calls()
     result = backfill(instance, resources, "2024-02-05", "2024-02-06", timeframes=["M15", "H1"], force=True)
     assert stand_in.time_series_calls() == calls + 2
-    assert materialization_metadata(result, "M15")["rows_updated"].value == 1
-    assert materialization_metadata(result, "H1")["rows_updated"].value == 1
+    log = run_log(instance, result)
+    assert "XAUUSD M15: 0 inserted, 1 updated" in log and "XAUUSD H1: 0 inserted, 1 updated" in log
     window = (datetime(2024, 2, 5, tzinfo=UTC), datetime(2024, 2, 7, tzinfo=UTC))
     for name in ("M15", "H1"):
         assert [tuple(r[:5]) for r in stored_rows(store, name)] == served(stand_in, name, *window)
@@ -206,8 +244,8 @@ def test_a_backfill_over_its_share_stops_cleanly_and_completes_later(instance, s
     start, end = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 3, 31, tzinfo=UTC)
     first = backfill(instance, resources, "2024-01-01", "2024-03-30", timeframes=["M15"])
     assert first.success
-    metadata = materialization_metadata(first, "M15")
-    assert "backfill share of today's Twelve Data credits is spent" in metadata["stopped_early"].value
+    assert "stopped early: CreditBudgetExhausted: " in run_log(instance, first)
+    assert "backfill share of today's Twelve Data credits is spent" in run_log(instance, first)
     assert stand_in.time_series_calls() == 1
     kept = stored_rows(store, "M15")
     assert 4000 < len(kept) < len(served(stand_in, "M15", start, end))
@@ -224,8 +262,7 @@ def test_a_backfill_over_its_share_stops_cleanly_and_completes_later(instance, s
     with store.engine.begin() as connection:  # the next UTC day
         connection.execute(sa.text("UPDATE api_calls SET at = at - interval '1 day'"))
     second = backfill(instance, resources, "2024-01-01", "2024-03-30", timeframes=["M15"])
-    assert "stopped_early" not in materialization_metadata(second, "M15")
-    assert sorted(e.partition for e in second.get_asset_materialization_events()) == days
+    assert "stopped early" not in run_log(instance, second)
     assert stand_in.time_series_calls() == 2
     assert [tuple(r[:5]) for r in stored_rows(store, "M15")] == served(stand_in, "M15", start, end)
     assert [r.updated_at for r in stored_rows(store, "M15")[-len(kept) :]] == [r.updated_at for r in kept]

@@ -1,4 +1,4 @@
-"""Asset checks end to end: Dagster runs the checks with the materialization, or alone."""
+"""Asset checks end to end: Dagster runs the checks in the asset's step with the materialization, or alone."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -7,7 +7,6 @@ import pytest
 import sqlalchemy as sa
 
 from xau_pipeline.assets import build_candle_asset
-from xau_pipeline.checks import build_candle_checks
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
@@ -20,12 +19,9 @@ pytestmark = pytest.mark.slow
 UTC = UTC
 GOLD = Symbol("XAU/USD")
 PARTITIONS = daily_partitions("2024-01-01")
-ASSETS = {name: build_candle_asset(GOLD, TIMEFRAMES_BY_NAME[name], PARTITIONS) for name in ("M15", "H1")}
 SETTINGS = Settings(database_url="unused: each check gets its store from its resource")
-CHECKS = {
-    name: build_candle_checks(GOLD, TIMEFRAMES_BY_NAME[name], ASSETS[name], PARTITIONS, SETTINGS) for name in ASSETS
-}
-EVERYTHING = [*ASSETS.values(), *CHECKS["M15"], *CHECKS["H1"]]
+ASSETS = {name: build_candle_asset(GOLD, TIMEFRAMES_BY_NAME[name], PARTITIONS, SETTINGS) for name in ("M15", "H1")}
+EVERYTHING = list(ASSETS.values())
 
 
 @pytest.fixture
@@ -34,7 +30,7 @@ def instance(dagster_instance):
 
 
 def run(instance, resources, first, last, checks_only=False):
-    selection = dg.AssetSelection.checks(*CHECKS["M15"], *CHECKS["H1"]) if checks_only else None
+    selection = dg.AssetSelection.checks_for_assets(*ASSETS.values()) if checks_only else None
     return dg.materialize(
         EVERYTHING,
         instance=instance,
@@ -106,11 +102,10 @@ def test_fresh_looks_at_the_newest_partition(instance, resources, stand_in, away
     """On a 24x7 calendar with weekend bars, so the result does not depend on the day the test runs."""
     stand_in.configure(weekend_bars=True)
     symbol = Symbol("XAU/USD", calendar="24x7")
-    asset = build_candle_asset(symbol, TIMEFRAMES_BY_NAME["M15"], PARTITIONS)
-    checks = build_candle_checks(symbol, TIMEFRAMES_BY_NAME["M15"], asset, PARTITIONS, SETTINGS)
+    asset = build_candle_asset(symbol, TIMEFRAMES_BY_NAME["M15"], PARTITIONS, SETTINGS)
     today = datetime.now(UTC).date()
     result = dg.materialize(
-        [asset, *checks],
+        [asset],
         instance=instance,
         resources=resources,
         tags={
@@ -119,6 +114,87 @@ def test_fresh_looks_at_the_newest_partition(instance, resources, stand_in, away
         },
     )
     fresh = {e.partition: e for e in result.get_asset_check_evaluations() if e.check_name == "fresh"}
-    assert set(fresh) - {None} == {today.isoformat()}
+    assert set(fresh) == {today.isoformat()}  # judged on the newest day only, no result for the run
     assert fresh[today.isoformat()].passed
     assert 0 <= fresh[today.isoformat()].metadata["age_minutes"].value < 60
+
+
+def single_day(instance, resources, asset, day, checks_only=False):
+    return dg.materialize(
+        EVERYTHING,
+        instance=instance,
+        resources=resources,
+        # The run's partition as a tag: dg.materialize's partition_key needs an asset in the selection.
+        tags={"dagster/partition": day},
+        selection=dg.AssetSelection.checks_for_assets(asset) if checks_only else dg.AssetSelection.assets(asset),
+    )
+
+
+def test_fresh_judges_no_day_but_the_newest(instance, resources):
+    """An older day alone: no fresh result at all (Dagster shows the partition skipped), never a pass."""
+    result = single_day(instance, resources, ASSETS["H1"], "2024-02-07")
+    names = {e.check_name for e in result.get_asset_check_evaluations()}
+    assert names == {"no_gaps", "ohlc_valid", "quarantine_empty", "consistent_with_m15"}
+    assert all(e.partition == "2024-02-07" for e in result.get_asset_check_evaluations())
+
+
+def test_consistent_with_m15_without_m15_bars_does_not_pass(instance, resources, store):
+    """H1 stored, M15 never fetched: the check warns that it judged nothing, and says why."""
+    result = single_day(instance, resources, ASSETS["H1"], "2024-02-07")
+    (consistency,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "consistent_with_m15"]
+    assert not consistency.passed and consistency.severity == dg.AssetCheckSeverity.WARN
+    assert consistency.metadata["bars_compared"].value == 0
+    assert consistency.metadata["bars_with_incomplete_m15"].value == 23
+    assert consistency.description.startswith("not judged: none of the day's 23 bar(s) has all its M15 bars stored")
+    with_m15 = single_day(instance, resources, ASSETS["M15"], "2024-02-07")
+    assert with_m15.success
+    again = single_day(instance, resources, ASSETS["H1"], "2024-02-07", checks_only=True)
+    (consistency,) = [e for e in again.get_asset_check_evaluations() if e.check_name == "consistent_with_m15"]
+    assert consistency.passed and consistency.metadata["bars_compared"].value == 23
+
+
+def test_a_day_without_bars_is_not_judged(instance, resources):
+    """A Saturday: no bar expected, none stored: no check records a result (Dagster shows them skipped)."""
+    result = single_day(instance, resources, ASSETS["H1"], "2024-02-10")
+    assert result.success and result.get_asset_check_evaluations() == []
+
+
+def test_the_m15_bars_expected_per_bar_match_the_calendar(store):
+    from xau_pipeline.checks import CandleChecks
+    from xau_pipeline.trading_calendar import calendar
+
+    start, end = datetime(2024, 12, 23, tzinfo=UTC), datetime(2025, 1, 3, tzinfo=UTC)  # holidays, early closes
+    for name in ("H1", "H4", "D1"):
+        timeframe = TIMEFRAMES_BY_NAME[name]
+        counts = CandleChecks(store, GOLD, timeframe, PARTITIONS, end)._m15_expected_per_bar(start, end)
+        for slot in calendar("cme_gold").expected_slots(start, end, timeframe.bar):
+            expected = calendar("cme_gold").count_expected(slot, slot + timeframe.bar, TIMEFRAMES_BY_NAME["M15"].bar)
+            assert counts[slot] == expected, (name, slot)
+
+
+def test_a_range_is_judged_as_each_day_alone(instance, resources, stand_in, store):
+    """The ranged run reads each check's range once; every day's verdict equals judging that day alone."""
+    from xau_pipeline.checks import CandleChecks, check_names
+
+    stand_in.configure(holes=[(datetime(2024, 2, 7, 10, tzinfo=UTC), datetime(2024, 2, 7, 11, tzinfo=UTC))])
+    assert run(instance, resources, "2024-02-05", "2024-02-11").success
+    with store.engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "UPDATE candles SET close = close * 1.2 WHERE timeframe = 'H1' AND \"timestamp\" = '2024-02-08 09:00+00'"
+            )
+        )
+    keys = [f"2024-02-{day:02d}" for day in range(4, 13)]  # a never-fetched day at each end
+    now = datetime.now(UTC)
+    for name in ("M15", "H1"):
+        timeframe = TIMEFRAMES_BY_NAME[name]
+        ranged = CandleChecks(store, GOLD, timeframe, PARTITIONS, now, keys=keys)
+        alone = CandleChecks(store, GOLD, timeframe, PARTITIONS, now)
+        verdicts = 0
+        for check in check_names(timeframe):
+            for key in keys:
+                assert ranged.judge(check, key) == alone.judge(check, key), (name, check, key)
+                verdicts += ranged.judge(check, key) is not None
+        assert verdicts >= len(keys)  # weekend days without bars are not judged
+    assert not ranged.judge("ohlc_valid", "2024-02-08").passed
+    assert not ranged.judge("no_gaps", "2024-02-07").passed and not ranged.judge("no_gaps", "2024-02-12").passed

@@ -34,3 +34,20 @@ def test_a_second_symbol_is_one_setting(monkeypatch):
     finally:
         monkeypatch.delenv("XAU_SYMBOLS")
         importlib.reload(module)
+
+
+def test_a_run_of_every_asset_is_one_in_process_step_per_series_with_its_checks_inside(monkeypatch):
+    """Four steps (not 19) in one process: the checks are check specs of their asset, and can run alone."""
+    monkeypatch.setenv("TWELVE_DATA_API_KEY", "placeholder")
+    import xau_pipeline.definitions as module
+
+    defs = importlib.reload(module).defs
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert len(job.nodes) == 4
+    assert job.executor_def is dg.in_process_executor
+    check_keys = [
+        key for node in job.nodes for key in defs.resolve_assets_def(dg.AssetKey(node.name.split("__"))).check_keys
+    ]
+    assert {key.name for key in check_keys} == {"no_gaps", "ohlc_valid", "quarantine_empty", "fresh", "consistent_with_m15"}
+    assert len(check_keys) == 15
+    assert defs.resolve_assets_def(dg.AssetKey(["xauusd", "candles_h1"])).can_subset

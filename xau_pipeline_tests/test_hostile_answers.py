@@ -404,15 +404,13 @@ def test_a_run_reports_quarantined_bars_in_metadata_and_an_error_check(hostile, 
     import dagster as dg
 
     from xau_pipeline.assets import build_candle_asset
-    from xau_pipeline.checks import build_candle_checks
     from xau_pipeline.partitions import daily_partitions
     from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
     from xau_pipeline.settings import Settings
     from xau_pipeline_tests.conftest import NO_CREDIT_LIMITS
 
     partitions = daily_partitions("2024-01-01")
-    asset = build_candle_asset(GOLD, H1, partitions)
-    checks = build_candle_checks(GOLD, H1, asset, partitions, Settings(database_url=store.url))
+    asset = build_candle_asset(GOLD, H1, partitions, Settings(database_url=store.url))  # its checks inside
     values = h1_day()
     values[3] = {**values[3], "low": "-1"}
     hostile.script = [answer(values)]
@@ -420,9 +418,7 @@ def test_a_run_reports_quarantined_bars_in_metadata_and_an_error_check(hostile, 
         "twelvedata": TwelveDataResource(api_key=TEST_API_KEY, base_url=hostile.url, **NO_CREDIT_LIMITS),
         "candle_store": CandleStoreResource(database_url=store.url),
     }
-    result = dg.materialize(
-        [asset, *checks], instance=dagster_instance, resources=resources, partition_key="2024-03-13"
-    )
+    result = dg.materialize([asset], instance=dagster_instance, resources=resources, partition_key="2024-03-13")
     assert result.success
     (event,) = result.get_asset_materialization_events()
     metadata = event.materialization.metadata

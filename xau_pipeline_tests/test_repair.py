@@ -8,7 +8,13 @@ import sqlalchemy as sa
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.bars import Bar, FetchedWindow
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
-from xau_pipeline.repair import build_repair_sensor, plan_repairs
+from xau_pipeline.repair import (
+    MAX_PARTITIONS_PER_REPAIR_RUN,
+    RepairPlan,
+    build_repair_sensor,
+    plan_repairs,
+    repair_requests,
+)
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.store.tables import api_calls
 from xau_pipeline.symbols import Symbol
@@ -78,8 +84,8 @@ def test_provider_gaps_are_retried_per_backoff_then_left_alone(store):
     assert "2024-03-12" in plan(store, far_later).given_up
 
 
-def sensor_for(store, stand_in_url="http://127.0.0.1:9", **budget):
-    recent = daily_partitions((datetime.now(UTC) - timedelta(days=3)).date().isoformat())
+def sensor_for(store, stand_in_url="http://127.0.0.1:9", days=3, **budget):
+    recent = daily_partitions((datetime.now(UTC) - timedelta(days=days)).date().isoformat())
     asset = build_candle_asset(GOLD, M15, recent)
     sensor = build_repair_sensor(GOLD, M15, asset, recent)
     resources = {
@@ -128,3 +134,34 @@ def test_the_sensor_respects_the_repair_share(store):
         result = sensor.evaluate_tick(context)
     assert not result.run_requests
     assert "repair share of today's credits is spent (5 of 5 used by repairs" in result.skip_message
+
+
+def test_the_first_tick_on_an_empty_database_asks_for_the_newest_partitions_only(store):
+    """Two months never fetched: one run over the newest MAX_PARTITIONS_PER_REPAIR_RUN days, not the history."""
+    sensor, defs, history = sensor_for(store, days=60)
+    with dg.DagsterInstance.ephemeral() as instance:
+        context = dg.build_sensor_context(
+            instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
+        )
+        result = sensor.evaluate_tick(context)
+    (request,) = result.run_requests
+    first, last = request.tags[PARTITION_RANGE_START_TAG], request.tags[PARTITION_RANGE_END_TAG]
+    keys = history.get_partition_keys()
+    assert keys.index(last) - keys.index(first) + 1 <= MAX_PARTITIONS_PER_REPAIR_RUN
+    assert keys.index(last) >= len(keys) - 4  # the newest days with a session (a weekend may come last)
+    plan = plan_repairs(store, GOLD, M15, history, datetime.now(UTC))
+    assert len(plan.never_fetched) > 30  # the rest of the history waits for later ticks
+
+
+def test_repairs_share_one_bound_newest_first():
+    keys = [f"2024-03-{n:02d}" for n in range(1, 21)]
+    plan = RepairPlan(never_fetched=keys[10:13], provider_retry=keys[:5] + keys[15:18])
+    requests = repair_requests(plan, "op", "xauusd/candles_m15", NOW, limit=5)
+    spans = [
+        (r.partition_key,) if r.partition_key else (r.tags[PARTITION_RANGE_START_TAG], r.tags[PARTITION_RANGE_END_TAG])
+        for r in requests
+    ]
+    # three never-fetched days, then the newest two retries; a lone day is a single-partition run
+    assert spans == [("2024-03-11", "2024-03-13"), ("2024-03-17", "2024-03-18")]
+    assert requests[1].run_config == {"ops": {"op": {"config": {"force_refetch": True}}}}
+    assert repair_requests(RepairPlan(never_fetched=["2024-03-05"]), "op", "a", NOW)[0].partition_key == "2024-03-05"

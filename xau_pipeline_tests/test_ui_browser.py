@@ -3,8 +3,11 @@
 `dagster dev` runs against the Twelve Data stand-in and this test run's own database; headless
 Chromium (Debian's `chromium`, driven by Playwright, which downloads no browser) checks that
 the asset graph shows the four candle assets and their checks; a partition backfill is launched
-the way the UI launches one (its GraphQL API), and once it has finished, a screenshot of the
-asset page with its check results is kept in test-artifacts/ui-asset-checks.png.
+the way the UI launches one (its GraphQL API) over two days, one of them with a hole the provider
+never fills, and once it has finished its per-partition check results are read back through the
+UI's GraphQL API (the holed day fails, the other passes); a one-day run of the holed day then shows
+in the check's partition statuses. Screenshots of the asset page with its check results
+(test-artifacts/ui-asset-checks.png) and of a check's page (ui-check-partitions.png) are kept.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ DAGSTER = Path(sys.executable).parent / "dagster"
 ARTIFACTS = REPO / "test-artifacts"
 SCREENSHOT = ARTIFACTS / "ui-asset-checks.png"
 GRAPH_SCREENSHOT = ARTIFACTS / "ui-asset-graph.png"
+CHECK_SCREENSHOT = ARTIFACTS / "ui-check-partitions.png"
 
 # As root, on a machine with no internet: no sandbox, no GPU, and none of Chromium's own
 # background connections (they would be refused, many at a time).
@@ -55,14 +59,13 @@ CHECKS = {
     "candles_d1": BASE_CHECKS | {"consistent_with_m15"},
 }
 BACKFILLED = ("candles_h1", "candles_m15")
-# `fresh` judges only the newest partition: for older ones it records no per-partition result
-# (Dagster shows them SKIPPED) and the run's one result passes.
+# `fresh` judges only the newest (today's) partition: on older days it records no result (SKIPPED).
 PER_PARTITION_CHECKS = {"no_gaps", "ohlc_valid", "quarantine_empty", "consistent_with_m15"}
-# The default (multiprocess) executor, with forkserver instead of spawn: each step still runs
-# in its own process, but starts in about a second instead of three. The run then takes about
-# 11 s instead of 33 s, under the backfill daemon's 30 s pass, so the backfill is seen finished
-# one pass (30 s) sooner. The UI's launchpad sends run config the same way.
-BACKFILL_RUN_CONFIG = {"execution": {"config": {"multiprocess": {"start_method": {"forkserver": {}}}}}}
+# The provider never has the bars of this hour of the backfill's last day: that day's no_gaps fails.
+HOLE_HOURS = (10, 11)
+HISTORY_START = "2016-01-01"
+# The asset's Partitions page with 3,650+ partitions must open within this (measured: see the output).
+PARTITIONS_PAGE_SECONDS = 20
 STARTUP_TIMEOUT = 60
 BACKFILL_TIMEOUT = 150
 TERMINAL_BACKFILL = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "COMPLETED", "FAILED", "CANCELED"}
@@ -168,6 +171,82 @@ class Dagster:
             f"dagster dev did not load the code location within {STARTUP_TIMEOUT} s ({last}):\n{self.log_tail()}"
         )
 
+    def launch_backfill(self, names, first: str, last: str, title: str) -> str:
+        """A backfill as the UI's partition dialog launches it (launchPartitionBackfill with partitionsByAssets)."""
+        launched = self.graphql(
+            LAUNCH_BACKFILL,
+            params={
+                "partitionsByAssets": [
+                    {"assetKey": {"path": ["xauusd", name]}, "partitions": {"range": {"start": first, "end": last}}}
+                    for name in names
+                ],
+                "title": title,
+            },
+        )["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        return launched["backfillId"]
+
+    def wait_for_backfill(self, backfill_id: str) -> list[dict]:
+        """Until the backfill has finished; its runs, all of which succeeded."""
+        deadline = time.monotonic() + BACKFILL_TIMEOUT
+        status = backfill = None
+        while time.monotonic() < deadline:
+            backfill = self.graphql(BACKFILL_STATUS, id=backfill_id)["partitionBackfillOrError"]
+            assert backfill["__typename"] == "PartitionBackfill", backfill
+            status = backfill["status"]
+            if status in TERMINAL_BACKFILL:
+                break
+            assert self.process.poll() is None, self.log_tail()
+            time.sleep(1)
+        runs = self.graphql(BACKFILL_RUNS, id=backfill_id)["runsOrError"]["results"]
+        assert status == "COMPLETED_SUCCESS", (status, backfill, runs, self.log_tail())
+        assert runs and all(run["status"] == "SUCCESS" for run in runs), runs
+        return runs
+
+    def materialize_day(self, name: str, day: str) -> dict:
+        """One partition in one run, as the UI's "Materialize" of one partition (and a schedule tick) runs it."""
+        (location,) = self.graphql(LOCATIONS)["workspaceOrError"]["locationEntries"]
+        launched = self.graphql(
+            LAUNCH_RUN,
+            params={
+                "selector": {
+                    "repositoryLocationName": location["name"],
+                    "repositoryName": "__repository__",
+                    "jobName": "__ASSET_JOB",
+                    "assetSelection": [{"path": ["xauusd", name]}],
+                },
+                "mode": "default",
+                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day}]},
+            },
+        )["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["runId"]
+        deadline = time.monotonic() + BACKFILL_TIMEOUT
+        while time.monotonic() < deadline:
+            run = self.graphql(RUN_STATUS, id=run_id)["runOrError"]
+            if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+                assert run["status"] == "SUCCESS", (run, self.log_tail())
+                return run
+            time.sleep(0.5)
+        pytest.fail(f"run {run_id} did not finish within {BACKFILL_TIMEOUT} s:\n{self.log_tail()}")
+
+    def check_executions(self, name: str, check: str, run_ids) -> list[dict]:
+        executions = self.graphql(CHECK_EXECUTIONS, asset={"path": ["xauusd", name]}, check=check)
+        return [e for e in executions["assetCheckExecutions"] if e["runId"] in run_ids]
+
+    def partition_statuses(self, name: str) -> dict[str, dict[str, str]]:
+        """{check: {partition key: status}} as the check's Partitions tab gets them (daily keys expanded)."""
+        node = self.graphql(CHECK_PARTITION_STATUSES, asset={"path": ["xauusd", name]})["assetNodeOrError"]
+        statuses: dict[str, dict[str, str]] = {}
+        for check in node["assetChecksOrError"]["checks"]:
+            days = statuses.setdefault(check["name"], {})
+            for r in (check["partitionStatuses"] or {}).get("ranges", []):
+                day, end = date.fromisoformat(r["startKey"]), date.fromisoformat(r["endKey"])
+                while day <= end:
+                    days[day.isoformat()] = r["status"]
+                    day += timedelta(days=1)
+        return statuses
+
     def stop(self) -> None:
         if self.process.poll() is None:
             try:
@@ -229,6 +308,33 @@ query Executions($asset: AssetKeyInput!, $check: String!) {
   }
 }
 """
+LAUNCH_RUN = """
+mutation LaunchRun($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+RUN_STATUS = """
+query Run($id: ID!) { runOrError(runId: $id) { __typename ... on Run { runId status startTime endTime } } }
+"""
+LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
+# What the check's Partitions tab shows (the same selection as the UI's own query).
+CHECK_PARTITION_STATUSES = """
+query Statuses($asset: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $asset) {
+    ... on AssetNode {
+      assetChecksOrError { ... on AssetChecks { checks { name partitionStatuses {
+        ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } }
+      } } } }
+    }
+  }
+}
+"""
 
 
 def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results(stand_in, store, tmp_path):
@@ -258,14 +364,17 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
         XAU_DATABASE_URL=store.url,
         TWELVE_DATA_CREDITS_PER_MINUTE="100000",
         TWELVE_DATA_CREDITS_PER_DAY="100000",
-        # A month of partitions keeps the UI's partition bookkeeping small.
-        XAU_HISTORY_START=(date.fromisoformat(first_day) - timedelta(days=30)).isoformat(),
+        # Ten years and more of daily partitions (3,650+), as a long history has: the asset page must
+        # still open quickly (timed below).
+        XAU_HISTORY_START=HISTORY_START,
         # No repair share: the gap-repair sensors (running by default) then launch nothing
         # beside the backfill under test.
         XAU_REPAIR_CREDIT_SHARE="0",
     )
     ARTIFACTS.mkdir(exist_ok=True)
     SCREENSHOT.unlink(missing_ok=True)
+    hole_start = datetime.combine(date.fromisoformat(last_day), datetime.min.time(), UTC).replace(hour=HOLE_HOURS[0])
+    stand_in.configure(holes=[(hole_start, hole_start.replace(hour=HOLE_HOURS[1]))])
 
     dagster = Dagster(home, workspace, env)
     try:
@@ -273,24 +382,8 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
         loaded_at = time.monotonic()
 
         # The backfill first: the backfill daemon picks it up on its next pass (every 30 s),
-        # and the browser checks run meanwhile. The UI's partition dialog sends this same
-        # mutation (launchPartitionBackfill with partitionsByAssets).
-        launched = dagster.graphql(
-            LAUNCH_BACKFILL,
-            params={
-                "partitionsByAssets": [
-                    {
-                        "assetKey": {"path": ["xauusd", name]},
-                        "partitions": {"range": {"start": first_day, "end": last_day}},
-                    }
-                    for name in BACKFILLED
-                ],
-                "title": "browser test backfill",
-                "runConfigData": BACKFILL_RUN_CONFIG,
-            },
-        )["launchPartitionBackfill"]
-        assert launched["__typename"] == "LaunchBackfillSuccess", launched
-        backfill_id = launched["backfillId"]
+        # and the browser checks run meanwhile.
+        backfill_id = dagster.launch_backfill(BACKFILLED, first_day, last_day, "browser test backfill")
 
         # The check names, as the UI's GraphQL API knows them.
         nodes = dagster.graphql(ASSET_CHECKS)["assetNodes"]
@@ -326,47 +419,31 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
                 assert text.count("Asset checks") >= len(CHECKS), text[:2000]
                 page.screenshot(path=str(GRAPH_SCREENSHOT))
 
-                # Wait for the backfill and its runs.
-                deadline = time.monotonic() + BACKFILL_TIMEOUT
-                status = None
-                while time.monotonic() < deadline:
-                    backfill = dagster.graphql(BACKFILL_STATUS, id=backfill_id)["partitionBackfillOrError"]
-                    assert backfill["__typename"] == "PartitionBackfill", backfill
-                    status = backfill["status"]
-                    if status in TERMINAL_BACKFILL:
-                        break
-                    assert dagster.process.poll() is None, dagster.log_tail()
-                    time.sleep(1)
-                runs = dagster.graphql(BACKFILL_RUNS, id=backfill_id)["runsOrError"]["results"]
-                assert status == "COMPLETED_SUCCESS", (status, backfill, runs, dagster.log_tail())
-                assert runs and all(run["status"] == "SUCCESS" for run in runs), runs
+                # Wait for the backfill and its runs: one ranged run.
+                runs = dagster.wait_for_backfill(backfill_id)
                 run_ids = {run["runId"] for run in runs}
                 finished_at = time.monotonic()
 
-                # Check results of the backfill's runs: one per check and partition.
+                # Each day's check results, as the UI's GraphQL API reports them: the holed day fails
+                # no_gaps, everything else passes; `fresh` judges none of these (older) days.
                 for name in BACKFILLED:
                     for check in sorted(CHECKS[name]):
-                        executions = [
-                            e
-                            for e in dagster.graphql(CHECK_EXECUTIONS, asset={"path": ["xauusd", name]}, check=check)[
-                                "assetCheckExecutions"
-                            ]
-                            if e["runId"] in run_ids
-                        ]
-                        assert executions, f"no {check} result for {name} from the backfill"
-                        if check in PER_PARTITION_CHECKS:
-                            by_partition = {e["partition"]: e for e in executions if e["partition"]}
-                            assert {first_day, last_day} <= set(by_partition), (name, check, executions)
-                            for day in (first_day, last_day):
-                                e = by_partition[day]
-                                assert e["status"] == "SUCCEEDED" and e["evaluation"]["success"], (name, check, day, e)
-                        else:  # `fresh`: the run's result passes, the older partitions are left SKIPPED
-                            statuses = {e["status"] for e in executions}
-                            assert "SUCCEEDED" in statuses and statuses <= {"SUCCEEDED", "SKIPPED"}, (
-                                name,
-                                check,
-                                executions,
-                            )
+                        executions = dagster.check_executions(name, check, run_ids)
+                        if check not in PER_PARTITION_CHECKS:  # planned, never judged: Dagster shows SKIPPED
+                            assert {e["partition"] for e in executions} == {first_day, last_day}, executions
+                            assert all(e["status"] == "SKIPPED" and not e["evaluation"] for e in executions)
+                            continue
+                        by_partition = {e["partition"]: e["status"] for e in executions}
+                        expected = "FAILED" if check == "no_gaps" else "SUCCEEDED"
+                        assert by_partition == {first_day: "SUCCEEDED", last_day: expected}, (name, check, executions)
+
+                # One day alone (as a schedule tick runs it): its results show in the check's partition
+                # statuses, the holed day as failed.
+                single_runs = [dagster.materialize_day("candles_m15", last_day)]
+                statuses = dagster.partition_statuses("candles_m15")
+                assert statuses["no_gaps"].get(last_day) == "FAILED", statuses
+                assert statuses["ohlc_valid"].get(last_day) == "SUCCEEDED", statuses
+                assert statuses["fresh"].get(last_day) == "SKIPPED", statuses  # not judged, never "passed"
 
                 # The asset page's checks tab, showing those results.
                 page.goto(f"{dagster.url}/assets/xauusd/candles_h1?view=checks")
@@ -375,6 +452,23 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
                 page.get_by_text(re.compile("^(Passed|Succeeded)$")).first.wait_for(state="visible")
                 page.wait_for_load_state("networkidle")
                 page.screenshot(path=str(SCREENSHOT))
+
+                # The asset's partitions page over the whole history.
+                opened = time.monotonic()
+                page.goto(f"{dagster.url}/assets/xauusd/candles_m15?view=partitions")
+                partitions = (today - date.fromisoformat(HISTORY_START)).days + 1
+                page.get_by_text(re.compile(f"{partitions:,}|{partitions}")).first.wait_for(state="visible")
+                page.wait_for_load_state("networkidle")
+                partitions_page_seconds = time.monotonic() - opened
+                assert partitions_page_seconds < PARTITIONS_PAGE_SECONDS, partitions_page_seconds
+
+                # A check's own page, with its per-partition results.
+                opened = time.monotonic()
+                page.goto(f"{dagster.url}/assets/xauusd/candles_m15?view=checks&checkDetail=no_gaps")
+                page.get_by_text(re.compile("^Failed$")).first.wait_for(state="visible")
+                page.wait_for_load_state("networkidle")
+                check_page_seconds = time.monotonic() - opened
+                page.screenshot(path=str(CHECK_SCREENSHOT))
             finally:
                 browser.close()
     finally:
@@ -388,5 +482,5 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
     assert SCREENSHOT.stat().st_size > 30_000  # a rendered page, not a blank one
     print(
         f"\nUI browser test: loaded in {loaded_at - started:.1f} s, backfill {first_day}..{last_day} done "
-        f"{finished_at - loaded_at:.1f} s after launch (runs took {[round(r['endTime'] - r['startTime'], 1) for r in runs]} s), {time.monotonic() - started:.1f} s in all (stopping dagster dev {stopped_in:.1f} s); screenshot {SCREENSHOT}"
+        f"{finished_at - loaded_at:.1f} s after launch (runs took {[round(r['endTime'] - r['startTime'], 1) for r in runs + single_runs]} s), check page in {check_page_seconds:.1f} s, partitions page ({HISTORY_START} on) in {partitions_page_seconds:.1f} s, {time.monotonic() - started:.1f} s in all (stopping dagster dev {stopped_in:.1f} s); screenshot {SCREENSHOT}"
     )

@@ -7,7 +7,9 @@ run   Start the Dagster UI and daemon (`dagster dev`) on 127.0.0.1:3000 (XAU_UI_
       `dagster`). With XAU_DATABASE_URL, that database holds both, Dagster's in its own schema
       `dagster`, unless XAU_DAGSTER_PG_URL names another. Needs TWELVE_DATA_API_KEY.
 demo  The same, offline: a Twelve Data stand-in in this process (127.0.0.1:8765, key `demo-key`,
-      the free plan's limits) and the last three weeks of every timeframe stored first.
+      the free plan's limits) and the last three weeks of every timeframe stored first; the
+      partitions start with those three weeks (unless XAU_HISTORY_START says otherwise), so the
+      gap-repair sensors find no history to fetch on the first start.
 
 Ctrl-C or SIGTERM stops Dagster, then the API, then the embedded PostgreSQL. Exit status 2: configuration.
 """
@@ -194,6 +196,11 @@ def start_stand_in(stack: ExitStack) -> str:
     stack.callback(stand_in.stop)
     say(f"Twelve Data stand-in on {stand_in.url} (key {DEMO_KEY}, 8 credits a minute, 800 a day)")
     return stand_in.url
+
+
+def demo_first_day() -> datetime:
+    """The first UTC day `make demo` stores: DEMO_DAYS before today."""
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DEMO_DAYS)
 
 
 def fill_demo_data(settings: Settings) -> None:
@@ -395,6 +402,10 @@ def launch(mode: str) -> int:
                     say("the demo uses the stand-in and its key, not your TWELVE_DATA_API_KEY")
                 os.environ["TWELVE_DATA_BASE_URL"] = base_url
                 os.environ["TWELVE_DATA_API_KEY"] = DEMO_KEY
+                if not os.environ.get("XAU_HISTORY_START"):
+                    # The demo's history is what it stores: no repair run over years it never filled.
+                    os.environ["XAU_HISTORY_START"] = demo_first_day().date().isoformat()
+                    say(f"demo history from {os.environ['XAU_HISTORY_START']} (set XAU_HISTORY_START for more)")
             candles_url, dagster_url = prepare_databases(root, stack)
             os.environ["XAU_DATABASE_URL"] = candles_url
             os.environ["XAU_DAGSTER_PG_URL"] = dagster_url

@@ -12,7 +12,8 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg2
@@ -284,6 +285,41 @@ class CandleStore:
                 connection, symbol, timeframe.name, timeframe.bar, phase, start, end, tolerance, m15_expected
             )
 
+    def m15_mismatches_by_day(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        grid: Grid,
+        start: datetime,
+        end: datetime,
+        tolerance: Decimal,
+        m15_expected: Callable[[datetime], int],
+    ) -> dict[str, tuple[list[quality.Mismatch], int, int]]:
+        """m15_mismatches per UTC day (`YYYY-MM-DD`) of [start, end) on `grid`'s slots, in one query;
+        days without bars absent."""
+        with self._connect() as connection:
+            return quality.m15_mismatches_by_day(
+                connection,
+                symbol,
+                timeframe.name,
+                timeframe.bar,
+                timedelta(0),
+                start,
+                end,
+                tolerance,
+                m15_expected,
+                utc_day,
+                grid,
+            )
+
+    def bars_per_day(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime) -> dict[str, int]:
+        """How many candles are stored per UTC day (`YYYY-MM-DD`) of [start, end); days without any absent."""
+        with self._connect() as connection:
+            rows = connection.execute(
+                BARS_PER_DAY, {"symbol": symbol, "timeframe": timeframe.name, "start": start, "end": end}
+            )
+            return {f"{row.day:%Y-%m-%d}": row.bars for row in rows}
+
     # -- the credit ledger ---------------------------------------------------------------------
 
     def credit_budget(
@@ -356,3 +392,62 @@ class CandleStore:
         """Whether the window's missing slots (on `grid`, the UTC grid `phase`, or the detected grid)
         sit beside stored bars off that grid: one GridMismatch whose `line` names the grid they fit."""
         return self.gaps(symbol, timeframe, calendar, start, end, now, phase, grid).mismatch
+
+    # -- per-day figures ------------------------------------------------------------------------
+
+    def day_summaries(
+        self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime, newest: int = 5
+    ) -> dict[str, DaySummary]:
+        """Per UTC day of [start, end) holding bars: how many, the first and last open, the `newest` bars (one query)."""
+        with self._connect() as connection:
+            rows = connection.execute(
+                DAY_SUMMARIES,
+                {"symbol": symbol, "timeframe": timeframe.name, "start": start, "end": end, "newest": newest},
+            )
+            days: dict[str, DaySummary] = {}
+            for row in rows:
+                key = f"{row.day:%Y-%m-%d}"
+                day = days.get(key) or days.setdefault(key, DaySummary(row.bars, row.first_bar, row.last_bar, []))
+                day.newest.append((row.timestamp, row.open, row.high, row.low, row.close))
+            return days
+
+
+@dataclass
+class DaySummary:
+    """One UTC day of one series as stored."""
+
+    bars: int
+    first: datetime
+    last: datetime
+    newest: list[tuple[datetime, Decimal, Decimal, Decimal, Decimal]]
+
+
+def utc_day(moment: datetime) -> str:
+    """The daily partition key (`YYYY-MM-DD`, UTC) holding `moment`."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d}"
+
+
+BARS_PER_DAY = sa.text(
+    """
+    SELECT date_trunc('day', "timestamp" AT TIME ZONE 'UTC') AS day, count(*) AS bars
+    FROM candles
+    WHERE symbol = :symbol AND timeframe = :timeframe AND "timestamp" >= :start AND "timestamp" < :end
+    GROUP BY 1
+    """
+)
+
+DAY_SUMMARIES = sa.text(
+    """
+    SELECT day, timestamp, open, high, low, close, bars, first_bar, last_bar FROM (
+        SELECT date_trunc('day', "timestamp" AT TIME ZONE 'UTC') AS day, "timestamp", open, high, low, close,
+               row_number() OVER (PARTITION BY date_trunc('day', "timestamp" AT TIME ZONE 'UTC')
+                                  ORDER BY "timestamp" DESC) AS position,
+               count(*) OVER days AS bars, min("timestamp") OVER days AS first_bar, max("timestamp") OVER days AS last_bar
+        FROM candles
+        WHERE symbol = :symbol AND timeframe = :timeframe AND "timestamp" >= :start AND "timestamp" < :end
+        WINDOW days AS (PARTITION BY date_trunc('day', "timestamp" AT TIME ZONE 'UTC'))
+    ) ranked
+    WHERE position <= :newest
+    ORDER BY day, "timestamp" DESC
+    """
+)

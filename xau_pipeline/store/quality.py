@@ -128,6 +128,28 @@ def m15_mismatches(
     The M15 bars are grouped by `grid`'s slots when given (a zoned grid's slot runs to its next
     open: pass an `m15_expected` that counts up to `grid.slot_of(slot)[1]`), else by the UTC grid `phase`.
     """
+    by_day = m15_mismatches_by_day(
+        connection, symbol, timeframe, bar, phase, start, end, tolerance, m15_expected, lambda _: "", grid
+    )
+    return by_day.get("", ([], 0, 0))
+
+
+def m15_mismatches_by_day(
+    connection: sa.Connection,
+    symbol: str,
+    timeframe: str,
+    bar: timedelta,
+    phase: timedelta,
+    start: datetime,
+    end: datetime,
+    tolerance: Decimal,
+    m15_expected: Callable[[datetime], int],
+    day_of: Callable[[datetime], str],
+    grid: Grid | None = None,
+) -> dict[str, tuple[list[Mismatch], int, int]]:
+    """m15_mismatches over [start, end) in one query, per `day_of(bar open)`; days without bars absent.
+
+    The M15 bars are grouped by `grid`'s slots when given, else by the UTC grid `phase`."""
     params = {
         "symbol": symbol,
         "timeframe": timeframe,
@@ -144,12 +166,13 @@ def m15_mismatches(
         slots = grid.slots(start, end)
         params |= {"slots": [o for o, _ in slots], "slot_ends": [c for _, c in slots]}
         query = M15_AGGREGATES_LISTED
-    mismatches, compared, incomplete = [], 0, 0
+    days: dict[str, tuple[list[Mismatch], int, int]] = {}
     for row in connection.execute(query, params):
+        key = day_of(row.timestamp)
+        mismatches, compared, incomplete = days.get(key, ([], 0, 0))
         if row.bars is None or row.bars < m15_expected(row.timestamp):
-            incomplete += 1
+            days[key] = (mismatches, compared, incomplete + 1)
             continue
-        compared += 1
         bar_values = (row.open, row.high, row.low, row.close)
         m15_values = (row.m15_open, row.m15_high, row.m15_low, row.m15_close)
         differing = tuple(
@@ -159,4 +182,5 @@ def m15_mismatches(
         )
         if differing:
             mismatches.append(Mismatch(row.timestamp, differing, bar_values, m15_values))
-    return mismatches, compared, incomplete
+        days[key] = (mismatches, compared + 1, incomplete)
+    return days

@@ -1,0 +1,173 @@
+"""The Dagster run shape on the user's path: the real candle job against a do-nothing twin (bench/twin.py).
+
+Each run is one run over a partition range with all four assets and their checks, the way a UI
+backfill with single-run policies launches it: the job's own executor (the one the Definitions
+give it), a PostgreSQL-backed Dagster instance on a temporary database, events batched as `make
+run` sets them (DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1, DAGSTER_EVENT_BATCH_SIZE=1000).
+The run worker is this process (`dg.execute_job`); the daemon's launch of a run worker process
+(a few seconds, the same for both jobs) is not included.
+
+Timed in the same process, in this order: the real job's one-year backfill (fetching from the
+local stand-in, without rate limits), the real no-op rerun of the year's last 5 days, then the
+twins over the same ranges. Prints each time and the ratio real / twin.
+
+With --decade: M15 alone over one year (the last) and over ten years (2016-2025), real and new
+twin, each a single ranged run: wall time, events written per partition, and growth from 1 to 10.
+
+Usage: python bench/run_shape.py [--year 2025] [--days-only] [--twin old|new|both]
+       python bench/run_shape.py --decade
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import date, timedelta
+from pathlib import Path
+
+os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
+os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dagster as dg
+import sqlalchemy as sa
+from twin import reconstructable
+
+from xau_pipeline.partitions import partition_range_tags
+from xau_pipeline.store.candle_store import CandleStore
+from xau_pipeline.store.database import temporary_database
+from xau_pipeline_dev.twelvedata_standin import StandIn, StandInConfig
+
+SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+INSTANCE_YAML = """\
+telemetry:
+  enabled: false
+storage:
+  postgres:
+    postgres_url:
+      env: XAU_BENCH_DAGSTER_PG_URL
+"""
+
+
+def timed_run(stack: ExitStack, job, first: str, last: str) -> tuple[float, int, int]:
+    """(wall seconds, events stored, steps) of one ranged run on a fresh PostgreSQL-backed instance."""
+    url = stack.enter_context(temporary_database(SERVER, "xau_bench_dagster"))
+    home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xau_bench_home_")))
+    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    os.environ["XAU_BENCH_DAGSTER_PG_URL"] = url
+    os.environ["DAGSTER_HOME"] = str(home)
+    with dg.DagsterInstance.get() as instance:
+        began = time.perf_counter()
+        with dg.execute_job(job, instance=instance, tags=partition_range_tags(first, last)) as result:
+            wall = time.perf_counter() - began
+            assert result.success, [e.message for e in result.all_events if e.is_failure]
+            steps = len({e.step_key for e in result.all_events if e.step_key})
+        events = len(instance.all_logs(result.run_id))
+    return wall, events, steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--year", type=int, default=2025)
+    parser.add_argument("--days-only", action="store_true", help="only the 5-day runs (the real one fetches first)")
+    parser.add_argument("--twin", choices=("old", "new", "both"), default="both")
+    parser.add_argument("--decade", action="store_true", help="M15 over 1 and 10 years instead")
+    args = parser.parse_args()
+    if args.decade:
+        return decade()
+    first, last = f"{args.year}-01-01", f"{args.year}-12-31"
+    five_first = (date.fromisoformat(last) - timedelta(days=4)).isoformat()
+    config = StandInConfig(api_key="bench-key", credits_per_minute=None, credits_per_day=None)
+    rows: list[tuple[str, str, float, int, int]] = []
+
+    def measure(label: str, span: str, job, first_key: str, last_key: str) -> None:
+        wall, events, steps = timed_run(stack, job, first_key, last_key)
+        print(f"[run_shape] {label}, {span}: {wall:.1f} s, {events} events, {steps} steps", file=sys.stderr, flush=True)
+        rows.append((label, span, wall, events, steps))
+
+    stack = ExitStack()
+    with stack:
+        candles_url = stack.enter_context(temporary_database(SERVER, "xau_bench"))
+        CandleStore(candles_url).migrate()
+        stand_in = stack.enter_context(StandIn(config))
+        os.environ.update(
+            XAU_DATABASE_URL=candles_url,
+            TWELVE_DATA_BASE_URL=stand_in.url,
+            TWELVE_DATA_API_KEY="bench-key",
+            TWELVE_DATA_CREDITS_PER_MINUTE="100000",
+            TWELVE_DATA_CREDITS_PER_DAY="100000",
+            XAU_HISTORY_START=first,
+            XAU_SYMBOLS="XAU/USD",
+        )
+        real = reconstructable("real_job")
+        if args.days_only:
+            prefill = timed_run(stack, real, five_first, last)
+            print(f"(real job fetched the 5 days first: {prefill[0]:.1f} s)")
+        else:
+            measure("real", "1 year", real, first, last)
+        measure("real", "5 days no-op", real, five_first, last)
+        with sa.create_engine(candles_url).connect() as connection:
+            stored = connection.execute(sa.text("SELECT count(*) FROM candles")).scalar()
+        twins = ("old", "new") if args.twin == "both" else (args.twin,)
+        for shape in twins:
+            job = reconstructable("twin_job", shape, first)
+            if not args.days_only:
+                measure(f"twin {shape}", "1 year", job, first, last)
+            measure(f"twin {shape}", "5 days no-op", job, five_first, last)
+        if "new" in twins:
+            job = reconstructable("twin_job", "new", first, True)
+            if not args.days_only:
+                measure("twin new+pp", "1 year", job, first, last)
+            measure("twin new+pp", "5 days no-op", job, five_first, last)
+
+    print(f"\nRun shape, all four XAU/USD assets with their checks, {args.year}; {stored} candles stored")
+    print("twin new+pp: the new twin logging one check evaluation per check and partition, as the real job does")
+    print(f"{'job':<14}{'range':<15}{'wall s':>8}{'events':>8}{'steps':>7}{'real/this':>11}")
+    real_times = {span: wall for job, span, wall, _, _ in rows if job == "real"}
+    for job, span, wall, events, steps in rows:
+        ratio = f"{real_times[span] / wall:.2f}x" if job != "real" and span in real_times else ""
+        print(f"{job:<14}{span:<15}{wall:>8.1f}{events:>8}{steps:>7}{ratio:>11}")
+
+
+def decade() -> None:
+    """M15 over one year and over ten, real and twin: how the cost per partition grows."""
+    first, last = "2016-01-01", "2025-12-31"
+    config = StandInConfig(api_key="bench-key", credits_per_minute=None, credits_per_day=None)
+    rows = []
+    with ExitStack() as stack:
+        candles_url = stack.enter_context(temporary_database(SERVER, "xau_bench"))
+        CandleStore(candles_url).migrate()
+        stand_in = stack.enter_context(StandIn(config))
+        os.environ.update(
+            XAU_DATABASE_URL=candles_url,
+            TWELVE_DATA_BASE_URL=stand_in.url,
+            TWELVE_DATA_API_KEY="bench-key",
+            TWELVE_DATA_CREDITS_PER_MINUTE="100000",
+            TWELVE_DATA_CREDITS_PER_DAY="100000",
+            XAU_HISTORY_START=first,
+            XAU_SYMBOLS="XAU/USD",
+        )
+        for label, job in (
+            ("real M15", reconstructable("real_job", "candles_m15")),
+            ("twin M15", reconstructable("twin_job", "new", first, False, "candles_m15")),
+        ):
+            for span, start in (("1 year", "2025-01-01"), ("10 years", first)):
+                wall, events, _ = timed_run(stack, job, start, last)
+                days = (date.fromisoformat(last) - date.fromisoformat(start)).days + 1
+                print(f"[run_shape] {label}, {span}: {wall:.1f} s, {events} events", file=sys.stderr, flush=True)
+                rows.append((label, span, wall, events, days))
+    print("\nM15 alone, one ranged run each (the real one fetches: 1 year first, then the other 9)")
+    print(f"{'job':<10}{'range':<10}{'wall s':>8}{'ms/partition':>14}{'events':>8}{'events/partition':>18}")
+    for label, span, wall, events, days in rows:
+        print(f"{label:<10}{span:<10}{wall:>8.1f}{wall * 1000 / days:>14.1f}{events:>8}{events / days:>18.2f}")
+    for label in ("real M15", "twin M15"):
+        one, ten = (wall for job, _, wall, _, _ in rows if job == label)
+        print(f"{label}: 10 years / 1 year = {ten / one:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The jobs bench/run_shape.py times: the real candle job, and a do-nothing twin of it.
+
+The twin has the same asset keys, daily partitions from the same start, the same check names and
+`BackfillPolicy.single_run()`, and does no work. It comes in two shapes:
+
+- `old`: what the project had before issue #12, four `@asset`s and fifteen separate partitioned
+  `@asset_check`s (19 steps), on Dagster's default (multiprocess) executor;
+- `new`: one `@multi_asset` per series with its checks as `check_specs` (4 steps), in-process,
+  as `xau_pipeline.definitions` builds the real ones now. With `--per-partition-checks` it also
+  logs one check evaluation per check and partition in a ranged run, as the real assets do.
+
+Jobs are rebuilt in each process from these functions (`dg.build_reconstructable_job`), so the
+multiprocess executor's step processes can load them.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
+import os
+import warnings
+
+import dagster as dg
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+SERIES = {"candles_m15": False, "candles_h1": True, "candles_h4": True, "candles_d1": True}
+BASE_CHECKS = ("no_gaps", "ohlc_valid", "fresh")
+
+
+def _checks(name: str) -> tuple[str, ...]:
+    return BASE_CHECKS + (("consistent_with_m15",) if SERIES[name] else ())
+
+
+def _old_shape(partitions: dg.DailyPartitionsDefinition) -> dg.Definitions:
+    assets, checks = [], []
+    for name in SERIES:
+
+        @dg.asset(
+            name=name,
+            key_prefix=["xauusd"],
+            partitions_def=partitions,
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            pool="twelvedata",
+        )
+        def candles() -> dg.MaterializeResult:
+            return dg.MaterializeResult()
+
+        assets.append(candles)
+        for check_name in _checks(name):
+
+            @dg.asset_check(asset=candles, name=check_name, partitions_def=partitions, blocking=False)
+            def check() -> dg.AssetCheckResult:
+                return dg.AssetCheckResult(passed=True)
+
+            checks.append(check)
+    return dg.Definitions(assets=assets, asset_checks=checks)
+
+
+def _new_series(name: str, partitions: dg.DailyPartitionsDefinition, per_partition: bool) -> dg.AssetsDefinition:
+    key = dg.AssetKey(["xauusd", name])
+
+    @dg.multi_asset(
+        name=f"xauusd__{name}",
+        specs=[dg.AssetSpec(key)],
+        check_specs=[dg.AssetCheckSpec(n, asset=key, partitions_def=partitions) for n in _checks(name)],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool="twelvedata",
+        can_subset=True,
+    )
+    def candles(context: dg.AssetExecutionContext):
+        checks = sorted(check_key.name for check_key in context.selected_asset_check_keys)
+        if key in context.selected_asset_keys:
+            yield dg.MaterializeResult(asset_key=key)
+        if context.has_partition_key or not per_partition:
+            for check_name in checks:
+                yield dg.AssetCheckResult(passed=True, check_name=check_name)
+            return
+        for check_name in checks:
+            for partition in context.partition_keys:
+                context.log_event(
+                    dg.AssetCheckEvaluation(asset_key=key, check_name=check_name, passed=True, partition=partition)
+                )
+
+    return candles
+
+
+def _new_shape(partitions: dg.DailyPartitionsDefinition, per_partition: bool) -> dg.Definitions:
+    assets = [_new_series(name, partitions, per_partition) for name in SERIES]
+    return dg.Definitions(assets=assets, executor=dg.in_process_executor)
+
+
+def twin_job(shape: str, start: str, per_partition: bool = False, only: str | None = None) -> dg.JobDefinition:
+    partitions = dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=1)
+    defs = _old_shape(partitions) if shape == "old" else _new_shape(partitions, per_partition)
+    return _one_job(defs, only)
+
+
+def _one_job(defs: dg.Definitions, only: str | None = None) -> dg.JobDefinition:
+    """A job over every asset (or the one named `only`, e.g. candles_m15) and its checks."""
+    selection = dg.AssetSelection.assets(dg.AssetKey(["xauusd", only])) if only else dg.AssetSelection.all()
+    jobs = [dg.define_asset_job("candles", selection=selection)]
+    return dg.Definitions.merge(defs, dg.Definitions(jobs=jobs)).get_job_def("candles")
+
+
+def real_job(only: str | None = None) -> dg.JobDefinition:
+    """The project's own job over the candle assets and their checks, configured from the environment."""
+    from xau_pipeline.definitions import build_definitions
+    from xau_pipeline.settings import Settings
+
+    return _one_job(build_definitions(Settings.from_env()), only)
+
+
+def reconstructable(function: str, *args):
+    return dg.build_reconstructable_job(
+        "twin", function, reconstructable_args=args, reconstructor_working_directory=os.path.dirname(__file__)
+    )
