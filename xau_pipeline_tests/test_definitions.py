@@ -48,6 +48,12 @@ def test_a_run_of_every_asset_is_one_in_process_step_per_series_with_its_checks_
     check_keys = [
         key for node in job.nodes for key in defs.resolve_assets_def(dg.AssetKey(node.name.split("__"))).check_keys
     ]
-    assert {key.name for key in check_keys} == {"no_gaps", "ohlc_valid", "quarantine_empty", "fresh", "consistent_with_m15"}
-    assert len(check_keys) == 15
+    assert {key.name for key in check_keys} == {
+        "no_gaps",
+        "ohlc_valid",
+        "quarantine_empty",
+        "fresh",
+        "consistent_with_m15",
+    }
+    assert len(check_keys) == 19
     assert defs.resolve_assets_def(dg.AssetKey(["xauusd", "candles_h1"])).can_subset
