@@ -111,7 +111,12 @@ def ingest(
         )
         return report
     policy = calendar(symbol.calendar)
-    planners = [WindowPlanner(span, timeframe.bar, policy) for span in merge_gaps(report.gaps, timeframe.bar, policy)]
+    # Requests are sized in the series' own slots (H4 and D1 may be anchored at 17:00 New York).
+    grid = store.grid(symbol.name, timeframe).grid if timeframe.bar > ONE_HOUR else None
+    planners = [
+        WindowPlanner(span, timeframe.bar, policy, grid=grid)
+        for span in merge_gaps(report.gaps, timeframe.bar, policy, grid=grid)
+    ]
     if not planners:
         log.info(
             f"{symbol.api_symbol} {timeframe.name}: the market is closed throughout the missing window(s); no call"
@@ -171,7 +176,7 @@ def _fetch_newest_missing(
     bar = timeframe.bar
     with store.claim_window(symbol.name, timeframe) as claim:
         span = (planner.start, cursor)
-        spans = [span] if force else merge_gaps(claim.missing(*span), bar, policy)
+        spans = [span] if force else merge_gaps(claim.missing(*span), bar, policy, grid=planner.grid)
         if not spans:
             report.windows_already_stored += 1
             return span[0], False

@@ -61,6 +61,7 @@ class WindowPlanner:
     ):
         self.start, self.end = span
         self.max_bars = max_bars
+        self.grid = grid
         self._slots = calendar.expected_slots(self.start, self.end, bar, grid=grid)
 
     @property
