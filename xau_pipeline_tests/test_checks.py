@@ -198,3 +198,25 @@ def test_a_range_is_judged_as_each_day_alone(instance, resources, stand_in, stor
         assert verdicts >= len(keys)  # weekend days without bars are not judged
     assert not ranged.judge("ohlc_valid", "2024-02-08").passed
     assert not ranged.judge("no_gaps", "2024-02-07").passed and not ranged.judge("no_gaps", "2024-02-12").passed
+
+
+def test_phantom_gaps_beside_off_grid_bars_are_one_grid_mismatch_line(store):
+    """A UTC-grid H4 day whose 16:00 bar came stamped 17:00 (a 17:00 New York slot): no_gaps fails
+    with one grid-mismatch line, and the empty 16:00 slot is not listed as a gap to fetch."""
+    from decimal import Decimal
+
+    from xau_pipeline.bars import Bar
+    from xau_pipeline.checks import CandleChecks
+
+    h4, day = TIMEFRAMES_BY_NAME["H4"], datetime(2024, 2, 7, tzinfo=UTC)  # a Wednesday
+    opens = [day + timedelta(hours=h) for h in (0, 4, 8, 12, 17, 20)]  # 16:00 stamped 17:00
+    price = Decimal("2050.5")
+    store.write("XAUUSD", h4, [Bar(t, price, price, price, price) for t in opens], [])
+    # Earlier days on the UTC grid make it the series' grid.
+    earlier = [day - timedelta(days=d) + timedelta(hours=h) for d in (1, 2) for h in range(0, 24, 4)]
+    store.write("XAUUSD", h4, [Bar(t, price, price, price, price) for t in sorted(earlier)], [])
+    verdict = CandleChecks(store, GOLD, h4, PARTITIONS, day + timedelta(days=3)).judge("no_gaps", "2024-02-07")
+    assert verdict is not None and not verdict.passed
+    assert verdict.metadata["grid_mismatch"].startswith("grid mismatch: 1 slot(s)")
+    assert "16:00" not in verdict.metadata["missing_bars"].value  # the phantom is not listed as a gap
+    assert verdict.metadata["bar_grid"] == CandleChecks(store, GOLD, h4, PARTITIONS, day).grid.describe()
