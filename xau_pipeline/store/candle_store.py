@@ -278,11 +278,13 @@ class CandleStore:
         end: datetime,
         tolerance: Decimal,
         m15_expected: Callable[[datetime], int],
+        grid: Grid | None = None,
     ) -> tuple[list[quality.Mismatch], int, int]:
-        """Bars of [start, end) that disagree with their M15 bars (see store/quality.py)."""
+        """Bars of [start, end) that disagree with their M15 bars (see store/quality.py), the M15 bars
+        grouped by `grid`'s slots when given, else by the UTC grid `phase`."""
         with self._connect() as connection:
             return quality.m15_mismatches(
-                connection, symbol, timeframe.name, timeframe.bar, phase, start, end, tolerance, m15_expected
+                connection, symbol, timeframe.name, timeframe.bar, phase, start, end, tolerance, m15_expected, grid
             )
 
     def m15_mismatches_by_day(
@@ -364,19 +366,7 @@ class CandleStore:
         m15_expected: Callable[[datetime], int],
     ) -> tuple[list[quality.Mismatch], int, int]:
         """m15_mismatches with the M15 bars grouped by `grid`'s slots (zoned grids included)."""
-        with self._connect() as connection:
-            return quality.m15_mismatches(
-                connection,
-                symbol,
-                timeframe.name,
-                timeframe.bar,
-                timedelta(0),
-                start,
-                end,
-                tolerance,
-                m15_expected,
-                grid=grid,
-            )
+        return self.m15_mismatches(symbol, timeframe, timedelta(0), start, end, tolerance, m15_expected, grid)
 
     def grid_mismatch(
         self,

@@ -25,6 +25,23 @@ from xau_pipeline.trading_calendar import TradingCalendar
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# The expected slots (CTE `expected`) with no stored bar, each with how often its slot was fetched
+# closed and when last: shared by the UTC-grid and the listed-slot queries below.
+_MISSING_OF_EXPECTED = """
+    SELECT e.slot, fetched.times AS fetches, fetched.last_at AS last_fetched_at
+    FROM expected e
+    LEFT JOIN candles c ON c.symbol = :symbol AND c.timeframe = :timeframe AND c."timestamp" = e.slot
+         AND c."timestamp" >= :start AND c."timestamp" < :end
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS times, max(f.fetched_at) AS last_at
+        FROM fetch_coverage f
+        WHERE f.symbol = :symbol AND f.timeframe = :timeframe
+          AND f.window_start <= e.slot AND f.closed_until > e.slot
+    ) AS fetched
+    WHERE c."timestamp" IS NULL
+    ORDER BY e.slot
+"""
+
 # One generate_series per trading session, on the bar grid (date_bin), starting after the last
 # slot of the session before so that a 4h or 1day slot straddling the daily break is listed once;
 # restricted to the requested window. Then LEFT JOIN candles: what has no row is a gap.
@@ -47,19 +64,8 @@ MISSING_SLOTS = sa.text(
              ) AS slot
         WHERE slot >= :start AND slot < :end
     )
-    SELECT e.slot, fetched.times AS fetches, fetched.last_at AS last_fetched_at
-    FROM expected e
-    LEFT JOIN candles c ON c.symbol = :symbol AND c.timeframe = :timeframe AND c."timestamp" = e.slot
-         AND c."timestamp" >= :start AND c."timestamp" < :end
-    CROSS JOIN LATERAL (
-        SELECT count(*) AS times, max(f.fetched_at) AS last_at
-        FROM fetch_coverage f
-        WHERE f.symbol = :symbol AND f.timeframe = :timeframe
-          AND f.window_start <= e.slot AND f.closed_until > e.slot
-    ) AS fetched
-    WHERE c."timestamp" IS NULL
-    ORDER BY e.slot
     """
+    + _MISSING_OF_EXPECTED
 )
 
 # The same anti join over slots listed by the caller (grids anchored in a zone).
@@ -69,19 +75,8 @@ MISSING_LISTED_SLOTS = sa.text(
         SELECT slot FROM unnest(CAST(:slots AS timestamptz[])) AS e(slot)
         WHERE slot >= :start AND slot < :end
     )
-    SELECT e.slot, fetched.times AS fetches, fetched.last_at AS last_fetched_at
-    FROM expected e
-    LEFT JOIN candles c ON c.symbol = :symbol AND c.timeframe = :timeframe AND c."timestamp" = e.slot
-         AND c."timestamp" >= :start AND c."timestamp" < :end
-    CROSS JOIN LATERAL (
-        SELECT count(*) AS times, max(f.fetched_at) AS last_at
-        FROM fetch_coverage f
-        WHERE f.symbol = :symbol AND f.timeframe = :timeframe
-          AND f.window_start <= e.slot AND f.closed_until > e.slot
-    ) AS fetched
-    WHERE c."timestamp" IS NULL
-    ORDER BY e.slot
     """
+    + _MISSING_OF_EXPECTED
 )
 
 # Stored opens of a window (and a bar either side), to tell bars off the grid.

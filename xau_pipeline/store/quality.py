@@ -37,14 +37,9 @@ OHLC_ROWS = sa.text(
 
 NEWEST_STORED = sa.text('SELECT max("timestamp") FROM candles WHERE symbol = :symbol AND timeframe = :timeframe')
 
-# M15 bars grouped into the higher timeframe's slots (date_bin on the slot grid).
-M15_AGGREGATES = sa.text(
-    """
-    WITH m15 AS (
-        SELECT date_bin(CAST(:bar AS interval), "timestamp", CAST(:origin AS timestamptz)) AS slot,
-               "timestamp", open, high, low, close
-        FROM candles
-        WHERE symbol = :symbol AND timeframe = 'M15' AND "timestamp" >= :start AND "timestamp" < :end_of_last_bar
+# Given the M15 bars with their slot (CTE `m15`): their OHLC per slot, beside each stored bar of the
+# higher timeframe. Shared by the UTC-grid and the listed-slot queries below.
+_AGGREGATED_AGAINST_BARS = """
     ), aggregated AS (
         SELECT slot, count(*) AS bars,
                (array_agg(open ORDER BY "timestamp"))[1] AS open,
@@ -57,7 +52,18 @@ M15_AGGREGATES = sa.text(
     FROM candles h LEFT JOIN aggregated a ON a.slot = h."timestamp"
     WHERE h.symbol = :symbol AND h.timeframe = :timeframe AND h."timestamp" >= :start AND h."timestamp" < :end
     ORDER BY h."timestamp"
+"""
+
+# M15 bars grouped into the higher timeframe's slots (date_bin on the slot grid).
+M15_AGGREGATES = sa.text(
     """
+    WITH m15 AS (
+        SELECT date_bin(CAST(:bar AS interval), "timestamp", CAST(:origin AS timestamptz)) AS slot,
+               "timestamp", open, high, low, close
+        FROM candles
+        WHERE symbol = :symbol AND timeframe = 'M15' AND "timestamp" >= :start AND "timestamp" < :end_of_last_bar
+    """
+    + _AGGREGATED_AGAINST_BARS
 )
 
 
@@ -70,19 +76,8 @@ M15_AGGREGATES_LISTED = sa.text(
         SELECT s.slot, c."timestamp", c.open, c.high, c.low, c.close
         FROM slots s JOIN candles c ON c.symbol = :symbol AND c.timeframe = 'M15'
              AND c."timestamp" >= s.slot AND c."timestamp" < s.slot_end
-    ), aggregated AS (
-        SELECT slot, count(*) AS bars,
-               (array_agg(open ORDER BY "timestamp"))[1] AS open,
-               max(high) AS high, min(low) AS low,
-               (array_agg(close ORDER BY "timestamp" DESC))[1] AS close
-        FROM m15 GROUP BY slot
-    )
-    SELECT h."timestamp", h.open, h.high, h.low, h.close,
-           a.bars, a.open AS m15_open, a.high AS m15_high, a.low AS m15_low, a.close AS m15_close
-    FROM candles h LEFT JOIN aggregated a ON a.slot = h."timestamp"
-    WHERE h.symbol = :symbol AND h.timeframe = :timeframe AND h."timestamp" >= :start AND h."timestamp" < :end
-    ORDER BY h."timestamp"
     """
+    + _AGGREGATED_AGAINST_BARS
 )
 
 
