@@ -150,7 +150,6 @@ class CandleChecks:
                 report = self.store.gaps(
                     self.symbol.name, self.timeframe, self.policy, first, last, self.now, grid=self.grid
                 )
-                self._bulk["mismatch"] = report.mismatch
                 for gap in report.gaps:
                     by_day[utc_day(gap.slot)].append(gap)
             return by_day
@@ -159,7 +158,12 @@ class CandleChecks:
         stored = self._stored(key) if start < end else 0
         grid = self.grid
         expected = self.policy.count_expected(start, end, self.timeframe.bar, grid=grid) if start < end else 0
-        mismatch = self._bulk.get("mismatch") if any(g.reason == GRID_MISMATCH for g in gaps) else None
+        # The range's mismatch counts the whole range: a day with phantoms is asked about alone (rare).
+        mismatch = (
+            self.store.grid_mismatch(self.symbol.name, self.timeframe, self.policy, start, end, self.now, grid=grid)
+            if any(g.reason == GRID_MISMATCH for g in gaps)
+            else None
+        )
         return GapReport(
             expected,
             stored,

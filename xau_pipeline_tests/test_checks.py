@@ -214,9 +214,15 @@ def test_phantom_gaps_beside_off_grid_bars_are_one_grid_mismatch_line(store):
     store.write("XAUUSD", h4, [Bar(t, price, price, price, price) for t in opens], [])
     # Earlier days on the UTC grid make it the series' grid.
     earlier = [day - timedelta(days=d) + timedelta(hours=h) for d in (1, 2) for h in range(0, 24, 4)]
+    # The day before has the same stray stamp: a ranged run's mismatch would count both days.
+    earlier = [t + timedelta(hours=1) if t == day - timedelta(days=1) + timedelta(hours=16) else t for t in earlier]
     store.write("XAUUSD", h4, [Bar(t, price, price, price, price) for t in sorted(earlier)], [])
     verdict = CandleChecks(store, GOLD, h4, PARTITIONS, day + timedelta(days=3)).judge("no_gaps", "2024-02-07")
     assert verdict is not None and not verdict.passed
     assert verdict.metadata["grid_mismatch"].startswith("grid mismatch: 1 slot(s)")
     assert "16:00" not in verdict.metadata["missing_bars"].value  # the phantom is not listed as a gap
     assert verdict.metadata["bar_grid"] == CandleChecks(store, GOLD, h4, PARTITIONS, day).grid.describe()
+    # Judged within a ranged run, the day shows its own mismatch, not the range's.
+    keys = ["2024-02-05", "2024-02-06", "2024-02-07"]
+    ranged = CandleChecks(store, GOLD, h4, PARTITIONS, day + timedelta(days=3), keys=keys).judge("no_gaps", keys[-1])
+    assert ranged is not None and ranged.metadata["grid_mismatch"] == verdict.metadata["grid_mismatch"]
