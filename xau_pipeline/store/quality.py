@@ -10,7 +10,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from xau_pipeline.grid import Grid
-from xau_pipeline.store.gaps import EPOCH
+from xau_pipeline.store.gaps import EPOCH, PLAN_FOR_LONG_WINDOWS
 
 # Each bar with the close before it (the bar before the window included, so the first bar
 # of a day is compared with the previous day's last).
@@ -161,6 +161,10 @@ def m15_mismatches_by_day(
         slots = grid.slots(start, end)
         params |= {"slots": [o for o, _ in slots], "slot_ends": [c for _, c in slots]}
         query = M15_AGGREGATES_LISTED
+    # Just after a backfill the planner's statistics still say "one row": without this it loops
+    # over the M15 aggregate once per bar (78 s for a year of H1 bars instead of 66 ms).
+    for setting in PLAN_FOR_LONG_WINDOWS:
+        connection.exec_driver_sql(setting)
     days: dict[str, tuple[list[Mismatch], int, int]] = {}
     for row in connection.execute(query, params):
         key = day_of(row.timestamp)
