@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from itertools import pairwise
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -114,7 +114,7 @@ class BarGrid:
         """True when the grid is a fixed UTC phase (any zone is, for bars dividing an hour)."""
         return self.zone == "UTC" or HOUR % self.bar == timedelta(0)
 
-    @property
+    @cached_property
     def phase(self) -> timedelta:
         """The offset after the UTC epoch grid (UTC grids only)."""
         if not self.is_utc:

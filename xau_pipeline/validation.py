@@ -9,6 +9,7 @@ values and the reason, in `candle_quarantine` (see docs/architecture.md: quarant
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from xau_pipeline.bars import Bar
 from xau_pipeline.grid import Grid
 
 API_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+API_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2})?", re.ASCII)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PRICE_FIELDS = ("open", "high", "low", "close")
 
@@ -50,8 +52,10 @@ def parse_datetime(text: str) -> datetime:
     """
     if not isinstance(text, str):
         raise ValueError(f"datetime {text!r} is not text")
-    fmt = API_TIME_FORMAT if len(text) > 10 else "%Y-%m-%d"
-    return datetime.strptime(text, fmt).replace(tzinfo=UTC)
+    if not API_DATETIME.fullmatch(text):
+        raise ValueError(f"datetime {text!r} is not YYYY-MM-DD HH:MM:SS or YYYY-MM-DD")
+    # fromisoformat reads exactly this shape ~50x faster than strptime (a year of M15 is 24,000 bars).
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def _decimal(value: Any) -> Decimal:
@@ -60,12 +64,11 @@ def _decimal(value: Any) -> Decimal:
     return Decimal(value)
 
 
-def parse_values(values: Iterable[Any]) -> tuple[list[tuple[Bar, str]], list[Rejected]]:
-    """Each entry of a `values` array read as a Bar (with its raw text), or rejected as unreadable."""
-    parsed: list[tuple[Bar, str]] = []
+def parse_values(values: Iterable[Any]) -> tuple[list[tuple[Bar, Any]], list[Rejected]]:
+    """Each entry of a `values` array read as a Bar (with the entry as sent), or rejected as unreadable."""
+    parsed: list[tuple[Bar, Any]] = []
     rejected: list[Rejected] = []
     for value in values:
-        raw = raw_text(value)
         open_time = None
         try:
             if not isinstance(value, dict):
@@ -81,9 +84,9 @@ def parse_values(values: Iterable[Any]) -> tuple[list[tuple[Bar, str]], list[Rej
                 _decimal(volume) if volume not in (None, "") else None,
             )
         except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
-            rejected.append(Rejected(raw, open_time, f"{UNREADABLE}: {type(exc).__name__}: {exc}"[:200]))
+            rejected.append(Rejected(raw_text(value), open_time, f"{UNREADABLE}: {type(exc).__name__}: {exc}"[:200]))
             continue
-        parsed.append((bar, raw))
+        parsed.append((bar, value))
     return parsed, rejected
 
 
@@ -103,13 +106,13 @@ def problem(bar: Bar) -> str | None:
     return None
 
 
-def screen(parsed: list[tuple[Bar, str]], grids: Sequence[Grid] | None) -> tuple[list[Bar], list[Rejected], int]:
+def screen(parsed: list[tuple[Bar, Any]], grids: Sequence[Grid] | None) -> tuple[list[Bar], list[Rejected], int]:
     """The storable bars (ascending, unique), the rejected ones, and exact repeats dropped.
 
     A bar is on grid when one of `grids` (the series' candidate grids) holds its open; `grids` None
     skips the grid check (used only where no series is known).
     """
-    by_time: dict[datetime, list[tuple[Bar, str]]] = {}
+    by_time: dict[datetime, list[tuple[Bar, Any]]] = {}
     for item in parsed:
         by_time.setdefault(item[0].open_time, []).append(item)
     good: list[Bar] = []
@@ -118,21 +121,21 @@ def screen(parsed: list[tuple[Bar, str]], grids: Sequence[Grid] | None) -> tuple
     for open_time in sorted(by_time):
         items = by_time[open_time]
         if len({_values(b) for b, _ in items}) > 1:
-            rejected.extend(Rejected(raw, open_time, CONFLICT) for _, raw in items)
+            rejected.extend(Rejected(raw_text(value), open_time, CONFLICT) for _, value in items)
             continue
         repeats += len(items) - 1
-        candidate, raw = items[0]
+        candidate, value = items[0]
         reason = problem(candidate)
         if reason is None and grids is not None and not any(grid.contains(open_time) for grid in grids):
             reason = f"{OFF_GRID} (on none of: {'; '.join(grid.describe() for grid in grids)})"
         if reason is not None:
-            rejected.append(Rejected(raw, open_time, reason))
+            rejected.append(Rejected(raw_text(value), open_time, reason))
         else:
             good.append(candidate)
     return good, rejected, repeats
 
 
-def answer_phase(parsed: list[tuple[Bar, str]], bar: timedelta, unit: timedelta) -> timedelta:
+def answer_phase(parsed: list[tuple[Bar, Any]], bar: timedelta, unit: timedelta) -> timedelta:
     """The most common offset, in whole `unit`s, of the answer's opens from the epoch grid (0 if none)."""
     counts: dict[timedelta, int] = {}
     for b, _ in parsed:

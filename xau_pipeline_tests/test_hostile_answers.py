@@ -30,7 +30,7 @@ from xau_pipeline.twelvedata.errors import (
     ServiceUnavailableError,
     UnknownSymbolError,
 )
-from xau_pipeline.validation import CONFLICT, HIGH_LOW, NOT_POSITIVE, OFF_GRID, UNREADABLE
+from xau_pipeline.validation import CONFLICT, HIGH_LOW, NOT_POSITIVE, OFF_GRID, UNREADABLE, parse_datetime
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 GOLD = Symbol("XAU/USD")
@@ -429,3 +429,27 @@ def test_a_run_reports_quarantined_bars_in_metadata_and_an_error_check(hostile, 
     assert check.metadata["quarantined_bars"].value == 1
     others = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert others["ohlc_valid"] and others["no_gaps"] is False  # the quarantined slot is a gap
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2025-01-01T00:00:00",
+        "2025-01-01 00:00:00+03:00",
+        "2025-01-01 00:00:00.5",
+        "2025-1-1 0:0:0",
+        "2025-W01-1",
+        "2025-02-30",
+        "2025-01-01 24:00:00",
+        "",
+        "now",
+    ],
+)
+def test_a_datetime_not_in_the_asked_shape_is_refused(text):
+    with pytest.raises(ValueError):
+        parse_datetime(text)
+
+
+def test_the_two_asked_datetime_shapes_read_as_utc():
+    assert parse_datetime("2025-03-09 07:15:00") == datetime(2025, 3, 9, 7, 15, tzinfo=UTC)
+    assert parse_datetime("2025-03-09") == datetime(2025, 3, 9, tzinfo=UTC)
