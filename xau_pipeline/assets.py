@@ -1,7 +1,7 @@
 """One partitioned candle asset per (symbol, timeframe), with its checks in the same step, built by one factory."""
 
 # No `from __future__ import annotations` here: Dagster reads the Config annotation at runtime.
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -9,7 +9,15 @@ from pydantic import Field
 
 from xau_pipeline.api.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, chart_url
 from xau_pipeline.bars import subtract
-from xau_pipeline.checks import DEFAULT_M15_TOLERANCE, DEFAULT_MAX_JUMP, M15, SEVERITY, CandleChecks, check_specs
+from xau_pipeline.checks import (
+    DEFAULT_M15_TOLERANCE,
+    DEFAULT_MAX_JUMP,
+    M15,
+    SEVERITY,
+    CandleChecks,
+    Verdict,
+    check_specs,
+)
 from xau_pipeline.credit_budget import CreditBudgetExhausted
 from xau_pipeline.ingest import IngestReport, ingest
 from xau_pipeline.markdown import markdown_table
@@ -22,6 +30,13 @@ from xau_pipeline.twelvedata.errors import TwelveDataError
 from xau_pipeline.utc import utc_label, utc_now
 
 NEWEST_BARS_SHOWN = 5
+# Dagster 1.13 writes each check evaluation on its own (check evaluations are not among its
+# BATCH_WRITABLE_EVENTS; ~15 ms each on its PostgreSQL storage, which opens three connections per
+# event). A ranged run of up to this many days logs every day's verdict as that partition's
+# evaluation; a longer one (a backfill) logs one result for the range and the failed days only.
+DAYS_JUDGED_ONE_BY_ONE = 31
+
+Verdicts = dict[str, list[tuple[str, Verdict]]]
 
 
 class CandleFetchConfig(dg.Config):
@@ -192,6 +207,7 @@ def _materialization(
     report: IngestReport,
     key: dg.AssetKey,
     partitions_def: dg.TimeWindowPartitionsDefinition,
+    verdicts: Verdicts,
 ) -> Iterator[dg.MaterializeResult]:
     """A single-partition run: the day is the run, and carries the run's figures too.
 
@@ -217,7 +233,11 @@ def _materialization(
                 dg.AssetMaterialization(
                     asset_key=key,
                     partition=partition,
-                    metadata={**day_metadata(days.get(partition)), "stopped_early": str(report.error)},
+                    metadata={
+                        **day_metadata(days.get(partition)),
+                        **day_verdicts(verdicts, partition),
+                        "stopped_early": str(report.error),
+                    },
                 )
             )
         context.log.info(run_summary(report, len(keys)))
@@ -227,27 +247,79 @@ def _materialization(
         return
     days = store.day_summaries(report.symbol.name, report.timeframe, start, end, NEWEST_BARS_SHOWN)
     for partition in context.partition_keys:
-        context.add_asset_metadata(day_metadata(days.get(partition)), asset_key=key, partition_key=partition)
+        metadata = {**day_metadata(days.get(partition)), **day_verdicts(verdicts, partition)}
+        context.add_asset_metadata(metadata, asset_key=key, partition_key=partition)
     context.log.info(run_summary(report, len(context.partition_keys)))
     if report.calls:
         context.log.info(f"API call ledger of this run:\n{_ledger_table(store, report, run_id)}")
     yield dg.MaterializeResult(asset_key=key)
 
 
-def _judge(context: dg.AssetExecutionContext, checks: CandleChecks, key: dg.AssetKey) -> Iterator[dg.AssetCheckResult]:
-    """Each selected check on each day of the run.
+def judge_run(context: dg.AssetExecutionContext, checks: CandleChecks) -> Verdicts:
+    """Each selected check's verdict on each day of the run it judges (a day it does not judge is left out)."""
+    names = sorted(check_key.name for check_key in context.selected_asset_check_keys)
+    return {
+        name: [(day, verdict) for day in context.partition_keys if (verdict := checks.judge(name, day)) is not None]
+        for name in names
+    }
+
+
+def day_verdicts(verdicts: Verdicts, day: str) -> dict[str, Any]:
+    """`checks`: one day's verdicts of the run's checks, for that day's materialization in a ranged run."""
+    if not verdicts:
+        return {}
+    rows = [
+        (name, "passed" if verdict.passed else f"failed ({SEVERITY[name].value})", verdict.description or "")
+        for name, judged in verdicts.items()
+        for judged_day, verdict in judged
+        if judged_day == day
+    ]
+    return {
+        "checks": dg.MetadataValue.md(markdown_table(("check", "verdict", "why"), rows, empty="none judged this day"))
+    }
+
+
+def range_result(name: str, judged: list[tuple[str, Verdict]], keys: Sequence[str]) -> dg.AssetCheckResult:
+    """A long range's one typed result for check `name`: failed if any judged day failed. It stands for the
+    range, not a day; each day's verdict is in its materialization's `checks`, and a failed day's evaluation
+    is also logged for that partition."""
+    failed = [(day, verdict) for day, verdict in judged if not verdict.passed]
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=not failed,
+        severity=SEVERITY[name],
+        description=(
+            f"the run's range {keys[0]} .. {keys[-1]}, not one day: {len(judged)} day(s) judged, "
+            f"{len(failed)} failed; each day's verdicts are in its materialization's `checks`"
+        ),
+        metadata={
+            "range": f"{keys[0]} .. {keys[-1]}",
+            "days_judged": len(judged),
+            "days_failed": len(failed),
+            "days_not_judged": len(keys) - len(judged),
+            "failed_days": dg.MetadataValue.md(
+                markdown_table(("day", "why"), [(day, verdict.description or "") for day, verdict in failed])
+            ),
+        },
+    )
+
+
+def check_results(
+    context: dg.AssetExecutionContext, key: dg.AssetKey, verdicts: Verdicts
+) -> Iterator[dg.AssetCheckResult]:
+    """The run's verdicts, as Dagster 1.13 can record them.
 
     One partition: a typed AssetCheckResult, which Dagster ties to that partition's materialization
-    (the check's Partitions tab shows it). A range: Dagster 1.13 gives a typed result no partition in
-    a ranged step, so each day's verdict is logged as that partition's AssetCheckEvaluation (see
-    docs/architecture.md, "What a partition shows"). A day a check does not judge gets no result.
+    (the check's Partitions tab shows it). A range: Dagster gives a typed result no partition in a
+    ranged step, so up to DAYS_JUDGED_ONE_BY_ONE days each day's verdict is logged as that
+    partition's AssetCheckEvaluation; a longer range gets one typed result for the range, and an
+    evaluation for each failed day only (see docs/architecture.md, "What a partition shows").
     """
-    names = sorted(check_key.name for check_key in context.selected_asset_check_keys)
-    for name in names:
+    keys = context.partition_keys
+    for name, judged in verdicts.items():
         severity = SEVERITY[name]
-        verdicts = [(p, v) for p in context.partition_keys if (v := checks.judge(name, p)) is not None]
         if context.has_partition_key:
-            for _, verdict in verdicts:
+            for _, verdict in judged:
                 yield dg.AssetCheckResult(
                     check_name=name,
                     passed=verdict.passed,
@@ -256,22 +328,26 @@ def _judge(context: dg.AssetExecutionContext, checks: CandleChecks, key: dg.Asse
                     description=verdict.description,
                 )
         else:
-            for partition, verdict in verdicts:
-                context.log_event(
-                    dg.AssetCheckEvaluation(
-                        asset_key=key,
-                        check_name=name,
-                        passed=verdict.passed,
-                        partition=partition,
-                        severity=severity,
-                        metadata=verdict.metadata,
-                        description=verdict.description,
+            one_by_one = len(keys) <= DAYS_JUDGED_ONE_BY_ONE
+            for day, verdict in judged:
+                if one_by_one or not verdict.passed:
+                    context.log_event(
+                        dg.AssetCheckEvaluation(
+                            asset_key=key,
+                            check_name=name,
+                            passed=verdict.passed,
+                            partition=day,
+                            severity=severity,
+                            metadata=verdict.metadata,
+                            description=verdict.description,
+                        )
                     )
-                )
-        failing = [p for p, v in verdicts if not v.passed]
-        not_judged = len(context.partition_keys) - len(verdicts)
+            if judged and not one_by_one:
+                yield range_result(name, judged, keys)
+        failing = [day for day, verdict in judged if not verdict.passed]
+        not_judged = len(keys) - len(judged)
         context.log.info(
-            f"check {name}: {len(verdicts) - len(failing)} day(s) passed, {len(failing)} failed"
+            f"check {name}: {len(judged) - len(failing)} day(s) passed, {len(failing)} failed"
             + (f" ({', '.join(failing[:10])}{' …' if len(failing) > 10 else ''})" if failing else "")
             + (f", {not_judged} not judged" if not_judged else "")
         )
@@ -330,12 +406,17 @@ def build_candle_asset(
             store = candle_store.store()
         except (StoreUnavailableError, SchemaNotCurrentError) as exc:
             raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from None
-        if key in context.selected_asset_keys:
-            report = _ingest(context, config, twelvedata, store, symbol, timeframe)
-            yield from _materialization(context, store, report, key, partitions_def)
+        report = (
+            _ingest(context, config, twelvedata, store, symbol, timeframe)
+            if key in context.selected_asset_keys
+            else None
+        )
         checks = CandleChecks(
             store, symbol, timeframe, partitions_def, utc_now(), max_jump, m15_tolerance, context.partition_keys
         )
-        yield from _judge(context, checks, key)
+        verdicts = judge_run(context, checks)
+        if report is not None:
+            yield from _materialization(context, store, report, key, partitions_def, verdicts)
+        yield from check_results(context, key, verdicts)
 
     return candles

@@ -6,6 +6,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from xau_pipeline import assets
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.settings import Settings
@@ -66,6 +67,45 @@ def test_a_provider_hole_is_reported_and_explained(instance, resources, stand_in
     consistency = evaluations(result, "H1", "consistent_with_m15")
     assert {day: e.passed for day, e in consistency.items() if day} == {"2024-02-06": True, "2024-02-07": True}
     assert [consistency[day].metadata["bars_compared"].value for day in ("2024-02-06", "2024-02-07")] == [23, 22]
+
+
+def test_a_long_range_gets_one_result_per_check_and_each_days_verdicts_on_its_materialization(
+    instance, resources, stand_in, monkeypatch
+):
+    """Past DAYS_JUDGED_ONE_BY_ONE days: one typed result per check for the range, an evaluation for each
+    failed day only, and every day's verdicts in that day's materialization."""
+    monkeypatch.setattr(assets, "DAYS_JUDGED_ONE_BY_ONE", 2)
+    stand_in.configure(holes=[(datetime(2024, 2, 7, 10, tzinfo=UTC), datetime(2024, 2, 7, 11, tzinfo=UTC))])
+    result = run(instance, resources, "2024-02-06", "2024-02-08")
+    assert result.success
+    no_gaps = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == ASSETS["M15"].key and e.check_name == "no_gaps"
+    ]
+    by_partition = {e.partition: e for e in no_gaps}
+    assert set(by_partition) == {None, "2024-02-07"}  # the range, and the failed day alone
+    assert not by_partition["2024-02-07"].passed and by_partition["2024-02-07"].metadata[PROVIDER_EMPTY].value == 4
+    whole = by_partition[None]
+    assert not whole.passed and "range 2024-02-06 .. 2024-02-08, not one day" in whole.description
+    assert (whole.metadata["days_judged"].value, whole.metadata["days_failed"].value) == (3, 1)
+    assert "| 2024-02-07 |" in whole.metadata["failed_days"].value
+    ohlc = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == ASSETS["M15"].key and e.check_name == "ohlc_valid"
+    ]
+    assert [(e.partition, e.passed) for e in ohlc] == [(None, True)]
+    checks_of_day = {
+        e.partition: e.materialization.metadata["checks"].value
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == ASSETS["M15"].key
+    }
+    assert set(checks_of_day) == {"2024-02-06", "2024-02-07", "2024-02-08"}
+    assert "| no_gaps | failed (WARN) |" in checks_of_day["2024-02-07"]
+    for day in ("2024-02-06", "2024-02-08"):
+        assert "| no_gaps | passed |" in checks_of_day[day] and "| ohlc_valid | passed |" in checks_of_day[day]
+    assert "| fresh |" not in checks_of_day["2024-02-06"]  # fresh judges today only
 
 
 def test_checks_alone_find_never_fetched_days_and_bad_rows(instance, resources, store):
