@@ -30,12 +30,6 @@ from xau_pipeline.twelvedata.errors import TwelveDataError
 from xau_pipeline.utc import utc_label, utc_now
 
 NEWEST_BARS_SHOWN = 5
-# Dagster 1.13 writes each check evaluation on its own (check evaluations are not among its
-# BATCH_WRITABLE_EVENTS; ~15 ms each on its PostgreSQL storage, which opens three connections per
-# event). A ranged run of up to this many days logs every day's verdict as that partition's
-# evaluation; a longer one (a backfill) logs one result for the range and the failed days only.
-DAYS_JUDGED_ONE_BY_ONE = 31
-
 Verdicts = dict[str, list[tuple[str, Verdict]]]
 
 
@@ -269,7 +263,7 @@ def day_verdicts(verdicts: Verdicts, day: str) -> dict[str, Any]:
     if not verdicts:
         return {}
     rows = [
-        (name, "passed" if verdict.passed else f"failed ({SEVERITY[name].value})", verdict.description or "")
+        (name, "passed" if verdict.passed else f"failed ({SEVERITY[name].value})", _why(verdict))
         for name, judged in verdicts.items()
         for judged_day, verdict in judged
         if judged_day == day
@@ -279,10 +273,17 @@ def day_verdicts(verdicts: Verdicts, day: str) -> dict[str, Any]:
     }
 
 
+def _why(verdict: Verdict) -> str:
+    """The verdict's description, else its plain figures (`bars_compared 23, mismatches 0`)."""
+    if verdict.description:
+        return verdict.description.replace("|", "/")
+    return ", ".join(f"{k} {v}" for k, v in verdict.metadata.items() if isinstance(v, (int, float, str)))
+
+
 def range_result(name: str, judged: list[tuple[str, Verdict]], keys: Sequence[str]) -> dg.AssetCheckResult:
-    """A long range's one typed result for check `name`: failed if any judged day failed. It stands for the
-    range, not a day; each day's verdict is in its materialization's `checks`, and a failed day's evaluation
-    is also logged for that partition."""
+    """A ranged run's one typed result for check `name`: failed if any judged day failed. It stands for the
+    range, not a day; each day's verdicts are in its materialization's `checks`, and a failed day's
+    evaluation is also logged for that partition."""
     failed = [(day, verdict) for day, verdict in judged if not verdict.passed]
     return dg.AssetCheckResult(
         check_name=name,
@@ -293,6 +294,8 @@ def range_result(name: str, judged: list[tuple[str, Verdict]], keys: Sequence[st
             f"{len(failed)} failed; each day's verdicts are in its materialization's `checks`"
         ),
         metadata={
+            # A range in which one day was judged (fresh: today) shows that day's figures too.
+            **(judged[0][1].metadata if len(judged) == 1 else {}),
             "range": f"{keys[0]} .. {keys[-1]}",
             "days_judged": len(judged),
             "days_failed": len(failed),
@@ -310,12 +313,14 @@ def check_results(
     """The run's verdicts, as Dagster 1.13 can record them.
 
     One partition: a typed AssetCheckResult, which Dagster ties to that partition's materialization
-    (the check's Partitions tab shows it). A range: Dagster gives a typed result no partition in a
-    ranged step, so up to DAYS_JUDGED_ONE_BY_ONE days each day's verdict is logged as that
-    partition's AssetCheckEvaluation; a longer range gets one typed result for the range, and an
-    evaluation for each failed day only (see docs/architecture.md, "What a partition shows").
+    (the check's Partitions tab shows it). A range: Dagster 1.13 gives a typed result no partition in
+    a ranged step, and writes each check evaluation on its own (~12 ms; check evaluations are not
+    among its batch-writable events), so the range gets one typed result, each failed day its own
+    evaluation, and each day its verdicts in its materialization's `checks` (written in batches).
+    See docs/architecture.md, "What a partition shows".
     """
     keys = context.partition_keys
+    summaries = []
     for name, judged in verdicts.items():
         severity = SEVERITY[name]
         if context.has_partition_key:
@@ -328,9 +333,8 @@ def check_results(
                     description=verdict.description,
                 )
         else:
-            one_by_one = len(keys) <= DAYS_JUDGED_ONE_BY_ONE
             for day, verdict in judged:
-                if one_by_one or not verdict.passed:
+                if not verdict.passed:
                     context.log_event(
                         dg.AssetCheckEvaluation(
                             asset_key=key,
@@ -342,15 +346,18 @@ def check_results(
                             description=verdict.description,
                         )
                     )
-            if judged and not one_by_one:
+            if judged:
                 yield range_result(name, judged, keys)
         failing = [day for day, verdict in judged if not verdict.passed]
         not_judged = len(keys) - len(judged)
-        context.log.info(
-            f"check {name}: {len(judged) - len(failing)} day(s) passed, {len(failing)} failed"
+        summaries.append(
+            f"{name} {len(judged) - len(failing)} day(s) passed, {len(failing)} failed"
             + (f" ({', '.join(failing[:10])}{' …' if len(failing) > 10 else ''})" if failing else "")
             + (f", {not_judged} not judged" if not_judged else "")
         )
+    if summaries:
+        # One line for all checks: each log line is an event Dagster writes on its own.
+        context.log.info("checks: " + "; ".join(summaries))
 
 
 def build_candle_asset(

@@ -18,7 +18,7 @@ import dagster as dg
 from xau_pipeline.grid import Grid
 from xau_pipeline.markdown import ROWS_SHOWN, markdown_table
 from xau_pipeline.store.candle_store import CandleStore, utc_day
-from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, Gap, GapReport
+from xau_pipeline.store.gaps import EPOCH, GRID_MISMATCH, NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, Gap, GapReport
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.trading_calendar import calendar
@@ -55,6 +55,13 @@ DESCRIPTIONS = {
 }
 
 
+# What a check's Partitions tab cannot show (Dagster 1.13 ties results to partitions in one-day runs only).
+RANGED_RUNS = (
+    " A ranged run (a backfill) records one result for its range and each failed day's own; the range's "
+    "other days show as skipped here, and every day's verdicts are in its materialization's `checks`."
+)
+
+
 def check_names(timeframe: Timeframe) -> tuple[str, ...]:
     """no_gaps, ohlc_valid, quarantine_empty and fresh on every candle asset; consistent_with_m15 above M15."""
     return (NO_GAPS, OHLC_VALID, QUARANTINE_EMPTY, FRESH) + ((CONSISTENT_WITH_M15,) if timeframe.bar > M15.bar else ())
@@ -65,7 +72,11 @@ def check_specs(
 ) -> list[dg.AssetCheckSpec]:
     return [
         dg.AssetCheckSpec(
-            name, asset=asset_key, description=DESCRIPTIONS[name], blocking=False, partitions_def=partitions_def
+            name,
+            asset=asset_key,
+            description=DESCRIPTIONS[name] + RANGED_RUNS,
+            blocking=False,
+            partitions_def=partitions_def,
         )
         for name in check_names(timeframe)
     ]
@@ -252,7 +263,11 @@ class CandleChecks:
     def _m15_expected_per_bar(self, start: datetime, end: datetime) -> Counter[datetime]:
         """How many M15 bars the calendar expects in each of this timeframe's bars opening in [start, end)."""
         grid = self.grid
-        return Counter(grid.slot_of(s)[0] for s in self.policy.expected_slots(start, end + grid.bar, M15.bar))
+        m15_slots = self.policy.expected_slots(start, end + grid.bar, M15.bar)
+        if grid.is_utc:  # the slot's open by arithmetic: a year is ~24,000 M15 slots per timeframe
+            origin, bar = EPOCH + grid.phase, grid.bar
+            return Counter(s - (s - origin) % bar for s in m15_slots)
+        return Counter(grid.slot_of(s)[0] for s in m15_slots)
 
     def fresh(self, key: str) -> Verdict | None:
         if key != self.newest_key:

@@ -6,7 +6,6 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from xau_pipeline import assets
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.settings import Settings
@@ -48,16 +47,24 @@ def evaluations(result, timeframe, check):
     }
 
 
+def day_checks(result, timeframe):
+    """{day: the `checks` table of that day's materialization}."""
+    key = ASSETS[timeframe].key
+    return {
+        e.partition: e.materialization.metadata["checks"].value
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == key
+    }
+
+
 def test_a_provider_hole_is_reported_and_explained(instance, resources, stand_in):
     hole = (datetime(2024, 2, 7, 10, tzinfo=UTC), datetime(2024, 2, 7, 11, tzinfo=UTC))
     stand_in.configure(holes=[hole])
     result = run(instance, resources, "2024-02-06", "2024-02-07")
     assert result.success
-    clean, holed = (
-        evaluations(result, "M15", "no_gaps")["2024-02-06"],
-        evaluations(result, "M15", "no_gaps")["2024-02-07"],
-    )
-    assert clean.passed and clean.metadata["missing"].value == 0
+    assert "| no_gaps | passed | expected 92, present 92, missing 0, " in day_checks(result, "M15")["2024-02-06"]
+    assert set(evaluations(result, "M15", "no_gaps")) == {None, "2024-02-07"}  # the range, the failed day
+    holed = evaluations(result, "M15", "no_gaps")["2024-02-07"]
     assert not holed.passed
     assert (holed.metadata["missing"].value, holed.metadata[PROVIDER_EMPTY].value) == (4, 4)
     assert "| 2024-02-07 10:45 UTC | provider returned nothing |" in holed.metadata["missing_bars"].value
@@ -65,16 +72,16 @@ def test_a_provider_hole_is_reported_and_explained(instance, resources, stand_in
     h1 = evaluations(result, "H1", "no_gaps")["2024-02-07"]
     assert (h1.passed, h1.metadata[PROVIDER_EMPTY].value) == (False, 1)
     consistency = evaluations(result, "H1", "consistent_with_m15")
-    assert {day: e.passed for day, e in consistency.items() if day} == {"2024-02-06": True, "2024-02-07": True}
-    assert [consistency[day].metadata["bars_compared"].value for day in ("2024-02-06", "2024-02-07")] == [23, 22]
+    assert list(consistency) == [None] and consistency[None].passed
+    assert consistency[None].metadata["days_judged"].value == 2
+    h1_days = day_checks(result, "H1")
+    assert "| consistent_with_m15 | passed | bars_compared 23, " in h1_days["2024-02-06"]
+    assert "| consistent_with_m15 | passed | bars_compared 22, " in h1_days["2024-02-07"]
 
 
-def test_a_long_range_gets_one_result_per_check_and_each_days_verdicts_on_its_materialization(
-    instance, resources, stand_in, monkeypatch
-):
-    """Past DAYS_JUDGED_ONE_BY_ONE days: one typed result per check for the range, an evaluation for each
-    failed day only, and every day's verdicts in that day's materialization."""
-    monkeypatch.setattr(assets, "DAYS_JUDGED_ONE_BY_ONE", 2)
+def test_a_range_gets_one_result_per_check_and_each_days_verdicts_on_its_materialization(instance, resources, stand_in):
+    """A ranged run: one typed result per check for the range, an evaluation for each failed day only,
+    and every day's verdicts in that day's materialization."""
     stand_in.configure(holes=[(datetime(2024, 2, 7, 10, tzinfo=UTC), datetime(2024, 2, 7, 11, tzinfo=UTC))])
     result = run(instance, resources, "2024-02-06", "2024-02-08")
     assert result.success
@@ -96,11 +103,7 @@ def test_a_long_range_gets_one_result_per_check_and_each_days_verdicts_on_its_ma
         if e.asset_key == ASSETS["M15"].key and e.check_name == "ohlc_valid"
     ]
     assert [(e.partition, e.passed) for e in ohlc] == [(None, True)]
-    checks_of_day = {
-        e.partition: e.materialization.metadata["checks"].value
-        for e in result.get_asset_materialization_events()
-        if e.asset_key == ASSETS["M15"].key
-    }
+    checks_of_day = day_checks(result, "M15")
     assert set(checks_of_day) == {"2024-02-06", "2024-02-07", "2024-02-08"}
     assert "| no_gaps | failed (WARN) |" in checks_of_day["2024-02-07"]
     for day in ("2024-02-06", "2024-02-08"):
@@ -125,12 +128,20 @@ def test_checks_alone_find_never_fetched_days_and_bad_rows(instance, resources, 
     assert not result.get_asset_materialization_events()
     never = evaluations(result, "M15", "no_gaps")["2024-02-13"]
     assert (never.passed, never.metadata[NEVER_FETCHED].value, never.metadata["missing"].value) == (False, 92, 92)
-    assert evaluations(result, "M15", "no_gaps")["2024-02-12"].passed
+    no_gaps = evaluations(result, "M15", "no_gaps")[None]  # the range: the 12th passed, the 13th did not
+    assert (no_gaps.passed, no_gaps.metadata["days_judged"].value, no_gaps.metadata["days_failed"].value) == (
+        False,
+        2,
+        1,
+    )
+    assert "2024-02-12" not in evaluations(result, "M15", "no_gaps")
 
     ohlc = evaluations(result, "M15", "ohlc_valid")["2024-02-12"]
     assert (ohlc.passed, ohlc.severity, ohlc.metadata["invalid_bars"].value) == (False, dg.AssetCheckSeverity.ERROR, 1)
     assert "2024-02-12 09:30" in ohlc.metadata["invalid"].value
-    assert evaluations(result, "H1", "ohlc_valid")["2024-02-12"].passed
+    assert (
+        set(evaluations(result, "H1", "ohlc_valid")) == {None} and evaluations(result, "H1", "ohlc_valid")[None].passed
+    )
 
     consistency = evaluations(result, "H1", "consistent_with_m15")["2024-02-12"]
     assert (consistency.passed, consistency.metadata["mismatches"].value) == (False, 1)
@@ -154,9 +165,12 @@ def test_fresh_looks_at_the_newest_partition(instance, resources, stand_in, away
         },
     )
     fresh = {e.partition: e for e in result.get_asset_check_evaluations() if e.check_name == "fresh"}
-    assert set(fresh) == {today.isoformat()}  # judged on the newest day only, no result for the run
-    assert fresh[today.isoformat()].passed
-    assert 0 <= fresh[today.isoformat()].metadata["age_minutes"].value < 60
+    assert set(fresh) == {None}  # one result for the range, of the one day fresh judges
+    assert fresh[None].passed and fresh[None].metadata["days_judged"].value == 1
+    assert 0 <= fresh[None].metadata["age_minutes"].value < 60
+    days = {e.partition: e.materialization.metadata["checks"].value for e in result.get_asset_materialization_events()}
+    assert "| fresh | passed | " in days[today.isoformat()]
+    assert "| fresh |" not in days[(today - timedelta(days=1)).isoformat()]
 
 
 def single_day(instance, resources, asset, day, checks_only=False):

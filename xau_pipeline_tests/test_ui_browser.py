@@ -4,9 +4,10 @@
 Chromium (Debian's `chromium`, driven by Playwright, which downloads no browser) checks that
 the asset graph shows the four candle assets and their checks; a partition backfill is launched
 the way the UI launches one (its GraphQL API) over two days, one of them with a hole the provider
-never fills, and once it has finished its per-partition check results are read back through the
-UI's GraphQL API (the holed day fails, the other passes); a one-day run of the holed day then shows
-in the check's partition statuses. Screenshots of the asset page with its check results
+never fills, and once it has finished its check results are read back through the UI's GraphQL
+API (one result per check for the range, failed for no_gaps, and the holed day's own failed
+evaluation); a one-day run of each day then shows in the check's partition statuses (the holed day
+failed, the other passed). Screenshots of the asset page with its check results
 (test-artifacts/ui-asset-checks.png) and of a check's page (ui-check-partitions.png) are kept.
 """
 
@@ -59,8 +60,6 @@ CHECKS = {
     "candles_d1": BASE_CHECKS | {"consistent_with_m15"},
 }
 BACKFILLED = ("candles_h1", "candles_m15")
-# `fresh` judges only the newest (today's) partition: on older days it records no result (SKIPPED).
-PER_PARTITION_CHECKS = {"no_gaps", "ohlc_valid", "quarantine_empty", "consistent_with_m15"}
 # The provider never has the bars of this hour of the backfill's last day: that day's no_gaps fails.
 HOLE_HOURS = (10, 11)
 HISTORY_START = "2016-01-01"
@@ -424,25 +423,31 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
                 run_ids = {run["runId"] for run in runs}
                 finished_at = time.monotonic()
 
-                # Each day's check results, as the UI's GraphQL API reports them: the holed day fails
-                # no_gaps, everything else passes; `fresh` judges none of these (older) days.
+                # The backfill's check results, as the UI's GraphQL API reports them: one result per
+                # check for the range (no partition), failed for no_gaps only; the holed day's own
+                # no_gaps evaluation; the other days planned but not evaluated one by one (Dagster
+                # shows them skipped), their verdicts on each day's materialization. `fresh` judges
+                # none of these (older) days, so it has no range result either.
                 for name in BACKFILLED:
                     for check in sorted(CHECKS[name]):
                         executions = dagster.check_executions(name, check, run_ids)
-                        if check not in PER_PARTITION_CHECKS:  # planned, never judged: Dagster shows SKIPPED
-                            assert {e["partition"] for e in executions} == {first_day, last_day}, executions
-                            assert all(e["status"] == "SKIPPED" and not e["evaluation"] for e in executions)
-                            continue
                         by_partition = {e["partition"]: e["status"] for e in executions}
-                        expected = "FAILED" if check == "no_gaps" else "SUCCEEDED"
-                        assert by_partition == {first_day: "SUCCEEDED", last_day: expected}, (name, check, executions)
+                        if check == "fresh":
+                            expected = {first_day: "SKIPPED", last_day: "SKIPPED"}
+                        elif check == "no_gaps":
+                            expected = {None: "FAILED", first_day: "SKIPPED", last_day: "FAILED"}
+                        else:
+                            expected = {None: "SUCCEEDED", first_day: "SKIPPED", last_day: "SKIPPED"}
+                        assert by_partition == expected, (name, check, executions)
 
-                # One day alone (as a schedule tick runs it): its results show in the check's partition
-                # statuses, the holed day as failed.
-                single_runs = [dagster.materialize_day("candles_m15", last_day)]
+                # Each day alone (as a schedule tick runs it): its results show in the check's partition
+                # statuses, passed or failed, the holed day (only) as failed.
+                single_runs = [dagster.materialize_day("candles_m15", day) for day in (first_day, last_day)]
                 statuses = dagster.partition_statuses("candles_m15")
+                assert statuses["no_gaps"].get(first_day) == "SUCCEEDED", statuses
                 assert statuses["no_gaps"].get(last_day) == "FAILED", statuses
-                assert statuses["ohlc_valid"].get(last_day) == "SUCCEEDED", statuses
+                for check in ("ohlc_valid", "quarantine_empty"):
+                    assert statuses[check].get(first_day) == statuses[check].get(last_day) == "SUCCEEDED", statuses
                 assert statuses["fresh"].get(last_day) == "SKIPPED", statuses  # not judged, never "passed"
 
                 # The asset page's checks tab, showing those results.
