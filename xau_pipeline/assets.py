@@ -317,6 +317,7 @@ def check_results(
     a ranged step, and writes each check evaluation on its own (~12 ms; check evaluations are not
     among its batch-writable events), so the range gets one typed result, each failed day its own
     evaluation, and each day its verdicts in its materialization's `checks` (written in batches).
+    A range of one day logs that day's evaluation instead.
     See docs/architecture.md, "What a partition shows".
     """
     keys = context.partition_keys
@@ -333,8 +334,9 @@ def check_results(
                     description=verdict.description,
                 )
         else:
+            one_day = len(keys) == 1  # a range of one day: its result is the day's
             for day, verdict in judged:
-                if not verdict.passed:
+                if one_day or not verdict.passed:
                     context.log_event(
                         dg.AssetCheckEvaluation(
                             asset_key=key,
@@ -346,7 +348,7 @@ def check_results(
                             description=verdict.description,
                         )
                     )
-            if judged:
+            if judged and not one_day:
                 yield range_result(name, judged, keys)
         failing = [day for day, verdict in judged if not verdict.passed]
         not_judged = len(keys) - len(judged)
