@@ -49,6 +49,8 @@ SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql+psycopg2://postgre
 INSTANCE_YAML = """\
 telemetry:
   enabled: false
+python_logs:
+  python_log_level: INFO
 storage:
   postgres:
     postgres_url:

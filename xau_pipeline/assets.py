@@ -350,11 +350,13 @@ def check_results(
                     )
             if judged and not one_day:
                 yield range_result(name, judged, keys)
-        failing = [day for day, verdict in judged if not verdict.passed]
+        failing = [day for day, verdict in judged if not verdict.passed and not verdict.unjudged]
+        warned = sum(verdict.unjudged for _, verdict in judged)
         not_judged = len(keys) - len(judged)
         summaries.append(
-            f"{name} {len(judged) - len(failing)} day(s) passed, {len(failing)} failed"
+            f"{name} {sum(verdict.passed for _, verdict in judged)} day(s) passed, {len(failing)} failed"
             + (f" ({', '.join(failing[:10])}{' …' if len(failing) > 10 else ''})" if failing else "")
+            + (f", {warned} warned they could not be judged" if warned else "")
             + (f", {not_judged} not judged" if not_judged else "")
         )
     if summaries:

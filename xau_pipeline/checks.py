@@ -35,6 +35,7 @@ DEFAULT_M15_TOLERANCE = Decimal("0.0005")
 
 NO_GAPS, OHLC_VALID, FRESH, CONSISTENT_WITH_M15 = "no_gaps", "ohlc_valid", "fresh", "consistent_with_m15"
 QUARANTINE_EMPTY = "quarantine_empty"
+NOT_JUDGED = "not judged"
 SEVERITY = {
     NO_GAPS: dg.AssetCheckSeverity.WARN,
     OHLC_VALID: dg.AssetCheckSeverity.ERROR,
@@ -89,6 +90,11 @@ class Verdict:
     passed: bool
     metadata: Mapping[str, Any] = field(default_factory=dict)
     description: str | None = None
+
+    @property
+    def unjudged(self) -> bool:
+        """A warning that the day could not be judged (it had nothing to compare), not a failed judgement."""
+        return not self.passed and (self.description or "").startswith(NOT_JUDGED)
 
 
 class CandleChecks:
@@ -288,7 +294,7 @@ class CandleChecks:
             "age_minutes": round(age.total_seconds() / 60, 1) if age is not None else -1,
         }
         if not closed:
-            return Verdict(False, metadata, "not judged: the calendar expects no closed bar in the last 10 days")
+            return Verdict(False, metadata, f"{NOT_JUDGED}: the calendar expects no closed bar in the last 10 days")
         report = self.store.gaps(
             self.symbol.name, self.timeframe, self.policy, closed[-1], grid.slot_of(closed[-1])[1], now, grid=grid
         )
@@ -336,6 +342,6 @@ class CandleChecks:
         }
         if compared == 0:
             return Verdict(
-                False, metadata, f"not judged: none of the day's {incomplete} bar(s) has all its M15 bars stored"
+                False, metadata, f"{NOT_JUDGED}: none of the day's {incomplete} bar(s) has all its M15 bars stored"
             )
         return Verdict(not mismatches, metadata)

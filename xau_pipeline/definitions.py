@@ -2,8 +2,9 @@
 
 Runs execute in-process: a candle run is a handful of steps that talk to the API and PostgreSQL,
 and a process per step cost more than the work (imports and a database connection each, see
-docs/architecture.md, "Run shape"). The console shows INFO and above: one line per API call and
-window and one summary per check, not Dagster's debug line per event.
+docs/architecture.md, "Run shape"). The console level is the instance's (`python_logs` in
+dagster.yaml: INFO, one line per API call and window and one for the checks, not Dagster's debug
+line per event).
 """
 
 import warnings
@@ -39,7 +40,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=sensors,
         resources=default_resources(settings),
         executor=dg.in_process_executor,
-        loggers={"console": dg.colored_console_logger.configured({"log_level": "INFO"})},
     )
 
 

@@ -200,6 +200,8 @@ def test_consistent_with_m15_without_m15_bars_does_not_pass(instance, resources,
     assert consistency.metadata["bars_compared"].value == 0
     assert consistency.metadata["bars_with_incomplete_m15"].value == 23
     assert consistency.description.startswith("not judged: none of the day's 23 bar(s) has all its M15 bars stored")
+    log = "\n".join(record.user_message for record in instance.all_logs(result.run_id))
+    assert "consistent_with_m15 0 day(s) passed, 0 failed, 1 warned they could not be judged" in log
     with_m15 = single_day(instance, resources, ASSETS["M15"], "2024-02-07")
     assert with_m15.success
     again = single_day(instance, resources, ASSETS["H1"], "2024-02-07", checks_only=True)

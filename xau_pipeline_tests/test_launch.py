@@ -171,7 +171,27 @@ def launcher_children(pid: int) -> list[psutil.Process]:
         return []
 
 
-def test_a_given_database_holds_the_candles_and_dagster_in_its_own_schema(database_url, monkeypatch, tmp_path):
+def assert_run_console_is_info_only(capfd) -> None:
+    """A run on the instance dagster.yaml configures prints INFO lines, not Dagster's DEBUG line per
+    event, and still stores every event."""
+    import dagster as dg
+
+    @dg.asset
+    def probe(context: dg.AssetExecutionContext) -> None:
+        context.log.info("probe says hello")
+
+    capfd.readouterr()
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize([probe], instance=instance)
+        stored = {e.dagster_event.event_type_value for e in instance.all_logs(result.run_id) if e.dagster_event}
+    console = capfd.readouterr()
+    printed = console.out + console.err
+    assert "probe says hello" in printed
+    assert " - DEBUG - " not in printed, printed[:2000]
+    assert {"STEP_START", "STEP_SUCCESS", "ASSET_MATERIALIZATION"} <= stored
+
+
+def test_a_given_database_holds_the_candles_and_dagster_in_its_own_schema(database_url, monkeypatch, tmp_path, capfd):
     import shutil
     from contextlib import ExitStack
 
@@ -195,6 +215,7 @@ def test_a_given_database_holds_the_candles_and_dagster_in_its_own_schema(databa
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert instance.get_runs() == []
     CandleStore(candles_url).migrate()
+    assert_run_console_is_info_only(capfd)
     with sa.create_engine(candles_url, poolclass=sa.pool.NullPool).connect() as connection:
         tables = set(connection.execute(sa.text(
             "SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema IN ('public', 'dagster')"
