@@ -263,7 +263,7 @@ def day_verdicts(verdicts: Verdicts, day: str) -> dict[str, Any]:
     if not verdicts:
         return {}
     rows = [
-        (name, "passed" if verdict.passed else f"failed ({SEVERITY[name].value})", _why(verdict))
+        (name, _verdict_word(name, verdict), _why(verdict))
         for name, judged in verdicts.items()
         for judged_day, verdict in judged
         if judged_day == day
@@ -271,6 +271,12 @@ def day_verdicts(verdicts: Verdicts, day: str) -> dict[str, Any]:
     return {
         "checks": dg.MetadataValue.md(markdown_table(("check", "verdict", "why"), rows, empty="none judged this day"))
     }
+
+
+def _verdict_word(name: str, verdict: Verdict) -> str:
+    if verdict.passed:
+        return "passed"
+    return f"{'could not be judged' if verdict.unjudged else 'failed'} ({SEVERITY[name].value})"
 
 
 def _why(verdict: Verdict) -> str:
@@ -285,20 +291,24 @@ def range_result(name: str, judged: list[tuple[str, Verdict]], keys: Sequence[st
     range, not a day; each day's verdicts are in its materialization's `checks`, and a failed day's
     evaluation is also logged for that partition."""
     failed = [(day, verdict) for day, verdict in judged if not verdict.passed]
+    warned = sum(verdict.unjudged for _, verdict in failed)
     return dg.AssetCheckResult(
         check_name=name,
         passed=not failed,
         severity=SEVERITY[name],
         description=(
             f"the run's range {keys[0]} .. {keys[-1]}, not one day: {len(judged)} day(s) judged, "
-            f"{len(failed)} failed; each day's verdicts are in its materialization's `checks`"
+            f"{len(failed) - warned} failed"
+            + (f", {warned} could not be judged" if warned else "")
+            + "; each day's verdicts are in its materialization's `checks`"
         ),
         metadata={
             # A range in which one day was judged (fresh: today) shows that day's figures too.
             **(judged[0][1].metadata if len(judged) == 1 else {}),
             "range": f"{keys[0]} .. {keys[-1]}",
             "days_judged": len(judged),
-            "days_failed": len(failed),
+            "days_failed": len(failed) - warned,
+            "days_that_could_not_be_judged": warned,
             "days_not_judged": len(keys) - len(judged),
             "failed_days": dg.MetadataValue.md(
                 markdown_table(("day", "why"), [(day, verdict.description or "") for day, verdict in failed])

@@ -209,6 +209,21 @@ def test_consistent_with_m15_without_m15_bars_does_not_pass(instance, resources,
     assert consistency.passed and consistency.metadata["bars_compared"].value == 23
 
 
+def test_a_range_without_m15_bars_tells_days_it_could_not_judge_from_failed_ones(instance, resources):
+    result = dg.materialize(
+        EVERYTHING,
+        instance=instance,
+        resources=resources,
+        selection=dg.AssetSelection.assets(ASSETS["H1"]),
+        tags={PARTITION_RANGE_START_TAG: "2024-02-06", PARTITION_RANGE_END_TAG: "2024-02-07"},
+    )
+    whole = evaluations(result, "H1", "consistent_with_m15")[None]
+    assert not whole.passed and whole.severity == dg.AssetCheckSeverity.WARN
+    assert (whole.metadata["days_failed"].value, whole.metadata["days_that_could_not_be_judged"].value) == (0, 2)
+    assert "0 failed, 2 could not be judged" in whole.description
+    assert "| consistent_with_m15 | could not be judged (WARN) | not judged: " in day_checks(result, "H1")["2024-02-06"]
+
+
 def test_a_day_without_bars_is_not_judged(instance, resources):
     """A Saturday: no bar expected, none stored: no check records a result (Dagster shows them skipped)."""
     result = single_day(instance, resources, ASSETS["H1"], "2024-02-10")
