@@ -13,7 +13,7 @@ from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
 from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import Timeframe
+from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.utc import utc_now
 
@@ -29,6 +29,7 @@ REPAIR_INTERVAL_SECONDS = 15 * 60
 # whole history that holds the API pool and the machine for minutes.
 MAX_PARTITIONS_PER_REPAIR_RUN = 14
 STALE_RUN_AFTER = timedelta(hours=6)
+M15 = TIMEFRAMES_BY_NAME["M15"]
 
 
 @dataclass
@@ -101,6 +102,15 @@ def _request(keys: list[str], run_key: str, run_config: dict | None = None) -> d
     return dg.RunRequest(run_key=run_key, tags=partition_range_tags(first, last), run_config=run_config or {})
 
 
+def after_m15(plan: RepairPlan, m15_plan: RepairPlan) -> tuple[RepairPlan, int]:
+    """The plan of a timeframe above M15 without the never-fetched days whose M15 bars are still to
+    be fetched too (M15's own sensor fetches them first, so `consistent_with_m15` can judge those
+    days when they are fetched), and how many days wait for that."""
+    m15_missing = set(m15_plan.never_fetched)
+    never = [key for key in plan.never_fetched if key not in m15_missing]
+    return RepairPlan(never, plan.provider_retry, plan.given_up), len(plan.never_fetched) - len(never)
+
+
 def repair_requests(
     plan: RepairPlan, op_name: str, asset_path: str, now: datetime, limit: int = MAX_PARTITIONS_PER_REPAIR_RUN
 ) -> list[dg.RunRequest]:
@@ -141,6 +151,11 @@ def build_repair_sensor(
         description=(
             f"{symbol.api_symbol} {timeframe.name}: fetch gaps never fetched; retry provider gaps after 1 h, 1 day, "
             f"1 week; at most {MAX_PARTITIONS_PER_REPAIR_RUN} partitions a tick, newest first."
+            + (
+                " A never-fetched day waits until its M15 bars are fetched (by the M15 repair)."
+                if timeframe.bar > M15.bar
+                else ""
+            )
         ),
     )
     def gap_repair(
@@ -172,6 +187,10 @@ def build_repair_sensor(
                 f"used by repairs, {sum(used.values())} of {settings.per_day} in all)"
             )
         plan = plan_repairs(store, symbol, timeframe, partitions_def, now)
+        if timeframe.bar > M15.bar:
+            plan, waiting_for_m15 = after_m15(plan, plan_repairs(store, symbol, M15, partitions_def, now))
+            if waiting_for_m15:
+                context.log.info(f"{waiting_for_m15} never-fetched day(s) wait until their M15 bars are fetched")
         if plan.given_up:
             context.log.info(
                 f"provider gaps left alone after {len(PROVIDER_RETRY_BACKOFF)} retries: {', '.join(plan.given_up[:20])}"

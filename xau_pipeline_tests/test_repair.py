@@ -84,10 +84,10 @@ def test_provider_gaps_are_retried_per_backoff_then_left_alone(store):
     assert "2024-03-12" in plan(store, far_later).given_up
 
 
-def sensor_for(store, stand_in_url="http://127.0.0.1:9", days=3, **budget):
+def sensor_for(store, stand_in_url="http://127.0.0.1:9", days=3, timeframe=M15, **budget):
     recent = daily_partitions((datetime.now(UTC) - timedelta(days=days)).date().isoformat())
-    asset = build_candle_asset(GOLD, M15, recent)
-    sensor = build_repair_sensor(GOLD, M15, asset, recent)
+    asset = build_candle_asset(GOLD, timeframe, recent)
+    sensor = build_repair_sensor(GOLD, timeframe, asset, recent)
     resources = {
         "candle_store": CandleStoreResource(database_url=store.url),
         "twelvedata": TwelveDataResource(api_key="unused", base_url=stand_in_url, **budget),
@@ -165,3 +165,25 @@ def test_repairs_share_one_bound_newest_first():
     assert spans == [("2024-03-11", "2024-03-13"), ("2024-03-17", "2024-03-18")]
     assert requests[1].run_config == {"ops": {"op": {"config": {"force_refetch": True}}}}
     assert repair_requests(RepairPlan(never_fetched=["2024-03-05"]), "op", "a", NOW)[0].partition_key == "2024-03-05"
+
+
+def test_higher_timeframes_repair_a_never_fetched_day_only_after_its_m15_bars(store):
+    """On an empty database H1 waits (consistent_with_m15 could judge nothing); once M15 is fetched it repairs."""
+    h1 = TIMEFRAMES_BY_NAME["H1"]
+    sensor, defs, recent = sensor_for(store, days=3, timeframe=h1)
+
+    def tick():
+        with dg.DagsterInstance.ephemeral() as instance:
+            context = dg.build_sensor_context(
+                instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
+            )
+            return sensor.evaluate_tick(context)
+
+    assert not tick().run_requests
+    m15_plan = plan_repairs(store, GOLD, M15, recent, datetime.now(UTC))
+    assert m15_plan.never_fetched  # M15's own sensor has these days to fetch first
+    for key in m15_plan.never_fetched:
+        start = datetime.fromisoformat(key).replace(tzinfo=UTC)
+        store.write("XAUUSD", M15, [], [FetchedWindow(start, start + timedelta(days=1), datetime.now(UTC), 0)])
+    (request,) = tick().run_requests
+    assert request.tags[PARTITION_RANGE_START_TAG] == recent.get_first_partition_key()
