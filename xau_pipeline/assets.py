@@ -221,6 +221,7 @@ def _materialization(
             "unmaterialized until a later run fetches them"
         )
         days = store.day_summaries(report.symbol.name, report.timeframe, start, end, NEWEST_BARS_SHOWN)
+        judged = by_day(verdicts)
         for partition in done:
             # No typed result materializes a subset of a ranged step's partitions in Dagster 1.13.
             context.log_event(
@@ -229,7 +230,7 @@ def _materialization(
                     partition=partition,
                     metadata={
                         **day_metadata(days.get(partition)),
-                        **day_verdicts(verdicts, partition),
+                        **day_verdicts(judged, partition),
                         "stopped_early": str(report.error),
                     },
                 )
@@ -240,8 +241,9 @@ def _materialization(
         yield dg.MaterializeResult(asset_key=key, metadata=report_metadata(store, report, run_id))
         return
     days = store.day_summaries(report.symbol.name, report.timeframe, start, end, NEWEST_BARS_SHOWN)
+    judged = by_day(verdicts)
     for partition in context.partition_keys:
-        metadata = {**day_metadata(days.get(partition)), **day_verdicts(verdicts, partition)}
+        metadata = {**day_metadata(days.get(partition)), **day_verdicts(judged, partition)}
         context.add_asset_metadata(metadata, asset_key=key, partition_key=partition)
     context.log.info(run_summary(report, len(context.partition_keys)))
     if report.calls:
@@ -258,16 +260,22 @@ def judge_run(context: dg.AssetExecutionContext, checks: CandleChecks) -> Verdic
     }
 
 
-def day_verdicts(verdicts: Verdicts, day: str) -> dict[str, Any]:
-    """`checks`: one day's verdicts of the run's checks, for that day's materialization in a ranged run."""
+def by_day(verdicts: Verdicts) -> dict[str, list[tuple[str, Verdict]]] | None:
+    """The run's verdicts per day: [(check, verdict)]; None when the run judged no check."""
     if not verdicts:
+        return None
+    days: dict[str, list[tuple[str, Verdict]]] = {}
+    for name, judged in verdicts.items():
+        for day, verdict in judged:
+            days.setdefault(day, []).append((name, verdict))
+    return days
+
+
+def day_verdicts(days: dict[str, list[tuple[str, Verdict]]] | None, day: str) -> dict[str, Any]:
+    """`checks`: one day's verdicts of the run's checks (`by_day`), for that day's materialization in a ranged run."""
+    if days is None:
         return {}
-    rows = [
-        (name, _verdict_word(name, verdict), _why(verdict))
-        for name, judged in verdicts.items()
-        for judged_day, verdict in judged
-        if judged_day == day
-    ]
+    rows = [(name, _verdict_word(name, verdict), _why(verdict)) for name, verdict in days.get(day, [])]
     return {
         "checks": dg.MetadataValue.md(markdown_table(("check", "verdict", "why"), rows, empty="none judged this day"))
     }
