@@ -14,6 +14,7 @@ from xau_pipeline.checks import (
     DEFAULT_MAX_JUMP,
     M15,
     SEVERITY,
+    UNPARTITIONED,
     CandleChecks,
     Verdict,
     check_specs,
@@ -342,7 +343,7 @@ def check_results(
     summaries = []
     for name, judged in verdicts.items():
         severity = SEVERITY[name]
-        if context.has_partition_key:
+        if context.has_partition_key or name in UNPARTITIONED:  # fresh: judged on today's partition alone
             for _, verdict in judged:
                 yield dg.AssetCheckResult(
                     check_name=name,

@@ -49,8 +49,9 @@ DESCRIPTIONS = {
     "close beyond XAU_MAX_JUMP.",
     QUARANTINE_EMPTY: "No bar of the day was kept out of `candles` (off grid, prices not finite or not > 0, "
     "high < low, a datetime repeated with other values, unreadable): see `candle_quarantine`.",
-    FRESH: "Judged on the newest (today's) partition only: the newest closed bar the calendar expects is stored; "
-    "shows its age. Older partitions are not judged (shown as skipped).",
+    FRESH: "The newest closed bar the calendar expects is stored; shows its age. Judged by every run that covers "
+    "today's partition; a run over past days only does not judge it (shown as skipped). Not partitioned: it "
+    "is about the series now, not about a day.",
     CONSISTENT_WITH_M15: "Each bar agrees with the M15 bars it covers (open, high, low, close) within "
     "XAU_M15_TOLERANCE. Warns when there are bars but no complete M15 bars to compare them with.",
 }
@@ -61,6 +62,10 @@ RANGED_RUNS = (
     " A ranged run (a backfill) records one result for its range and each failed day's own; the range's "
     "other days show as skipped here, and every day's verdicts are in its materialization's `checks`."
 )
+
+
+# Checks about the series as a whole, not a day: one result per run, so the UI shows the latest.
+UNPARTITIONED = {FRESH}
 
 
 def check_names(timeframe: Timeframe) -> tuple[str, ...]:
@@ -75,9 +80,9 @@ def check_specs(
         dg.AssetCheckSpec(
             name,
             asset=asset_key,
-            description=DESCRIPTIONS[name] + RANGED_RUNS,
+            description=DESCRIPTIONS[name] + ("" if name in UNPARTITIONED else RANGED_RUNS),
             blocking=False,
-            partitions_def=partitions_def,
+            partitions_def=None if name in UNPARTITIONED else partitions_def,
         )
         for name in check_names(timeframe)
     ]
