@@ -8,8 +8,9 @@ The run worker is this process (`dg.execute_job`); the daemon's launch of a run 
 (a few seconds, the same for both jobs) is not included.
 
 Timed in the same process, in this order: the real job's one-year backfill (fetching from the
-local stand-in, run as its own process like the real API, without rate limits), the real no-op
-rerun of the year's last 5 days, then the twins over the same ranges. Prints each time and the
+local stand-in, run as its own process like the real API, without rate limits), the twins over
+the same year, then no-op reruns of the year's last 5 days, the real job and the new twin
+alternated (--repeat times, 5 by default; the median of each is shown). Prints each time and the
 ratio real / twin.
 
 With --decade: M15 alone over one year (the last) and over ten years (2016-2025), real and new
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -103,6 +105,7 @@ def main() -> None:
         "--per-partition-twin", action="store_true", help="also the new twin logging an evaluation per check and day"
     )
     parser.add_argument("--decade", action="store_true", help="M15 over 1 and 10 years instead")
+    parser.add_argument("--repeat", type=int, default=5, help="5-day runs of the real job and the new twin, alternated")
     args = parser.parse_args()
     if args.decade:
         return decade()
@@ -137,7 +140,6 @@ def main() -> None:
             print(f"(real job fetched the 5 days first: {prefill[0]:.1f} s)")
         else:
             measure("real", "1 year", real, first, last)
-        measure("real", "5 days no-op", real, five_first, last)
         with sa.create_engine(candles_url).connect() as connection:
             stored = connection.execute(sa.text("SELECT count(*) FROM candles")).scalar()
         twins = ("old", "new") if args.twin == "both" else (args.twin,)
@@ -145,7 +147,17 @@ def main() -> None:
             job = reconstructable("twin_job", shape, first)
             if not args.days_only:
                 measure(f"twin {shape}", "1 year", job, first, last)
-            measure(f"twin {shape}", "5 days no-op", job, five_first, last)
+            if shape == "old":
+                measure(f"twin {shape}", "5 days no-op", job, five_first, last)
+        # The short run is the noisiest: real and new twin alternated, the median of each.
+        fives: dict[str, list[tuple[float, int, int]]] = {"real": [], "twin new": []}
+        for _ in range(max(1, args.repeat)):
+            for label, job in (("real", real), ("twin new", reconstructable("twin_job", "new", first))):
+                fives[label].append(timed_run(stack, job, five_first, last))
+        for label, results in fives.items():
+            walls = sorted(wall for wall, _, _ in results)
+            print(f"[run_shape] {label}, 5 days no-op: {', '.join(f'{w:.2f}' for w in walls)} s", file=sys.stderr)
+            rows.append((label, "5 days no-op", statistics.median(walls), results[0][1], results[0][2]))
         if "new" in twins and args.per_partition_twin:
             job = reconstructable("twin_job", "new", first, True)
             if not args.days_only:

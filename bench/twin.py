@@ -61,7 +61,10 @@ def _new_series(name: str, partitions: dg.DailyPartitionsDefinition, per_partiti
     @dg.multi_asset(
         name=f"xauusd__{name}",
         specs=[dg.AssetSpec(key)],
-        check_specs=[dg.AssetCheckSpec(n, asset=key, partitions_def=partitions) for n in _checks(name)],
+        # `fresh` is not partitioned, as in the real assets.
+        check_specs=[
+            dg.AssetCheckSpec(n, asset=key, partitions_def=None if n == "fresh" else partitions) for n in _checks(name)
+        ],
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="twelvedata",

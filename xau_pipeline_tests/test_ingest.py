@@ -16,7 +16,7 @@ START, END = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 3, 31, tzinfo=UTC)
 
 
 def test_each_call_and_each_window_is_one_readable_log_line(stand_in, store, caplog):
-    caplog.set_level(logging.INFO, logger="test.ingest")
+    caplog.set_level(logging.DEBUG, logger="test.ingest")
     log = logging.getLogger("test.ingest")
     report = ingest(TwelveDataClient(TEST_API_KEY, stand_in.url, log=log), store, GOLD, M15, START, END, log=log)
     lines = [r.getMessage() for r in caplog.records]
@@ -33,6 +33,7 @@ def test_each_call_and_each_window_is_one_readable_log_line(stand_in, store, cap
     assert again.calls == 0 and stand_in.time_series_calls() == 2
     # The full newest page covers up to the end asked for: nothing is missing, no call.
     assert "already stored; 0 API calls" in caplog.records[-1].getMessage()
+    assert caplog.records[-1].levelno == logging.DEBUG  # the run's totals line says it at INFO
 
 
 def test_a_window_in_the_future_asks_nothing(stand_in, store):
