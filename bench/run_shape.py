@@ -96,6 +96,24 @@ def stand_in_process() -> Iterator[str]:
         process.wait(timeout=30)
 
 
+def pipeline_environment(stack: ExitStack, history_start: str) -> str:
+    """A migrated candle database and the stand-in (no credit limits) for the jobs, set in the
+    environment the real job reads: the candle database's URL."""
+    candles_url = stack.enter_context(temporary_database(SERVER, "xau_bench"))
+    CandleStore(candles_url).migrate()
+    stand_in_url = stack.enter_context(stand_in_process())
+    os.environ.update(
+        XAU_DATABASE_URL=candles_url,
+        TWELVE_DATA_BASE_URL=stand_in_url,
+        TWELVE_DATA_API_KEY="bench-key",
+        TWELVE_DATA_CREDITS_PER_MINUTE="100000",
+        TWELVE_DATA_CREDITS_PER_DAY="100000",
+        XAU_HISTORY_START=history_start,
+        XAU_SYMBOLS="XAU/USD",
+    )
+    return candles_url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--year", type=int, default=2025)
@@ -120,18 +138,7 @@ def main() -> None:
 
     stack = ExitStack()
     with stack:
-        candles_url = stack.enter_context(temporary_database(SERVER, "xau_bench"))
-        CandleStore(candles_url).migrate()
-        stand_in_url = stack.enter_context(stand_in_process())
-        os.environ.update(
-            XAU_DATABASE_URL=candles_url,
-            TWELVE_DATA_BASE_URL=stand_in_url,
-            TWELVE_DATA_API_KEY="bench-key",
-            TWELVE_DATA_CREDITS_PER_MINUTE="100000",
-            TWELVE_DATA_CREDITS_PER_DAY="100000",
-            XAU_HISTORY_START=first,
-            XAU_SYMBOLS="XAU/USD",
-        )
+        candles_url = pipeline_environment(stack, first)
         real = reconstructable("real_job")
         # Untimed: the first run in a process pays Dagster's one-time set-up; neither job should.
         timed_run(stack, reconstructable("twin_job", "new", first), last, last)
@@ -179,18 +186,7 @@ def decade() -> None:
     first, last = "2016-01-01", "2025-12-31"
     rows = []
     with ExitStack() as stack:
-        candles_url = stack.enter_context(temporary_database(SERVER, "xau_bench"))
-        CandleStore(candles_url).migrate()
-        stand_in_url = stack.enter_context(stand_in_process())
-        os.environ.update(
-            XAU_DATABASE_URL=candles_url,
-            TWELVE_DATA_BASE_URL=stand_in_url,
-            TWELVE_DATA_API_KEY="bench-key",
-            TWELVE_DATA_CREDITS_PER_MINUTE="100000",
-            TWELVE_DATA_CREDITS_PER_DAY="100000",
-            XAU_HISTORY_START=first,
-            XAU_SYMBOLS="XAU/USD",
-        )
+        pipeline_environment(stack, first)
         for label, job in (
             ("real M15", reconstructable("real_job", "candles_m15")),
             ("twin M15", reconstructable("twin_job", "new", first, False, "candles_m15")),

@@ -312,7 +312,7 @@ def range_result(name: str, judged: list[tuple[str, Verdict]], keys: Sequence[st
             + "; each day's verdicts are in its materialization's `checks`"
         ),
         metadata={
-            # A range in which one day was judged (fresh: today) shows that day's figures too.
+            # A range in which one day was judged (the others closed or empty) shows that day's figures too.
             **(judged[0][1].metadata if len(judged) == 1 else {}),
             "range": f"{keys[0]} .. {keys[-1]}",
             "days_judged": len(judged),

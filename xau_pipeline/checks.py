@@ -95,11 +95,8 @@ class Verdict:
     passed: bool
     metadata: Mapping[str, Any] = field(default_factory=dict)
     description: str | None = None
-
-    @property
-    def unjudged(self) -> bool:
-        """A warning that the day could not be judged (it had nothing to compare), not a failed judgement."""
-        return not self.passed and (self.description or "").startswith(NOT_JUDGED)
+    # A warning that the day could not be judged (nothing to compare with), not a failed judgement.
+    unjudged: bool = False
 
 
 class CandleChecks:
@@ -299,7 +296,9 @@ class CandleChecks:
             "age_minutes": round(age.total_seconds() / 60, 1) if age is not None else -1,
         }
         if not closed:
-            return Verdict(False, metadata, f"{NOT_JUDGED}: the calendar expects no closed bar in the last 10 days")
+            return Verdict(
+                False, metadata, f"{NOT_JUDGED}: the calendar expects no closed bar in the last 10 days", unjudged=True
+            )
         report = self.store.gaps(
             self.symbol.name, self.timeframe, self.policy, closed[-1], grid.slot_of(closed[-1])[1], now, grid=grid
         )
@@ -347,6 +346,9 @@ class CandleChecks:
         }
         if compared == 0:
             return Verdict(
-                False, metadata, f"{NOT_JUDGED}: none of the day's {incomplete} bar(s) has all its M15 bars stored"
+                False,
+                metadata,
+                f"{NOT_JUDGED}: none of the day's {incomplete} bar(s) has all its M15 bars stored",
+                unjudged=True,
             )
         return Verdict(not mismatches, metadata)

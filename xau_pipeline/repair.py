@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from xau_pipeline.checks import M15
 from xau_pipeline.credit_budget import credits_left
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, partition_range_tags
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
 from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME, Timeframe
+from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.utc import utc_now
 
@@ -29,7 +30,6 @@ REPAIR_INTERVAL_SECONDS = 15 * 60
 # whole history that holds the API pool and the machine for minutes.
 MAX_PARTITIONS_PER_REPAIR_RUN = 14
 STALE_RUN_AFTER = timedelta(hours=6)
-M15 = TIMEFRAMES_BY_NAME["M15"]
 
 
 @dataclass
