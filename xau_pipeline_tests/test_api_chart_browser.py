@@ -22,7 +22,7 @@ from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline_tests.conftest import TEST_API_KEY
-from xau_pipeline_tests.test_ui_browser import ARTIFACTS, CHROMIUM_FLAGS, chromium, png_size
+from xau_pipeline_tests.test_ui_browser import ARTIFACTS, chromium, open_browser, png_size
 
 M15 = TIMEFRAMES_BY_NAME["M15"]
 HOLE = (datetime(2024, 2, 7, 10, tzinfo=UTC), datetime(2024, 2, 7, 11, tzinfo=UTC))
@@ -62,13 +62,7 @@ def test_the_chart_draws_the_candles_and_marks_the_gaps(store, stand_in, tmp_pat
     SCREENSHOT.unlink(missing_ok=True)
 
     with serving_in_thread(store.url) as api, sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=chromium_path,
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1440, "height": 900},
-        )
+        browser = open_browser(playwright, chromium_path, tmp_path / "chromium-profile")
         try:
             page = browser.new_page()
             page.set_default_timeout(30_000)

@@ -78,6 +78,17 @@ run_queue:
 """
 
 
+def open_browser(playwright, chromium_path: str, profile: Path):
+    """Headless Chromium on a fresh, empty profile, with this project's flags and window size."""
+    return playwright.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=chromium_path,
+        headless=True,
+        args=CHROMIUM_FLAGS,
+        viewport={"width": 1440, "height": 900},
+    )
+
+
 def chromium() -> str:
     """Debian's Chromium; a missing browser fails the test, it never skips it."""
     path = os.environ.get("XAU_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -394,13 +405,7 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
         assert known == CHECKS
 
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch_persistent_context(
-                str(tmp_path / "chromium-profile"),  # a fresh, empty profile
-                executable_path=chromium_path,
-                headless=True,
-                args=CHROMIUM_FLAGS,
-                viewport={"width": 1440, "height": 900},
-            )
+            browser = open_browser(playwright, chromium_path, tmp_path / "chromium-profile")
             try:
                 page = browser.new_page()
                 page.set_default_timeout(30_000)
