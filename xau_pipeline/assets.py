@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations` here: Dagster reads the Config annotation at runtime.
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
@@ -22,6 +23,7 @@ from xau_pipeline.checks import (
 from xau_pipeline.credit_budget import CreditBudgetExhausted
 from xau_pipeline.ingest import IngestReport, ingest
 from xau_pipeline.markdown import markdown_table
+from xau_pipeline.partitions import CATCH_UP_CREDITS_TAG, CATCH_UP_TAG
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore, DaySummary, SchemaNotCurrentError, StoreUnavailableError
@@ -49,7 +51,10 @@ def _newest_bars_table(store: CandleStore, report: IngestReport) -> str:
 
 
 def kind_of_work(tags: Mapping[str, str]) -> str:
-    """Which share of the credit budget a run draws on: schedule ticks, repair sensor runs, or backfill."""
+    """Which share of the credit budget a run draws on: schedule ticks, repair sensor runs, or backfill
+    (the UI's backfills and the history catch-up)."""
+    if CATCH_UP_TAG in tags:
+        return "backfill"
     if "dagster/schedule_name" in tags:
         return "schedule"
     if "dagster/sensor_name" in tags:
@@ -154,12 +159,18 @@ def _ingest(
     store: CandleStore,
     symbol: Symbol,
     timeframe: Timeframe,
+    history_start: datetime,
 ) -> IngestReport:
     """Fetch what the run's window lacks and store it; dg.Failure for an API failure (fetched windows kept)."""
     start, end = context.partition_time_window
     try:
+        allotment = context.run.tags.get(CATCH_UP_CREDITS_TAG)
         budget = store.credit_budget(
-            twelvedata.budget_settings(), kind_of_work(context.run.tags), context.run.run_id, log=context.log
+            twelvedata.budget_settings(),
+            kind_of_work(context.run.tags),
+            context.run.run_id,
+            log=context.log,
+            run_allotment=int(allotment) if allotment else None,
         )
         client = twelvedata.client(log=context.log, budget=budget)
         try:
@@ -173,6 +184,8 @@ def _ingest(
                 force=config.force_refetch,
                 log=context.log,
                 run_id=context.run.run_id,
+                # A catch-up run's oldest window is a whole page reaching into older missing history.
+                read_ahead_to=history_start if CATCH_UP_TAG in context.run.tags else None,
             )
         finally:
             client.close()
@@ -437,7 +450,7 @@ def build_candle_asset(
         except (StoreUnavailableError, SchemaNotCurrentError) as exc:
             raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from None
         report = (
-            _ingest(context, config, twelvedata, store, symbol, timeframe)
+            _ingest(context, config, twelvedata, store, symbol, timeframe, partitions_def.start)
             if key in context.selected_asset_keys
             else None
         )

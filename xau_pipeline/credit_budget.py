@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from xau_pipeline.store.errors import StoreUnavailableError
 from xau_pipeline.store.tables import api_calls
+from xau_pipeline.timeframes import TIMEFRAMES
 from xau_pipeline.twelvedata.errors import TwelveDataError
 from xau_pipeline.utc import day_start, next_utc_midnight
 
@@ -27,6 +28,8 @@ BUDGET_LOCK_KEY = 0x7861755F637264  # "xau_crd"
 # Counted over a sliding 61 s, not a calendar minute: then no calendar minute of any clock
 # (Twelve Data's included, skewed or not, 1 s of latency allowed) sees more than the limit.
 MINUTE_WINDOW = timedelta(seconds=61)
+# A schedule's run calls the API within about a minute of its tick (launch, queue, worker start).
+SCHEDULE_CALL_LATENCY = timedelta(seconds=60)
 
 LOCK_BUDGET = sa.text("SELECT pg_advisory_xact_lock(:key)")
 USAGE = sa.text(
@@ -47,6 +50,7 @@ USAGE = sa.text(
     GROUP BY clock.now
     """
 )
+RUN_CREDITS = sa.text("SELECT coalesce(sum(credits), 0) FROM api_calls WHERE run_id = :run_id")
 USAGE_BY_KIND = sa.text(
     """
     SELECT kind, coalesce(sum(credits), 0) AS credits, count(*) AS calls
@@ -101,6 +105,8 @@ class BudgetSettings:
     per_day: int = 800
     schedule_share: float = 0.2
     repair_share: float = 0.1
+    # How many symbols' schedules tick together (each symbol: one call per timeframe ticking).
+    scheduled_symbols: int = 1
 
     def __post_init__(self) -> None:
         if (
@@ -108,6 +114,7 @@ class BudgetSettings:
             or self.per_day < 1
             or not 0 <= self.schedule_share < 1
             or not 0 <= self.repair_share <= 1 - self.schedule_share
+            or self.scheduled_symbols < 0
         ):
             raise ValueError(
                 f"credit budget settings out of range: {self.per_minute} a minute, {self.per_day} a day "
@@ -125,6 +132,38 @@ class BudgetSettings:
         if self.repair_share <= 0:
             return 0
         return max(1, math.floor(self.per_day * self.repair_share))
+
+
+def _tick_minutes(cron: str) -> set[int]:
+    return {int(minute) for minute in cron.split()[0].split(",")}
+
+
+def schedule_minute_reserve(settings: BudgetSettings, now: datetime) -> tuple[int, datetime]:
+    """Credits of the sliding minute that other work leaves free around a schedule tick.
+
+    A credit taken at t counts until t + MINUTE_WINDOW, and a schedule's run calls within
+    SCHEDULE_CALL_LATENCY of its tick: from a minute before each tick to a minute after it,
+    backfills and repairs leave room for one call per series whose schedule ticks then, so a
+    schedule never waits for a credit behind a catch-up. Returns the credits kept and until when.
+    """
+    first = (now - SCHEDULE_CALL_LATENCY).replace(second=0, microsecond=0)
+    reserve, until = 0, now
+    for minutes in range(4):
+        tick = first + timedelta(minutes=minutes)
+        ticking = sum(tick.minute in _tick_minutes(tf.schedule_cron) for tf in TIMEFRAMES)
+        if ticking and tick - MINUTE_WINDOW < now <= tick + SCHEDULE_CALL_LATENCY:
+            reserve = max(reserve, ticking * settings.scheduled_symbols)
+            until = max(until, tick + SCHEDULE_CALL_LATENCY)
+    return min(reserve, settings.per_minute), until
+
+
+def minute_limit(settings: BudgetSettings, kind: str, now: datetime) -> tuple[int, datetime]:
+    """Most credits of the sliding minute that `kind` of work may bring the total to at `now`, and
+    until when a lower limit holds (schedules: the plan's; other work: less the room kept for a tick)."""
+    if kind == "schedule":
+        return settings.per_minute, now
+    reserve, until = schedule_minute_reserve(settings, now)
+    return settings.per_minute - reserve, until
 
 
 def credits_left(settings: BudgetSettings, used: Mapping[str, int]) -> dict[str, int]:
@@ -156,6 +195,7 @@ class CreditBudget:
         *,
         sleep: Callable[[float], None] = time.sleep,
         log: logging.Logger | logging.LoggerAdapter | None = None,
+        run_allotment: int | None = None,
     ):
         if kind not in KINDS:
             raise ValueError(f"unknown kind of API work {kind!r}: expected one of {', '.join(KINDS)}")
@@ -165,6 +205,8 @@ class CreditBudget:
         self.run_id = run_id
         self.sleep = sleep
         self.log = log or logging.getLogger(__name__)
+        # A history catch-up run spends at most this many credits; the next run goes on from there.
+        self.run_allotment = run_allotment
 
     def acquire(
         self, credits: int, symbol: str, interval: str, window_start: datetime | None, window_end: datetime | None
@@ -191,6 +233,14 @@ class CreditBudget:
                     "backfill": usage.day_used_unscheduled - usage.day_used_repair,
                     "repair": usage.day_used_repair,
                 }
+                if self.run_allotment is not None:
+                    spent = connection.execute(RUN_CREDITS, {"run_id": self.run_id}).scalar_one()
+                    if spent + credits > self.run_allotment:
+                        raise CreditBudgetExhausted(
+                            f"this catch-up run's allotment of {self.run_allotment} credit(s) is spent; "
+                            "the next catch-up run goes on from here",
+                            now,
+                        )
                 if credits > credits_left(s, used)[self.kind]:
                     resets_at = next_utc_midnight(now)
                     raise CreditBudgetExhausted(
@@ -200,7 +250,8 @@ class CreditBudget:
                         f"it resets at {resets_at:%Y-%m-%d %H:%M} UTC",
                         resets_at,
                     )
-                if usage.minute_used + credits <= s.per_minute:
+                limit, reserve_until = minute_limit(s, self.kind, now)
+                if usage.minute_used + credits <= limit:
                     return connection.execute(
                         api_calls.insert().values(backend_pid=sa.func.pg_backend_pid()).returning(api_calls.c.id),
                         {
@@ -215,9 +266,15 @@ class CreditBudget:
                             "run_id": self.run_id,
                         },
                     ).scalar_one()
-                pause = max((usage.minute_oldest + MINUTE_WINDOW - now).total_seconds(), 0.05)
+                # Until the oldest credit of the minute falls out, or the room kept for a schedule is released.
+                waits = [reserve_until - now] if limit < s.per_minute else []
+                if usage.minute_oldest is not None:
+                    waits.append(usage.minute_oldest + MINUTE_WINDOW - now)
+                pause = max(min(waits).total_seconds(), 0.05)
+            kept = f" ({s.per_minute - limit} kept for a schedule tick)" if limit < s.per_minute else ""
             self.log.info(
-                f"credit budget: {usage.minute_used} of {s.per_minute} credits used in the last minute; waiting {pause:.1f} s"
+                f"credit budget: {usage.minute_used} of {s.per_minute} credits used in the last minute{kept}; "
+                f"waiting {pause:.1f} s"
             )
             self.sleep(pause)
 

@@ -12,6 +12,7 @@ import warnings
 import dagster as dg
 
 from xau_pipeline.assets import build_candle_asset
+from xau_pipeline.catch_up import build_catch_up_sensor
 from xau_pipeline.partitions import daily_partitions
 from xau_pipeline.repair import build_repair_sensor
 from xau_pipeline.resources import default_resources
@@ -25,15 +26,19 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    """Four assets per configured symbol (one per timeframe), each with its checks, schedule and repair sensor."""
+    """Four assets per configured symbol (one per timeframe), each with its checks, schedule and repair sensor,
+    and one history catch-up sensor per symbol."""
     partitions = daily_partitions(settings.history_start)
     assets, schedules, sensors = [], [], []
     for symbol in settings.symbols:
+        series = []
         for tf in TIMEFRAMES:
             asset = build_candle_asset(symbol, tf, partitions, settings)
-            assets.append(asset)
+            series.append(asset)
             schedules.append(build_candle_schedule(symbol, tf, asset, partitions))
             sensors.append(build_repair_sensor(symbol, tf, asset, partitions))
+        assets += series
+        sensors.append(build_catch_up_sensor(symbol, series, partitions))
     return dg.Definitions(
         assets=assets,
         schedules=schedules,

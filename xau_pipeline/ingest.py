@@ -88,9 +88,13 @@ def ingest(
     force: bool = False,
     log: logging.Logger | logging.LoggerAdapter | None = None,
     run_id: str | None = None,
+    read_ahead_to: datetime | None = None,
 ) -> IngestReport:
     """Fetch the bars of [start, end) not yet stored closed (all of them if `force`), window by window.
 
+    With `read_ahead_to` (history catch-up), the oldest window is a whole page reaching back into
+    what is still missing before `start`, down to `read_ahead_to`: a call costs one credit whatever
+    its size, so the windows of a history fetched in several runs tile it as one run's would.
     A failure stops the loop; the windows stored before it stay stored, and the report carries the error.
     """
     log = log or logger
@@ -104,8 +108,9 @@ def ingest(
     lost = store.settle_abandoned_calls()
     if lost:
         log.warning(f"{lost} API call(s) of processes that died before storing their answers settled as lost")
-    report.gaps = [(start, end)] if force else store.missing(symbol.name, timeframe, start, end)
-    if not report.gaps:
+    floor = start if force or read_ahead_to is None else min(start, read_ahead_to)
+    report.gaps = [(start, end)] if force else store.missing(symbol.name, timeframe, floor, end)
+    if not any(gap_end > start for _, gap_end in report.gaps):
         # Debug: in a run, the asset's "run totals" line says the same (each log line is an event).
         log.debug(
             f"{symbol.name} {timeframe.name}: {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} already stored; 0 API calls"
@@ -117,17 +122,18 @@ def ingest(
     planners = [
         WindowPlanner(span, timeframe.bar, policy, grid=grid)
         for span in merge_gaps(report.gaps, timeframe.bar, policy, grid=grid)
+        if span[1] > start
     ]
     if not planners:
         log.info(
             f"{symbol.api_symbol} {timeframe.name}: the market is closed throughout the missing window(s); no call"
         )
-    planned = sum(p.expected_calls for p in planners)
+    planned = sum(p.calls_reaching(start) for p in planners)
     done = 0
     try:
         for planner in planners:
             cursor = planner.end
-            while cursor > planner.start:
+            while cursor > max(planner.start, start):
                 cursor, called = _fetch_newest_missing(client, store, report, planner, cursor, force, policy, run_id)
                 if not called:
                     continue

@@ -22,3 +22,10 @@ PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 def partition_range_tags(first: str, last: str) -> dict[str, str]:
     """Tags asking for one run over the partitions `first`..`last` (inclusive)."""
     return {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last}
+
+
+# Tags a history catch-up run (xau_pipeline.catch_up) with its symbol: it draws on the backfill share
+# of the day's credits, and its oldest windows are whole pages.
+CATCH_UP_TAG = "xau_pipeline/catch_up"
+CATCH_UP_PROGRESS_TAG = "xau_pipeline/history_progress"
+CATCH_UP_CREDITS_TAG = "xau_pipeline/catch_up_credits"

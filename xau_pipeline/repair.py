@@ -1,4 +1,7 @@
-"""Gap repair: a sensor re-materializes partitions whose gaps a fetch can still fill."""
+"""Gap repair: a sensor refetches partitions whose bars the provider did not have, on a backoff.
+
+History never fetched is the catch-up's (xau_pipeline.catch_up); the newest hour the schedules'.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from xau_pipeline.checks import M15
 from xau_pipeline.credit_budget import credits_left
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, partition_range_tags
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
@@ -24,10 +26,8 @@ PROVIDER_RETRY_BACKOFF = (timedelta(hours=1), timedelta(days=1), timedelta(weeks
 # Newer gaps are the schedules' business.
 REPAIR_GRACE = timedelta(hours=1)
 REPAIR_INTERVAL_SECONDS = 15 * 60
-# At most this many daily partitions in one repair run, the newest first: a first start on an
-# empty database fetches the last two weeks now and older history on later ticks (each run is a
-# few calls; the repair share of the day's credits bounds the total), instead of one run over the
-# whole history that holds the API pool and the machine for minutes.
+# At most this many daily partitions in one repair run's retries, the newest first; older ones wait
+# for later ticks, within the repair share of the day's credits.
 MAX_PARTITIONS_PER_REPAIR_RUN = 14
 STALE_RUN_AFTER = timedelta(hours=6)
 
@@ -102,15 +102,6 @@ def _request(keys: list[str], run_key: str, run_config: dict | None = None) -> d
     return dg.RunRequest(run_key=run_key, tags=partition_range_tags(first, last), run_config=run_config or {})
 
 
-def after_m15(plan: RepairPlan, m15_plan: RepairPlan) -> tuple[RepairPlan, int]:
-    """The plan of a timeframe above M15 without the never-fetched days whose M15 bars are still to
-    be fetched too (M15's own sensor fetches them first, so `consistent_with_m15` can judge those
-    days when they are fetched), and how many days wait for that."""
-    m15_missing = set(m15_plan.never_fetched)
-    never = [key for key in plan.never_fetched if key not in m15_missing]
-    return RepairPlan(never, plan.provider_retry, plan.given_up), len(plan.never_fetched) - len(never)
-
-
 def repair_requests(
     plan: RepairPlan, op_name: str, asset_path: str, now: datetime, limit: int = MAX_PARTITIONS_PER_REPAIR_RUN
 ) -> list[dg.RunRequest]:
@@ -139,7 +130,7 @@ def repair_requests(
 def build_repair_sensor(
     symbol: Symbol, timeframe: Timeframe, asset: dg.AssetsDefinition, partitions_def: dg.TimeWindowPartitionsDefinition
 ) -> dg.SensorDefinition:
-    """Every 15 minutes: request runs for never-fetched gaps and due provider-gap retries, within the repair share,
+    """Every 15 minutes: request forced runs for due provider-gap retries, within the repair share,
     at most MAX_PARTITIONS_PER_REPAIR_RUN partitions a tick, newest first."""
     name = f"{symbol.key_prefix}_{timeframe.key_suffix}_gap_repair"
 
@@ -149,13 +140,9 @@ def build_repair_sensor(
         minimum_interval_seconds=REPAIR_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            f"{symbol.api_symbol} {timeframe.name}: fetch gaps never fetched; retry provider gaps after 1 h, 1 day, "
-            f"1 week; at most {MAX_PARTITIONS_PER_REPAIR_RUN} partitions a tick, newest first."
-            + (
-                " A never-fetched day waits until its M15 bars are fetched (by the M15 repair)."
-                if timeframe.bar > M15.bar
-                else ""
-            )
+            f"{symbol.api_symbol} {timeframe.name}: retry bars the provider did not have after 1 h, 1 day, "
+            f"1 week, then leave them; at most {MAX_PARTITIONS_PER_REPAIR_RUN} partitions a tick, newest first. "
+            "Never-fetched history is the history catch-up sensor's."
         ),
     )
     def gap_repair(
@@ -186,18 +173,21 @@ def build_repair_sensor(
                 f"the repair share of today's credits is spent ({used.get('repair', 0)} of {settings.repair_cap} "
                 f"used by repairs, {sum(used.values())} of {settings.per_day} in all)"
             )
-        plan = plan_repairs(store, symbol, timeframe, partitions_def, now)
-        if timeframe.bar > M15.bar:
-            plan, waiting_for_m15 = after_m15(plan, plan_repairs(store, symbol, M15, partitions_def, now))
-            if waiting_for_m15:
-                context.log.info(f"{waiting_for_m15} never-fetched day(s) wait until their M15 bars are fetched")
+        planned = plan_repairs(store, symbol, timeframe, partitions_def, now)
+        # Never-fetched days are the history catch-up's: it fetches them at the plan's pace.
+        plan = RepairPlan([], planned.provider_retry, planned.given_up)
         if plan.given_up:
             context.log.info(
                 f"provider gaps left alone after {len(PROVIDER_RETRY_BACKOFF)} retries: {', '.join(plan.given_up[:20])}"
             )
         requests = repair_requests(plan, asset.op.name, asset.key.to_user_string(), now)
         if not requests:
-            return dg.SkipReason("no gap a fetch can fill now")
+            never = (
+                f"; {len(planned.never_fetched)} never-fetched day(s) are the history catch-up's"
+                if planned.never_fetched
+                else ""
+            )
+            return dg.SkipReason(f"no provider gap due for a retry{never}")
         requested = sum(
             _days_between(r.tags[PARTITION_RANGE_START_TAG], r.tags[PARTITION_RANGE_END_TAG])
             if r.partition_key is None

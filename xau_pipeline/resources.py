@@ -37,9 +37,17 @@ class TwelveDataResource(dg.ConfigurableResource):
         default=0.1, description="XAU_REPAIR_CREDIT_SHARE: most of each day's credits gap repair may spend."
     )
 
+    scheduled_symbols: int = Field(
+        default=1, description="XAU_SYMBOLS' count: each ticking schedule's call is kept room in the minute."
+    )
+
     def budget_settings(self) -> BudgetSettings:
         return BudgetSettings(
-            self.credits_per_minute, self.credits_per_day, self.schedule_credit_share, self.repair_credit_share
+            self.credits_per_minute,
+            self.credits_per_day,
+            self.schedule_credit_share,
+            self.repair_credit_share,
+            self.scheduled_symbols,
         )
 
     def client(
@@ -80,6 +88,7 @@ def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             credits_per_day=budget.per_day,
             schedule_credit_share=budget.schedule_share,
             repair_credit_share=budget.repair_share,
+            scheduled_symbols=len(settings.symbols),
         ),
         "candle_store": CandleStoreResource(
             database_url=dg.EnvVar("XAU_DATABASE_URL") if settings.database_url_from_env else settings.database_url

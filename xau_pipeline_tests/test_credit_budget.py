@@ -63,7 +63,10 @@ def test_a_spent_minute_is_waited_out(store):
         )
     pauses = []
     b = CreditBudget(
-        store.engine, BudgetSettings(per_minute=3), "backfill", sleep=lambda s: (pauses.append(s), time.sleep(s))
+        store.engine,
+        BudgetSettings(per_minute=3, scheduled_symbols=0),
+        "backfill",
+        sleep=lambda s: (pauses.append(s), time.sleep(s)),
     )
     began = time.monotonic()
     take(b)

@@ -96,7 +96,7 @@ def call_for_a_while(index: int, database_url: str, base_url: str, barrier, resu
 
         budget = CreditBudget(
             engine_for(database_url),
-            BudgetSettings(per_minute=PER_MINUTE, per_day=100_000, schedule_share=0),
+            BudgetSettings(per_minute=PER_MINUTE, per_day=100_000, schedule_share=0, scheduled_symbols=0),
             "backfill",
             run_id=f"process-{index}",
             sleep=sleep,

@@ -9,7 +9,6 @@ from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.bars import Bar, FetchedWindow
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.repair import (
-    MAX_PARTITIONS_PER_REPAIR_RUN,
     RepairPlan,
     build_repair_sensor,
     plan_repairs,
@@ -96,20 +95,6 @@ def sensor_for(store, stand_in_url="http://127.0.0.1:9", days=3, timeframe=M15, 
     return sensor, defs, recent
 
 
-def test_the_sensor_requests_one_ranged_run_for_never_fetched_days(store):
-    sensor, defs, recent = sensor_for(store)
-    with dg.DagsterInstance.ephemeral() as instance:
-        context = dg.build_sensor_context(
-            instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
-        )
-        result = sensor.evaluate_tick(context)
-    first = recent.get_first_partition_key()
-    (request,) = result.run_requests
-    assert request.tags[PARTITION_RANGE_START_TAG] == first
-    assert request.tags[PARTITION_RANGE_END_TAG] >= first
-    assert not request.run_config
-
-
 def test_the_sensor_respects_the_repair_share(store):
     sensor, defs, _ = sensor_for(store, credits_per_day=100, repair_credit_share=0.05)
     with store.engine.begin() as connection:
@@ -136,23 +121,6 @@ def test_the_sensor_respects_the_repair_share(store):
     assert "repair share of today's credits is spent (5 of 5 used by repairs" in result.skip_message
 
 
-def test_the_first_tick_on_an_empty_database_asks_for_the_newest_partitions_only(store):
-    """Two months never fetched: one run over the newest MAX_PARTITIONS_PER_REPAIR_RUN days, not the history."""
-    sensor, defs, history = sensor_for(store, days=60)
-    with dg.DagsterInstance.ephemeral() as instance:
-        context = dg.build_sensor_context(
-            instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
-        )
-        result = sensor.evaluate_tick(context)
-    (request,) = result.run_requests
-    first, last = request.tags[PARTITION_RANGE_START_TAG], request.tags[PARTITION_RANGE_END_TAG]
-    keys = history.get_partition_keys()
-    assert keys.index(last) - keys.index(first) + 1 <= MAX_PARTITIONS_PER_REPAIR_RUN
-    assert keys.index(last) >= len(keys) - 4  # the newest days with a session (a weekend may come last)
-    plan = plan_repairs(store, GOLD, M15, history, datetime.now(UTC))
-    assert len(plan.never_fetched) > 30  # the rest of the history waits for later ticks
-
-
 def test_repairs_share_one_bound_newest_first():
     keys = [f"2024-03-{n:02d}" for n in range(1, 21)]
     plan = RepairPlan(never_fetched=keys[10:13], provider_retry=keys[:5] + keys[15:18])
@@ -167,10 +135,10 @@ def test_repairs_share_one_bound_newest_first():
     assert repair_requests(RepairPlan(never_fetched=["2024-03-05"]), "op", "a", NOW)[0].partition_key == "2024-03-05"
 
 
-def test_higher_timeframes_repair_a_never_fetched_day_only_after_its_m15_bars(store):
-    """On an empty database H1 waits (consistent_with_m15 could judge nothing); once M15 is fetched it repairs."""
-    h1 = TIMEFRAMES_BY_NAME["H1"]
-    sensor, defs, recent = sensor_for(store, days=3, timeframe=h1)
+def test_never_fetched_days_are_left_to_the_catch_up_and_due_provider_gaps_refetched(store):
+    """Days never fetched: no repair run (the history catch-up fetches them at the plan's pace), and the tick
+    says so; a provider gap tried over an hour ago: one forced run for its day."""
+    sensor, defs, recent = sensor_for(store, days=5)
 
     def tick():
         with dg.DagsterInstance.ephemeral() as instance:
@@ -179,11 +147,18 @@ def test_higher_timeframes_repair_a_never_fetched_day_only_after_its_m15_bars(st
             )
             return sensor.evaluate_tick(context)
 
-    assert not tick().run_requests
-    m15_plan = plan_repairs(store, GOLD, M15, recent, datetime.now(UTC))
-    assert m15_plan.never_fetched  # M15's own sensor has these days to fetch first
-    for key in m15_plan.never_fetched:
-        start = datetime.fromisoformat(key).replace(tzinfo=UTC)
-        store.write("XAUUSD", M15, [], [FetchedWindow(start, start + timedelta(days=1), datetime.now(UTC), 0)])
-    (request,) = tick().run_requests
-    assert request.tags[PARTITION_RANGE_START_TAG] == recent.get_first_partition_key()
+    result = tick()
+    assert not result.run_requests
+    assert "never-fetched day(s) are the history catch-up's" in result.skip_message
+    day_key = recent.get_partition_keys()[-3]
+    start = datetime.fromisoformat(day_key).replace(tzinfo=UTC)
+    store.write(
+        "XAUUSD", M15, [], [FetchedWindow(start, start + timedelta(days=1), datetime.now(UTC) - timedelta(hours=2), 0)]
+    )
+    requests = tick().run_requests
+    if CME.sessions(start, start + timedelta(days=1)):
+        (request,) = requests
+        assert request.partition_key == day_key
+        assert request.run_config == {"ops": {"xauusd__candles_m15": {"config": {"force_refetch": True}}}}
+    else:  # a weekend day has no expected bar, so no provider gap
+        assert requests == []

@@ -262,6 +262,14 @@ class CandleStore:
                 connection, symbol, timeframe.name, timeframe.bar, calendar, start, end, now, phase, grid
             )
 
+    def stored_share(
+        self, symbol: str, timeframe: Timeframe, calendar: TradingCalendar, start: datetime, now: datetime
+    ) -> tuple[int, int]:
+        """(expected, stored) closed bars of [start, now) on the series' detected grid (see store/gaps.py)."""
+        with self._connect() as connection:
+            grid = gaps.detect_series_grid(connection, symbol, timeframe.name, timeframe.bar).grid
+            return gaps.stored_share(connection, symbol, timeframe.name, timeframe.bar, calendar, start, now, grid)
+
     def invalid_bars(
         self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime, max_jump: Decimal
     ) -> list[sa.Row]:
@@ -330,9 +338,11 @@ class CandleStore:
         kind: str,
         run_id: str | None = None,
         log: logging.Logger | logging.LoggerAdapter | None = None,
+        run_allotment: int | None = None,
     ) -> CreditBudget:
-        """The shared Twelve Data credit budget, drawn on by `kind` of work for one run."""
-        return CreditBudget(self.engine, settings, kind, run_id, log=log)
+        """The shared Twelve Data credit budget, drawn on by `kind` of work for one run (at most
+        `run_allotment` credits for the run, when given)."""
+        return CreditBudget(self.engine, settings, kind, run_id, log=log, run_allotment=run_allotment)
 
     def credits_used_today(self, now: datetime) -> dict[str, tuple[int, int]]:
         """(credits, calls) by kind of work for the UTC day of `now`."""

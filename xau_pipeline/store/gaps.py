@@ -45,8 +45,7 @@ _MISSING_OF_EXPECTED = """
 # One generate_series per trading session, on the bar grid (date_bin), starting after the last
 # slot of the session before so that a 4h or 1day slot straddling the daily break is listed once;
 # restricted to the requested window. Then LEFT JOIN candles: what has no row is a gap.
-MISSING_SLOTS = sa.text(
-    """
+_UTC_GRID_EXPECTED = """
     WITH sessions AS (
         SELECT open_at, close_at, lag(close_at) OVER (ORDER BY open_at) AS previous_close
         FROM unnest(CAST(:opens AS timestamptz[]), CAST(:closes AS timestamptz[])) AS s(open_at, close_at)
@@ -64,20 +63,27 @@ MISSING_SLOTS = sa.text(
              ) AS slot
         WHERE slot >= :start AND slot < :end
     )
-    """
-    + _MISSING_OF_EXPECTED
-)
+"""
+MISSING_SLOTS = sa.text(_UTC_GRID_EXPECTED + _MISSING_OF_EXPECTED)
 
 # The same anti join over slots listed by the caller (grids anchored in a zone).
-MISSING_LISTED_SLOTS = sa.text(
-    """
+_LISTED_EXPECTED = """
     WITH expected AS (
         SELECT slot FROM unnest(CAST(:slots AS timestamptz[])) AS e(slot)
         WHERE slot >= :start AND slot < :end
     )
-    """
-    + _MISSING_OF_EXPECTED
-)
+"""
+MISSING_LISTED_SLOTS = sa.text(_LISTED_EXPECTED + _MISSING_OF_EXPECTED)
+
+# How many expected slots there are and how many of them hold a stored bar (off-session bars not counted).
+_COUNT_OF_EXPECTED = """
+    SELECT count(*) AS expected, count(c."timestamp") AS stored
+    FROM expected e
+    LEFT JOIN candles c ON c.symbol = :symbol AND c.timeframe = :timeframe AND c."timestamp" = e.slot
+         AND c."timestamp" >= :start AND c."timestamp" < :end
+"""
+SLOT_COUNTS = sa.text(_UTC_GRID_EXPECTED + _COUNT_OF_EXPECTED)
+LISTED_SLOT_COUNTS = sa.text(_LISTED_EXPECTED + _COUNT_OF_EXPECTED)
 
 # Stored opens of a window (and a bar either side), to tell bars off the grid.
 STORED_OPENS = sa.text(
@@ -264,6 +270,42 @@ def find_gaps(
     if gaps and off_session > 0:
         _mark_phantoms(connection, report, symbol, timeframe, bar, start, end, slot_ends)
     return report
+
+
+def stored_share(
+    connection: sa.Connection,
+    symbol: str,
+    timeframe: str,
+    bar: timedelta,
+    calendar: TradingCalendar,
+    start: datetime,
+    now: datetime,
+    grid: Grid,
+) -> tuple[int, int]:
+    """(expected, stored): the slots of [start, now) on `grid` whose bar had closed by `now`, and how
+    many of them hold a stored bar."""
+    params: dict = {"symbol": symbol, "timeframe": timeframe, "start": start}
+    if grid.is_utc:
+        # A slot has closed when slot + bar <= now: slots opening before now - bar + 1 µs.
+        end = now - bar + timedelta(microseconds=1)
+        if end <= start:
+            return 0, 0
+        sessions = calendar.sessions(start - bar, end)
+        params |= {
+            "end": end,
+            "bar": bar,
+            "origin": EPOCH + grid.phase,
+            "opens": [s[0] for s in sessions],
+            "closes": [s[1] for s in sessions],
+        }
+        for setting in PLAN_FOR_LONG_WINDOWS:
+            connection.exec_driver_sql(setting)
+        row = connection.execute(SLOT_COUNTS, params).one()
+    else:
+        closed = [slot for slot, slot_end in calendar.expected_slot_bounds(start, now, grid) if slot_end <= now]
+        params |= {"end": now, "slots": closed}
+        row = connection.execute(LISTED_SLOT_COUNTS, params).one()
+    return int(row.expected), int(row.stored)
 
 
 def _mark_phantoms(

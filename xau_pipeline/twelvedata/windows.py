@@ -68,6 +68,14 @@ class WindowPlanner:
     def expected_calls(self) -> int:
         return -(-len(self._slots) // self.max_bars)
 
+    def calls_reaching(self, start: datetime) -> int:
+        """Calls that fetch the span's newest windows, end first, until one reaches back to `start`."""
+        calls, cursor = 0, self.end
+        while cursor > max(self.start, start):
+            cursor = self.window_ending_at(cursor)[0]
+            calls += 1
+        return calls
+
     def window_ending_at(self, end: datetime) -> Interval:
         """The longest window ending at `end` that holds at most `max_bars` expected slots."""
         newest = bisect_left(self._slots, end)

@@ -1,0 +1,259 @@
+"""History catch-up: ticks on a stopped clock, runs against the stand-in and a real PostgreSQL."""
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from xau_pipeline import catch_up
+from xau_pipeline.assets import build_candle_asset
+from xau_pipeline.catch_up import (
+    build_catch_up_sensor,
+    history_progress,
+    plan_catch_up,
+)
+from xau_pipeline.credit_budget import BudgetSettings, minute_limit
+from xau_pipeline.partitions import CATCH_UP_TAG, daily_partitions
+from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.symbols import Symbol
+from xau_pipeline.timeframes import TIMEFRAMES
+from xau_pipeline.trading_calendar import calendar
+from xau_pipeline_tests.conftest import TEST_API_KEY
+
+# Dagster runs; the ledger's "today" is the database's.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("away_from_midnight")]
+
+GOLD = Symbol("XAU/USD")
+CME = calendar("cme_gold")
+HISTORY_START = datetime(2024, 1, 1, tzinfo=UTC)
+# The stopped clock: the sensor sees 2024 as if it were 2025-01-01 12:00 UTC.
+NOW = datetime(2025, 1, 1, 12, tzinfo=UTC)
+PARTITIONS = daily_partitions("2024-01-01")
+ASSETS = [build_candle_asset(GOLD, tf, PARTITIONS) for tf in TIMEFRAMES]
+SENSOR = build_catch_up_sensor(GOLD, ASSETS, PARTITIONS)
+
+
+def minimum_credits(start=HISTORY_START, end=datetime(2025, 1, 1, tzinfo=UTC)) -> dict[str, int]:
+    """ceil(expected bars / 5000) per timeframe: what one run over the whole history would pay."""
+    return {tf.name: math.ceil(CME.count_expected(start, end, tf.bar) / 5000) for tf in TIMEFRAMES}
+
+
+@pytest.fixture
+def stopped_clock(monkeypatch):
+    monkeypatch.setattr(catch_up, "utc_now", lambda: NOW)
+
+
+def harness(store, stand_in, **budget):
+    resources = {
+        "candle_store": CandleStoreResource(database_url=store.url),
+        "twelvedata": TwelveDataResource(
+            api_key=TEST_API_KEY,
+            base_url=stand_in.url,
+            backoff_seconds=0.01,
+            **{"credits_per_minute": 8, "credits_per_day": 100_000, "scheduled_symbols": 0, **budget},
+        ),
+    }
+    return dg.Definitions(assets=ASSETS, sensors=[SENSOR], resources=resources), resources
+
+
+def tick(defs, instance, cursor=None):
+    context = dg.build_sensor_context(
+        instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources, cursor=cursor
+    )
+    result = SENSOR.evaluate_tick(context)
+    return result, context.cursor
+
+
+def execute(request, instance, resources):
+    tags = {**request.tags, **({"dagster/partition": request.partition_key} if request.partition_key else {})}
+    return dg.materialize(ASSETS, instance=instance, resources=resources, tags=tags)
+
+
+def a_minute_passes(store, days=0):
+    """The stopped clock moves on: the ledger's calls are a minute (and `days`) older."""
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE api_calls SET at = at - :age"), {"age": timedelta(minutes=1, days=days)})
+
+
+def calls(store) -> dict[str, int]:
+    with store.engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT interval, sum(credits) FROM api_calls GROUP BY interval"))
+        by_interval = dict(rows.all())
+    return {tf.name: int(by_interval.get(tf.interval, 0)) for tf in TIMEFRAMES}
+
+
+def asked_twice(stand_in) -> list:
+    """Request windows asked for more than once (nothing stored may be asked for again)."""
+    seen, twice = set(), []
+    for record in stand_in.requests:
+        if record.path.endswith("time_series"):
+            key = (record.params.get("interval"), record.params.get("start_date"), record.params.get("end_date"))
+            if key in seen:
+                twice.append(key)
+            seen.add(key)
+    return twice
+
+
+def test_a_year_never_fetched_is_complete_after_the_expected_ticks_at_the_minimum_credits(
+    store, stand_in, dagster_instance, stopped_clock
+):
+    """366 days from an empty database at 8 credits a run: the ticks the credits need, each run the newest
+    days, every partition of every series materialized, and no call beyond ceil(bars / 5000) per series."""
+    defs, resources = harness(store, stand_in)
+    minimum = minimum_credits()
+    expected_ticks = math.ceil(sum(minimum.values()) / 8)
+    cursor, ticks, ranges = None, 0, []
+    while True:
+        result, cursor = tick(defs, dagster_instance, cursor)
+        if not result.run_requests:
+            break
+        (request,) = result.run_requests
+        assert request.tags[CATCH_UP_TAG] == "XAUUSD"
+        ranges.append(
+            request.partition_key
+            or (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"])
+        )
+        assert execute(request, dagster_instance, resources).success
+        ticks += 1
+        a_minute_passes(store)
+        assert ticks <= expected_ticks, f"more ticks than the credits need: {ranges}"
+    assert ticks == expected_ticks
+    assert calls(store) == minimum
+    assert result.skip_message.startswith("history M15 100% (")
+    # newest first: the first run ends with the newest day, a later one reaches the history's start
+    assert ranges[0][1] == "2024-12-31" and ranges[0][0] > "2024-01-01" and min(r[0] for r in ranges) == "2024-01-01"
+    keys = set(PARTITIONS.get_partition_keys(current_time=datetime(2025, 1, 1, tzinfo=UTC))) - {"2025-01-01"}
+    for asset in ASSETS:
+        assert keys <= dagster_instance.get_materialized_partitions(asset.key), asset.key
+    # once complete, the sensor looks again only after IDLE_RECHECK, without reading the store
+    again, _ = tick(defs, dagster_instance, cursor)
+    assert "history complete at 2025-01-01 12:00 UTC; next look at 12:15 UTC" in again.skip_message
+
+
+def test_the_daily_limit_stops_catch_up_and_it_continues_the_next_day_without_asking_twice(
+    store, stand_in, dagster_instance, stopped_clock
+):
+    """A backfill share of 5 credits a day: today's run takes 5, the next tick waits for midnight saying
+    so, and tomorrow's runs fetch the rest, no window asked for twice and the minimum paid in all."""
+    stand_in.reset()
+    defs, resources = harness(store, stand_in, credits_per_day=5, schedule_credit_share=0.0)
+    result, cursor = tick(defs, dagster_instance)
+    (request,) = result.run_requests
+    assert execute(request, dagster_instance, resources).success
+    assert sum(calls(store).values()) == 5
+    a_minute_passes(store)
+    result, cursor = tick(defs, dagster_instance, cursor)
+    assert not result.run_requests
+    assert "backfill share of today's credits is spent" in result.skip_message
+    assert "catch-up continues after" in result.skip_message
+    for _ in range(3):  # the next days
+        a_minute_passes(store, days=1)
+        result, cursor = tick(defs, dagster_instance, cursor)
+        if not result.run_requests:
+            break
+        (request,) = result.run_requests
+        assert execute(request, dagster_instance, resources).success
+    assert calls(store) == minimum_credits()
+    assert asked_twice(stand_in) == []
+
+
+def test_a_run_stopped_by_the_daily_limit_keeps_what_it_fetched_and_the_next_day_pays_only_the_rest(
+    store, stand_in, dagster_instance, stopped_clock
+):
+    """Another process spends today's credits after the tick: the run stops cleanly (no failure), marks
+    only wholly fetched days, and the next day's catch-up asks for nothing it stored."""
+    stand_in.reset()
+    defs, resources = harness(store, stand_in, credits_per_day=8, schedule_credit_share=0.0)
+    (request,) = tick(defs, dagster_instance)[0].run_requests
+    with store.engine.begin() as connection:  # someone else's calls, taken after the tick
+        connection.execute(
+            sa.text(
+                "INSERT INTO api_calls (at, credits, kind, symbol, interval, outcome) "
+                "SELECT now() - interval '2 minutes', 1, 'backfill', 'EUR/USD', '1h', 'ok' FROM generate_series(1, 5)"
+            )
+        )
+    result = execute(request, dagster_instance, resources)
+    assert result.success
+    assert sum(calls(store).values()) - 5 == 3
+    for _ in range(4):
+        a_minute_passes(store, days=1)
+        tick_result, _ = tick(defs, dagster_instance)
+        if not tick_result.run_requests:
+            break
+        (request,) = tick_result.run_requests
+        assert execute(request, dagster_instance, resources).success
+    spent = calls(store)
+    spent["H1"] -= 5  # the other process's
+    assert spent == minimum_credits()
+    assert asked_twice(stand_in) == []
+
+
+def test_progress_is_the_stored_share_of_expected_bars(store, stand_in, dagster_instance, stopped_clock):
+    """After one run of 4 credits: each series' share is its stored bars on expected slots over the closed
+    expected slots, and what is left to fetch is what the credits did not reach."""
+    defs, resources = harness(store, stand_in, credits_per_minute=4)
+    (request,) = tick(defs, dagster_instance)[0].run_requests
+    assert execute(request, dagster_instance, resources).success
+    progress = {p.timeframe: p for p in history_progress(store, GOLD, HISTORY_START, NOW)}
+    for tf in TIMEFRAMES:
+        slots = CME.expected_slots(HISTORY_START, NOW, tf.bar)
+        closed = [s for s in slots if s + tf.bar <= NOW]
+        with store.engine.connect() as connection:
+            stored = connection.execute(
+                sa.text(
+                    "SELECT count(*) FROM candles WHERE symbol = 'XAUUSD' AND timeframe = :tf AND \"timestamp\" = ANY(:slots)"
+                ),
+                {"tf": tf.name, "slots": closed},
+            ).scalar_one()
+        assert (progress[tf.name].expected, progress[tf.name].stored) == (len(closed), stored), tf.name
+        assert progress[tf.name].share == stored / len(closed)
+    # the run spent its 4 credits; the newest M15 days are stored and the rest is still to fetch
+    assert 0 < progress["M15"].share < 1
+    assert sum(p.credits_to_go for p in progress.values()) == sum(minimum_credits().values()) - 4
+    assert any(p.share == 0 for p in progress.values())  # a series the run's credits did not reach
+
+
+def test_the_plan_takes_the_newest_days_whose_windows_fit_the_allotment():
+    day = timedelta(days=1)
+    end = datetime(2024, 3, 1, tzinfo=UTC)
+    m15 = [(end - 10 * day, end), (end - 20 * day - timedelta(hours=5), end - 10 * day)]
+    d1 = [(end - 60 * day, end)]
+    plan = plan_catch_up([m15, d1], HISTORY_START, allotment=2)
+    # the third newest window ends 10 days back: the run starts there and pays for two windows
+    assert (plan.first_day, plan.last_day, plan.credits, plan.credits_to_go) == ("2024-02-20", "2024-02-29", 2, 3)
+    # a cut inside a day starts the run the day after: the window reaching into that day is not paid
+    m15_inside = [(end - 10 * day + timedelta(hours=1), end), (end - 20 * day, end - 10 * day + timedelta(hours=1))]
+    d1_inside = [(end - 60 * day, end - 10 * day + timedelta(hours=3))]
+    plan = plan_catch_up([m15_inside, d1_inside], HISTORY_START, allotment=2)
+    assert (plan.first_day, plan.credits) == ("2024-02-21", 1)
+    assert plan_catch_up([m15, d1], HISTORY_START, allotment=8).first_day == "2024-01-01"
+    assert plan_catch_up([[], []], HISTORY_START, allotment=8).first_day is None
+
+
+def test_a_schedule_tick_during_catch_up_finds_its_credit_in_its_minute():
+    """Second by second on a stopped clock: catch-up takes every credit the minute allows it; the
+    schedules' calls after the 13:01 and 13:16 ticks still find theirs at once."""
+    settings = BudgetSettings(per_minute=8, scheduled_symbols=1)
+    taken: list[datetime] = []
+    start = datetime(2026, 12, 3, 12, 55, tzinfo=UTC)
+    waited = {}
+    schedule_calls = {start.replace(hour=13, minute=1, second=s): "13:01" for s in (5, 10, 20, 30)} | {
+        start.replace(hour=13, minute=16, second=25): "13:16"
+    }
+    for second in range(30 * 60):
+        now = start + timedelta(seconds=second)
+        in_minute = sum(now - timedelta(seconds=61) < at <= now for at in taken)
+        if now in schedule_calls:
+            limit, _ = minute_limit(settings, "schedule", now)
+            waited[now] = in_minute + 1 > limit
+            taken.append(now)
+            continue
+        limit, _ = minute_limit(settings, "backfill", now)
+        while in_minute + 1 <= limit:
+            taken.append(now)
+            in_minute += 1
+    assert waited and not any(waited.values())
+    # catch-up still ran near the plan's pace: at least 7.5 of 8 credits a minute over the half hour
+    assert len(taken) - len(schedule_calls) >= 7.5 * 30
