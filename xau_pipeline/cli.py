@@ -12,7 +12,7 @@ import csv
 import json
 import os
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
 from xau_pipeline.api.links import parse_port
+from xau_pipeline.catch_up import SeriesProgress, eta_text, history_progress, progress_line
 from xau_pipeline.credit_budget import KINDS, credits_left
 from xau_pipeline.read import newest_candles, parse_time
 from xau_pipeline.redact import one_line, url_password
@@ -28,6 +29,7 @@ from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, 
 from xau_pipeline.store.database import safe_url
 from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY
 from xau_pipeline.store.migrate import alembic_config, current_revision, head_revision
+from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import Timeframe, timeframe
 from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.utc import iso_utc, utc_now
@@ -200,6 +202,32 @@ def _credits(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _histories(store: CandleStore, settings: Settings, now: datetime) -> list[tuple[Symbol, list[SeriesProgress], str]]:
+    """Each symbol's progress per series and when its history will be complete."""
+    used = {kind: credits for kind, (credits, _calls) in store.credits_used_today(now).items()}
+    backfill_left = credits_left(settings.budget, used)["backfill"]
+    start = datetime.combine(settings.history_start, datetime.min.time(), UTC)
+    histories = []
+    for symbol in settings.symbols:
+        progress = history_progress(store, symbol, start, now)
+        eta = eta_text(sum(p.credits_to_go for p in progress), settings.budget, backfill_left, now)
+        histories.append((symbol, progress, eta))
+    return histories
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    now = utc_now()
+    print(f"history since {settings.history_start}: closed bars the calendar expects, and how many are stored")
+    for symbol, progress, eta in _histories(_store(settings), settings, now):
+        for p in progress:
+            print(
+                f"  {symbol.api_symbol} {p.timeframe:<3}  {p.share:6.1%}  {p.stored:>9,} of {p.expected:>9,}  "
+                f"{p.credits_to_go} credit(s) to go"
+            )
+        print(f"  {symbol.api_symbol}: {eta}")
+    return 0
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # uvicorn and FastAPI load here, not for every command.
     from xau_pipeline.api.server import serve
@@ -207,7 +235,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
         port = settings.read_api_port if args.port is None else parse_port(args.port)
         host = args.host or settings.read_api_host
-        serve(settings.database_url, host, port, settings.read_api_token, symbols=settings.symbols)
+        serve(
+            settings.database_url,
+            host,
+            port,
+            settings.read_api_token,
+            symbols=settings.symbols,
+            history_start=settings.history_start,
+        )
     except ValueError as exc:
         raise UsageError(f"serve: {exc}") from None
     return 0
@@ -333,6 +368,24 @@ def _doctor_credits(engine: sa.Engine | None, settings: Settings, problem: str |
     )
 
 
+def _doctor_history(engine: sa.Engine | None, settings: Settings) -> _Check:
+    if engine is None:
+        return _Check("history", False, "not checked: the database is unreachable")
+    try:
+        if not sa.inspect(engine).has_table("candles"):
+            return _Check("history", False, "not checked: no candles table yet; run: xau-pipeline migrate")
+        histories = _histories(CandleStore(settings.database_url), settings, utc_now())
+    except Exception as exc:
+        return _Check("history", False, f"cannot read the stored history: {_reason(exc)}")
+    # Catching up is not a fault: the check fails only when the history cannot be read.
+    return _Check(
+        "history",
+        True,
+        f"since {settings.history_start}: "
+        + "; ".join(f"{symbol.api_symbol} {progress_line(progress, eta)}" for symbol, progress, eta in histories),
+    )
+
+
 def _doctor(args: argparse.Namespace) -> int:
     # Settings that cannot work are each reported by the check they belong to, the rest still run.
     settings, problems = Settings.from_env_lenient()
@@ -353,6 +406,7 @@ def _doctor(args: argparse.Namespace) -> int:
             _doctor_credits(
                 engine, settings, next((by_variable[v] for v in BUDGET_VARIABLES if v in by_variable), None)
             ),
+            _doctor_history(engine, settings),
         ]
     finally:
         if engine is not None:
@@ -404,7 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("credits", help="Twelve Data credits used and left today").set_defaults(run=_credits)
     commands.add_parser(
-        "doctor", help="check the database, its schema, the API key, the API and today's credits"
+        "status", help="how complete each series' history is, and when the catch-up will be done"
+    ).set_defaults(run=_status)
+    commands.add_parser(
+        "doctor", help="check the database, its schema, the API key, the API, today's credits and the history"
     ).set_defaults(run=_doctor)
     return parser
 

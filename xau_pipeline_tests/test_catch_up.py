@@ -215,6 +215,42 @@ def test_progress_is_the_stored_share_of_expected_bars(store, stand_in, dagster_
     assert any(p.share == 0 for p in progress.values())  # a series the run's credits did not reach
 
 
+def test_status_and_health_show_the_same_share(store, stand_in, dagster_instance, stopped_clock, monkeypatch, capsys):
+    """`xau-pipeline status`, `doctor` and GET /health report each series' stored share of the bars
+    expected since XAU_HISTORY_START, as the progress figures compute it."""
+    from datetime import date
+
+    import requests
+
+    from xau_pipeline.api.server import serving_in_thread
+    from xau_pipeline.cli import main
+
+    defs, resources = harness(store, stand_in, credits_per_minute=4)
+    (request,) = tick(defs, dagster_instance)[0].run_requests
+    assert execute(request, dagster_instance, resources).success
+    now = datetime.now(UTC)
+    progress = {p.timeframe: p for p in history_progress(store, GOLD, HISTORY_START, now)}
+    with serving_in_thread(store.url, history_start=date(2024, 1, 1)) as url:
+        health = requests.get(f"{url}/health", timeout=10).json()
+    for item in health["series"]:
+        p = progress[item["timeframe"]]
+        assert (item["expected_bars"], item["stored_bars"]) == (p.expected, p.stored)
+        assert item["history_share"] == round(p.share, 4)
+    monkeypatch.setenv("XAU_DATABASE_URL", store.url)
+    monkeypatch.setenv("XAU_HISTORY_START", "2024-01-01")
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    m15 = progress["M15"]
+    assert (
+        f"XAU/USD M15  {m15.share:6.1%}  {m15.stored:>9,} of {m15.expected:>9,}  {m15.credits_to_go} credit(s)" in out
+    )
+    remaining = sum(p.credits_to_go for p in progress.values())
+    assert f"XAU/USD: {remaining} credit(s) to go, about" in out
+    main(["doctor"])
+    (history,) = [line for line in capsys.readouterr().out.splitlines() if "history:" in line]
+    assert history.startswith("ok ") and f"M15 {math.floor(m15.share * 1000) / 10:g}% ({m15.stored:,} of" in history
+
+
 def test_the_plan_takes_the_newest_days_whose_windows_fit_the_allotment():
     day = timedelta(days=1)
     end = datetime(2024, 3, 1, tzinfo=UTC)

@@ -16,7 +16,7 @@ import io
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
@@ -41,6 +41,7 @@ from xau_pipeline.api.models import (
     iso_utc,
 )
 from xau_pipeline.read import parse_time
+from xau_pipeline.store import gaps
 from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, find_gaps
 from xau_pipeline.symbols import DEFAULT_CALENDAR, Symbol
 from xau_pipeline.timeframes import TIMEFRAMES, TIMEFRAMES_BY_NAME, Timeframe
@@ -190,6 +191,27 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
+def history_share(
+    connection: sa.Connection, symbol: str, tf_name: str, policy: TradingCalendar, since: datetime, now: datetime
+) -> tuple[int, int]:
+    """(expected, stored): the closed bars one series' calendar expects since the history start, and how
+    many of them are stored (xau_pipeline.catch_up's progress)."""
+    tf = TIMEFRAMES_BY_NAME[tf_name]
+    grid = gaps.detect_series_grid(connection, symbol, tf.name, tf.bar).grid
+    return gaps.stored_share(connection, symbol, tf.name, tf.bar, policy, since, now, grid)
+
+
+def _share_fields(share: tuple[int, int] | None) -> dict[str, Any]:
+    if share is None:
+        return {}
+    expected, stored = share
+    return {
+        "expected_bars": expected,
+        "stored_bars": stored,
+        "history_share": round(stored / expected, 4) if expected else 1.0,
+    }
+
+
 # ---- the app -------------------------------------------------------------------------------------
 
 
@@ -200,18 +222,21 @@ def create_app(
     statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
     clock: Callable[[], datetime] = _now,
     symbols: Sequence[Symbol] = (Symbol("XAU/USD"),),
+    history_start: date | None = None,
 ) -> FastAPI:
     """The read-only API over the candle database at `database_url`.
 
     With `token`, every data route (candles, gaps, chart) requires `Authorization: Bearer <token>`;
     /health, the docs and the chart's script stay open. `symbols` (settings.symbols) give each
-    stored symbol its calendar and the series /health reports.
+    stored symbol its calendar and the series /health reports; with `history_start`, /health also
+    tells each series' stored share of the bars expected since then.
     """
     engine = queries.read_engine(database_url)
     password = make_url(engine.url).password
     password = str(password) if password else None
     calendars = {symbol.name: symbol.calendar for symbol in symbols}
     health_series = [(name, tf.name) for name in calendars for tf in TIMEFRAMES]
+    since = None if history_start is None else datetime.combine(history_start, time.min, UTC)
 
     app = FastAPI(
         title="xau_pipeline read API",
@@ -380,6 +405,11 @@ def create_app(
         try:
             with queries.read_only(engine, min(timeout, HEALTH_STATEMENT_TIMEOUT_MS)) as connection:
                 newest = queries.newest_bars(connection, health_series)
+                shares = {
+                    (symbol, tf_name): history_share(connection, symbol, tf_name, calendar_of(symbol)[1], since, now)
+                    for symbol, tf_name in health_series
+                    if since is not None
+                }
         except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
             orig = getattr(exc, "orig", None)
             reachable = getattr(orig, "pgcode", None) is not None
@@ -403,6 +433,7 @@ def create_app(
                     age_seconds=None
                     if stamp is None
                     else round((now - (stamp + TIMEFRAMES_BY_NAME[tf_name].bar)).total_seconds(), 3),
+                    **_share_fields(shares.get((symbol, tf_name))),
                 )
                 for symbol, tf_name, stamp in newest
             ],

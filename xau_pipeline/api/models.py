@@ -89,6 +89,13 @@ class SeriesAge(BaseModel):
     timeframe: str
     newest_bar: UtcTime | None = Field(description="Open of the newest stored bar; null when none is stored.")
     age_seconds: float | None = Field(description="Seconds since that bar closed (negative while it is forming).")
+    expected_bars: int | None = Field(
+        default=None, description="Closed bars the trading calendar expects since XAU_HISTORY_START."
+    )
+    stored_bars: int | None = Field(default=None, description="How many of them are stored.")
+    history_share: float | None = Field(
+        default=None, description="stored_bars / expected_bars (0 to 1): how complete the history is."
+    )
 
 
 class HealthResponse(BaseModel):

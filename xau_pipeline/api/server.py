@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date
 
 import uvicorn
 
@@ -51,9 +52,12 @@ def _config(
     statement_timeout_ms: int,
     log_level: str,
     symbols: Sequence[Symbol],
+    history_start: date | None = None,
 ) -> uvicorn.Config:
     check_bind(host, token)
-    app = create_app(database_url, token, statement_timeout_ms=statement_timeout_ms, symbols=symbols)
+    app = create_app(
+        database_url, token, statement_timeout_ms=statement_timeout_ms, symbols=symbols, history_start=history_start
+    )
     # proxy_headers: behind a reverse proxy on this machine, log the client's address, not the proxy's.
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, proxy_headers=True, server_header=False)
 
@@ -67,9 +71,12 @@ def serve(
     statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
     log_level: str = "info",
     symbols: Sequence[Symbol] = DEFAULT_SYMBOLS,
+    history_start: date | None = None,
 ) -> None:
     """Run the API until interrupted (Ctrl-C or SIGTERM). Raises ValueError for a refused bind."""
-    server = uvicorn.Server(_config(database_url, host, port, token, statement_timeout_ms, log_level, symbols))
+    server = uvicorn.Server(
+        _config(database_url, host, port, token, statement_timeout_ms, log_level, symbols, history_start)
+    )
     try:
         server.run()
     except KeyboardInterrupt:  # uvicorn has shut down gracefully, then re-raises the Ctrl-C
@@ -86,9 +93,10 @@ def serving_in_thread(
     statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
     log_level: str = "warning",
     symbols: Sequence[Symbol] = DEFAULT_SYMBOLS,
+    history_start: date | None = None,
 ) -> Iterator[str]:
     """The API on a real socket in a background thread (port 0: a free one); yields its base URL."""
-    config = _config(database_url, host, port, token, statement_timeout_ms, log_level, symbols)
+    config = _config(database_url, host, port, token, statement_timeout_ms, log_level, symbols, history_start)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="xau-api", daemon=True)
     thread.start()
