@@ -265,12 +265,11 @@ def _materialization(
     yield dg.MaterializeResult(asset_key=key)
 
 
-def judge_run(context: dg.AssetExecutionContext, checks: CandleChecks) -> Verdicts:
-    """Each selected check's verdict on each day of the run it judges (a day it does not judge is left out)."""
+def judge_run(context: dg.AssetExecutionContext, checks: CandleChecks, keys: Sequence[str]) -> Verdicts:
+    """Each selected check's verdict on each of the run's days `keys` (a day it does not judge is left out)."""
     names = sorted(check_key.name for check_key in context.selected_asset_check_keys)
     return {
-        name: [(day, verdict) for day in context.partition_keys if (verdict := checks.judge(name, day)) is not None]
-        for name in names
+        name: [(day, verdict) for day in keys if (verdict := checks.judge(name, day)) is not None] for name in names
     }
 
 
@@ -454,10 +453,13 @@ def build_candle_asset(
             if key in context.selected_asset_keys
             else None
         )
-        checks = CandleChecks(
-            store, symbol, timeframe, partitions_def, utc_now(), max_jump, m15_tolerance, context.partition_keys
-        )
-        verdicts = judge_run(context, checks)
+        keys = context.partition_keys
+        if report is not None and report.error is not None:
+            # Stopped early (the credit budget): only the days fetched wholly are judged; the others were
+            # not fetched yet, which is no gap.
+            keys = fully_fetched_partitions(store, report, partitions_def, keys)
+        checks = CandleChecks(store, symbol, timeframe, partitions_def, utc_now(), max_jump, m15_tolerance, keys)
+        verdicts = judge_run(context, checks, keys)
         if report is not None:
             yield from _materialization(context, store, report, key, partitions_def, verdicts)
         yield from check_results(context, key, verdicts)

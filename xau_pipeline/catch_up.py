@@ -62,6 +62,8 @@ def history_windows(
     windows: list[Interval] = []
     for span in reversed(merge_gaps(missing, timeframe.bar, policy, grid=grid)):
         planner = WindowPlanner(span, timeframe.bar, policy, grid=grid)
+        if not planner.expected_calls:
+            continue  # no bar of the grid opens in it: ingest asks for nothing there
         cursor = planner.end
         while cursor > planner.start:
             window = planner.window_ending_at(cursor)

@@ -120,9 +120,11 @@ def ingest(
     # Requests are sized in the series' own slots (H4 and D1 may be anchored at 17:00 New York).
     grid = store.grid(symbol.name, timeframe).grid if timeframe.bar > ONE_HOUR else None
     planners = [
-        WindowPlanner(span, timeframe.bar, policy, grid=grid)
+        planner
         for span in merge_gaps(report.gaps, timeframe.bar, policy, grid=grid)
         if span[1] > start
+        # A sliver in which no bar of the grid opens (the rest of a day after its D1 bar) costs no call.
+        and (planner := WindowPlanner(span, timeframe.bar, policy, grid=grid)).expected_calls
     ]
     if not planners:
         log.info(

@@ -177,6 +177,8 @@ def test_a_run_stopped_by_the_daily_limit_keeps_what_it_fetched_and_the_next_day
     result = execute(request, dagster_instance, resources)
     assert result.success
     assert sum(calls(store).values()) - 5 == 3
+    # the days it could not fetch are not judged as gaps: no check failed
+    assert [e.check_name for e in result.get_asset_check_evaluations() if not e.passed] == []
     for _ in range(4):
         a_minute_passes(store, days=1)
         tick_result, _ = tick(defs, dagster_instance)
@@ -293,3 +295,22 @@ def test_a_schedule_tick_during_catch_up_finds_its_credit_in_its_minute():
     assert waited and not any(waited.values())
     # catch-up still ran near the plan's pace: at least 7.5 of 8 credits a minute over the half hour
     assert len(taken) - len(schedule_calls) >= 7.5 * 30
+
+
+def test_the_rest_of_a_day_after_its_d1_bar_costs_no_call(store, stand_in):
+    """D1 fetched until 12:40 of its day: the sliver to midnight holds no D1 open, so neither the
+    catch-up's plan nor ingest asks for it (it cost a credit every tick before)."""
+    from xau_pipeline.bars import FetchedWindow
+    from xau_pipeline.catch_up import history_windows
+    from xau_pipeline.ingest import ingest
+    from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
+    from xau_pipeline.twelvedata.client import TwelveDataClient
+
+    d1 = TIMEFRAMES_BY_NAME["D1"]
+    start, end = datetime(2024, 3, 4, tzinfo=UTC), datetime(2024, 3, 6, tzinfo=UTC)
+    fetched = FetchedWindow(start, end - timedelta(hours=11, minutes=20), end + timedelta(days=1), 0)
+    store.write("XAUUSD", d1, [], [fetched])
+    assert store.missing("XAUUSD", d1, start, end)  # the sliver is not covered
+    assert history_windows(store, GOLD, d1, start, end) == []
+    report = ingest(TwelveDataClient(TEST_API_KEY, stand_in.url), store, GOLD, d1, start, end)
+    assert report.calls == 0
