@@ -426,7 +426,16 @@ def test_health_reports_each_series_newest_bar_and_its_age(api, backfilled):
     assert by_tf["M15"]["newest_bar"] == iso(newest)
     age = (datetime.now(UTC) - (newest + M15.bar)).total_seconds()
     assert abs(by_tf["M15"]["age_seconds"] - age) < 60
-    assert by_tf["D1"] == {"symbol": "XAUUSD", "timeframe": "D1", "newest_bar": None, "age_seconds": None}
+    assert by_tf["D1"] == {
+        "symbol": "XAUUSD",
+        "timeframe": "D1",
+        "newest_bar": None,
+        "age_seconds": None,
+        # no XAU_HISTORY_START given to this app: no history share (test_catch_up checks it)
+        "expected_bars": None,
+        "stored_bars": None,
+        "history_share": None,
+    }
 
 
 def test_openapi_and_docs(api, store):

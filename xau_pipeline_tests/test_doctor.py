@@ -20,7 +20,7 @@ from xau_pipeline_tests.conftest import TEST_API_KEY
 
 UTC = UTC
 REPO = Path(__file__).resolve().parent.parent
-NAMES = ["database", "migrations", "api key", "api", "credits"]
+NAMES = ["database", "migrations", "api key", "api", "credits", "history"]
 
 
 @pytest.fixture
@@ -108,6 +108,8 @@ def test_a_healthy_setup_is_all_ok_and_exits_0(healthy, stand_in, capsys, monkey
         "710 of 800 left today (UTC day); left for: schedule 710, backfill 580, repair 70; "
         "used: schedule 30, backfill 50, repair 10"
     )
+    # Nothing stored yet: catching up is no fault, and the line says how far it is.
+    assert lines["history"][1].startswith("since 2024-01-01: XAU/USD history M15 0% (0 of ")
     # The reachability probe spent nothing and sent no key.
     assert stand_in.time_series_calls() == 0
     assert [(r.path, r.params) for r in stand_in.requests] == [("/", {})]
@@ -118,7 +120,7 @@ def test_the_console_script_is_all_ok_too(healthy, stand_in):
     script = Path(sys.executable).parent / "xau-pipeline"
     result = subprocess.run([str(script), "doctor"], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [line.split()[0] for line in result.stdout.splitlines()] == ["ok"] * 5
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["ok"] * 6
     assert TEST_API_KEY not in result.stdout + result.stderr
 
 
@@ -131,6 +133,7 @@ def test_an_unreachable_database_fails_without_showing_the_password(healthy, cap
     assert "hunter2" not in out
     assert lines["migrations"] == ("FAIL", "not checked: the database is unreachable")
     assert lines["credits"] == ("FAIL", "not checked: the database is unreachable")
+    assert lines["history"] == ("FAIL", "not checked: the database is unreachable")
     assert lines["api key"][0] == lines["api"][0] == "ok"
 
 
@@ -173,7 +176,7 @@ def test_a_missing_key_fails(healthy, capsys, monkeypatch):
     status, lines, out = doctor(capsys)
     assert status == 1
     assert lines["api key"][0] == "FAIL" and "TWELVE_DATA_API_KEY is not set" in lines["api key"][1]
-    assert [lines[name][0] for name in NAMES if name != "api key"] == ["ok"] * 4, out
+    assert [lines[name][0] for name in NAMES if name != "api key"] == ["ok"] * 5, out
 
 
 def test_an_unreachable_api_fails_and_names_the_url(healthy, capsys, monkeypatch):
@@ -183,7 +186,7 @@ def test_an_unreachable_api_fails_and_names_the_url(healthy, capsys, monkeypatch
     assert status == 1
     assert lines["api"][0] == "FAIL"
     assert lines["api"][1].startswith(f"{url} unreachable: ")
-    assert [lines[name][0] for name in NAMES if name != "api"] == ["ok"] * 4, out
+    assert [lines[name][0] for name in NAMES if name != "api"] == ["ok"] * 5, out
 
 
 def test_no_credits_left_fails(healthy, capsys, monkeypatch):
@@ -214,5 +217,5 @@ def test_the_key_never_appears_even_when_everything_fails(healthy, capsys, monke
     monkeypatch.setenv("TWELVE_DATA_CREDITS_PER_DAY", TEST_API_KEY)
     status, lines, out = doctor(capsys)  # asserts the key is absent
     assert status == 1
-    assert [verdict for verdict, _ in lines.values()] == ["FAIL", "FAIL", "ok", "FAIL", "FAIL"]
+    assert [verdict for verdict, _ in lines.values()] == ["FAIL", "FAIL", "ok", "FAIL", "FAIL", "FAIL"]
     assert "***" in out

@@ -9,7 +9,7 @@ run   Start the Dagster UI and daemon (`dagster dev`) on 127.0.0.1:3000 (XAU_UI_
 demo  The same, offline: a Twelve Data stand-in in this process (127.0.0.1:8765, key `demo-key`,
       the free plan's limits) and the last three weeks of every timeframe stored first; the
       partitions start with those three weeks (unless XAU_HISTORY_START says otherwise), so the
-      gap-repair sensors find no history to fetch on the first start.
+      history catch-up finds no history to fetch on the first start.
 
 Ctrl-C or SIGTERM stops Dagster, then the API, then the embedded PostgreSQL. Exit status 2: configuration.
 """
@@ -403,7 +403,7 @@ def launch(mode: str) -> int:
                 os.environ["TWELVE_DATA_BASE_URL"] = base_url
                 os.environ["TWELVE_DATA_API_KEY"] = DEMO_KEY
                 if not os.environ.get("XAU_HISTORY_START"):
-                    # The demo's history is what it stores: no repair run over years it never filled.
+                    # The demo's history is what it stores: no catch-up run over years it never filled.
                     os.environ["XAU_HISTORY_START"] = demo_first_day().date().isoformat()
                     say(f"demo history from {os.environ['XAU_HISTORY_START']} (set XAU_HISTORY_START for more)")
             candles_url, dagster_url = prepare_databases(root, stack)
