@@ -10,6 +10,7 @@ from pydantic import Field
 
 from xau_pipeline.api.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, chart_url
 from xau_pipeline.bars import subtract
+from xau_pipeline.catch_up import series_allotment
 from xau_pipeline.checks import (
     DEFAULT_M15_TOLERANCE,
     DEFAULT_MAX_JUMP,
@@ -170,7 +171,7 @@ def _ingest(
             kind_of_work(context.run.tags),
             context.run.run_id,
             log=context.log,
-            run_allotment=int(allotment) if allotment else None,
+            run_allotment=series_allotment(allotment, timeframe) if allotment else None,
         )
         client = twelvedata.client(log=context.log, budget=budget)
         try:

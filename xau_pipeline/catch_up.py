@@ -25,12 +25,13 @@ from xau_pipeline.partitions import CATCH_UP_CREDITS_TAG, CATCH_UP_PROGRESS_TAG,
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES, Timeframe
+from xau_pipeline.timeframes import TIMEFRAMES, TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.trading_calendar import calendar
-from xau_pipeline.twelvedata.windows import WindowPlanner, merge_gaps
+from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL, WindowPlanner, merge_gaps
 from xau_pipeline.utc import day_start, next_utc_midnight, utc_now
 
 CATCH_UP_INTERVAL_SECONDS = 30
+M15 = TIMEFRAMES_BY_NAME["M15"]
 IDLE_RECHECK = timedelta(minutes=15)
 # The newest hour is the schedules' business (they fetch the day of each bar that closes).
 SCHEDULES_OWN = timedelta(hours=1)
@@ -44,6 +45,9 @@ IN_PROGRESS = [
 ]
 # A run not heard of for hours has died; run monitoring will mark it failed.
 STALE_RUN_AFTER = timedelta(hours=6)
+# After a failed catch-up run (a wrong key, an API that keeps failing) the next waits this long:
+# a rejected call still costs a credit, so failures are not retried every tick.
+AFTER_A_FAILURE = timedelta(minutes=10)
 
 
 def catch_up_end(now: datetime) -> datetime:
@@ -52,16 +56,27 @@ def catch_up_end(now: datetime) -> datetime:
 
 
 def history_windows(
-    store: CandleStore, symbol: Symbol, timeframe: Timeframe, start: datetime, end: datetime
+    store: CandleStore,
+    symbol: Symbol,
+    timeframe: Timeframe,
+    start: datetime,
+    end: datetime,
+    bars_per_slot: float = 1.0,
 ) -> list[Interval]:
     """The request windows, newest first, that one run over [start, end) would ask for: what was never
-    fetched, in pages of at most 5000 of the series' slots (no call for closed-market time)."""
+    fetched, in pages of at most 5000 bars (no call for closed-market time).
+
+    A page holds 5000 of the series' expected slots when the feed sends a bar per slot; a feed that
+    sends more (a 24/7 feed's weekend bars: `bars_per_slot` as the stored bars show it) fills a page
+    with fewer slots, and the next window ends where the page's oldest bar begins.
+    """
+    max_bars = max(1, int(MAX_BARS_PER_CALL / max(bars_per_slot, 1.0)))
     policy = calendar(symbol.calendar)
     grid = store.grid(symbol.name, timeframe).grid if timeframe.bar > ONE_HOUR else None
     missing = store.missing(symbol.name, timeframe, start, end)
     windows: list[Interval] = []
     for span in reversed(merge_gaps(missing, timeframe.bar, policy, grid=grid)):
-        planner = WindowPlanner(span, timeframe.bar, policy, grid=grid)
+        planner = WindowPlanner(span, timeframe.bar, policy, max_bars=max_bars, grid=grid)
         if not planner.expected_calls:
             continue  # no bar of the grid opens in it: ingest asks for nothing there
         cursor = planner.end
@@ -74,12 +89,14 @@ def history_windows(
 
 @dataclass(frozen=True)
 class CatchUpPlan:
-    """The next catch-up run's days and credits, and the credits the whole never-fetched history needs."""
+    """The next catch-up run's days and credits (per series, in the order given), and the credits the
+    whole never-fetched history needs."""
 
     first_day: str | None
     last_day: str | None
     credits: int
     credits_to_go: int
+    credits_by_series: tuple[int, ...] = ()
 
 
 def plan_catch_up(windows: Sequence[Sequence[Interval]], history_start: datetime, allotment: int) -> CatchUpPlan:
@@ -92,15 +109,26 @@ def plan_catch_up(windows: Sequence[Sequence[Interval]], history_start: datetime
     """
     ends = sorted((end for series in windows for _, end in series), reverse=True)
     if not ends:
-        return CatchUpPlan(None, None, 0, 0)
+        return CatchUpPlan(None, None, 0, 0, tuple(0 for _ in windows))
     newest_day = day_start(ends[0] - timedelta(microseconds=1))
     first = history_start
     if len(ends) > allotment:
         cut = ends[max(allotment, 0)]
         first = max(history_start, day_start(cut) + (ONE_DAY if cut > day_start(cut) else timedelta(0)))
     first = min(first, newest_day)
-    credits = sum(end > first for end in ends)
-    return CatchUpPlan(f"{first:%Y-%m-%d}", f"{newest_day:%Y-%m-%d}", credits, len(ends))
+    by_series = tuple(sum(end > first for _, end in series) for series in windows)
+    return CatchUpPlan(f"{first:%Y-%m-%d}", f"{newest_day:%Y-%m-%d}", sum(by_series), len(ends), by_series)
+
+
+def catch_up_credits_tag(credits_by_series: Sequence[int]) -> str:
+    """`M15=5,H1=1,H4=1,D1=1`: what each series of a catch-up run may spend."""
+    return ",".join(f"{tf.name}={n}" for tf, n in zip(TIMEFRAMES, credits_by_series, strict=True))
+
+
+def series_allotment(tag: str, timeframe: Timeframe) -> int:
+    """One series' credits in a catch-up run's `catch_up_credits_tag` (0 when it has none)."""
+    allotments = dict(part.split("=") for part in tag.split(",") if "=" in part)
+    return int(allotments.get(timeframe.name, 0))
 
 
 @dataclass(frozen=True)
@@ -130,7 +158,10 @@ def series_progress(
     store: CandleStore, symbol: Symbol, timeframe: Timeframe, history_start: datetime, now: datetime
 ) -> SeriesProgress:
     expected, stored = store.stored_share(symbol.name, timeframe, calendar(symbol.calendar), history_start, now)
-    windows = history_windows(store, symbol, timeframe, history_start, catch_up_end(now))
+    # Bars the feed sends per expected slot, as the stored history shows it (off-session bars included).
+    served = store.summary(symbol.name, timeframe, history_start, now)[0]
+    density = served / stored if stored else 1.0
+    windows = history_windows(store, symbol, timeframe, history_start, catch_up_end(now), density)
     return SeriesProgress(timeframe.name, expected, stored, tuple(windows))
 
 
@@ -212,6 +243,17 @@ def build_catch_up_sensor(
         )
         if busy:
             return dg.SkipReason(f"catch-up run {busy[0].run_id[:8]} in progress; {line}")
+        failed = context.instance.get_run_records(
+            filters=dg.RunsFilter(tags={CATCH_UP_TAG: symbol.name}, statuses=[dg.DagsterRunStatus.FAILURE]),
+            limit=1,
+        )
+        ended = failed[0].end_time if failed else None
+        if ended is not None and datetime.now(UTC).timestamp() - ended < AFTER_A_FAILURE.total_seconds():
+            retry_at = datetime.fromtimestamp(ended, UTC) + AFTER_A_FAILURE
+            return dg.SkipReason(
+                f"catch-up run {failed[0].dagster_run.run_id[:8]} failed (see its log); next try at "
+                f"{retry_at:%H:%M} UTC; {line}"
+            )
         if backfill_left <= 0:
             return dg.SkipReason(
                 f"the backfill share of today's credits is spent ({sum(used.values())} of {budget.per_day} used "
@@ -221,10 +263,16 @@ def build_catch_up_sensor(
         plan = plan_catch_up([p.windows for p in progress], history_start, allotment)
         assert plan.first_day is not None and plan.last_day is not None
         context.log.info(f"catch-up run over {plan.first_day} .. {plan.last_day} ({plan.credits} credit(s)); {line}")
-        # The run stops at its allotment even where the feed fills pages earlier than planned.
+        # Each series stops at its planned windows even where the feed fills pages earlier than the
+        # calendar expects: one series' extra calls never take another's credits (the next run goes on).
+        # M15 gets one credit more: H1, H4 and D1 depend on it, and a series stopped short of its range
+        # leaves its dependents skipped in that run (a spare credit is only spent if it is needed).
+        allotments = [
+            n + (1 if tf is M15 and n else 0) for tf, n in zip(TIMEFRAMES, plan.credits_by_series, strict=True)
+        ]
         tags = {
             CATCH_UP_TAG: symbol.name,
-            CATCH_UP_CREDITS_TAG: str(max(allotment, plan.credits)),
+            CATCH_UP_CREDITS_TAG: catch_up_credits_tag(allotments),
             CATCH_UP_PROGRESS_TAG: line[:250],
         }
         run_key = f"catch-up:{symbol.name}:{plan.first_day}..{plan.last_day}:{now:%Y-%m-%dT%H:%M:%S}"

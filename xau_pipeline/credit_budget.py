@@ -50,7 +50,7 @@ USAGE = sa.text(
     GROUP BY clock.now
     """
 )
-RUN_CREDITS = sa.text("SELECT coalesce(sum(credits), 0) FROM api_calls WHERE run_id = :run_id")
+RUN_CREDITS = sa.text("SELECT coalesce(sum(credits), 0) FROM api_calls WHERE run_id = :run_id AND interval = :interval")
 USAGE_BY_KIND = sa.text(
     """
     SELECT kind, coalesce(sum(credits), 0) AS credits, count(*) AS calls
@@ -205,7 +205,7 @@ class CreditBudget:
         self.run_id = run_id
         self.sleep = sleep
         self.log = log or logging.getLogger(__name__)
-        # A history catch-up run spends at most this many credits; the next run goes on from there.
+        # A history catch-up run spends at most this many credits on this series; the next run goes on.
         self.run_allotment = run_allotment
 
     def acquire(
@@ -234,10 +234,10 @@ class CreditBudget:
                     "repair": usage.day_used_repair,
                 }
                 if self.run_allotment is not None:
-                    spent = connection.execute(RUN_CREDITS, {"run_id": self.run_id}).scalar_one()
+                    spent = connection.execute(RUN_CREDITS, {"run_id": self.run_id, "interval": interval}).scalar_one()
                     if spent + credits > self.run_allotment:
                         raise CreditBudgetExhausted(
-                            f"this catch-up run's allotment of {self.run_allotment} credit(s) is spent; "
+                            f"this catch-up run's allotment of {self.run_allotment} credit(s) for {interval} is spent; "
                             "the next catch-up run goes on from here",
                             now,
                         )
