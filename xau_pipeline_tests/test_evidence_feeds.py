@@ -90,6 +90,39 @@ def test_no_false_gap_no_wrong_bar_and_m15_consistency_on_each_feed(stand_in, st
         assert compared == len(served(stand_in, timeframe, start, end))
 
 
+# Twelve Data keeps the newest bars of a full page: 5000 M15 bars back from here reach Sunday
+# 2023-01-01 10:00, and the rest of the window (00:00-09:45) is closed on gold's calendar.
+EDGE = (datetime(2023, 1, 1, tzinfo=UTC), datetime(2023, 2, 22, 12, tzinfo=UTC))
+
+
+def test_a_closed_edge_left_by_a_full_page_of_a_24_7_feed_is_asked_for(stand_in, store, capsys, monkeypatch):
+    start, end = EDGE
+    report = ingest(TwelveDataClient(TEST_API_KEY, stand_in.url), store, GOLD, M15, start, end)
+    assert report.complete and report.calls == 2  # the edge costs one more credit, once
+    assert [(w.start, w.end) for w in report.windows][-1] == (start, datetime(2023, 1, 1, 10, tzinfo=UTC))
+    bars = served(stand_in, M15, start, end)
+    assert stored(store, M15, start, end) == bars
+    gaps = store.gaps(GOLD.name, M15, calendar(GOLD.calendar), start, end, datetime.now(UTC))
+    assert (gaps.missing, gaps.stored, gaps.off_session) == (0, len(bars), len(bars) - gaps.expected)
+    assert gaps.off_session > 40 * 8  # the edge's 40 bars, and the weekends inside the window
+    monkeypatch.setenv("XAU_DATABASE_URL", store.url)
+    monkeypatch.delenv("XAU_SYMBOLS", raising=False)
+    assert cli.main(["gaps", "M15", "--start", "2023-01-01", "--end", "2023-02-22"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    day_gaps = store.gaps(
+        GOLD.name, M15, calendar(GOLD.calendar), start, datetime(2023, 2, 22, tzinfo=UTC), datetime.now(UTC)
+    )
+    assert f"off-session: {day_gaps.off_session}" in lines and any(line.startswith("missing:     0 ") for line in lines)
+
+
+def test_a_cme_hours_feed_spends_no_call_on_a_closed_edge(stand_in, store):
+    stand_in.configure(weekend_bars=False)
+    start, end = EDGE
+    report = ingest(TwelveDataClient(TEST_API_KEY, stand_in.url), store, GOLD, M15, start, end)
+    assert report.complete and report.calls == 1
+    assert stored(store, M15, start, end) == served(stand_in, M15, start, end)
+
+
 def test_the_cli_and_the_api_say_how_d1_bars_are_stored_and_which_day_each_holds(
     stand_in, store, database_url, capsys, monkeypatch
 ):
