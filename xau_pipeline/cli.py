@@ -174,8 +174,9 @@ def _gaps(args: argparse.Namespace, settings: Settings) -> int:
         print("phase:       none fixed in UTC (the grid is anchored in a zone)")
     if report.grid is not None:
         print(f"grid:        {report.grid.describe()}")
-    if tf.name == "D1":
-        print(f"day:         {store.day_cover(symbol, start, end).describe()}")
+    cover = store.day_cover(symbol, start, end) if tf.name == "D1" else None
+    if cover is not None and cover.compared:
+        print(f"day:         {cover.describe()}")
     if report.mismatch is not None:
         print(report.mismatch.line)
     for gap in report.real_gaps:

@@ -344,7 +344,8 @@ def create_app(
         _check_span(tf, start_at, end_at)
         with queries.read_only(engine, timeout) as connection:
             report = find_gaps(connection, name, tf.name, tf.bar, trading_calendar, start_at, end_at, now)
-            held = day_cover(connection, name, start_at, end_at).describe() if tf.name == "D1" else None
+            cover = day_cover(connection, name, start_at, end_at) if tf.name == "D1" else None
+        held = cover.describe() if cover is not None and cover.compared else None
         return GapReportResponse(
             symbol=name,
             timeframe=tf.name,

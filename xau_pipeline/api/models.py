@@ -82,7 +82,7 @@ class GapReportResponse(BaseModel):
     day_held: str | None = Field(
         default=None,
         description="D1 only: how D1 bars are stored (at 00:00 UTC of Twelve Data's bare date, or at their open) "
-        "and which day each holds, read off the H1 bars of the window.",
+        "and which day each holds, read off the H1 bars of the window; null without H1 bars to tell.",
     )
     missing_bars: list[MissingBar]
 
