@@ -46,7 +46,7 @@ def run(year: int, url: str) -> None:
     partitions = daily_partitions(f"{year}-01-01")
     assets = [build_candle_asset(gold, tf, partitions) for tf in TIMEFRAMES]
     start, end = datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
-    config = StandInConfig(api_key="bench-key", credits_per_minute=None, credits_per_day=None)
+    config = StandInConfig(api_key="bench-key", credits_per_minute=None, credits_per_day=None, weekend_bars=False)
     with StandIn(config) as stand_in, dg.DagsterInstance.local_temp() as instance:
         resources = {
             "twelvedata": TwelveDataResource(

@@ -59,7 +59,7 @@ def main() -> None:
 
 def run(start: datetime, end: datetime, url: str) -> None:
     cal = calendar("cme_gold")
-    config = StandInConfig(api_key=API_KEY, credits_per_minute=PER_MINUTE, credits_per_day=None)
+    config = StandInConfig(api_key=API_KEY, credits_per_minute=PER_MINUTE, credits_per_day=None, weekend_bars=False)
     budget = CreditBudget(engine_for(url), BudgetSettings(per_minute=PER_MINUTE, per_day=800), "backfill", "bench")
     rows = []
     store = CandleStore(url)

@@ -83,7 +83,15 @@ def stand_in_process() -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "xau_pipeline_dev.twelvedata_standin", "--no-limits", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "xau_pipeline_dev.twelvedata_standin",
+        "--no-limits",
+        "--cme-hours",
+        "--port",
+        str(port),
+    ]
     env = {**os.environ, "TWELVE_DATA_API_KEY": "bench-key"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
     try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import dagster as dg
 
-from xau_pipeline.grid import Grid
+from xau_pipeline.grid import DayCover, Grid
 from xau_pipeline.markdown import ROWS_SHOWN, markdown_table
 from xau_pipeline.store.candle_store import CandleStore, utc_day
 from xau_pipeline.store.gaps import EPOCH, GRID_MISMATCH, NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, Gap, GapReport
@@ -304,22 +304,39 @@ class CandleChecks:
         )
         return Verdict(report.missing == 0, metadata)
 
+    def _day_cover(self, start: datetime, end: datetime) -> DayCover | None:
+        """For D1: the day each bar holds, read off the H1 bars around [start, end)."""
+        if self.timeframe.name != "D1":
+            return None
+        margin = timedelta(days=14)
+        return self._once("day_cover", lambda: self.store.day_cover(self.symbol.name, start - margin, end + margin))
+
     def consistent_with_m15(self, key: str) -> Verdict | None:
         start, end = self._range or self.window(key)
-        counts = self._once(f"m15_expected {start}", lambda: self._m15_expected_per_bar(start, end))
+        cover = self._day_cover(start, end)
+        extra: dict[str, Any] = {"day_held": cover.describe()} if cover is not None else {}
+        if cover is not None and cover.grid is None:
+            if self._stored(key) == 0:
+                return None
+            return Verdict(False, extra, cover.describe(), unjudged=True)
+        held = cover.slot_of_bar if cover is not None and cover.dated else None
+        if held is None:
+            counts = self._once(f"m15_expected {start}", lambda: self._m15_expected_per_bar(start, end))
+        else:
+            counts = Counter({o: self.policy.count_expected(*held(o), M15.bar) for o, _ in self.grid.slots(start, end)})
 
         def m15_expected(slot: datetime) -> int:
             return counts[slot]
 
         if self._range is None:
             mismatches, compared, incomplete = self.store.grid_m15_mismatches(
-                self.symbol.name, self.timeframe, self.grid, *self.window(key), self.m15_tolerance, m15_expected
+                self.symbol.name, self.timeframe, self.grid, *self.window(key), self.m15_tolerance, m15_expected, held
             )
         else:
             by_day = self._once(
                 CONSISTENT_WITH_M15,
                 lambda: self.store.m15_mismatches_by_day(
-                    self.symbol.name, self.timeframe, self.grid, *self._range, self.m15_tolerance, m15_expected
+                    self.symbol.name, self.timeframe, self.grid, *self._range, self.m15_tolerance, m15_expected, held
                 ),
             )
             mismatches, compared, incomplete = by_day.get(key, ([], 0, 0))
@@ -343,6 +360,7 @@ class CandleChecks:
             "mismatches": len(mismatches),
             "tolerance": float(self.m15_tolerance),
             "mismatched_bars": dg.MetadataValue.md(table),
+            **extra,
         }
         if compared == 0:
             return Verdict(

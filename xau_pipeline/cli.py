@@ -160,7 +160,8 @@ def _gaps(args: argparse.Namespace, settings: Settings) -> int:
             f"gaps reads at most {MAX_GAP_SLOTS} (about {MAX_GAP_SLOTS * tf.bar.total_seconds() / 86400 / 365.25:.0f} "
             f"years of {tf.name}): narrow --start/--end"
         )
-    report = _store(settings).gaps(symbol, tf, calendar(calendar_name), start, end, now)
+    store = _store(settings)
+    report = store.gaps(symbol, tf, calendar(calendar_name), start, end, now)
     phase_minutes = int(report.phase.total_seconds()) // 60
     shown = (NEVER_FETCHED, PROVIDER_EMPTY, NOT_CLOSED) + ((GRID_MISMATCH,) if report.count(GRID_MISMATCH) else ())
     reasons = ", ".join(f"{reason} {report.count(reason)}" for reason in shown)
@@ -175,6 +176,9 @@ def _gaps(args: argparse.Namespace, settings: Settings) -> int:
         print("phase:       none fixed in UTC (the grid is anchored in a zone)")
     if report.grid is not None:
         print(f"grid:        {report.grid.describe()}")
+    cover = store.day_cover(symbol, start, end) if tf.name == "D1" else None
+    if cover is not None and cover.compared:
+        print(f"day:         {cover.describe()}")
     if report.mismatch is not None:
         print(report.mismatch.line)
     for gap in report.real_gaps:

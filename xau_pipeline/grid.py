@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from functools import cached_property, lru_cache
 from itertools import pairwise
 from typing import Protocol
@@ -41,10 +42,12 @@ NEW_YORK_CLOSE = time(17)
 
 __all__ = [
     "BarGrid",
+    "DayCover",
     "Grid",
     "GridDetection",
     "MixedGrid",
     "Stretch",
+    "detect_day_cover",
     "detect_grid",
     "dst_switches",
     "new_york_close_grid",
@@ -421,3 +424,99 @@ def detect_grid(opens: Sequence[datetime], bar: timedelta) -> GridDetection:
     if len(merged) == 1:
         return GridDetection(merged[0].grid, len(opens), tuple(stretches))
     return GridDetection(MixedGrid(bar, tuple(merged)), len(opens), tuple(stretches))
+
+
+# ------------------------------------------------------------------------------------------------
+# The day a D1 bar holds, read off the H1 bars
+# ------------------------------------------------------------------------------------------------
+
+# A D1 bar's OHLC beside its H1 bars: (open, high, low, close).
+Prices = tuple[Decimal, Decimal, Decimal, Decimal]
+# How far (relative) a D1 price may lie from its H1 aggregate and still match it.
+DAY_MATCH_TOLERANCE = Decimal("0.000001")
+
+
+def day_candidates() -> tuple[BarGrid, ...]:
+    """Where a day may begin: 00:00 to 23:00 UTC, and 17:00 New York (which moves with US DST)."""
+    return (*(BarGrid(DAY, "UTC", time(h)) for h in range(24)), new_york_close_grid(DAY))
+
+
+@dataclass(frozen=True)
+class DayCover:
+    """The day each stored D1 bar holds, as its H1 bars show it.
+
+    `grid` is where such a day opens (None: no candidate fits most bars). `dated` is True when the
+    bars are stored at 00:00 UTC of their bare date rather than at the open of the day they hold
+    (a day not starting at 00:00 UTC): the bar dated D holds the day of `grid` holding D 12:00 UTC.
+    """
+
+    grid: BarGrid | None
+    dated: bool
+    matched: int
+    compared: int
+
+    def slot_of_bar(self, stored: datetime) -> tuple[datetime, datetime]:
+        """The [open, close) of the day the D1 bar stored at `stored` holds."""
+        if self.grid is None:
+            return stored, stored + DAY
+        return self.grid.slot_of(stored + DAY / 2)
+
+    def describe(self) -> str:
+        if self.grid is None:
+            return (
+                f"grid mismatch: the D1 bars fit no day boundary tried (00:00-23:00 UTC, 17:00 New York): "
+                f"{self.matched} of {self.compared} bar(s) with H1 bars match their best fit. Not compared with M15."
+            )
+        held = f"each holds the day of the {self.grid.describe()} grid"
+        if not self.dated:
+            return f"D1 bars stored at their open; {held} ({self.matched} of {self.compared} checked against H1)"
+        return (
+            f"D1 bars stored at 00:00 UTC of the date Twelve Data gives them; {held} holding that date's noon "
+            f"UTC ({self.matched} of {self.compared} checked against H1)"
+        )
+
+
+def _matches(day: Prices, hours: Sequence[Prices]) -> bool:
+    if not hours:
+        return False
+    aggregate = (hours[0][0], max(h[1] for h in hours), min(h[2] for h in hours), hours[-1][3])
+    return all(abs(a - b) <= DAY_MATCH_TOLERANCE * abs(b) for a, b in zip(day, aggregate))
+
+
+def detect_day_cover(days: Sequence[tuple[datetime, Prices]], hours: Sequence[tuple[datetime, Prices]]) -> DayCover:
+    """Which day each stored D1 bar (`days`: open or date, and OHLC) holds, from the H1 bars
+    (`hours`, ascending): the candidate boundary whose days' H1 aggregates match most D1 bars.
+
+    Ties go to a boundary the stored opens lie on, then to 00:00 UTC and the boundary nearest it.
+    Bars without H1 bars are not compared.
+    """
+    hour_opens = [t for t, _ in hours]
+    candidates = day_candidates()
+    counts = dict.fromkeys(candidates, 0)
+    compared = 0
+    for stored, prices in days:
+        noon = _aware(stored, "open") + DAY / 2
+        seen = False
+        for candidate in candidates:
+            lo, hi = candidate.slot_of(noon)
+            part = [p for _, p in hours[bisect_left(hour_opens, lo) : bisect_left(hour_opens, hi)]]
+            seen |= bool(part)
+            counts[candidate] += _matches(prices, part)
+        compared += seen
+
+    stored_opens = [_aware(t, "open") for t, _ in days]
+
+    def rank(candidate: BarGrid) -> tuple[int, bool, int]:
+        # Where hours are missing (a closed market) several boundaries fit: the one the stored
+        # opens lie on first, then 00:00 UTC and its nearest neighbours.
+        on_opens = all(candidate.contains(t) for t in stored_opens)
+        after = candidate.anchor.hour if candidate.zone == "UTC" else 12
+        return (-counts[candidate], not on_opens, min(after, 24 - after))
+
+    best = min(candidates, key=rank)
+    if compared == 0:
+        return DayCover(utc_grid(DAY), False, 0, 0)
+    if counts[best] * 2 <= compared:
+        return DayCover(None, False, counts[best], compared)
+    dated = not all(best.contains(t) for t in stored_opens)
+    return DayCover(best, dated, counts[best], compared)

@@ -134,9 +134,11 @@ def ingest(
     done = 0
     try:
         for planner in planners:
-            cursor = planner.end
+            cursor, full = planner.end, False
             while cursor > max(planner.start, start):
-                cursor, called = _fetch_newest_missing(client, store, report, planner, cursor, force, policy, run_id)
+                cursor, called, full = _fetch_newest_missing(
+                    client, store, report, planner, cursor, force, policy, run_id, keep_closed=full
+                )
                 if not called:
                     continue
                 done += 1
@@ -173,11 +175,15 @@ def _fetch_newest_missing(
     force: bool,
     policy,
     run_id: str | None,
-) -> tuple[datetime, bool]:
+    keep_closed: bool = False,
+) -> tuple[datetime, bool, bool]:
     """Under a claim on the series: fetch and store the newest window still missing in
     [planner.start, cursor).
 
-    Returns where the rest of the span ends (its start when nothing is left), and whether a call was made.
+    Returns where the rest of the span ends (its start when nothing is left), whether a call was
+    made, and whether its page was full of more bars than the calendar expects there (a 24/7
+    feed). After such a page (`keep_closed`) the rest is asked for even where the market is closed
+    throughout: the feed sends bars there, and the stretch is the edge of a window being paid for.
     Coverage is re-read after the claim, so a concurrent run's windows are never asked for again: the
     window asked for is the one a run alone would ask for next.
     """
@@ -185,10 +191,11 @@ def _fetch_newest_missing(
     bar = timeframe.bar
     with store.claim_window(symbol.name, timeframe) as claim:
         span = (planner.start, cursor)
-        spans = [span] if force else merge_gaps(claim.missing(*span), bar, policy, grid=planner.grid)
+        missing = claim.missing(*span)
+        spans = [span] if force else merge_gaps(missing, bar, policy, grid=planner.grid, keep_closed=keep_closed)
         if not spans:
             report.windows_already_stored += 1
-            return span[0], False
+            return span[0], False, False
         newest_start, ask_end = spans[-1]
         # The planner's slots are the calendar's, whatever is stored: its window ending at `ask_end`,
         # clipped to the missing span, is the window a run alone would ask for.
@@ -222,4 +229,6 @@ def _fetch_newest_missing(
     report.quarantine_reasons.update(r.reason.split(":")[0].split(" (")[0] for r in rejected)
     report.windows.append(fetched)
     report.add(counts)
-    return covered_start, True
+    # More bars than the calendar expects where the page reached: the feed sends off-session bars.
+    beyond = page.full and len(in_window) > policy.count_expected(covered_start, ask_end, bar, grid=planner.grid)
+    return covered_start, True, beyond

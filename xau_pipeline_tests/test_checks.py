@@ -24,6 +24,12 @@ ASSETS = {name: build_candle_asset(GOLD, TIMEFRAMES_BY_NAME[name], PARTITIONS, S
 EVERYTHING = list(ASSETS.values())
 
 
+@pytest.fixture(autouse=True)
+def cme_hours(stand_in):
+    """These tests count the bars of gold's hours: the stand-in serves CME hours only (one turns a 24/7 feed on)."""
+    stand_in.configure(weekend_bars=False)
+
+
 @pytest.fixture
 def instance(dagster_instance):
     return dagster_instance

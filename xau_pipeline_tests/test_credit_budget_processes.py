@@ -193,7 +193,8 @@ def test_minute_limit_answers_are_waited_out_during_an_ingest(store, stand_in):
     real = utc_now()
     shifted = real.replace(second=50, microsecond=0) + timedelta(minutes=1)
     offset = (shifted - real).total_seconds()
-    stand_in.configure(credits_per_minute=2, time_offset_seconds=offset)
+    # CME hours: three windows of gold's calendar hold every bar.
+    stand_in.configure(credits_per_minute=2, time_offset_seconds=offset, weekend_bars=False)
     client = TwelveDataClient(
         TEST_API_KEY, stand_in.url, timeout_seconds=5, clock=lambda: utc_now() + timedelta(seconds=offset)
     )

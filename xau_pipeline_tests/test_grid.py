@@ -1,12 +1,14 @@
 """Bar grids (xau_pipeline.grid): zoned slots across DST switches, and detection from stored bar opens."""
 
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 
 import pytest
 
 from xau_pipeline.grid import (
     BarGrid,
     MixedGrid,
+    detect_day_cover,
     detect_grid,
     dst_switches,
     new_york_close_grid,
@@ -123,3 +125,41 @@ def test_hourly_and_shorter_bars_are_detected_by_their_utc_phase():
     opens = CME.expected_slots(at(2024, 3, 4), at(2024, 3, 16), H1)
     assert detect_grid(opens, H1).grid == utc_grid(H1)
     assert detect_grid([], H4).grid == utc_grid(H4)
+
+
+def _hours_and_days(first_day, days, boundary_hour, closed_hour):
+    """H1 bars of `days` days (none at `closed_hour`, a daily break) and the D1 bars of days from `boundary_hour`."""
+    hours = []
+    for i in range(days * 24 + 24):
+        t = first_day - timedelta(hours=12) + timedelta(hours=i)
+        if t.hour != closed_hour:
+            p = Decimal(1000 + i)
+            hours.append((t, (p, p + 2, p - 1, p + 1)))
+    d1 = []
+    for d in range(days):
+        lo = first_day + timedelta(days=d, hours=boundary_hour - 24)
+        part = [p for t, p in hours if lo <= t < lo + timedelta(days=1)]
+        d1.append((lo, (part[0][0], max(p[1] for p in part), min(p[2] for p in part), part[-1][3])))
+    return hours, d1
+
+
+def test_the_day_a_d1_bar_holds_is_read_off_its_h1_bars_whether_stored_at_its_open_or_its_date():
+    first = datetime(2024, 1, 9, tzinfo=UTC)
+    hours, d1 = _hours_and_days(first, 5, boundary_hour=14, closed_hour=3)
+    at_open = detect_day_cover(d1, hours)
+    assert (at_open.grid, at_open.dated, at_open.matched, at_open.compared) == (
+        BarGrid(timedelta(days=1), "UTC", time(14)),
+        False,
+        5,
+        5,
+    )
+    dated = [(open_ + timedelta(hours=10), prices) for open_, prices in d1]  # stored at 00:00 UTC of its date
+    cover = detect_day_cover(dated, hours)
+    assert (cover.grid, cover.dated, cover.matched) == (BarGrid(timedelta(days=1), "UTC", time(14)), True, 5)
+    assert cover.slot_of_bar(dated[0][0]) == (d1[0][0], d1[0][0] + timedelta(days=1))
+    assert "stored at 00:00 UTC of the date Twelve Data gives them" in cover.describe()
+    # The break hour before the boundary: 13:00 and 14:00 both fit; the stored opens decide.
+    hours, d1 = _hours_and_days(first, 5, boundary_hour=14, closed_hour=13)
+    assert detect_day_cover(d1, hours).grid == BarGrid(timedelta(days=1), "UTC", time(14))
+    scrambled = [(t, (o, h + 50, lo, c)) for t, (o, h, lo, c) in d1]
+    assert detect_day_cover(scrambled, hours).grid is None

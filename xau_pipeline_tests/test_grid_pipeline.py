@@ -61,7 +61,8 @@ FIXED_PHASE_BEFORE = {
 
 def load(stand_in, store, feed: str, timeframe, week: str):
     anchor, weekend_bars, calendar_name = FEEDS[feed]
-    stand_in.configure(bar_anchor=anchor, weekend_bars=weekend_bars)
+    # D1 bars carrying their open time (not a bare date): where they open is then read off them.
+    stand_in.configure(bar_anchor=anchor, weekend_bars=weekend_bars, daily_stamp="open")
     symbol = Symbol("XAU/USD", calendar_name)
     start, end = WEEKS[week]
     report = ingest(TwelveDataClient(TEST_API_KEY, stand_in.url), store, symbol, timeframe, start, end)
@@ -201,7 +202,7 @@ def test_repair_skips_phantom_gaps_even_on_a_fixed_phase(stand_in, store, monkey
 def test_dagster_backfill_across_the_november_switch_on_either_grid(dagster_instance, resources, stand_in, store, feed):
     """The assets (daily partitions, one ranged run) on each grid: exactly the served H4 and D1 bars,
     none missing on the detected grid; a New York D1 bar lands in the partition of its open's UTC day."""
-    stand_in.configure(bar_anchor=feed)
+    stand_in.configure(bar_anchor=feed, weekend_bars=False, daily_stamp="open")
     gold = Symbol("XAU/USD")
     partitions = daily_partitions("2024-10-01")
     assets = [build_candle_asset(gold, tf, partitions) for tf in (H4, D1)]

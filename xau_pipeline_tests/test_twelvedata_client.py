@@ -254,7 +254,7 @@ def test_minute_limit_is_waited_out(stand_in, store):
     real = utc_now()
     shifted = real.replace(second=57, microsecond=500000) + timedelta(minutes=1)
     offset = (shifted - real).total_seconds()
-    stand_in.configure(credits_per_minute=1, time_offset_seconds=offset)
+    stand_in.configure(credits_per_minute=1, time_offset_seconds=offset, weekend_bars=False)
     client = client_for(stand_in, clock=lambda: utc_now() + timedelta(seconds=offset))
     began = time.monotonic()
     first = fetch(client, store, "XAU/USD", H1, WEDNESDAY, WEDNESDAY + DAY)

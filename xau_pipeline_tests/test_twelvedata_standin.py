@@ -124,14 +124,16 @@ def test_minute_limit(stand_in: StandIn) -> None:
     codes = [ts(stand_in, interval="1h", outputsize=2).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
     last = ts(stand_in, interval="1h", outputsize=2)
+    # Refusals alternate between the two captured wordings: "being 3" (the 4th call), then "of 3".
     assert last.json() == {
         "code": 429,
         "message": "You have run out of API credits for the current minute. 5 API credits were used, with the "
-        "current limit being 3. Wait for the next minute or consider switching to a higher tier plan at "
+        "current limit of 3. Wait for the next minute or consider switching to a higher tier plan at "
         "https://twelvedata.com/pricing",
         "status": "error",
     }
-    assert [r.credits for r in stand_in.requests] == [1] * 5
+    assert "with the current limit being 3." in stand_in_message(ts(stand_in, interval="1h", outputsize=2))
+    assert [r.credits for r in stand_in.requests] == [1] * 6
     set_clock(stand_in, WED + timedelta(minutes=1))
     assert ts(stand_in, interval="1h", outputsize=2).status_code == 200
 
@@ -209,8 +211,13 @@ def test_parameter_errors(stand_in: StandIn) -> None:
     assert [(r.credits, r.values) for r in stand_in.requests] == [(1, 0)] * 8
 
 
+def stand_in_message(response) -> str:
+    return response.json()["message"]
+
+
 def test_no_data_in_range(stand_in: StandIn) -> None:
-    response = ts(stand_in, interval="1h", start_date="2025-06-14", end_date="2025-06-15")  # a Saturday
+    stand_in.configure(weekend_bars=False)  # CME hours: nothing on a Saturday
+    response = ts(stand_in, interval="1h", start_date="2025-06-14", end_date="2025-06-15")
     assert response.status_code == 400
     assert response.json() == {"code": 400, "message": NO_DATA_MSG, "status": "error"}
 
@@ -226,7 +233,7 @@ def test_success_body_format(stand_in: StandIn) -> None:
         "interval": "1h",
         "currency_base": "Gold Spot",
         "currency_quote": "US Dollar",
-        "type": "Physical Currency",
+        "type": "Precious Metal",
     }
     for row in body["values"]:
         assert list(row) == ["datetime", "open", "high", "low", "close"]
@@ -287,10 +294,10 @@ def test_timezone_utc_versus_default_new_york(stand_in: StandIn) -> None:
 
 
 def test_aggregates_equal_their_15min_bars(stand_in: StandIn) -> None:
-    stand_in.configure(h4_phase_hours=1, credits_per_minute=None)
+    stand_in.configure(h4_phase_hours=1, credits_per_minute=None, weekend_bars=False)
     window = {"start_date": "2025-06-10", "end_date": "2025-06-11"}
     m15 = values(stand_in, interval="15min", **window)
-    assert len(m15) == 92  # 24 h minus the 21:00-22:00 UTC daily break (New York summer time)
+    assert len(m15) == 92  # CME hours: 24 h minus the 21:00-22:00 UTC daily break (New York summer time)
     h1 = values(stand_in, interval="1h", **window)
     assert len(h1) == 23
     for bar in h1:
@@ -339,16 +346,23 @@ def test_still_forming_bar_is_served(stand_in: StandIn) -> None:
     assert later[1:] == rows[1:]
 
 
-def test_weekend_bars_off_by_default_and_flat_when_on(stand_in: StandIn) -> None:
+def test_a_24_7_feed_by_default_with_weekend_bars_that_move_a_little(stand_in: StandIn) -> None:
+    """As the forex/metals feed v2: XAU/USD's Saturday 1h bars are there, nearly flat but not flat."""
     saturday = {"interval": "1h", "start_date": "2025-06-14 00:00:00", "end_date": "2025-06-14 05:00:00"}
-    assert ts(stand_in, **saturday).status_code == 400
+    quiet = values(stand_in, **saturday)
+    assert len(quiet) == 6
+    days = values(stand_in, interval="1day", start_date="2025-06-14", end_date="2025-06-16")
+    assert [d["datetime"] for d in days] == ["2025-06-15", "2025-06-14"]  # Saturday and Sunday daily bars
+    stand_in.configure(weekend_bars=False)
     friday_last = values(stand_in, interval="15min", start_date="2025-06-13 20:00:00", end_date="2025-06-14 00:00:00")
     assert friday_last[0]["datetime"] == "2025-06-13 20:45:00"  # Friday 17:00 New York = 21:00 UTC in summer
-    stand_in.configure(weekend_bars=True)
-    flat = values(stand_in, **saturday)
-    assert len(flat) == 6
-    for row in flat:
-        assert row["open"] == row["high"] == row["low"] == row["close"] == friday_last[0]["close"]
+    assert ts(stand_in, **saturday).status_code == 400  # CME hours: a closed market
+    close = Decimal(friday_last[0]["close"])
+    for row in quiet:
+        o, h, lo, c = (Decimal(row[k]) for k in ("open", "high", "low", "close"))
+        assert lo < h and lo <= min(o, c) and max(o, c) <= h
+        assert h - lo < close * Decimal("0.0001") and abs(c - close) < close * Decimal("0.0001")
+    assert len({row["close"] for row in quiet}) == len(quiet)
 
 
 def test_holes_remove_bars(stand_in: StandIn) -> None:
@@ -476,7 +490,10 @@ def test_restore_defaults_undoes_every_setting_and_clears_the_counters(stand_in:
         "credits_per_day": 1,
         "error_status": "body200",
         "end_inclusive": False,
-        "weekend_bars": True,
+        "weekend_bars": False,
+        "plan_gated": (),
+        "day_boundary": "utc+10",
+        "daily_stamp": "open",
         "holes": [(utc(2025, 6, 10, 12), utc(2025, 6, 10, 13))],
         "revisions": {utc(2025, 6, 10, 11): Decimal("10")},
         "time_offset_seconds": 3600.0,
@@ -614,12 +631,23 @@ def test_main_takes_the_key_from_the_environment_not_the_command_line(capsys) ->
 def test_main_serves_the_new_york_grid_on_request() -> None:
     assert config_from([], {})[0].bar_anchor == "utc"
     assert config_from(["--bar-anchor", "new_york"], {})[0].bar_anchor == "new_york"
+    default = config_from([], {})[0]
+    assert (default.weekend_bars, default.plan_gated, default.day_boundary, default.daily_stamp) == (
+        True,
+        ("XAG/USD",),
+        None,
+        "date",
+    )
+    argv = ["--cme-hours", "--paid-plan", "--day-boundary", "utc+10", "--h4-phase-hours", "2", "--daily-stamp", "open"]
+    switched = config_from(argv, {})[0]
+    assert (switched.weekend_bars, switched.plan_gated, switched.day_boundary) == (False, (), "utc+10")
+    assert (switched.h4_phase_hours, switched.daily_stamp) == (2, "open")
 
 
 def test_new_york_anchored_bars_move_with_dst_and_1day_bars_carry_their_open(stand_in: StandIn) -> None:
     """17:00 New York: H4 at 22/02/... UTC in winter and 21/01/... in summer; the D1 bar opening
-    Sunday evening holds Sunday evening and Monday, and its datetime is its open."""
-    stand_in.configure(bar_anchor="new_york")
+    Sunday evening holds Sunday evening and Monday, and with daily_stamp="open" its datetime is its open."""
+    stand_in.configure(bar_anchor="new_york", weekend_bars=False, daily_stamp="open")
     winter = stand_in.bars("XAU/USD", "4h", utc(2024, 1, 9), utc(2024, 1, 10))
     summer = stand_in.bars("XAU/USD", "4h", utc(2024, 7, 9), utc(2024, 7, 10))
     assert [b["datetime"].hour for b in winter] == [2, 6, 10, 14, 18, 22]
@@ -676,3 +704,30 @@ def test_main_runs_and_stops_on_sigterm() -> None:
                 proc.kill()
             proc.stdout.close()
             proc.stderr.close()
+
+
+@pytest.mark.parametrize(
+    ("boundary", "opens_at"),
+    [("utc", utc(2024, 1, 9)), ("utc+10", utc(2024, 1, 8, 14)), ("new_york", utc(2024, 1, 8, 22))],
+)
+def test_daily_bars_carry_a_bare_date_for_any_day_boundary(stand_in: StandIn, boundary, opens_at) -> None:
+    """As GBP/USD's "2022-03-05" held the 8h bar opening 2022-03-04 14:00 UTC: the date is the UTC
+    date of the day's middle, even with timezone=UTC, and the bar holds that day's 15-minute bars."""
+    stand_in.configure(day_boundary=boundary)
+    rows = values(stand_in, interval="1day", start_date="2024-01-09", end_date="2024-01-10")
+    assert [r["datetime"] for r in rows] == ["2024-01-09"]  # picked by its date
+    m15 = stand_in.bars("XAU/USD", "15min", opens_at, opens_at + timedelta(days=1))
+    assert len(m15) == 96  # a 24/7 feed
+    rendered = [{k: str(b[k]) for k in ("datetime", "open", "high", "low", "close")} for b in m15]
+    assert as_decimals(rows[0]) == aggregate(rendered)
+    (served,) = stand_in.bars("XAU/USD", "1day", utc(2024, 1, 9), utc(2024, 1, 10))
+    assert (served["datetime"], served["opens"]) == (utc(2024, 1, 9), opens_at)
+
+
+def test_a_symbol_outside_the_free_plan_is_404_and_still_costs_a_credit(stand_in: StandIn) -> None:
+    response = ts(stand_in, symbol="XAG/USD", interval="1h", outputsize=2)
+    assert (response.status_code, response.json()["code"]) == (404, 404)
+    assert stand_in_message(response).startswith("This symbol is available starting with the Grow or Venture plan")
+    assert stand_in.requests[-1].credits == 1
+    stand_in.configure(plan_gated=())
+    assert values(stand_in, symbol="XAG/USD", interval="1h", outputsize=2)

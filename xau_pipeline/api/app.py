@@ -43,6 +43,7 @@ from xau_pipeline.api.models import (
 from xau_pipeline.read import parse_time
 from xau_pipeline.store import gaps
 from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, find_gaps
+from xau_pipeline.store.quality import day_cover
 from xau_pipeline.symbols import DEFAULT_CALENDAR, Symbol
 from xau_pipeline.timeframes import TIMEFRAMES, TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.trading_calendar import TradingCalendar, calendar
@@ -368,6 +369,8 @@ def create_app(
         _check_span(tf, start_at, end_at)
         with queries.read_only(engine, timeout) as connection:
             report = find_gaps(connection, name, tf.name, tf.bar, trading_calendar, start_at, end_at, now)
+            cover = day_cover(connection, name, start_at, end_at) if tf.name == "D1" else None
+        held = cover.describe() if cover is not None and cover.compared else None
         return GapReportResponse(
             symbol=name,
             timeframe=tf.name,
@@ -380,6 +383,7 @@ def create_app(
             off_session=report.off_session,
             missing_by_reason={reason: report.count(reason) for reason in (NEVER_FETCHED, PROVIDER_EMPTY, NOT_CLOSED)},
             phase_minutes=int(report.phase.total_seconds()) // 60,
+            day_held=held,
             missing_bars=[
                 MissingBar(
                     timestamp=gap.slot,

@@ -79,6 +79,11 @@ class GapReportResponse(BaseModel):
     off_session: int = Field(description="Stored candles outside the trading sessions (or off the bar grid).")
     missing_by_reason: dict[str, int]
     phase_minutes: int = Field(description="The bar grid's offset from 00:00 UTC, as the stored bars show it.")
+    day_held: str | None = Field(
+        default=None,
+        description="D1 only: how D1 bars are stored (at 00:00 UTC of Twelve Data's bare date, or at their open) "
+        "and which day each holds, read off the H1 bars of the window; null without H1 bars to tell.",
+    )
     missing_bars: list[MissingBar]
 
 

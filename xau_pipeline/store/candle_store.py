@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from xau_pipeline import credit_budget
 from xau_pipeline.bars import Bar, FetchedWindow, Interval, subtract
 from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
-from xau_pipeline.grid import Grid, GridDetection
+from xau_pipeline.grid import DayCover, Grid, GridDetection
 from xau_pipeline.store import gaps, migrate, quality, quarantine
 from xau_pipeline.store.coverage import covered_intervals, record_windows
 from xau_pipeline.store.database import engine_for, safe_url
@@ -32,6 +32,7 @@ from xau_pipeline.store.tables import candles
 from xau_pipeline.store.upsert import UpsertCounts, upsert_bars
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.trading_calendar import TradingCalendar
+from xau_pipeline.utc import utc_now
 from xau_pipeline.validation import Rejected
 
 __all__ = ["CandleStore", "SchemaNotCurrentError", "StoreUnavailableError", "WindowClaim"]
@@ -287,12 +288,23 @@ class CandleStore:
         tolerance: Decimal,
         m15_expected: Callable[[datetime], int],
         grid: Grid | None = None,
+        held: Callable[[datetime], tuple[datetime, datetime]] | None = None,
     ) -> tuple[list[quality.Mismatch], int, int]:
         """Bars of [start, end) that disagree with their M15 bars (see store/quality.py), the M15 bars
-        grouped by `grid`'s slots when given, else by the UTC grid `phase`."""
+        grouped by `grid`'s slots when given (or by the span `held(slot)`), else by the UTC grid `phase`."""
         with self._connect() as connection:
             return quality.m15_mismatches(
-                connection, symbol, timeframe.name, timeframe.bar, phase, start, end, tolerance, m15_expected, grid
+                connection,
+                symbol,
+                timeframe.name,
+                timeframe.bar,
+                phase,
+                start,
+                end,
+                tolerance,
+                m15_expected,
+                grid,
+                held,
             )
 
     def m15_mismatches_by_day(
@@ -304,6 +316,7 @@ class CandleStore:
         end: datetime,
         tolerance: Decimal,
         m15_expected: Callable[[datetime], int],
+        held: Callable[[datetime], tuple[datetime, datetime]] | None = None,
     ) -> dict[str, tuple[list[quality.Mismatch], int, int]]:
         """m15_mismatches per UTC day (`YYYY-MM-DD`) of [start, end) on `grid`'s slots, in one query;
         days without bars absent."""
@@ -320,6 +333,7 @@ class CandleStore:
                 m15_expected,
                 utc_day,
                 grid,
+                held,
             )
 
     def bars_per_day(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime) -> dict[str, int]:
@@ -365,6 +379,12 @@ class CandleStore:
         with self._connect() as connection:
             return gaps.detect_series_grid(connection, symbol, timeframe.name, timeframe.bar, since)
 
+    def day_cover(self, symbol: str, start: datetime | None = None, end: datetime | None = None) -> DayCover:
+        """The day each D1 bar of [start, end) holds, read off the H1 bars (default: the last 400 days)."""
+        end = end or utc_now()
+        with self._connect() as connection:
+            return quality.day_cover(connection, symbol, start or end - timedelta(days=400), end)
+
     def grid_m15_mismatches(
         self,
         symbol: str,
@@ -374,9 +394,10 @@ class CandleStore:
         end: datetime,
         tolerance: Decimal,
         m15_expected: Callable[[datetime], int],
+        held: Callable[[datetime], tuple[datetime, datetime]] | None = None,
     ) -> tuple[list[quality.Mismatch], int, int]:
         """m15_mismatches with the M15 bars grouped by `grid`'s slots (zoned grids included)."""
-        return self.m15_mismatches(symbol, timeframe, timedelta(0), start, end, tolerance, m15_expected, grid)
+        return self.m15_mismatches(symbol, timeframe, timedelta(0), start, end, tolerance, m15_expected, grid, held)
 
     def grid_mismatch(
         self,

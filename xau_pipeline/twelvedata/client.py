@@ -63,6 +63,9 @@ UNKNOWN_SYMBOL = re.compile(
     r"\bsymbol\b[^.]*\b(?:not found|missing or invalid|is invalid|invalid|not supported|unknown|does not exist)\b"
     r"|\b(?:unknown|invalid|unsupported)\s+symbol\b"
 )
+# A symbol outside the key's plan: code 404 "This symbol is available starting with the Grow or
+# Venture plan. …" (XAG/USD on the free plan), not 403.
+PLAN_GATED = re.compile(r"\bavailable starting with (?:the )?(?P<plans>.+?) plans?\b")
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +112,12 @@ def is_unknown_symbol(message: str) -> bool:
     return bool(UNKNOWN_SYMBOL.search(_plain(message)))
 
 
+def _plan_names(message: str, found: re.Match[str]) -> str:
+    """The plan names as the message spells them ("Grow or Venture")."""
+    plain = message.replace("*", "")
+    return plain[found.start("plans") : found.end("plans")]
+
+
 def classify_error(status: int, body: object, now: datetime, symbol: str = "") -> TwelveDataError | None:
     """The error an answer stands for, by the body's `code` first and then the HTTP status; None if ok."""
     code, message = status, ""
@@ -124,6 +133,12 @@ def classify_error(status: int, body: object, now: datetime, symbol: str = "") -
     if code == 401:
         return AuthenticationError(
             "Twelve Data rejected the API key (401). Check TWELVE_DATA_API_KEY; retrying cannot help."
+        )
+    if code in (400, 403, 404) and (gated := PLAN_GATED.search(lowered)):
+        plans = _plan_names(message, gated)
+        return PlanNotAllowedError(
+            f"Twelve Data's plan for this key does not include {symbol or 'this symbol'}: it needs the {plans} plan "
+            f"(code {code}): {message}"
         )
     if code == 403:
         return PlanNotAllowedError(f"Twelve Data refused the request for this plan (403): {message}")

@@ -16,7 +16,7 @@ class AuthenticationError(TwelveDataError):
 
 
 class PlanNotAllowedError(TwelveDataError):
-    """403: the plan behind the key does not allow this request."""
+    """The plan behind the key does not allow this request (403, or 404 "available starting with the … plan")."""
 
 
 class InvalidRequestError(TwelveDataError):

@@ -22,18 +22,20 @@ def merge_gaps(
     calendar: TradingCalendar,
     max_bars: int = MAX_BARS_PER_CALL,
     grid: Grid | None = None,
+    keep_closed: bool = False,
 ) -> list[Interval]:
     """Gaps joined into spans wherever the joined span still fits one call.
 
     A call costs one credit whatever its size, so neighbouring gaps share a call; bars
     refetched in between are harmless (the upsert leaves them unchanged). Gaps in which the
-    market is closed throughout are dropped. With the series' `grid` (xau_pipeline.grid) the
+    market is closed throughout are dropped, unless `keep_closed` (the feed showed it sends bars
+    there: a page filled before its window's start). With the series' `grid` (xau_pipeline.grid) the
     sizes count its slots; without, the UTC grid at phase 0 (a page filled early is handled by
     the client, which then ends the next window at the page's oldest bar).
     """
     spans: list[Interval] = []
     for gap_start, gap_end in sorted(gaps):
-        if not calendar.sessions(gap_start, gap_end + bar):
+        if not keep_closed and not calendar.sessions(gap_start, gap_end + bar):
             # No bar opening in the gap can overlap a session, whatever the bar grid's phase (a
             # zoned grid's bar outlasts `bar` only on a DST Sunday night, when no market here opens).
             continue

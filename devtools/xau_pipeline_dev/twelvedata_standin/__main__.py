@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Mapping
 
-from .prices import ANCHORS
+from .prices import ANCHORS, DAY_BOUNDARIES
 from .server import StandIn, StandInConfig
 
 KEY_VARIABLE = "TWELVE_DATA_API_KEY"
@@ -29,12 +29,22 @@ def config_from(argv: list[str] | None, environ: Mapping[str, str]) -> tuple[Sta
     parser.add_argument("--credits-per-day", type=int, default=800)
     parser.add_argument("--no-limits", action="store_true", help="no per-minute or per-day credit limit")
     parser.add_argument("--error-status", choices=("http", "body200"), default="http")
-    parser.add_argument("--weekend-bars", action="store_true", help="serve flat bars outside the sessions")
+    parser.add_argument(
+        "--cme-hours", action="store_true", help="serve CME metals hours only, not a 24/7 feed (the default)"
+    )
+    parser.add_argument("--paid-plan", action="store_true", help="serve XAG/USD, not 404 as outside the free plan")
     parser.add_argument(
         "--bar-anchor",
         choices=ANCHORS,
         default="utc",
         help="4h and 1day bars on the UTC grid, or anchored at 17:00 New York (moving with US DST)",
+    )
+    parser.add_argument("--h4-phase-hours", type=int, choices=range(4), default=0, help="4h bars at this + 4k h UTC")
+    parser.add_argument(
+        "--day-boundary", choices=DAY_BOUNDARIES, default=None, help="where 1day bars open (default: --bar-anchor's)"
+    )
+    parser.add_argument(
+        "--daily-stamp", choices=("date", "open"), default="date", help="1day bars carry a bare date or their open"
     )
     args = parser.parse_args(argv)
 
@@ -50,8 +60,12 @@ def config_from(argv: list[str] | None, environ: Mapping[str, str]) -> tuple[Sta
         credits_per_minute=None if args.no_limits else args.credits_per_minute,
         credits_per_day=None if args.no_limits else args.credits_per_day,
         error_status=args.error_status,
-        weekend_bars=args.weekend_bars,
+        weekend_bars=not args.cme_hours,
+        plan_gated=() if args.paid_plan else StandInConfig().plan_gated,
         bar_anchor=args.bar_anchor,
+        h4_phase_hours=args.h4_phase_hours,
+        day_boundary=args.day_boundary,
+        daily_stamp=args.daily_stamp,
     )
     return config, note
 

@@ -34,6 +34,9 @@ _WAVES = (  # (relative amplitude, period in seconds)
 _NOISE = 0.0003
 _EXCURSION = 0.0004
 _QUANTUM = Decimal("0.00001")
+# Outside CME hours a 24/7 feed's bars move a little around the last session close: XAU/USD's
+# Saturday 1h bars spanned 0.25 at 4330 over the day (about 6e-5).
+_QUIET = 0.00002
 
 
 @dataclass(frozen=True)
@@ -125,9 +128,18 @@ def _last_session_slot(t: int) -> int:
     return s
 
 
-def _flat_bar(series: Series, t: int, session_slot: int) -> Bar:
-    close = _slot_bar(series, session_slot)[4]
-    return (t, close, close, close, close)
+def _quiet(series: Series, base: Decimal, t: int) -> Decimal:
+    return _q(float(base) * (1 + _QUIET * (2 * _units(series.symbol, "quiet", t)[0] - 1)))
+
+
+def _quiet_bar(series: Series, t: int, session_slot: int) -> Bar:
+    """An off-session bar: near the last session close, moving a little."""
+    base = _slot_bar(series, session_slot)[4]
+    o, c = _quiet(series, base, t), _quiet(series, base, t + M15)
+    up, down = _units(series.symbol, "quiet bar", t, n=2)
+    h = max(o, c) + _q(float(base) * _QUIET * up / 2)
+    low = min(o, c) - _q(float(base) * _QUIET * down / 2)
+    return (t, o, h, low, c)
 
 
 @lru_cache(maxsize=1024)
@@ -143,7 +155,7 @@ def _day_bars(series: Series, day_start: int) -> tuple[tuple[int, ...], tuple[Ba
             elif series.weekend_bars:
                 if last_session is None:
                     last_session = _last_session_slot(t)
-                bars.append(_flat_bar(series, t, last_session))
+                bars.append(_quiet_bar(series, t, last_session))
         if session:
             last_session = t
     return tuple(b[0] for b in bars), tuple(bars)
@@ -155,7 +167,7 @@ def _forming_bar(series: Series, t: int, now: int) -> Bar | None:
     if in_session(_utc(t)):
         return _slot_bar(series, t, until=now)
     if series.weekend_bars:
-        return _flat_bar(series, t, _last_session_slot(t))
+        return _quiet_bar(series, t, _last_session_slot(t))
     return None
 
 
@@ -184,12 +196,15 @@ def m15_bars(series: Series, start: int, end: int, now: int) -> list[Bar]:
 # and 13 New York time, 1day from 17:00 to 17:00), as many FX and metals feeds do; their UTC times
 # move by an hour at each US DST switch. An open in a repeated local hour is the first instant.
 ANCHORS = ("utc", "new_york")
+# A 1day bar may also open at 00:00 UTC+10 (14:00 UTC), as GBP/USD's did in 2022.
+DAY_BOUNDARIES = ("utc", "utc+10", "new_york")
 NEW_YORK_ANCHOR_HOUR = 17
+UTC_PLUS_10 = 10 * 3600
 
 
 def _anchored(interval: str, anchor: str) -> bool:
-    if anchor not in ANCHORS:
-        raise ValueError(f"anchor must be one of {ANCHORS}, not {anchor!r}")
+    if anchor not in DAY_BOUNDARIES or (anchor not in ANCHORS and interval != "1day"):
+        raise ValueError(f"anchor must be one of {ANCHORS} ({DAY_BOUNDARIES} for 1day), not {anchor!r}")
     return anchor == "new_york" and interval in ("4h", "1day")
 
 
@@ -216,6 +231,8 @@ def bar_open(interval: str, t: int, h4_phase_hours: int = 0, anchor: str = "utc"
     if _anchored(interval, anchor):
         return _new_york_open(t, length)
     phase = h4_phase_hours * 3600 if interval == "4h" else 0
+    if anchor == "utc+10":
+        phase = DAY - UTC_PLUS_10
     return (t - phase) // length * length + phase
 
 
@@ -272,7 +289,7 @@ def series_bars(
     last = bar_open(interval, end - 1, h4_phase_hours, anchor)
     if last < first:
         return []
-    if interval == "1day" and not _anchored(interval, anchor):
+    if interval == "1day" and anchor == "utc":
         days = range(max(first, HISTORY_START), min(last + DAY, now - DAY + 1), DAY)
         out = [bar for bar in (_day_aggregate(series, d) for d in days) if bar is not None]
         forming = now // DAY * DAY

@@ -35,14 +35,23 @@ MSG_DAY_LIMIT = (
     "You have run out of API credits for the day. {used} API credits were used, with the current limit being "
     "{limit}. Wait for the next day or consider switching to a higher tier plan at https://twelvedata.com/pricing"
 )
-MSG_MINUTE_LIMIT = (
+# Both wordings have been captured ("being 8" and, in 2026, "of 8"); refusals alternate between them.
+MSG_MINUTE_LIMITS = (
     "You have run out of API credits for the current minute. {used} API credits were used, with the current limit "
     "being {limit}. Wait for the next minute or consider switching to a higher tier plan at "
-    "https://twelvedata.com/pricing"
+    "https://twelvedata.com/pricing",
+    "You have run out of API credits for the current minute. {used} API credits were used, with the current limit "
+    "of {limit}. Wait for the next minute or consider switching to a higher tier plan at "
+    "https://twelvedata.com/pricing",
 )
 MSG_SYMBOL = (
     "**symbol** or **figi** parameter is missing or invalid. Please provide a valid symbol according to API "
     "documentation: https://twelvedata.com/docs#reference-data"
+)
+# Only the start is captured (XAG/USD on the free plan, code 404); the rest is this stand-in's.
+MSG_PLAN = (
+    "This symbol is available starting with the {plans} plan. Consider upgrading your API key at "
+    "https://twelvedata.com/pricing"
 )
 MSG_NO_DATA = "No data is available on the specified dates. Try setting different start/end dates."
 VALID_INTERVALS = ("1min", "5min", "15min", "30min", "45min", "1h", "2h", "4h", "8h", "1day", "1week", "1month")
@@ -52,6 +61,10 @@ _META = {
     "XAU/USD": ("Gold Spot", "US Dollar"),
     "XAG/USD": ("Silver Spot", "US Dollar"),
 }
+# meta.type: XAU/USD's is "Precious Metal" since 2025-12 ("Physical Currency" before, and for FX).
+_METALS = ("XAU/USD", "XAG/USD")
+# The plan each gated symbol needs (XAG/USD: "Grow or Venture" on the free plan).
+_GATED_PLANS = {"XAG/USD": "Grow or Venture"}
 _HTML_ERROR = (
     "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n<center><h1>{status} {reason}</h1>"
     "</center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n"
@@ -76,7 +89,11 @@ class StandInConfig:
     credits_per_day: int | None = 800
     error_status: str = "http"
     end_inclusive: bool = True
-    weekend_bars: bool = False
+    # A 24/7 feed, as Twelve Data's forex/metals feed v2: bars outside CME metals hours (weekends,
+    # the daily break) that move a little. False serves CME hours only.
+    weekend_bars: bool = True
+    # Symbols outside the key's plan (the free plan by default): answered 404 with the plan they need.
+    plan_gated: tuple[str, ...] = ("XAG/USD",)
     holes: list[tuple[datetime, datetime]] = field(default_factory=list)
     revisions: dict[datetime, Decimal] = field(default_factory=dict)
     time_offset_seconds: float = 0.0
@@ -85,12 +102,25 @@ class StandInConfig:
     # "utc" (4h at h4_phase_hours + 4k h, 1day at 00:00 UTC) or "new_york" (4h and 1day anchored at
     # 17:00 New York, moving an hour in UTC at each US DST switch; 1day bars then carry a time).
     bar_anchor: str = "utc"
+    # Where a 1day bar opens when it is not where bar_anchor puts it: "utc" (00:00 UTC), "utc+10"
+    # (00:00 UTC+10, i.e. 14:00 UTC, as GBP/USD in 2022) or "new_york" (17:00 New York). None: bar_anchor's.
+    day_boundary: str | None = None
+    # "date": a 1day bar carries a bare date (as real answers do, even with timezone=UTC): the UTC
+    # date of its middle, which is its open date for a UTC day. "open": its open time.
+    daily_stamp: str = "date"
     credit_headers: bool = True
     max_outputsize: int = 5000
 
     def __post_init__(self) -> None:
         if self.bar_anchor not in prices.ANCHORS:
             raise ValueError(f"bar_anchor must be one of {prices.ANCHORS}, not {self.bar_anchor!r}")
+        if self.day_boundary is not None and self.day_boundary not in prices.DAY_BOUNDARIES:
+            raise ValueError(f"day_boundary must be one of {prices.DAY_BOUNDARIES} or None, not {self.day_boundary!r}")
+        if self.daily_stamp not in ("date", "open"):
+            raise ValueError(f"daily_stamp must be 'date' or 'open', not {self.daily_stamp!r}")
+        if not 0 <= self.h4_phase_hours < 4:
+            raise ValueError(f"h4_phase_hours must be 0 to 3, not {self.h4_phase_hours!r}")
+        self.plan_gated = tuple(self.plan_gated)
         if self.error_status not in ("http", "body200"):
             raise ValueError(f"error_status must be 'http' or 'body200', not {self.error_status!r}")
         for when in [t for hole in self.holes for t in hole] + list(self.revisions):
@@ -164,6 +194,13 @@ def _series(cfg: StandInConfig, symbol: str) -> prices.Series:
     )
 
 
+def anchor_of(cfg: StandInConfig, interval: str) -> str:
+    """Where ``interval`` bars are anchored: the day boundary for 1day, bar_anchor otherwise."""
+    if interval == "1day" and cfg.day_boundary is not None:
+        return cfg.day_boundary
+    return cfg.bar_anchor
+
+
 def _find_symbol(cfg: StandInConfig, value: str) -> str | None:
     for symbol in cfg.symbols:
         if symbol.upper() == value.strip().upper():
@@ -205,6 +242,7 @@ class StandIn:
         self._log: list[RequestRecord] = []
         self._minute_used: dict[int, int] = {}
         self._day_used: dict[int, int] = {}
+        self._minute_refusals = 0
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -282,6 +320,7 @@ class StandIn:
             self._log.clear()
             self._minute_used.clear()
             self._day_used.clear()
+            self._minute_refusals = 0
             self._faults.clear()
 
     def restore_defaults(self, **overrides: Any) -> None:
@@ -307,7 +346,8 @@ class StandIn:
     def bars(self, symbol: str, interval: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Closed bars opening in [start, end), as the server would serve them, ascending.
 
-        Ignores faults and limits; honours holes, revisions, weekend_bars and the clock.
+        Ignores faults and limits; honours holes, revisions, weekend_bars and the clock. ``datetime``
+        is the time a client reads off the bar (a bare date read as 00:00 UTC), ``opens`` its true open.
         """
         cfg = self.config
         if interval not in prices.INTERVAL_SECONDS:
@@ -316,22 +356,20 @@ class StandIn:
         if found is None:
             raise KeyError(symbol)
         now = self.now().timestamp()
+        anchor = anchor_of(cfg, interval)
+        first, stop = _widened(cfg, interval, _epoch(start), _epoch(end))
         rows = prices.series_bars(
-            _series(cfg, found),
-            interval,
-            _epoch(start),
-            _epoch(end),
-            math.floor(now),
-            cfg.h4_phase_hours,
-            cfg.bar_anchor,
+            _series(cfg, found), interval, first or 0, stop, math.floor(now), cfg.h4_phase_hours, anchor
         )
+        rows = _by_label(cfg, interval, anchor, rows, _epoch(start), _epoch(end))
         return [
             {
-                "datetime": datetime.fromtimestamp(t, UTC),
+                "datetime": _served_time(t, interval, cfg, anchor),
+                "opens": datetime.fromtimestamp(t, UTC),
                 **{k: Decimal(prices.render_price(v)) for k, v in zip(("open", "high", "low", "close"), (o, h, lo, c))},
             }
             for t, o, h, lo, c in rows
-            if prices.next_bar_open(interval, t, cfg.h4_phase_hours, cfg.bar_anchor) <= now
+            if prices.next_bar_open(interval, t, cfg.h4_phase_hours, anchor) <= now
         ]
 
     def _record(
@@ -361,8 +399,10 @@ class StandIn:
         if cfg.credits_per_day is not None and day_used > cfg.credits_per_day:
             return self._error(cfg, 429, MSG_DAY_LIMIT.format(used=day_used, limit=cfg.credits_per_day)), minute_used
         if cfg.credits_per_minute is not None and minute_used > cfg.credits_per_minute:
-            msg = MSG_MINUTE_LIMIT.format(used=minute_used, limit=cfg.credits_per_minute)
-            return self._error(cfg, 429, msg), minute_used
+            with self._lock:
+                wording = MSG_MINUTE_LIMITS[self._minute_refusals % len(MSG_MINUTE_LIMITS)]
+                self._minute_refusals += 1
+            return self._error(cfg, 429, wording.format(used=minute_used, limit=cfg.credits_per_minute)), minute_used
         return None, minute_used
 
     def _authorized(self, cfg: StandInConfig, params: dict[str, str], authorization: str | None) -> bool:
@@ -450,6 +490,8 @@ class StandIn:
         symbol = _find_symbol(cfg, raw_symbol) if raw_symbol.strip() else None
         if symbol is None:
             raise _ParamError(404, MSG_SYMBOL)
+        if symbol in cfg.plan_gated:
+            raise _ParamError(404, MSG_PLAN.format(plans=_GATED_PLANS.get(symbol, "Grow or Venture")))
         interval = params.get("interval", "")
         if interval not in VALID_INTERVALS:
             raise _ParamError(400, MSG_INTERVAL.format(value=interval))
@@ -486,16 +528,13 @@ class StandIn:
         dated = start is not None or end is not None
         count = outputsize or (cfg.max_outputsize if dated else 30)
         now = math.floor(self.now().timestamp())
+        anchor = anchor_of(cfg, interval)
+        stop = end if end is not None else now + 1
+        wide_start, wide_stop = _widened(cfg, interval, start, stop)
         rows = prices.newest_bars(
-            _series(cfg, symbol),
-            interval,
-            start,
-            end if end is not None else now + 1,
-            now,
-            count,
-            cfg.h4_phase_hours,
-            cfg.bar_anchor,
+            _series(cfg, symbol), interval, wide_start, wide_stop, now, count + 2, cfg.h4_phase_hours, anchor
         )
+        rows = _by_label(cfg, interval, anchor, rows, start, stop)[-count:]
         if not rows:
             raise _ParamError(400, MSG_NO_DATA)
         if order == "desc":
@@ -506,11 +545,11 @@ class StandIn:
             "interval": interval,
             "currency_base": base,
             "currency_quote": quote,
-            "type": "Physical Currency",
+            "type": "Precious Metal" if symbol in _METALS else "Physical Currency",
         }
         values = [
             {
-                "datetime": _render_time(t, interval, tz, cfg.bar_anchor),
+                "datetime": _render_time(t, interval, tz, cfg, anchor),
                 "open": prices.render_price(o),
                 "high": prices.render_price(h),
                 "low": prices.render_price(lo),
@@ -547,12 +586,44 @@ class StandIn:
         return _Reply(404, _json_bytes({"status": "error", "message": f"unknown control endpoint {method} {path}"}))
 
 
-def _render_time(t: int, interval: str, tz: ZoneInfo | timezone, anchor: str = "utc") -> str:
-    if interval == "1day" and anchor == "utc":
-        # A 1day bar covers a UTC day and carries that date, whatever the timezone asked.
-        # (Anchored at 17:00 New York it starts mid-day in UTC: it carries its open time instead,
-        # an assumption of this stand-in, since how Twelve Data stamps such bars is unknown.)
-        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
+def _day_label(t: int, cfg: StandInConfig, anchor: str) -> datetime:
+    """The bare date of the 1day bar opening at ``t``: the UTC date of its middle, which is its open
+    date for a UTC day. GBP/USD's bar opening 2022-03-04 14:00 UTC was dated 2022-03-05."""
+    middle = (t + prices.next_bar_open("1day", t, cfg.h4_phase_hours, anchor)) // 2
+    return datetime.fromtimestamp(middle, UTC).replace(hour=0, minute=0, second=0)
+
+
+def _dated(cfg: StandInConfig, interval: str) -> bool:
+    return interval == "1day" and cfg.daily_stamp == "date"
+
+
+def _widened(cfg: StandInConfig, interval: str, lo: int | None, hi: int) -> tuple[int | None, int]:
+    """The open times to look at for bars whose bare date lies in [lo, hi): a day either side."""
+    if not _dated(cfg, interval):
+        return lo, hi
+    return (None if lo is None else lo - prices.DAY), hi + prices.DAY
+
+
+def _by_label(
+    cfg: StandInConfig, interval: str, anchor: str, rows: list[prices.Bar], lo: int | None, hi: int
+) -> list[prices.Bar]:
+    """Bare-dated bars are picked by their date, as if the provider filed them so (an assumption)."""
+    if not _dated(cfg, interval):
+        return rows
+    labels = [_epoch(_day_label(row[0], cfg, anchor)) for row in rows]
+    return [row for row, label in zip(rows, labels) if (lo is None or lo <= label) and label < hi]
+
+
+def _served_time(t: int, interval: str, cfg: StandInConfig, anchor: str) -> datetime:
+    if interval == "1day" and cfg.daily_stamp == "date":
+        return _day_label(t, cfg, anchor)
+    return datetime.fromtimestamp(t, UTC)
+
+
+def _render_time(t: int, interval: str, tz: ZoneInfo | timezone, cfg: StandInConfig, anchor: str) -> str:
+    if interval == "1day" and cfg.daily_stamp == "date":
+        # A bare date, whatever the timezone asked (even UTC).
+        return _day_label(t, cfg, anchor).strftime("%Y-%m-%d")
     return datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -581,6 +652,7 @@ def config_to_json(cfg: StandInConfig) -> dict[str, Any]:
     out["symbols"] = {k: str(v) for k, v in cfg.symbols.items()}
     out["holes"] = [[a.isoformat(), b.isoformat()] for a, b in cfg.holes]
     out["revisions"] = {k.isoformat(): str(v) for k, v in cfg.revisions.items()}
+    out["plan_gated"] = list(cfg.plan_gated)
     return out
 
 
