@@ -35,9 +35,9 @@ ASSETS = [build_candle_asset(GOLD, tf, PARTITIONS) for tf in TIMEFRAMES]
 SENSOR = build_catch_up_sensor(GOLD, ASSETS, PARTITIONS)
 
 
-def minimum_credits(start=HISTORY_START, end=datetime(2025, 1, 1, tzinfo=UTC)) -> dict[str, int]:
-    """ceil(expected bars / 5000) per timeframe: what one run over the whole history would pay."""
-    return {tf.name: math.ceil(CME.count_expected(start, end, tf.bar) / 5000) for tf in TIMEFRAMES}
+def minimum_credits(stand_in, start=HISTORY_START, end=datetime(2025, 1, 1, tzinfo=UTC)) -> dict[str, int]:
+    """ceil(bars served / 5000) per timeframe: the least any fetch of the whole history can pay."""
+    return {tf.name: math.ceil(len(stand_in.bars("XAU/USD", tf.interval, start, end)) / 5000) for tf in TIMEFRAMES}
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_a_year_never_fetched_is_complete_after_the_expected_ticks_at_the_minimu
     """366 days from an empty database at 8 credits a run: the ticks the credits need, each run the newest
     days, every partition of every series materialized, and no call beyond ceil(bars / 5000) per series."""
     defs, resources = harness(store, stand_in)
-    minimum = minimum_credits()
+    minimum = minimum_credits(stand_in)
     expected_ticks = math.ceil(sum(minimum.values()) / 8)
     cursor, ticks, ranges = None, 0, []
     while True:
@@ -155,7 +155,7 @@ def test_the_daily_limit_stops_catch_up_and_it_continues_the_next_day_without_as
             break
         (request,) = result.run_requests
         assert execute(request, dagster_instance, resources).success
-    assert calls(store) == minimum_credits()
+    assert calls(store) == minimum_credits(stand_in)
     assert asked_twice(stand_in) == []
 
 
@@ -188,14 +188,15 @@ def test_a_run_stopped_by_the_daily_limit_keeps_what_it_fetched_and_the_next_day
         assert execute(request, dagster_instance, resources).success
     spent = calls(store)
     spent["H1"] -= 5  # the other process's
-    assert spent == minimum_credits()
+    assert spent == minimum_credits(stand_in)
     assert asked_twice(stand_in) == []
 
 
 def test_progress_is_the_stored_share_of_expected_bars(store, stand_in, dagster_instance, stopped_clock):
     """After one run of 4 credits: each series' share is its stored bars on expected slots over the closed
     expected slots, and what is left to fetch is what the credits did not reach."""
-    defs, resources = harness(store, stand_in, credits_per_minute=4)
+    # 4 credits a day for backfills: the run's allotment, and no wait for the minute
+    defs, resources = harness(store, stand_in, credits_per_day=4, schedule_credit_share=0.0)
     (request,) = tick(defs, dagster_instance)[0].run_requests
     assert execute(request, dagster_instance, resources).success
     progress = {p.timeframe: p for p in history_progress(store, GOLD, HISTORY_START, NOW)}
@@ -211,12 +212,11 @@ def test_progress_is_the_stored_share_of_expected_bars(store, stand_in, dagster_
             ).scalar_one()
         assert (progress[tf.name].expected, progress[tf.name].stored) == (len(closed), stored), tf.name
         assert progress[tf.name].share == stored / len(closed)
-    # the run spent its credits (4, and M15's spare one); the newest M15 days are stored, the rest is to fetch
+    # the run spent its 4 credits; the newest M15 days are stored, the rest is to fetch
     spent = sum(calls(store).values())
-    assert spent in (4, 5)
+    assert spent == 4
     assert 0 < progress["M15"].share < 1
-    assert sum(p.credits_to_go for p in progress.values()) == sum(minimum_credits().values()) - spent
-    assert any(p.share == 0 for p in progress.values())  # a series the run's credits did not reach
+    assert sum(p.credits_to_go for p in progress.values()) == sum(minimum_credits(stand_in).values()) - spent
 
 
 def test_status_and_health_show_the_same_share(store, stand_in, dagster_instance, stopped_clock, monkeypatch, capsys):
@@ -229,7 +229,7 @@ def test_status_and_health_show_the_same_share(store, stand_in, dagster_instance
     from xau_pipeline.api.server import serving_in_thread
     from xau_pipeline.cli import main
 
-    defs, resources = harness(store, stand_in, credits_per_minute=4)
+    defs, resources = harness(store, stand_in, credits_per_day=4, schedule_credit_share=0.0)
     (request,) = tick(defs, dagster_instance)[0].run_requests
     assert execute(request, dagster_instance, resources).success
     now = datetime.now(UTC)
