@@ -308,8 +308,8 @@ def _why(verdict: Verdict) -> str:
 
 def range_result(name: str, judged: list[tuple[str, Verdict]], keys: Sequence[str]) -> dg.AssetCheckResult:
     """A ranged run's one typed result for check `name`: failed if any judged day failed. It stands for the
-    range, not a day; each day's verdicts are in its materialization's `checks`, and a failed day's
-    evaluation is also logged for that partition."""
+    range, not a day (the check page's latest execution); each judged day's own evaluation is logged
+    for its partition (`day_evaluations`), and its verdicts are in its materialization's `checks`."""
     failed = [(day, verdict) for day, verdict in judged if not verdict.passed]
     warned = sum(verdict.unjudged for _, verdict in failed)
     return dg.AssetCheckResult(
