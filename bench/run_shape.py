@@ -16,13 +16,21 @@ ratio real / twin.
 With --decade: M15 alone over one year (the last) and over ten years (2016-2025), real and new
 twin, each a single ranged run: wall time, events written per partition, and growth from 1 to 10.
 
+With --free-plan: the real job's one year of all four assets at the free plan's limits (8 credits a
+minute, the stand-in and the credit budget both), against the credit floor.
+
+With --per-partition-twin, the new twin also runs logging the per-day evaluations the real job
+logs, and the cost of one evaluation is printed (its extra time over its extra events).
+
 Usage: python bench/run_shape.py [--year 2025] [--days-only] [--twin new|old|both] [--per-partition-twin]
        python bench/run_shape.py --decade
+       python bench/run_shape.py --free-plan
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 import statistics
@@ -47,6 +55,8 @@ from xau_pipeline.partitions import partition_range_tags
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
 
+FREE_PER_MINUTE = 8
+COUNT_CALLS = "SELECT count(*) FROM api_calls"
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 INSTANCE_YAML = """\
 telemetry:
@@ -78,20 +88,17 @@ def timed_run(stack: ExitStack, job, first: str, last: str) -> tuple[float, int,
 
 
 @contextmanager
-def stand_in_process() -> Iterator[str]:
-    """The Twelve Data stand-in in its own process (as the real API is), without credit limits: its URL."""
+def stand_in_process(free_plan: bool = False) -> Iterator[str]:
+    """The Twelve Data stand-in in its own process (as the real API is), without credit limits (or at the
+    free plan's, 8 a minute): its URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "xau_pipeline_dev.twelvedata_standin",
-        "--no-limits",
-        "--cme-hours",
-        "--port",
-        str(port),
-    ]
+    limits = (
+        ["--credits-per-minute", str(FREE_PER_MINUTE), "--credits-per-day", "800"] if free_plan else ["--no-limits"]
+    )
+    # CME hours: the feed the README's figures were measured on.
+    command = [sys.executable, "-m", "xau_pipeline_dev.twelvedata_standin", *limits, "--cme-hours", "--port", str(port)]
     env = {**os.environ, "TWELVE_DATA_API_KEY": "bench-key"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
     try:
@@ -104,18 +111,18 @@ def stand_in_process() -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def pipeline_environment(stack: ExitStack, history_start: str) -> str:
-    """A migrated candle database and the stand-in (no credit limits) for the jobs, set in the
-    environment the real job reads: the candle database's URL."""
+def pipeline_environment(stack: ExitStack, history_start: str, free_plan: bool = False) -> str:
+    """A migrated candle database and the stand-in (no credit limits, or the free plan's) for the jobs,
+    set in the environment the real job reads: the candle database's URL."""
     candles_url = stack.enter_context(temporary_database(SERVER, "xau_bench"))
     CandleStore(candles_url).migrate()
-    stand_in_url = stack.enter_context(stand_in_process())
+    stand_in_url = stack.enter_context(stand_in_process(free_plan))
     os.environ.update(
         XAU_DATABASE_URL=candles_url,
         TWELVE_DATA_BASE_URL=stand_in_url,
         TWELVE_DATA_API_KEY="bench-key",
-        TWELVE_DATA_CREDITS_PER_MINUTE="100000",
-        TWELVE_DATA_CREDITS_PER_DAY="100000",
+        TWELVE_DATA_CREDITS_PER_MINUTE=str(FREE_PER_MINUTE) if free_plan else "100000",
+        TWELVE_DATA_CREDITS_PER_DAY="800" if free_plan else "100000",
         XAU_HISTORY_START=history_start,
         XAU_SYMBOLS="XAU/USD",
     )
@@ -131,10 +138,13 @@ def main() -> None:
         "--per-partition-twin", action="store_true", help="also the new twin logging an evaluation per check and day"
     )
     parser.add_argument("--decade", action="store_true", help="M15 over 1 and 10 years instead")
+    parser.add_argument("--free-plan", action="store_true", help="the year at the free plan's limits instead")
     parser.add_argument("--repeat", type=int, default=5, help="5-day runs of the real job and the new twin, alternated")
     args = parser.parse_args()
     if args.decade:
         return decade()
+    if args.free_plan:
+        return free_plan(args.year)
     first, last = f"{args.year}-01-01", f"{args.year}-12-31"
     five_first = (date.fromisoformat(last) - timedelta(days=4)).isoformat()
     rows: list[tuple[str, str, float, int, int]] = []
@@ -187,6 +197,32 @@ def main() -> None:
     for job, span, wall, events, steps in rows:
         ratio = f"{real_times[span] / wall:.2f}x" if job != "real" and span in real_times else ""
         print(f"{job:<14}{span:<15}{wall:>8.1f}{events:>8}{steps:>7}{ratio:>11}")
+    per_day = {span: (wall, events) for job, span, wall, events, _ in rows if job == "twin new+pp"}
+    plain = {span: (wall, events) for job, span, wall, events, _ in rows if job == "twin new"}
+    for span in per_day:
+        if span in plain and per_day[span][1] > plain[span][1]:
+            extra = per_day[span][1] - plain[span][1]
+            cost = (per_day[span][0] - plain[span][0]) * 1000 / extra
+            print(f"per check evaluation ({span}, twin new+pp against twin new): {cost:.1f} ms ({extra} more events)")
+
+
+def free_plan(year: int) -> None:
+    """The real job's one-year backfill of all four assets at the free plan's limits (8 credits a minute,
+    stand-in and credit budget), against the credit floor: the least time 8 a minute allows for its calls."""
+    first, last = f"{year}-01-01", f"{year}-12-31"
+    with ExitStack() as stack:
+        candles_url = pipeline_environment(stack, first, free_plan=True)
+        wall, events, steps = timed_run(stack, reconstructable("real_job"), first, last)
+        with sa.create_engine(candles_url).connect() as connection:
+            calls = connection.execute(sa.text(COUNT_CALLS)).scalar() or 0
+    floor = (math.ceil(calls / FREE_PER_MINUTE) - 1) * 60
+    print(f"\nFree plan ({FREE_PER_MINUTE} credits a minute), all four XAU/USD assets, {year}, one ranged run")
+    print(f"wall {wall:.1f} s, {calls} calls, {events} events, {steps} steps")
+    print(
+        f"credit floor (the first {FREE_PER_MINUTE} calls at once, each further {FREE_PER_MINUTE} a minute later): {floor} s"
+    )
+    if floor:
+        print(f"wall / credit floor = {wall / floor:.2f}x (goal <= 1.1x)")
 
 
 def decade() -> None:

@@ -11,12 +11,14 @@ from pydantic import Field
 from xau_pipeline.api.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, chart_url
 from xau_pipeline.bars import subtract
 from xau_pipeline.catch_up import series_allotment
+from xau_pipeline.check_target import day_evaluation
 from xau_pipeline.checks import (
     DEFAULT_M15_TOLERANCE,
     DEFAULT_MAX_JUMP,
     M15,
     SEVERITY,
     UNPARTITIONED,
+    WHY_NOT_JUDGED,
     CandleChecks,
     Verdict,
     check_specs,
@@ -217,8 +219,9 @@ def _materialization(
     key: dg.AssetKey,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     verdicts: Verdicts,
-) -> Iterator[dg.MaterializeResult]:
-    """A single-partition run: the day is the run, and carries the run's figures too.
+    materialized: list[str],
+) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
+    """Materialize the run's days (their keys added to `materialized`). A single-partition run: the day is the run, and carries the run's figures too.
 
     A ranged run: each partition carries its own day's figures (`add_asset_metadata` per partition
     key); the run's totals and ledger go to the run's log, not onto every partition.
@@ -237,28 +240,31 @@ def _materialization(
         )
         days = store.day_summaries(report.symbol.name, report.timeframe, start, end, NEWEST_BARS_SHOWN)
         judged = by_day(verdicts)
+        materialized.extend(done)
         for partition in done:
-            # No typed result materializes a subset of a ranged step's partitions in Dagster 1.13.
-            context.log_event(
+            # No typed result materializes a subset of a ranged step's partitions in Dagster 1.13. Yielded,
+            # not logged: stored before the step goes on, so the day's check evaluations can target it.
+            yield (
                 dg.AssetMaterialization(
                     asset_key=key,
                     partition=partition,
                     metadata={
                         **day_metadata(days.get(partition)),
-                        **day_verdicts(judged, partition),
+                        **day_verdicts(judged, partition, sorted(verdicts)),
                         "stopped_early": str(report.error),
                     },
                 )
             )
         context.log.info(run_summary(report, len(keys)))
         return
+    materialized.extend(context.partition_keys)
     if context.has_partition_key:
         yield dg.MaterializeResult(asset_key=key, metadata=report_metadata(store, report, run_id))
         return
     days = store.day_summaries(report.symbol.name, report.timeframe, start, end, NEWEST_BARS_SHOWN)
     judged = by_day(verdicts)
     for partition in context.partition_keys:
-        metadata = {**day_metadata(days.get(partition)), **day_verdicts(judged, partition)}
+        metadata = {**day_metadata(days.get(partition)), **day_verdicts(judged, partition, sorted(verdicts))}
         context.add_asset_metadata(metadata, asset_key=key, partition_key=partition)
     context.log.info(run_summary(report, len(context.partition_keys)))
     if report.calls:
@@ -285,11 +291,16 @@ def by_day(verdicts: Verdicts) -> dict[str, list[tuple[str, Verdict]]] | None:
     return days
 
 
-def day_verdicts(days: dict[str, list[tuple[str, Verdict]]] | None, day: str) -> dict[str, Any]:
-    """`checks`: one day's verdicts of the run's checks (`by_day`), for that day's materialization in a ranged run."""
+def day_verdicts(
+    days: dict[str, list[tuple[str, Verdict]]] | None, day: str, names: Sequence[str] = ()
+) -> dict[str, Any]:
+    """`checks`: one day's verdicts of the run's checks (`by_day`), and why any of `names` judged nothing,
+    for that day's materialization in a ranged run."""
     if days is None:
         return {}
     rows = [(name, _verdict_word(name, verdict), _why(verdict)) for name, verdict in days.get(day, [])]
+    judged = {name for name, _ in days.get(day, [])}
+    rows += [(name, "not judged", WHY_NOT_JUDGED[name]) for name in names if name not in judged]
     return {
         "checks": dg.MetadataValue.md(markdown_table(("check", "verdict", "why"), rows, empty="none judged this day"))
     }
@@ -310,8 +321,8 @@ def _why(verdict: Verdict) -> str:
 
 def range_result(name: str, judged: list[tuple[str, Verdict]], keys: Sequence[str]) -> dg.AssetCheckResult:
     """A ranged run's one typed result for check `name`: failed if any judged day failed. It stands for the
-    range, not a day; each day's verdicts are in its materialization's `checks`, and a failed day's
-    evaluation is also logged for that partition."""
+    range, not a day (the check page's latest execution); each judged day's own evaluation is logged
+    for its partition (`day_evaluations`), and its verdicts are in its materialization's `checks`."""
     failed = [(day, verdict) for day, verdict in judged if not verdict.passed]
     warned = sum(verdict.unjudged for _, verdict in failed)
     return dg.AssetCheckResult(
@@ -339,20 +350,82 @@ def range_result(name: str, judged: list[tuple[str, Verdict]], keys: Sequence[st
     )
 
 
+def stored_targets(
+    context: dg.AssetExecutionContext, key: dg.AssetKey, days: Sequence[str]
+) -> dict[str, dg.EventLogRecord]:
+    """Each day's latest stored materialization: this run's where it materialized the day (one query),
+    else an earlier run's (one query per such day, as Dagster looks one up for a one-day run)."""
+    if not days:
+        return {}
+    instance = context.instance
+    newest = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(days)), len(days)
+    )
+    targets: dict[str, dg.EventLogRecord] = {}
+    for record in newest.records:
+        if record.partition_key is not None:
+            targets.setdefault(record.partition_key, record)
+    for day in days:
+        if day not in targets:
+            older = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), 1)
+            if older.records:
+                targets[day] = older.records[0]
+    return targets
+
+
+def day_evaluations(
+    context: dg.AssetExecutionContext, key: dg.AssetKey, verdicts: Verdicts, materialized: Sequence[str]
+) -> None:
+    """Log each judged day's evaluation of each partitioned check, targeting that day's latest stored
+    materialization, so the check's Partitions tab counts it as current (passed or failed).
+
+    Called after the run's materializations are stored (Dagster writes a MaterializeResult's
+    partitions as one batch before the step's generator resumes); `materialized` are the days this
+    run materialized, whose targets must be this run's own.
+    """
+    judged_days = sorted({day for name, judged in verdicts.items() if name not in UNPARTITIONED for day, _ in judged})
+    targets = stored_targets(context, key, judged_days)
+    run_id = context.run.run_id
+    unstored = [day for day in materialized if day in targets and targets[day].run_id != run_id]
+    unstored += [day for day in materialized if day in judged_days and day not in targets]
+    if unstored:
+        context.log.warning(
+            f"the materialization of {len(unstored)} day(s) ({', '.join(sorted(unstored)[:5])}) was not stored "
+            "before its check evaluations: they target the day's earlier materialization, if any"
+        )
+    for name, judged in verdicts.items():
+        if name in UNPARTITIONED:
+            continue
+        for day, verdict in judged:
+            context.log_event(
+                day_evaluation(
+                    key,
+                    name,
+                    day,
+                    verdict.passed,
+                    SEVERITY[name],
+                    targets.get(day),
+                    metadata=verdict.metadata,
+                    description=verdict.description,
+                )
+            )
+
+
 def check_results(
-    context: dg.AssetExecutionContext, key: dg.AssetKey, verdicts: Verdicts
+    context: dg.AssetExecutionContext, key: dg.AssetKey, verdicts: Verdicts, materialized: Sequence[str] = ()
 ) -> Iterator[dg.AssetCheckResult]:
     """The run's verdicts, as Dagster 1.13 can record them.
 
-    One partition: a typed AssetCheckResult, which Dagster ties to that partition's materialization
-    (the check's Partitions tab shows it). A range: Dagster 1.13 gives a typed result no partition in
-    a ranged step, and writes each check evaluation on its own (~12 ms; check evaluations are not
-    among its batch-writable events), so the range gets one typed result, each failed day its own
-    evaluation, and each day its verdicts in its materialization's `checks` (written in batches).
-    A range of one day logs that day's evaluation instead.
-    See docs/architecture.md, "What a partition shows".
+    One partition: a typed AssetCheckResult, which Dagster ties to that partition's materialization.
+    A range: Dagster 1.13 gives a typed result no partition in a ranged step, so each judged day gets
+    an evaluation logged for its partition, targeting that day's stored materialization
+    (`day_evaluations`), and a range of several days one typed result for the range, yielded last
+    (the check page's latest execution). Either way the check's Partitions tab shows every judged day
+    passed or failed. See docs/architecture.md, "What a partition shows".
     """
     keys = context.partition_keys
+    if not context.has_partition_key:
+        day_evaluations(context, key, verdicts, materialized)
     summaries = []
     for name, judged in verdicts.items():
         severity = SEVERITY[name]
@@ -365,23 +438,8 @@ def check_results(
                     metadata=verdict.metadata,
                     description=verdict.description,
                 )
-        else:
-            one_day = len(keys) == 1  # a range of one day: its result is the day's
-            for day, verdict in judged:
-                if one_day or not verdict.passed:
-                    context.log_event(
-                        dg.AssetCheckEvaluation(
-                            asset_key=key,
-                            check_name=name,
-                            passed=verdict.passed,
-                            partition=day,
-                            severity=severity,
-                            metadata=verdict.metadata,
-                            description=verdict.description,
-                        )
-                    )
-            if judged and not one_day:
-                yield range_result(name, judged, keys)
+        elif judged and len(keys) > 1:
+            yield range_result(name, judged, keys)
         failing = [day for day, verdict in judged if not verdict.passed and not verdict.unjudged]
         warned = sum(verdict.unjudged for _, verdict in judged)
         not_judged = len(keys) - len(judged)
@@ -444,7 +502,7 @@ def build_candle_asset(
         config: CandleFetchConfig,
         twelvedata: TwelveDataResource,
         candle_store: CandleStoreResource,
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckResult]:
         try:
             store = candle_store.store()
         except (StoreUnavailableError, SchemaNotCurrentError) as exc:
@@ -461,8 +519,9 @@ def build_candle_asset(
             keys = fully_fetched_partitions(store, report, partitions_def, keys)
         checks = CandleChecks(store, symbol, timeframe, partitions_def, utc_now(), max_jump, m15_tolerance, keys)
         verdicts = judge_run(context, checks, keys)
+        materialized: list[str] = []
         if report is not None:
-            yield from _materialization(context, store, report, key, partitions_def, verdicts)
-        yield from check_results(context, key, verdicts)
+            yield from _materialization(context, store, report, key, partitions_def, verdicts, materialized)
+        yield from check_results(context, key, verdicts, materialized)
 
     return candles

@@ -57,11 +57,19 @@ DESCRIPTIONS = {
 }
 
 
-# What a check's Partitions tab cannot show (Dagster 1.13 ties results to partitions in one-day runs only).
+# Where a ranged run's verdicts are, and what a skipped day means.
 RANGED_RUNS = (
-    " A ranged run (a backfill) records one result for its range and each failed day's own; the range's "
-    "other days show as skipped here, and every day's verdicts are in its materialization's `checks`."
+    " Every run records each day it judges as passed or failed here, a ranged run (a backfill) also one "
+    "result for its range; a day shown as skipped had nothing to judge (its materialization's `checks` says why)."
 )
+# Why a check recorded nothing for a day (it does not judge a day with nothing to judge).
+WHY_NOT_JUDGED = {
+    NO_GAPS: "no bar expected (market closed) and none stored",
+    OHLC_VALID: "no bar stored",
+    QUARANTINE_EMPTY: "no bar stored or quarantined",
+    FRESH: "judged on today's partition only",
+    CONSISTENT_WITH_M15: "no bar of this timeframe stored",
+}
 
 
 # Checks about the series as a whole, not a day: one result per run, so the UI shows the latest.

@@ -69,7 +69,8 @@ def test_a_provider_hole_is_reported_and_explained(instance, resources, stand_in
     result = run(instance, resources, "2024-02-06", "2024-02-07")
     assert result.success
     assert "| no_gaps | passed | expected 92, present 92, missing 0, " in day_checks(result, "M15")["2024-02-06"]
-    assert set(evaluations(result, "M15", "no_gaps")) == {None, "2024-02-07"}  # the range, the failed day
+    assert set(evaluations(result, "M15", "no_gaps")) == {None, "2024-02-06", "2024-02-07"}  # the range, each day
+    assert evaluations(result, "M15", "no_gaps")["2024-02-06"].passed
     holed = evaluations(result, "M15", "no_gaps")["2024-02-07"]
     assert not holed.passed
     assert (holed.metadata["missing"].value, holed.metadata[PROVIDER_EMPTY].value) == (4, 4)
@@ -78,7 +79,7 @@ def test_a_provider_hole_is_reported_and_explained(instance, resources, stand_in
     h1 = evaluations(result, "H1", "no_gaps")["2024-02-07"]
     assert (h1.passed, h1.metadata[PROVIDER_EMPTY].value) == (False, 1)
     consistency = evaluations(result, "H1", "consistent_with_m15")
-    assert list(consistency) == [None] and consistency[None].passed
+    assert set(consistency) == {None, "2024-02-06", "2024-02-07"} and all(e.passed for e in consistency.values())
     assert consistency[None].metadata["days_judged"].value == 2
     h1_days = day_checks(result, "H1")
     assert "| consistent_with_m15 | passed | bars_compared 23, " in h1_days["2024-02-06"]
@@ -86,7 +87,7 @@ def test_a_provider_hole_is_reported_and_explained(instance, resources, stand_in
 
 
 def test_a_range_gets_one_result_per_check_and_each_days_verdicts_on_its_materialization(instance, resources, stand_in):
-    """A ranged run: one typed result per check for the range, an evaluation for each failed day only,
+    """A ranged run: one typed result per check for the range, an evaluation for each judged day,
     and every day's verdicts in that day's materialization."""
     stand_in.configure(holes=[(datetime(2024, 2, 7, 10, tzinfo=UTC), datetime(2024, 2, 7, 11, tzinfo=UTC))])
     result = run(instance, resources, "2024-02-06", "2024-02-08")
@@ -97,7 +98,8 @@ def test_a_range_gets_one_result_per_check_and_each_days_verdicts_on_its_materia
         if e.asset_key == ASSETS["M15"].key and e.check_name == "no_gaps"
     ]
     by_partition = {e.partition: e for e in no_gaps}
-    assert set(by_partition) == {None, "2024-02-07"}  # the range, and the failed day alone
+    assert set(by_partition) == {None, "2024-02-06", "2024-02-07", "2024-02-08"}  # the range, each day
+    assert [by_partition[day].passed for day in ("2024-02-06", "2024-02-07", "2024-02-08")] == [True, False, True]
     assert not by_partition["2024-02-07"].passed and by_partition["2024-02-07"].metadata[PROVIDER_EMPTY].value == 4
     whole = by_partition[None]
     assert not whole.passed and "range 2024-02-06 .. 2024-02-08, not one day" in whole.description
@@ -108,13 +110,18 @@ def test_a_range_gets_one_result_per_check_and_each_days_verdicts_on_its_materia
         for e in result.get_asset_check_evaluations()
         if e.asset_key == ASSETS["M15"].key and e.check_name == "ohlc_valid"
     ]
-    assert [(e.partition, e.passed) for e in ohlc] == [(None, True)]
+    assert sorted((e.partition or "", e.passed) for e in ohlc) == [
+        ("", True),
+        ("2024-02-06", True),
+        ("2024-02-07", True),
+        ("2024-02-08", True),
+    ]
     checks_of_day = day_checks(result, "M15")
     assert set(checks_of_day) == {"2024-02-06", "2024-02-07", "2024-02-08"}
     assert "| no_gaps | failed (WARN) |" in checks_of_day["2024-02-07"]
     for day in ("2024-02-06", "2024-02-08"):
         assert "| no_gaps | passed |" in checks_of_day[day] and "| ohlc_valid | passed |" in checks_of_day[day]
-    assert "| fresh |" not in checks_of_day["2024-02-06"]  # fresh judges today only
+    assert "| fresh | not judged | judged on today's partition only |" in checks_of_day["2024-02-06"]
 
 
 def test_checks_alone_find_never_fetched_days_and_bad_rows(instance, resources, store):
@@ -140,14 +147,13 @@ def test_checks_alone_find_never_fetched_days_and_bad_rows(instance, resources, 
         2,
         1,
     )
-    assert "2024-02-12" not in evaluations(result, "M15", "no_gaps")
+    assert evaluations(result, "M15", "no_gaps")["2024-02-12"].passed
 
     ohlc = evaluations(result, "M15", "ohlc_valid")["2024-02-12"]
     assert (ohlc.passed, ohlc.severity, ohlc.metadata["invalid_bars"].value) == (False, dg.AssetCheckSeverity.ERROR, 1)
     assert "2024-02-12 09:30" in ohlc.metadata["invalid"].value
-    assert (
-        set(evaluations(result, "H1", "ohlc_valid")) == {None} and evaluations(result, "H1", "ohlc_valid")[None].passed
-    )
+    assert set(evaluations(result, "H1", "ohlc_valid")) == {None, "2024-02-12"}
+    assert all(e.passed for e in evaluations(result, "H1", "ohlc_valid").values())
 
     consistency = evaluations(result, "H1", "consistent_with_m15")["2024-02-12"]
     assert (consistency.passed, consistency.metadata["mismatches"].value) == (False, 1)
@@ -177,7 +183,7 @@ def test_fresh_looks_at_the_newest_partition(instance, resources, stand_in, away
     assert spec.partitions_def is None  # the UI shows its latest result, not per-day statuses
     days = {e.partition: e.materialization.metadata["checks"].value for e in result.get_asset_materialization_events()}
     assert "| fresh | passed | " in days[today.isoformat()]
-    assert "| fresh |" not in days[(today - timedelta(days=1)).isoformat()]
+    assert "| fresh | not judged |" in days[(today - timedelta(days=1)).isoformat()]
 
 
 def single_day(instance, resources, asset, day, checks_only=False):

@@ -5,10 +5,12 @@ Chromium (Debian's `chromium`, driven by Playwright, which downloads no browser)
 the asset graph shows the four candle assets and their checks; a partition backfill is launched
 the way the UI launches one (its GraphQL API) over two days, one of them with a hole the provider
 never fills, and once it has finished its check results are read back through the UI's GraphQL
-API (one result per check for the range, failed for no_gaps, and the holed day's own failed
-evaluation); a one-day run of each day then shows in the check's partition statuses (the holed day
-failed, the other passed). Screenshots of the asset page with its check results
-(test-artifacts/ui-asset-checks.png) and of a check's page (ui-check-partitions.png) are kept.
+API (one result per check for the range, failed for no_gaps, and each day's own evaluation), and
+the check's Partitions tab, in the browser, counts the backfilled days as one passed and one failed
+(the holed day); a one-day run of each day then supersedes them. Screenshots of the asset page with
+its check results (test-artifacts/ui-asset-checks.png), of the check's Partitions tab after the
+backfill (ui-check-partitions-after-backfill.png) and of a check's page (ui-check-partitions.png)
+are kept.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ ARTIFACTS = REPO / "test-artifacts"
 SCREENSHOT = ARTIFACTS / "ui-asset-checks.png"
 GRAPH_SCREENSHOT = ARTIFACTS / "ui-asset-graph.png"
 CHECK_SCREENSHOT = ARTIFACTS / "ui-check-partitions.png"
+BACKFILL_PARTITIONS_SCREENSHOT = ARTIFACTS / "ui-check-partitions-after-backfill.png"
 
 # As root, on a machine with no internet: no sandbox, no GPU, and none of Chromium's own
 # background connections (they would be refused, many at a time).
@@ -429,11 +432,10 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
                 finished_at = time.monotonic()
 
                 # The backfill's check results, as the UI's GraphQL API reports them: one result per
-                # check for the range (no partition), failed for no_gaps only; the holed day's own
-                # no_gaps evaluation; the other days planned but not evaluated one by one (Dagster
-                # shows them skipped), their verdicts on each day's materialization. `fresh` judges
-                # only runs over today: skipped (Dagster plans even an unpartitioned check once per
-                # partition of a backfill's run).
+                # check for the range (no partition), failed for no_gaps only, and each day's own
+                # evaluation, the holed day's no_gaps failed. `fresh` judges only runs over today:
+                # skipped (Dagster plans even an unpartitioned check once per partition of a
+                # backfill's run).
                 for name in BACKFILLED:
                     for check in sorted(CHECKS[name]):
                         executions = dagster.check_executions(name, check, run_ids)
@@ -441,10 +443,34 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
                         if check == "fresh":
                             expected = {first_day: "SKIPPED", last_day: "SKIPPED"}
                         elif check == "no_gaps":
-                            expected = {None: "FAILED", first_day: "SKIPPED", last_day: "FAILED"}
+                            expected = {None: "FAILED", first_day: "SUCCEEDED", last_day: "FAILED"}
                         else:
-                            expected = {None: "SUCCEEDED", first_day: "SKIPPED", last_day: "SKIPPED"}
+                            expected = {None: "SUCCEEDED", first_day: "SUCCEEDED", last_day: "SUCCEEDED"}
                         assert by_partition == expected, (name, check, executions)
+                # The check's Partitions tab counts each backfilled day as passed or failed.
+                for name in BACKFILLED:
+                    statuses = dagster.partition_statuses(name)
+                    assert statuses["no_gaps"].get(first_day) == "SUCCEEDED", (name, statuses)
+                    assert statuses["no_gaps"].get(last_day) == "FAILED", (name, statuses)
+                    for check in sorted(CHECKS[name] - {"no_gaps", "fresh"}):
+                        assert statuses[check].get(first_day) == statuses[check].get(last_day) == "SUCCEEDED", (
+                            name,
+                            check,
+                            statuses,
+                        )
+                page.goto(f"{dagster.url}/assets/xauusd/candles_m15?view=checks&checkDetail=no_gaps")
+                # The check's own tabs (Overview, Execution history, ..., Partitions), not the asset's.
+                check_tabs = page.get_by_role("tablist").filter(has=page.get_by_role("tab", name="Execution history"))
+                check_tabs.get_by_role("tab", name="Partitions").click()
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=str(BACKFILL_PARTITIONS_SCREENSHOT))
+                page.get_by_text(re.compile(r"Passed \(\d+\)")).first.wait_for(state="visible")
+                tab = page.inner_text("body")
+                # Each status filter reads "<status> (<count>)", on one line or two ("Execution Failed" is another).
+                counts = {word: re.search(rf"(?:^|\n){word}\s*\((\d+)\)", tab) for word in ("Passed", "Failed")}
+                assert counts["Passed"] and counts["Failed"], tab[:3000]
+                # The backfilled days: the first passed, the holed one failed.
+                assert (int(counts["Passed"].group(1)), int(counts["Failed"].group(1))) == (1, 1), tab[:3000]
 
                 # Each day alone (as a schedule tick runs it): its results show in the check's partition
                 # statuses, passed or failed, the holed day (only) as failed.
