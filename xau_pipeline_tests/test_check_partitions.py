@@ -107,7 +107,8 @@ def test_a_ranged_run_shows_each_judged_day_passed_or_failed_and_a_one_day_run_s
     assert week_of(graph := graphql(M15.key)["no_gaps"]) == ["SUCCEEDED"] * 5, graph
 
 
-def test_a_weekend_in_a_range_is_not_judged_and_its_materialization_says_why(instance, resources, graphql):
+def test_a_weekend_in_a_range_is_not_judged_and_its_materialization_says_why(instance, resources, graphql, stand_in):
+    stand_in.configure(weekend_bars=False)  # a CME-hours feed: nothing at all on Saturday
     result = dg.materialize(
         [M15], instance=instance, resources=resources, tags=partition_range_tags("2024-03-15", "2024-03-17")
     )
