@@ -128,6 +128,19 @@ def fully_fetched_partitions(
     return done
 
 
+def days_to_judge(
+    materialized_before: set[str], report: IngestReport, partitions_def: dg.PartitionsDefinition, keys: list[str]
+) -> list[str]:
+    """The run's days that were not materialized before it, or that one of its fetched windows overlaps."""
+    fetched = [(w.start, w.end) for w in report.windows]
+    chosen = []
+    for key in keys:
+        window = partitions_def.time_window_for_partition_key(key)  # type: ignore[attr-defined]
+        if key not in materialized_before or any(s < window.end and window.start < e for s, e in fetched):
+            chosen.append(key)
+    return chosen
+
+
 def day_metadata(day: DaySummary | None) -> dict[str, Any]:
     """One partition's own figures: the bars stored for that UTC day, its first and last bar, its newest bars."""
     newest = day.newest if day else []
@@ -517,6 +530,11 @@ def build_candle_asset(
             # Stopped early (the credit budget): only the days fetched wholly are judged; the others were
             # not fetched yet, which is no gap.
             keys = fully_fetched_partitions(store, report, partitions_def, keys)
+        if report is not None and CATCH_UP_TAG in context.run.tags and len(keys) > 1:
+            # A catch-up run's range is set by the series furthest behind: for this one it may re-cover
+            # days an earlier run already stored and judged. Each day's evaluation is a write of its own,
+            # so only the days not materialized before, or that this run fetched bars for, are judged.
+            keys = days_to_judge(context.instance.get_materialized_partitions(key), report, partitions_def, keys)
         checks = CandleChecks(store, symbol, timeframe, partitions_def, utc_now(), max_jump, m15_tolerance, keys)
         verdicts = judge_run(context, checks, keys)
         materialized: list[str] = []
