@@ -192,7 +192,10 @@ def progress_line(progress: Sequence[SeriesProgress], eta: str) -> str:
 
 
 def build_catch_up_sensor(
-    symbol: Symbol, assets: Sequence[dg.AssetsDefinition], partitions_def: dg.TimeWindowPartitionsDefinition
+    symbol: Symbol,
+    assets: Sequence[dg.AssetsDefinition],
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    running: bool = True,
 ) -> dg.SensorDefinition:
     """Every 30 s while history was never fetched: one run of the symbol's assets over the newest
     never-fetched days one minute of credits can fetch; every 15 min once there is none."""
@@ -203,7 +206,7 @@ def build_catch_up_sensor(
         name=name,
         target=list(assets),
         minimum_interval_seconds=CATCH_UP_INTERVAL_SECONDS,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
         description=(
             f"{symbol.api_symbol}: fetch never-fetched history newest first, one minute of the plan's credits a "
             f"run, all four timeframes in each run, on the backfill share; every {CATCH_UP_INTERVAL_SECONDS} s "

@@ -38,7 +38,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             schedules.append(build_candle_schedule(symbol, tf, asset, partitions))
             sensors.append(build_repair_sensor(symbol, tf, asset, partitions))
         assets += series
-        sensors.append(build_catch_up_sensor(symbol, series, partitions))
+        sensors.append(build_catch_up_sensor(symbol, series, partitions, running=settings.catch_up))
     return dg.Definitions(
         assets=assets,
         schedules=schedules,

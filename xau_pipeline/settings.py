@@ -58,6 +58,8 @@ class Settings:
     read_api_host: str = DEFAULT_HOST
     read_api_port: int = DEFAULT_PORT
     read_api_token: str | None = field(default=None, repr=False)
+    # Whether the history catch-up sensor starts on (XAU_CATCH_UP); it can still be turned on in the UI.
+    catch_up: bool = True
 
     @property
     def read_api_url(self) -> str:
@@ -102,6 +104,7 @@ class Settings:
             read_api_host=get("XAU_API_HOST", DEFAULT_HOST),
             read_api_port=_port("XAU_API_PORT", get("XAU_API_PORT", str(DEFAULT_PORT))),
             read_api_token=(env.get("XAU_API_TOKEN") or "").strip() or None,
+            catch_up=_switch("XAU_CATCH_UP", get("XAU_CATCH_UP", "on")),
         )
 
     @classmethod
@@ -137,6 +140,15 @@ def _date(name: str, value: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise SettingsError(f"{name} must be a date like 2024-01-01, got {value!r}", name) from None
+
+
+def _switch(name: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("on", "1", "true", "yes"):
+        return True
+    if lowered in ("off", "0", "false", "no"):
+        return False
+    raise SettingsError(f"{name} must be on or off, got {value!r}", name)
 
 
 def _port(name: str, value: str) -> int:

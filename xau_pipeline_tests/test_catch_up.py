@@ -333,3 +333,17 @@ def test_after_a_failed_run_the_catch_up_waits_before_trying_again(store, stand_
         result, _ = tick(defs, instance)
         assert not result.run_requests
         assert "failed (see its log); next try at" in result.skip_message
+
+
+def test_xau_catch_up_off_starts_the_sensor_stopped_and_a_bad_value_is_refused():
+    from xau_pipeline.settings import Settings, SettingsError
+
+    env = {"XAU_DATABASE_URL": "postgresql://u@127.0.0.1/x"}
+    assert Settings.from_env(env).catch_up is True
+    off = Settings.from_env({**env, "XAU_CATCH_UP": "off"})
+    assert off.catch_up is False
+    sensor = build_catch_up_sensor(GOLD, ASSETS, PARTITIONS, running=off.catch_up)
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    assert SENSOR.default_status == dg.DefaultSensorStatus.RUNNING
+    with pytest.raises(SettingsError, match="XAU_CATCH_UP must be on or off"):
+        Settings.from_env({**env, "XAU_CATCH_UP": "sometimes"})

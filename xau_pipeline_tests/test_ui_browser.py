@@ -383,6 +383,8 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
         # No repair share: the gap-repair sensors (running by default) then launch nothing
         # beside the backfill under test.
         XAU_REPAIR_CREDIT_SHARE="0",
+        # Nor a history catch-up judging days beside them.
+        XAU_CATCH_UP="off",
     )
     ARTIFACTS.mkdir(exist_ok=True)
     SCREENSHOT.unlink(missing_ok=True)
