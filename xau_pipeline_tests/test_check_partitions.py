@@ -1,6 +1,6 @@
 """What a check's Partitions tab shows after ranged and one-day runs, read through the UI's GraphQL."""
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +11,7 @@ from xau_pipeline.partitions import daily_partitions, partition_range_tags
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
+from xau_pipeline_tests.check_statuses import CHECK_PARTITION_STATUSES, statuses_by_check
 
 # Dagster materializations and a code server for the GraphQL context.
 pytestmark = pytest.mark.slow
@@ -19,18 +20,6 @@ DEFS = Path(__file__).with_name("checks_defs.py")
 M15 = build_candle_asset(Symbol("XAU/USD"), TIMEFRAMES_BY_NAME["M15"], daily_partitions("2024-01-01"))
 WEEK = ["2024-03-11", "2024-03-12", "2024-03-13", "2024-03-14", "2024-03-15"]  # Monday to Friday
 HOLE = (datetime(2024, 3, 12, 10, tzinfo=UTC), datetime(2024, 3, 12, 11, tzinfo=UTC))  # Tuesday
-# The selection of the UI's check Partitions tab (AssetCheckPartitionStatuses).
-CHECK_PARTITION_STATUSES = """
-query Statuses($asset: AssetKeyInput!) {
-  assetNodeOrError(assetKey: $asset) {
-    ... on AssetNode {
-      assetChecksOrError { ... on AssetChecks { checks { name partitionStatuses {
-        ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } }
-      } } } }
-    }
-  }
-}
-"""
 
 
 @pytest.fixture
@@ -51,16 +40,7 @@ def graphql(instance):
         def statuses(asset_key: dg.AssetKey) -> dict[str, dict[str, str]]:
             """{check: {day: status}} as the Partitions tab reads it (days not listed: missing)."""
             result = execute_dagster_graphql(context, CHECK_PARTITION_STATUSES, {"asset": {"path": asset_key.path}})
-            checks = result.data["assetNodeOrError"]["assetChecksOrError"]["checks"]
-            by_check: dict[str, dict[str, str]] = {}
-            for check in checks:
-                days = by_check.setdefault(check["name"], {})
-                for status_range in (check["partitionStatuses"] or {}).get("ranges", []):
-                    day, last = date.fromisoformat(status_range["startKey"]), date.fromisoformat(status_range["endKey"])
-                    while day <= last:
-                        days[day.isoformat()] = status_range["status"]
-                        day += timedelta(days=1)
-            return by_check
+            return statuses_by_check(result.data["assetNodeOrError"])
 
         yield statuses
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from xau_pipeline_tests.check_statuses import CHECK_PARTITION_STATUSES, statuses_by_check
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 # Starts the Dagster webserver and drives Chromium against it.
@@ -250,15 +251,7 @@ class Dagster:
     def partition_statuses(self, name: str) -> dict[str, dict[str, str]]:
         """{check: {partition key: status}} as the check's Partitions tab gets them (daily keys expanded)."""
         node = self.graphql(CHECK_PARTITION_STATUSES, asset={"path": ["xauusd", name]})["assetNodeOrError"]
-        statuses: dict[str, dict[str, str]] = {}
-        for check in node["assetChecksOrError"]["checks"]:
-            days = statuses.setdefault(check["name"], {})
-            for r in (check["partitionStatuses"] or {}).get("ranges", []):
-                day, end = date.fromisoformat(r["startKey"]), date.fromisoformat(r["endKey"])
-                while day <= end:
-                    days[day.isoformat()] = r["status"]
-                    day += timedelta(days=1)
-        return statuses
+        return statuses_by_check(node)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -337,17 +330,6 @@ query Run($id: ID!) { runOrError(runId: $id) { __typename ... on Run { runId sta
 """
 LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
 # What the check's Partitions tab shows (the same selection as the UI's own query).
-CHECK_PARTITION_STATUSES = """
-query Statuses($asset: AssetKeyInput!) {
-  assetNodeOrError(assetKey: $asset) {
-    ... on AssetNode {
-      assetChecksOrError { ... on AssetChecks { checks { name partitionStatuses {
-        ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } }
-      } } } }
-    }
-  }
-}
-"""
 
 
 def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results(stand_in, store, tmp_path):
