@@ -19,12 +19,16 @@ twin, each a single ranged run: wall time, events written per partition, and gro
 With --free-plan: the real job's one year of all four assets at the free plan's limits (8 credits a
 minute, the stand-in and the credit budget both), against the credit floor.
 
+With --storage postgres, Dagster's storage is dagster-postgres's own (a new connection per stored
+event) instead of the pooled one dagster.yaml configures; --free-plan --storage both runs the year
+with each, in a process of its own.
+
 With --per-partition-twin, the new twin also runs logging the per-day evaluations the real job
 logs, and the cost of one evaluation is printed (its extra time over its extra events).
 
-Usage: python bench/run_shape.py [--year 2025] [--days-only] [--twin new|old|both] [--per-partition-twin]
+Usage: python bench/run_shape.py [--storage pooled|postgres] [--year 2025] [--days-only] [--twin new|old|both] [--per-partition-twin]
        python bench/run_shape.py --decade
-       python bench/run_shape.py --free-plan
+       python bench/run_shape.py --free-plan [--storage both]
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dagster as dg
 import sqlalchemy as sa
+import yaml
 from twin import reconstructable
 
 from xau_pipeline.partitions import partition_range_tags
@@ -58,24 +63,27 @@ from xau_pipeline.store.database import temporary_database
 FREE_PER_MINUTE = 8
 COUNT_CALLS = "SELECT count(*) FROM api_calls"
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-INSTANCE_YAML = """\
-telemetry:
-  enabled: false
-python_logs:
-  python_log_level: INFO
-storage:
-  postgres:
-    postgres_url:
-      env: XAU_BENCH_DAGSTER_PG_URL
-"""
+ROOT = Path(__file__).resolve().parent.parent
+STORAGES = ("pooled", "postgres")
 
 
-def timed_run(stack: ExitStack, job, first: str, last: str) -> tuple[float, int, int]:
-    """(wall seconds, events stored, steps) of one ranged run on a fresh PostgreSQL-backed instance."""
+def instance_yaml(storage: str = "pooled") -> str:
+    """The instance `make run` configures (dagster.yaml's storage and logging), or with `postgres`
+    dagster-postgres's own storage (an event log connection per event) in place of the pooled one."""
+    project = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    config = {key: project[key] for key in ("telemetry", "python_logs", "storage")}
+    if storage == "postgres":
+        config["storage"] = {"postgres": config["storage"]["custom"]["config"]}
+    return yaml.safe_dump(config)
+
+
+def timed_run(stack: ExitStack, job, first: str, last: str, storage: str = "pooled") -> tuple[float, int, int]:
+    """(wall seconds, events stored, steps) of one ranged run on a fresh PostgreSQL-backed instance
+    (`storage`: see `instance_yaml`)."""
     url = stack.enter_context(temporary_database(SERVER, "xau_bench_dagster"))
     home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xau_bench_home_")))
-    (home / "dagster.yaml").write_text(INSTANCE_YAML)
-    os.environ["XAU_BENCH_DAGSTER_PG_URL"] = url
+    (home / "dagster.yaml").write_text(instance_yaml(storage))
+    os.environ["XAU_DAGSTER_PG_URL"] = url
     os.environ["DAGSTER_HOME"] = str(home)
     with dg.DagsterInstance.get() as instance:
         began = time.perf_counter()
@@ -139,18 +147,27 @@ def main() -> None:
     )
     parser.add_argument("--decade", action="store_true", help="M15 over 1 and 10 years instead")
     parser.add_argument("--free-plan", action="store_true", help="the year at the free plan's limits instead")
+    parser.add_argument(
+        "--storage",
+        choices=(*STORAGES, "both"),
+        default="pooled",
+        help="Dagster's storage: dagster.yaml's pooled one, dagster-postgres's own, or both (--free-plan)",
+    )
     parser.add_argument("--repeat", type=int, default=5, help="5-day runs of the real job and the new twin, alternated")
     args = parser.parse_args()
     if args.decade:
         return decade()
     if args.free_plan:
-        return free_plan(args.year)
+        return free_plan(args.year, args.storage)
+    if args.storage == "both":
+        parser.error("--storage both goes with --free-plan")
+    storage = args.storage
     first, last = f"{args.year}-01-01", f"{args.year}-12-31"
     five_first = (date.fromisoformat(last) - timedelta(days=4)).isoformat()
     rows: list[tuple[str, str, float, int, int]] = []
 
     def measure(label: str, span: str, job, first_key: str, last_key: str) -> None:
-        wall, events, steps = timed_run(stack, job, first_key, last_key)
+        wall, events, steps = timed_run(stack, job, first_key, last_key, storage)
         print(f"[run_shape] {label}, {span}: {wall:.1f} s, {events} events, {steps} steps", file=sys.stderr, flush=True)
         rows.append((label, span, wall, events, steps))
 
@@ -159,9 +176,9 @@ def main() -> None:
         candles_url = pipeline_environment(stack, first)
         real = reconstructable("real_job")
         # Untimed: the first run in a process pays Dagster's one-time set-up; neither job should.
-        timed_run(stack, reconstructable("twin_job", "new", first), last, last)
+        timed_run(stack, reconstructable("twin_job", "new", first), last, last, storage)
         if args.days_only:
-            prefill = timed_run(stack, real, five_first, last)
+            prefill = timed_run(stack, real, five_first, last, storage)
             print(f"(real job fetched the 5 days first: {prefill[0]:.1f} s)")
         else:
             measure("real", "1 year", real, first, last)
@@ -178,7 +195,7 @@ def main() -> None:
         fives: dict[str, list[tuple[float, int, int]]] = {"real": [], "twin new": []}
         for _ in range(max(1, args.repeat)):
             for label, job in (("real", real), ("twin new", reconstructable("twin_job", "new", first))):
-                fives[label].append(timed_run(stack, job, five_first, last))
+                fives[label].append(timed_run(stack, job, five_first, last, storage))
         for label, results in fives.items():
             walls = sorted(wall for wall, _, _ in results)
             print(f"[run_shape] {label}, 5 days no-op: {', '.join(f'{w:.2f}' for w in walls)} s", file=sys.stderr)
@@ -206,18 +223,25 @@ def main() -> None:
             print(f"per check evaluation ({span}, twin new+pp against twin new): {cost:.1f} ms ({extra} more events)")
 
 
-def free_plan(year: int) -> None:
+def free_plan(year: int, storage: str) -> None:
     """The real job's one-year backfill of all four assets at the free plan's limits (8 credits a minute,
-    stand-in and credit budget), against the credit floor: the least time 8 a minute allows for its calls."""
+    stand-in and credit budget), against the credit floor: the least time 8 a minute allows for its calls.
+    With `both`, once per Dagster storage, each in a process of its own (the job reads its resources'
+    environment once per process)."""
+    if storage == "both":
+        for each in STORAGES:
+            command = [sys.executable, __file__, "--free-plan", "--year", str(year), "--storage", each]
+            subprocess.run(command, check=True)
+        return
     first, last = f"{year}-01-01", f"{year}-12-31"
     with ExitStack() as stack:
         candles_url = pipeline_environment(stack, first, free_plan=True)
-        wall, events, steps = timed_run(stack, reconstructable("real_job"), first, last)
+        wall, events, steps = timed_run(stack, reconstructable("real_job"), first, last, storage)
         with sa.create_engine(candles_url).connect() as connection:
             calls = connection.execute(sa.text(COUNT_CALLS)).scalar() or 0
     floor = (math.ceil(calls / FREE_PER_MINUTE) - 1) * 60
     print(f"\nFree plan ({FREE_PER_MINUTE} credits a minute), all four XAU/USD assets, {year}, one ranged run")
-    print(f"wall {wall:.1f} s, {calls} calls, {events} events, {steps} steps")
+    print(f"Dagster storage: {storage}; wall {wall:.1f} s, {calls} calls, {events} events, {steps} steps")
     print(
         f"credit floor (the first {FREE_PER_MINUTE} calls at once, each further {FREE_PER_MINUTE} a minute later): {floor} s"
     )
