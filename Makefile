@@ -28,8 +28,10 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m xau_pipeline_dev.launch demo
 
+# One worker per core, each test file on one worker (its module fixtures set up once), files
+# with slow tests started first (conftest.py).
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile
 
 # The inner loop: everything but the slow, process and browser tests (under a minute).
 test-fast: $(STAMP)

@@ -20,6 +20,18 @@ REPO = Path(__file__).resolve().parent.parent
 EMBEDDED_TEST_DIR = REPO / ".pgdata" / f"test-{os.getpid()}"
 
 
+def pytest_collection_modifyitems(items):
+    """Files with a test that starts processes or a browser first, then files with a slow test (order
+    kept otherwise): under `make test`'s workers (pytest-xdist, one file per worker at a time) the
+    long files start at once, not last."""
+    tier: dict[Path, int] = {}
+    for item in items:
+        rank = 0 if item.get_closest_marker("process") or item.get_closest_marker("browser") else 1
+        rank = rank if rank == 0 or item.get_closest_marker("slow") else 2
+        tier[item.path] = min(tier.get(item.path, 2), rank)
+    items.sort(key=lambda item: tier[item.path])
+
+
 def _server_answers(url, seconds: int = 2) -> bool:
     engine = sa.create_engine(url, connect_args={"connect_timeout": seconds}, poolclass=sa.pool.NullPool)
     try:
