@@ -12,7 +12,10 @@ Prints, per history start:
   counted from the UI's first answer;
 - credits used per timeframe against the minimum, ceil(stored bars / 5000);
 - the time to complete against the credit floor (minimum credits / 8 a minute), as a ratio;
-- GraphQL latency p50 and p99 during the catch-up.
+- GraphQL latency p50 and p99 during the catch-up;
+- once the last catch-up run has ended: each run's start (after the UI's first answer) and length,
+  and each check's days by status in its Partitions tab (SUCCEEDED, FAILED, SKIPPED; days with no
+  status are not listed).
 
 Usage: python bench/first_start.py [--history-start 2024-01-01] [--decade] [--timeout-minutes 40]
 (--decade runs the default history and then XAU_HISTORY_START=2016-01-01; about 15 minutes in all.)
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -41,12 +45,20 @@ from xau_pipeline.store.database import temporary_database
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
+from xau_pipeline_tests.check_statuses import CHECK_PARTITION_STATUSES, statuses_by_check
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 API_KEY = "bench-first-start-key"
 PER_MINUTE = 8
 GOLD = Symbol("XAU/USD")
+CATCH_UP_RUNS = """
+query CatchUpRuns {
+  runsOrError(filter: {tags: [{key: "xau_pipeline/catch_up", value: "XAU/USD"}]}, limit: 100) {
+    ... on Runs { results { runId status startTime endTime } }
+  }
+}
+"""
 UI_QUERY = """
 query FirstStartProbe {
   assetNodes { assetKey { path } }
@@ -176,7 +188,34 @@ def measure(url: str, ui_port: int, history_start: date, began: float, timeout_m
         f"GraphQL p50 {percentile(latencies, 0.5) * 1000:.0f} ms, p99 {percentile(latencies, 0.99) * 1000:.0f} ms "
         f"over {len(latencies)} requests (goal p99 < 500 ms)"
     )
+    runs_and_verdicts(graphql, ui_up)
     store.engine.dispose()
+
+
+def runs_and_verdicts(graphql: str, ui_up: float, wait_seconds: float = 300) -> None:
+    """Each catch-up run's start and length (once the last has ended), and each check's days by status
+    in its Partitions tab (the UI's own GraphQL selection)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        runs = requests.post(graphql, json={"query": CATCH_UP_RUNS}, timeout=30).json()["data"]["runsOrError"][
+            "results"
+        ]
+        if all(run["endTime"] for run in runs) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    offset = time.time() - (time.monotonic() - ui_up)  # the UI's first answer, as a Unix time
+    print(f"  {len(runs)} catch-up run(s): start after the UI answered, length, status")
+    for run in sorted(runs, key=lambda r: r["startTime"] or 0):
+        length = f"{run['endTime'] - run['startTime']:5.1f} s" if run["endTime"] and run["startTime"] else "  n/a"
+        print(f"    {run['runId'][:8]} {(run['startTime'] or offset) - offset:6.1f} s  {length}  {run['status']}")
+    for tf in TIMEFRAMES:
+        asset = {"path": [GOLD.key_prefix, tf.key_suffix]}
+        node = requests.post(
+            graphql, json={"query": CHECK_PARTITION_STATUSES, "variables": {"asset": asset}}, timeout=60
+        ).json()["data"]["assetNodeOrError"]
+        counts = {check: Counter(days.values()) for check, days in statuses_by_check(node).items()}
+        shown = "; ".join(f"{check} {dict(sorted(c.items()))}" for check, c in sorted(counts.items()))
+        print(f"  {tf.name} check days by status: {shown}")
 
 
 def main() -> None:
