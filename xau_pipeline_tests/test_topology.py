@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from xau_pipeline.store.database import normalize_url, temporary_database
 from xau_pipeline_tests.conftest import DEFAULT_TEST_SERVER, TEST_API_KEY, _server_answers
-from xau_pipeline_tests.topology import Topology, local_instance, wait_for
+from xau_pipeline_tests.topology import Topology, deploy_instance, local_instance, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.process, pytest.mark.usefixtures("away_from_midnight")]
 
@@ -253,10 +253,13 @@ def schedule_for(topology: Topology, asset_path: list[str]) -> dict:
 # --- the tests, in order, on one topology -------------------------------------------------------
 
 
-def test_the_instance_is_deploys_with_the_default_run_launcher_and_run_monitoring(topology):
-    config = local_instance()
+def test_the_instance_is_deploy_dagster_yaml_with_the_default_run_launcher(topology):
+    config, shipped = local_instance(), deploy_instance()
     assert config["run_launcher"]["class"] == "DefaultRunLauncher"
+    assert config["run_monitoring"] == {**shipped["run_monitoring"], "poll_interval_seconds": 1}
     assert config["run_monitoring"]["enabled"] is True
+    unchanged = set(shipped) - {"run_launcher", "run_monitoring"}
+    assert {key: config[key] for key in unchanged} == {key: shipped[key] for key in unchanged}
     info = topology.graphql("{ instance { info runLauncher { name } } }")["instance"]
     assert info["runLauncher"]["name"] == "DefaultRunLauncher"
     assert "PostgresRunStorage" in info["info"] and "PostgresScheduleStorage" in info["info"]
