@@ -10,7 +10,8 @@ list and the latest runs, as the UI's pages do.
 Prints, per history start:
 - when the UI answered, and when each timeframe's history was complete (nothing never fetched),
   counted from the UI's first answer;
-- credits used per timeframe against the minimum, ceil(stored bars / 5000);
+- the catch-up's credits per timeframe against the minimum, ceil(stored bars / 5000), and the
+  credits of other work meanwhile (the schedules' ticks);
 - the time to complete against the credit floor (minimum credits / 8 a minute), as a ratio;
 - GraphQL latency p50 and p99 during the catch-up;
 - once the last catch-up run has ended: each run's start (after the UI's first answer) and length,
@@ -65,7 +66,7 @@ query FirstStartProbe {
   runsOrError(limit: 10) { ... on Runs { results { runId status tags { key value } } } }
 }
 """
-CREDITS_BY_INTERVAL = sa.text("SELECT interval, coalesce(sum(credits), 0) FROM api_calls GROUP BY interval")
+CREDITS_BY_INTERVAL = sa.text("SELECT interval, kind, coalesce(sum(credits), 0) FROM api_calls GROUP BY interval, kind")
 STORED_BY_TIMEFRAME = sa.text("SELECT timeframe, count(*) FROM candles GROUP BY timeframe")
 
 
@@ -163,17 +164,23 @@ def measure(url: str, ui_port: int, history_start: date, began: float, timeout_m
             print(f"  {time.monotonic() - ui_up:6.0f} s: {shares}", flush=True)
         time.sleep(2)
     with store.engine.connect() as connection:
-        credits = dict(connection.execute(CREDITS_BY_INTERVAL).all())
+        credits = {(interval, kind): int(n) for interval, kind, n in connection.execute(CREDITS_BY_INTERVAL)}
         stored = dict(connection.execute(STORED_BY_TIMEFRAME).all())
-    used = {tf.name: int(credits.get(tf.interval, 0)) for tf in TIMEFRAMES}
+    # The catch-up draws on the backfill share; the schedules' ticks fetch the newest bars meanwhile.
+    used = {tf.name: credits.get((tf.interval, "backfill"), 0) for tf in TIMEFRAMES}
+    others = {
+        tf.name: {kind: n for (interval, kind), n in credits.items() if interval == tf.interval and kind != "backfill"}
+        for tf in TIMEFRAMES
+    }
     minimum = {tf.name: math.ceil(int(stored.get(tf.name, 0)) / MAX_BARS_PER_CALL) for tf in TIMEFRAMES}
     floor_minutes = sum(minimum.values()) / PER_MINUTE
     for tf in TIMEFRAMES:
         done = complete_at.get(tf.name)
         when = f"{done / 60:5.2f} min" if done is not None else "not complete"
         print(
-            f"  {tf.name:<3} complete after {when}; {used[tf.name]} credit(s), minimum {minimum[tf.name]} "
+            f"  {tf.name:<3} complete after {when}; catch-up {used[tf.name]} credit(s), minimum {minimum[tf.name]} "
             f"({int(stored.get(tf.name, 0)):,} bars)"
+            + "".join(f"; {kind} {n}" for kind, n in sorted(others[tf.name].items()))
         )
     if len(complete_at) == len(TIMEFRAMES):
         total = max(complete_at.values()) / 60
@@ -184,7 +191,8 @@ def measure(url: str, ui_port: int, history_start: date, began: float, timeout_m
     else:
         print(f"  not complete within {timeout_minutes} min")
     print(
-        f"  credits used {sum(used.values())} against the minimum {sum(minimum.values())}; "
+        f"  catch-up credits {sum(used.values())} against the minimum {sum(minimum.values())}"
+        f" (other work: {sum(sum(k.values()) for k in others.values())}); "
         f"GraphQL p50 {percentile(latencies, 0.5) * 1000:.0f} ms, p99 {percentile(latencies, 0.99) * 1000:.0f} ms "
         f"over {len(latencies)} requests (goal p99 < 500 ms)"
     )
