@@ -40,6 +40,9 @@ from pathlib import Path
 import requests
 import sqlalchemy as sa
 
+# The check Partitions tab's GraphQL selection is the tests' (xau_pipeline_tests/check_statuses.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from xau_pipeline.catch_up import history_progress
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
