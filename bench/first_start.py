@@ -58,7 +58,7 @@ PER_MINUTE = 8
 GOLD = Symbol("XAU/USD")
 CATCH_UP_RUNS = """
 query CatchUpRuns {
-  runsOrError(filter: {tags: [{key: "xau_pipeline/catch_up", value: "XAU/USD"}]}, limit: 100) {
+  runsOrError(filter: {tags: [{key: "xau_pipeline/catch_up", value: "XAUUSD"}]}, limit: 100) {
     ... on Runs { results { runId status startTime endTime } }
   }
 }
