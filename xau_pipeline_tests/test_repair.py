@@ -86,7 +86,7 @@ def test_provider_gaps_are_retried_per_backoff_then_left_alone(store):
 def sensor_for(store, stand_in_url="http://127.0.0.1:9", days=3, timeframe=M15, **budget):
     recent = daily_partitions((datetime.now(UTC) - timedelta(days=days)).date().isoformat())
     asset = build_candle_asset(GOLD, timeframe, recent)
-    sensor = build_repair_sensor(GOLD, timeframe, asset, recent)
+    sensor = build_repair_sensor(timeframe, {GOLD: asset}, recent)
     resources = {
         "candle_store": CandleStoreResource(database_url=store.url),
         "twelvedata": TwelveDataResource(api_key="unused", base_url=stand_in_url, **budget),
