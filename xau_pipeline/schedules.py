@@ -92,9 +92,8 @@ def tick_requests(
     for symbol in assets:
         decision = tick_request(symbol, timeframe, tick, partitions_def, grids[symbol] if grids else None)
         if isinstance(decision, dg.SkipReason):
-            skipped.append(
-                f"{symbol.api_symbol}: {decision.skip_message}" if len(assets) > 1 else decision.skip_message
-            )
+            reason = decision.skip_message or ""
+            skipped.append(f"{symbol.api_symbol}: {reason}" if len(assets) > 1 else reason)
         else:
             by_bar.setdefault(decision.tags["xau/bar_open"], []).append((symbol, decision))
     if not by_bar:
