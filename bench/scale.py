@@ -116,6 +116,13 @@ FX = {
 }
 STORED_BY_SERIES = sa.text("SELECT symbol, timeframe, count(*) FROM candles GROUP BY symbol, timeframe")
 CREDITS_USED = sa.text("SELECT coalesce(sum(credits), 0) FROM api_calls")
+# Each schedule and sensor tick the daemon stored: its seconds from start to end.
+TICK_SECONDS = sa.text(
+    """
+    SELECT type, (tick_body::json->>'end_timestamp')::float - (tick_body::json->>'timestamp')::float AS seconds
+    FROM job_ticks WHERE tick_body::json->>'end_timestamp' IS NOT NULL
+    """
+)
 LAST_CATCH_UP_END = sa.text(
     "SELECT count(*), max(r.end_time) FROM runs r JOIN run_tags t ON t.run_id = r.run_id WHERE t.key = :tag"
 )
@@ -290,16 +297,26 @@ def watch_backfill(
     graphql = f"http://127.0.0.1:{ui_port}/graphql"
     latencies: list[float] = []
     deadline = ui_up + minutes * 60
+    last_look = 0.0
     while waiting and time.time() < deadline:
+        time.sleep(15)
+        latencies.append(asset_graph_seconds(graphql)[0])
+        if time.time() - last_look < 60:
+            continue  # reading every series' progress is work of its own: once a minute
+        last_look = time.time()
         try:
-            latencies.append(asset_graph_seconds(graphql)[0])
             waiting = [s for s in waiting if not all(p.complete for p in history_progress(store, s, start, now()))]
         except Exception:  # the launcher migrates the schema after the UI may first answer
-            pass
+            continue
         print(f"  {time.time() - ui_up:6.0f} s: {count - len(waiting)} of {count} symbols complete", flush=True)
-        time.sleep(15)
     store.engine.dispose()
-    done = "all complete" if not waiting else f"{len(waiting)} symbol(s) not complete within {minutes} min"
+    elapsed = (time.time() - ui_up) / 60
+    done = (
+        "all complete"
+        if not waiting
+        else f"{count - len(waiting)} of {count} symbols complete after {elapsed:.1f} min (stopped watching), "
+        f"at that pace all {count} in about {elapsed * count / max(count - len(waiting), 1):.0f} min"
+    )
     return [
         f"backfill: {done}; UI asset graph meanwhile p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
         f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms over {len(latencies)} requests"
@@ -319,6 +336,7 @@ def backfill_figures(candles_url: str, dagster_url: str, per_minute: int, ui_up:
     dagster = sa.create_engine(dagster_url)
     with dagster.connect() as connection:
         runs, last_end = connection.execute(LAST_CATCH_UP_END, {"tag": CATCH_UP_TAG}).one()
+        tick_times = [seconds for _, seconds in connection.execute(TICK_SECONDS)]
     dagster.dispose()
     minimum = sum(math.ceil(bars / MAX_BARS_PER_CALL) for _, _, bars in stored)
     floor = minimum / per_minute * 60
@@ -328,12 +346,15 @@ def backfill_figures(candles_url: str, dagster_url: str, per_minute: int, ui_up:
         f"{concurrency['runs']['tag_concurrency_limits'][-1]['limit']}, "
         f"max_concurrent_runs {concurrency['runs']['max_concurrent_runs']}"
     )
+    # Complete or not, the time to the end of the last catch-up run so far.
     took = (last_end - ui_up) if last_end else float("nan")
     return [
         f"backfill: {len(stored)} series, {sum(b for _, _, b in stored):,} bars, {runs} catch-up runs ({limits})",
         f"backfill: {used} credits used against the minimum {minimum}; last catch-up run ended {took:.0f} s after "
         f"the UI answered; credit floor {minimum} / {per_minute} a minute = {floor:.0f} s; "
         f"ratio {took / floor:.1f}x (goal <= 1.5x)",
+        f"daemon meanwhile: {len(tick_times)} schedule and sensor ticks, each p50 {percentile(tick_times, 0.5):.1f} s, "
+        f"p90 {percentile(tick_times, 0.9):.1f} s, max {max(tick_times, default=float('nan')):.1f} s",
     ]
 
 

@@ -211,6 +211,9 @@ def series_repairs(
 ) -> tuple[list[dg.RunRequest], str | None]:
     """One series' repair runs this tick (tagged with the series), or why there is none."""
     path = asset.key.to_user_string()
+    if not store.covered(symbol.name, timeframe, partitions_def.start.astimezone(UTC), now - REPAIR_GRACE):
+        # Nothing fetched, so no provider gap: spare the gap query (a first start, 50 symbols: 200 of them).
+        return [], "nothing fetched yet: its never-fetched day(s) are the history catch-up's"
     planned = plan_repairs(store, symbol, timeframe, partitions_def, now)
     # Never-fetched days are the history catch-up's: it fetches them at the plan's pace.
     plan = RepairPlan([], planned.provider_retry, planned.given_up)
