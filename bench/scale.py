@@ -51,6 +51,7 @@ from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline.symbols import parse_symbols
+from xau_pipeline.timeframes import TIMEFRAMES
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,7 +285,7 @@ def backfill(
                 raise SystemExit(f"the UI did not answer within 5 minutes (see {home}/launch.log)")
             ui_up = time.time()
             lines = watch_backfill(candles_url, ui_port, history_start, count, ui_up, minutes)
-    return lines + backfill_figures(candles_url, dagster_url, per_minute, ui_up, home)
+    return lines + backfill_figures(candles_url, dagster_url, count, per_minute, ui_up, home)
 
 
 def watch_backfill(
@@ -298,24 +299,36 @@ def watch_backfill(
     latencies: list[float] = []
     deadline = ui_up + minutes * 60
     last_look = 0.0
-    while waiting and time.time() < deadline:
+    shares: dict[str, tuple[int, int]] = {}  # per symbol: (stored, expected) bars at the last look
+    while len(shares) < count or any(stored < expected for stored, expected in shares.values()):
+        if time.time() > deadline:
+            break
         time.sleep(15)
         latencies.append(asset_graph_seconds(graphql)[0])
         if time.time() - last_look < 60:
             continue  # reading every series' progress is work of its own: once a minute
         last_look = time.time()
         try:
-            waiting = [s for s in waiting if not all(p.complete for p in history_progress(store, s, start, now()))]
+            for symbol in waiting:
+                progress = history_progress(store, symbol, start, now())
+                shares[symbol.name] = (
+                    sum(p.stored for p in progress),
+                    sum(p.expected for p in progress) if not all(p.complete for p in progress) else 0,
+                )
         except Exception:  # the launcher migrates the schema after the UI may first answer
             continue
+        waiting = [s for s in waiting if shares[s.name][0] < shares[s.name][1]]
         print(f"  {time.time() - ui_up:6.0f} s: {count - len(waiting)} of {count} symbols complete", flush=True)
     store.engine.dispose()
     elapsed = (time.time() - ui_up) / 60
+    stored = sum(s for s, _ in shares.values())
+    expected = stored + sum(max(e - s, 0) for s, e in shares.values())
     done = (
         "all complete"
         if not waiting
         else f"{count - len(waiting)} of {count} symbols complete after {elapsed:.1f} min (stopped watching), "
-        f"at that pace all {count} in about {elapsed * count / max(count - len(waiting), 1):.0f} min"
+        f"{stored / max(expected, 1):.0%} of the expected bars stored: at that pace all in about "
+        f"{elapsed * expected / max(stored, 1):.0f} min"
     )
     return [
         f"backfill: {done}; UI asset graph meanwhile p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
@@ -327,7 +340,9 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def backfill_figures(candles_url: str, dagster_url: str, per_minute: int, ui_up: float, home: Path) -> list[str]:
+def backfill_figures(
+    candles_url: str, dagster_url: str, symbols: int, per_minute: int, ui_up: float, home: Path
+) -> list[str]:
     candles = sa.create_engine(candles_url)
     with candles.connect() as connection:
         stored = connection.execute(STORED_BY_SERIES).all()
@@ -339,7 +354,9 @@ def backfill_figures(candles_url: str, dagster_url: str, per_minute: int, ui_up:
         tick_times = [seconds for _, seconds in connection.execute(TICK_SECONDS)]
     dagster.dispose()
     minimum = sum(math.ceil(bars / MAX_BARS_PER_CALL) for _, _, bars in stored)
-    floor = minimum / per_minute * 60
+    # The stand-in's 24/7 feed serves a bar in every slot: a year of each series, in pages of 5000.
+    year_minimum = symbols * sum(math.ceil(timedelta(days=365) / tf.bar / MAX_BARS_PER_CALL) for tf in TIMEFRAMES)
+    floor = year_minimum / per_minute * 60
     concurrency = yaml.safe_load((home / "dagster.yaml").read_text())["concurrency"]
     limits = (
         f"pool {concurrency['pools']['default_limit']} runs at a time, catch-up "
@@ -350,9 +367,9 @@ def backfill_figures(candles_url: str, dagster_url: str, per_minute: int, ui_up:
     took = (last_end - ui_up) if last_end else float("nan")
     return [
         f"backfill: {len(stored)} series, {sum(b for _, _, b in stored):,} bars, {runs} catch-up runs ({limits})",
-        f"backfill: {used} credits used against the minimum {minimum}; last catch-up run ended {took:.0f} s after "
-        f"the UI answered; credit floor {minimum} / {per_minute} a minute = {floor:.0f} s; "
-        f"ratio {took / floor:.1f}x (goal <= 1.5x)",
+        f"backfill: {used} credits used against the minimum {minimum} for the bars stored; last catch-up run ended "
+        f"{took:.0f} s after the UI answered; credit floor of the whole year {year_minimum} / {per_minute} a minute "
+        f"= {floor:.0f} s; ratio {took / floor:.1f}x (goal <= 1.5x; if not complete, see the projection above)",
         f"daemon meanwhile: {len(tick_times)} schedule and sensor ticks, each p50 {percentile(tick_times, 0.5):.1f} s, "
         f"p90 {percentile(tick_times, 0.9):.1f} s, max {max(tick_times, default=float('nan')):.1f} s",
     ]
