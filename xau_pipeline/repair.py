@@ -19,7 +19,7 @@ from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.trading_calendar import calendar
-from xau_pipeline.utc import utc_now
+from xau_pipeline.utc import day_start, utc_now
 
 # A bar the provider had nothing for is asked for again this long after the last try, then
 # left alone (and reported by the no_gaps check).
@@ -50,9 +50,10 @@ def plan_repairs(
     timeframe: Timeframe,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     now: datetime,
+    since: datetime | None = None,
 ) -> RepairPlan:
-    """Which partitions hold gaps worth a fetch now."""
-    start = partitions_def.start.astimezone(UTC)
+    """Which partitions hold gaps worth a fetch now (from `since` on, if later than the first partition)."""
+    start = max(partitions_def.start.astimezone(UTC), since or datetime.min.replace(tzinfo=UTC))
     end = now - REPAIR_GRACE
     if end <= start:
         return RepairPlan()
@@ -211,10 +212,14 @@ def series_repairs(
 ) -> tuple[list[dg.RunRequest], str | None]:
     """One series' repair runs this tick (tagged with the series), or why there is none."""
     path = asset.key.to_user_string()
-    if not store.covered(symbol.name, timeframe, partitions_def.start.astimezone(UTC), now - REPAIR_GRACE):
+    first = partitions_def.start.astimezone(UTC)
+    oldest_fetch = store.first_covered(symbol.name, timeframe)
+    if oldest_fetch is None:
         # Nothing fetched, so no provider gap: spare the gap query (a first start, 50 symbols: 200 of them).
         return [], "nothing fetched yet: its never-fetched day(s) are the history catch-up's"
-    planned = plan_repairs(store, symbol, timeframe, partitions_def, now)
+    # Before the oldest fetched window all is never fetched (the catch-up fetches newest first): not scanned.
+    since = max(first, day_start(oldest_fetch))
+    planned = plan_repairs(store, symbol, timeframe, partitions_def, now, since=since)
     # Never-fetched days are the history catch-up's: it fetches them at the plan's pace.
     plan = RepairPlan([], planned.provider_retry, planned.given_up)
     if plan.given_up:
@@ -225,8 +230,10 @@ def series_repairs(
     requests = repair_requests(plan, asset.op.name, path, now)
     if not requests:
         never = (
-            f"; {len(planned.never_fetched)} never-fetched day(s) are the history catch-up's"
-            if planned.never_fetched
+            f"; never-fetched day(s) ({len(planned.never_fetched)} since {since:%Y-%m-%d}"
+            + (", and all before" if since > first else "")
+            + ") are the history catch-up's"
+            if planned.never_fetched or since > first
             else ""
         )
         return [], f"no provider gap due for a retry{never}"
