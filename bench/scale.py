@@ -14,9 +14,11 @@ Each figure has a reference timed in the same run (the machine is shared and noi
   latency through that UI while it ran;
 - tick: every schedule (at the last :01, when all four tick) and every sensor evaluated once
   in-process on the backfill's candle store and Dagster instance, as the daemon has the code server
-  do, 50 symbols against 1 (the median of --repeat each).
+  do, 50 symbols against 1 (the median of --repeat each). With --steady, instead of the backfill, a
+  year of every series is stored directly (`ingest`, no Dagster) and the tick timed on that: the
+  steady state, every history complete.
 
-Usage: python bench/scale.py [--symbols 50] [--per-minute 610] [--backfill-minutes 30] [--no-backfill]
+Usage: python bench/scale.py [--symbols 50] [--per-minute 610] [--backfill-minutes 40] [--no-backfill | --steady]
 """
 
 from __future__ import annotations
@@ -46,12 +48,14 @@ from run_shape import stand_in_process
 
 from xau_pipeline.catch_up import history_progress
 from xau_pipeline.definitions import build_definitions
+from xau_pipeline.ingest import ingest
 from xau_pipeline.partitions import CATCH_UP_TAG
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline.symbols import parse_symbols
 from xau_pipeline.timeframes import TIMEFRAMES
+from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -378,6 +382,28 @@ def backfill_figures(
 # ---- one tick of every schedule and sensor -------------------------------------------------------------
 
 
+def fill_directly(symbols: str, count: int, candles_url: str) -> str:
+    """A year of every series stored by `ingest` from the stand-in (no limits, no Dagster): how long it took."""
+    store = CandleStore(candles_url)
+    end = now().replace(minute=0, second=0, microsecond=0)
+    start = datetime.combine(date.today() - timedelta(days=365), datetime.min.time(), UTC)
+    began = time.perf_counter()
+    with stand_in_process(options=["--paid-plan", "--no-limits"]) as stand_in_url:
+        requests.post(
+            f"{stand_in_url}/__standin__/config",
+            json={"symbols": stand_in_prices(count)},
+            headers={"Authorization": f"apikey {API_KEY}"},
+            timeout=10,
+        ).raise_for_status()
+        client = TwelveDataClient(API_KEY, stand_in_url)
+        for symbol in parse_symbols(symbols):
+            for tf in TIMEFRAMES:
+                ingest(client, store, symbol, tf, start, end)
+        client.close()
+    store.engine.dispose()
+    return f"steady state: a year of {count * 4} series stored directly in {time.perf_counter() - began:.0f} s"
+
+
 def tick_seconds(defs: dg.Definitions, instance: dg.DagsterInstance, tick: datetime) -> dict[str, float]:
     """Seconds to evaluate every schedule (at `tick`), repair sensor and catch-up sensor once."""
     repository = defs.get_repository_def()
@@ -432,6 +458,7 @@ def main() -> None:
     parser.add_argument("--per-minute", type=int, default=610, help="the paid plan's credits a minute")
     parser.add_argument("--backfill-minutes", type=float, default=30, help="stop watching the backfill after this")
     parser.add_argument("--no-backfill", action="store_true", help="tick on an empty store instead")
+    parser.add_argument("--steady", action="store_true", help="tick on a year stored directly instead")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     logging.getLogger("dagster").setLevel(logging.WARNING)  # the sensors' own log lines, per evaluation
@@ -445,8 +472,11 @@ def main() -> None:
         temporary_database(SERVER, "xau_bench_scale_dagster") as dagster_url,
         tempfile.TemporaryDirectory(prefix="xau_bench_scale_") as home,
     ):
-        if args.no_backfill:
+        if args.no_backfill or args.steady:
             CandleStore(candles_url).migrate()
+            if args.steady:
+                lines.append(fill_directly(many, args.symbols, candles_url))
+                print(lines[-1], flush=True)
             (Path(home) / "dagster.yaml").write_text(
                 yaml.safe_dump({"storage": {"postgres": {"postgres_url": {"env": "XAU_DAGSTER_PG_URL"}}}})
             )
