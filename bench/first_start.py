@@ -34,6 +34,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -111,9 +113,21 @@ def first_start(history_start: date, timeout_minutes: float) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    with temporary_database(SERVER, "xau_first_start") as url, tempfile.TemporaryDirectory() as home:
-        env |= {"XAU_DATABASE_URL": url, "DAGSTER_HOME": home}
-        log = open(Path(home) / "launch.log", "w")  # noqa: SIM115 - closed below
+    try:
+        with temporary_database(SERVER, "xau_first_start") as url, tempfile.TemporaryDirectory() as home:
+            env |= {"XAU_DATABASE_URL": url, "DAGSTER_HOME": home}
+            with launched(env, Path(home)) as began:
+                measure(url, ui_port, history_start, began, timeout_minutes)
+    finally:
+        stand_in.terminate()
+        stand_in.wait(timeout=10)
+
+
+@contextmanager
+def launched(env: dict[str, str], home: Path) -> Iterator[float]:
+    """`python -m xau_pipeline_dev.launch run` (the UI with its daemon) in its own process group, its
+    output in home/launch.log, stopped with Ctrl-C's signal on leaving: when it started (monotonic)."""
+    with open(home / "launch.log", "w") as log:
         began = time.monotonic()
         launcher = subprocess.Popen(
             [sys.executable, "-m", "xau_pipeline_dev.launch", "run"],
@@ -124,16 +138,13 @@ def first_start(history_start: date, timeout_minutes: float) -> None:
             process_group=0,
         )
         try:
-            measure(url, ui_port, history_start, began, timeout_minutes)
+            yield began
         finally:
             os.killpg(launcher.pid, signal.SIGINT)
             try:
                 launcher.wait(timeout=90)
             except subprocess.TimeoutExpired:
                 os.killpg(launcher.pid, signal.SIGKILL)
-            log.close()
-            stand_in.terminate()
-            stand_in.wait(timeout=10)
 
 
 def measure(url: str, ui_port: int, history_start: date, began: float, timeout_minutes: float) -> None:

@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import date, timedelta
 from pathlib import Path
@@ -96,9 +96,9 @@ def timed_run(stack: ExitStack, job, first: str, last: str, storage: str = "pool
 
 
 @contextmanager
-def stand_in_process(free_plan: bool = False) -> Iterator[str]:
+def stand_in_process(free_plan: bool = False, options: Sequence[str] | None = None) -> Iterator[str]:
     """The Twelve Data stand-in in its own process (as the real API is), without credit limits (or at the
-    free plan's, 8 a minute): its URL."""
+    free plan's, 8 a minute; or with the command-line `options` given): its URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -106,7 +106,8 @@ def stand_in_process(free_plan: bool = False) -> Iterator[str]:
         ["--credits-per-minute", str(FREE_PER_MINUTE), "--credits-per-day", "800"] if free_plan else ["--no-limits"]
     )
     # CME hours: the feed the README's figures were measured on.
-    command = [sys.executable, "-m", "xau_pipeline_dev.twelvedata_standin", *limits, "--cme-hours", "--port", str(port)]
+    chosen = list(options) if options is not None else [*limits, "--cme-hours"]
+    command = [sys.executable, "-m", "xau_pipeline_dev.twelvedata_standin", *chosen, "--port", str(port)]
     env = {**os.environ, "TWELVE_DATA_API_KEY": "bench-key"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
     try:

@@ -22,6 +22,7 @@ from alembic.script import ScriptDirectory
 from xau_pipeline.api.links import parse_port
 from xau_pipeline.catch_up import SeriesProgress, eta_text, history_progress, progress_line
 from xau_pipeline.credit_budget import KINDS, credits_left
+from xau_pipeline.pool import POOL, pool_limits
 from xau_pipeline.read import newest_candles, parse_time
 from xau_pipeline.redact import one_line, url_password
 from xau_pipeline.settings import BUDGET_VARIABLES, Settings, SettingsError
@@ -203,6 +204,11 @@ def _credits(args: argparse.Namespace, settings: Settings) -> int:
     print(f"left today:          {left['schedule']}")
     print(f"kept for schedules:  {budget.reserved_for_schedules} ({budget.schedule_share:.0%} of the daily limit)")
     print(f"left for backfill and repair: {left['backfill']}")
+    limits = pool_limits(budget.per_minute, max_concurrent_runs=-1)
+    print(
+        f"{POOL} pool:     {limits.twelvedata} runs at a time, {limits.catch_up} of them catch-up, for "
+        f"{budget.per_minute} credits a minute (at most the instance's max_concurrent_runs; docs/architecture.md, Scale)"
+    )
     return 0
 
 

@@ -26,21 +26,23 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    """Four assets per configured symbol (one per timeframe), each with its checks, schedule and repair sensor,
-    and one history catch-up sensor per symbol."""
+    """Four assets per configured symbol (one per timeframe) with their checks; per timeframe one
+    schedule and one repair sensor over every symbol's asset; one history catch-up sensor per symbol."""
     partitions = daily_partitions(settings.history_start)
-    assets, schedules, sensors = [], [], []
-    for symbol in settings.symbols:
-        series = []
-        for tf in TIMEFRAMES:
-            asset = build_candle_asset(symbol, tf, partitions, settings)
-            series.append(asset)
-            schedules.append(build_candle_schedule(symbol, tf, asset, partitions))
-            sensors.append(build_repair_sensor(symbol, tf, asset, partitions))
-        assets += series
-        sensors.append(build_catch_up_sensor(symbol, series, partitions, running=settings.catch_up))
+    by_timeframe = {
+        tf: {symbol: build_candle_asset(symbol, tf, partitions, settings) for symbol in settings.symbols}
+        for tf in TIMEFRAMES
+    }
+    schedules = [build_candle_schedule(tf, assets, partitions) for tf, assets in by_timeframe.items()]
+    sensors = [build_repair_sensor(tf, assets, partitions) for tf, assets in by_timeframe.items()]
+    sensors += [
+        build_catch_up_sensor(
+            symbol, [by_timeframe[tf][symbol] for tf in TIMEFRAMES], partitions, running=settings.catch_up
+        )
+        for symbol in settings.symbols
+    ]
     return dg.Definitions(
-        assets=assets,
+        assets=[asset for symbol in settings.symbols for asset in (by_timeframe[tf][symbol] for tf in TIMEFRAMES)],
         schedules=schedules,
         sensors=sensors,
         resources=default_resources(settings),

@@ -5,6 +5,7 @@ History never fetched is the catch-up's (xau_pipeline.catch_up); the newest hour
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +19,7 @@ from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.trading_calendar import calendar
-from xau_pipeline.utc import utc_now
+from xau_pipeline.utc import day_start, utc_now
 
 # A bar the provider had nothing for is asked for again this long after the last try, then
 # left alone (and reported by the no_gaps check).
@@ -30,6 +31,8 @@ REPAIR_INTERVAL_SECONDS = 15 * 60
 # for later ticks, within the repair share of the day's credits.
 MAX_PARTITIONS_PER_REPAIR_RUN = 14
 STALE_RUN_AFTER = timedelta(hours=6)
+# Tags a repair run with its series (`xauusd/candles_m15`): one repair at a time per series.
+REPAIR_SERIES_TAG = "xau_pipeline/repair_series"
 
 
 @dataclass
@@ -47,9 +50,10 @@ def plan_repairs(
     timeframe: Timeframe,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     now: datetime,
+    since: datetime | None = None,
 ) -> RepairPlan:
-    """Which partitions hold gaps worth a fetch now."""
-    start = partitions_def.start.astimezone(UTC)
+    """Which partitions hold gaps worth a fetch now (from `since` on, if later than the first partition)."""
+    start = max(partitions_def.start.astimezone(UTC), since or datetime.min.replace(tzinfo=UTC))
     end = now - REPAIR_GRACE
     if end <= start:
         return RepairPlan()
@@ -127,44 +131,50 @@ def repair_requests(
     return requests
 
 
+def busy_series(instance: dg.DagsterInstance, sensor_name: str, now: datetime) -> dict[str, str]:
+    """The series (`xauusd/candles_m15`) with a repair run of `sensor_name` in progress, and that run's id."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            tags={"dagster/sensor_name": sensor_name},
+            # A run not heard of for hours has died; run monitoring will mark it failed.
+            updated_after=now - STALE_RUN_AFTER,
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ],
+        )
+    )
+    return {run.tags[REPAIR_SERIES_TAG]: run.run_id for run in runs if REPAIR_SERIES_TAG in run.tags}
+
+
 def build_repair_sensor(
-    symbol: Symbol, timeframe: Timeframe, asset: dg.AssetsDefinition, partitions_def: dg.TimeWindowPartitionsDefinition
+    timeframe: Timeframe,
+    assets: Mapping[Symbol, dg.AssetsDefinition],
+    partitions_def: dg.TimeWindowPartitionsDefinition,
 ) -> dg.SensorDefinition:
-    """Every 15 minutes: request forced runs for due provider-gap retries, within the repair share,
-    at most MAX_PARTITIONS_PER_REPAIR_RUN partitions a tick, newest first."""
-    name = f"{symbol.key_prefix}_{timeframe.key_suffix}_gap_repair"
+    """Every 15 minutes, over every symbol's `timeframe` asset: request forced runs for due provider-gap
+    retries, within the repair share, at most MAX_PARTITIONS_PER_REPAIR_RUN partitions a series and
+    tick, newest first, one series' repair in progress at a time."""
+    name = f"{timeframe.key_suffix}_gap_repair"
 
     @dg.sensor(
         name=name,
-        target=asset,
+        target=list(assets.values()),
         minimum_interval_seconds=REPAIR_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            f"{symbol.api_symbol} {timeframe.name}: retry bars the provider did not have after 1 h, 1 day, "
-            f"1 week, then leave them; at most {MAX_PARTITIONS_PER_REPAIR_RUN} partitions a tick, newest first. "
-            "Never-fetched history is the history catch-up sensor's."
+            f"{timeframe.name} of {len(assets)} symbol(s): retry bars the provider did not have after 1 h, 1 day, "
+            f"1 week, then leave them; at most {MAX_PARTITIONS_PER_REPAIR_RUN} partitions a series and tick, "
+            "newest first. Never-fetched history is the history catch-up sensors'."
         ),
     )
     def gap_repair(
         context: dg.SensorEvaluationContext, candle_store: CandleStoreResource, twelvedata: TwelveDataResource
     ):
         now = utc_now()
-        busy = context.instance.get_runs(
-            filters=dg.RunsFilter(
-                tags={"dagster/sensor_name": name},
-                # A run not heard of for hours has died; run monitoring will mark it failed.
-                updated_after=now - STALE_RUN_AFTER,
-                statuses=[
-                    dg.DagsterRunStatus.QUEUED,
-                    dg.DagsterRunStatus.NOT_STARTED,
-                    dg.DagsterRunStatus.STARTING,
-                    dg.DagsterRunStatus.STARTED,
-                ],
-            ),
-            limit=1,
-        )
-        if busy:
-            return dg.SkipReason(f"a repair run is still in progress ({busy[0].run_id})")
+        busy = busy_series(context.instance, name, now)
         store = candle_store.store()
         settings = twelvedata.budget_settings()
         used = {kind: credits for kind, (credits, _calls) in store.credits_used_today(now).items()}
@@ -173,33 +183,80 @@ def build_repair_sensor(
                 f"the repair share of today's credits is spent ({used.get('repair', 0)} of {settings.repair_cap} "
                 f"used by repairs, {sum(used.values())} of {settings.per_day} in all)"
             )
-        planned = plan_repairs(store, symbol, timeframe, partitions_def, now)
-        # Never-fetched days are the history catch-up's: it fetches them at the plan's pace.
-        plan = RepairPlan([], planned.provider_retry, planned.given_up)
-        if plan.given_up:
-            context.log.info(
-                f"provider gaps left alone after {len(PROVIDER_RETRY_BACKOFF)} retries: {', '.join(plan.given_up[:20])}"
-            )
-        requests = repair_requests(plan, asset.op.name, asset.key.to_user_string(), now)
+        requests: list[dg.RunRequest] = []
+        notes: list[str] = []
+        for symbol, asset in assets.items():
+            path = asset.key.to_user_string()
+            if path in busy:
+                notes.append(f"{path}: a repair run is still in progress ({busy[path]})")
+                continue
+            found, note = series_repairs(context, store, symbol, timeframe, asset, partitions_def, now)
+            requests += found
+            if note:
+                notes.append(f"{path}: {note}")
         if not requests:
-            never = (
-                f"; {len(planned.never_fetched)} never-fetched day(s) are the history catch-up's"
-                if planned.never_fetched
-                else ""
-            )
-            return dg.SkipReason(f"no provider gap due for a retry{never}")
-        requested = sum(
-            _days_between(r.tags[PARTITION_RANGE_START_TAG], r.tags[PARTITION_RANGE_END_TAG])
-            if r.partition_key is None
-            else 1
-            for r in requests
-        )
-        waiting = len(plan.never_fetched) + len(plan.provider_retry) - requested
-        if waiting > 0:
-            context.log.info(
-                f"up to {waiting} older partition(s) to repair wait for later ticks "
-                f"(at most {MAX_PARTITIONS_PER_REPAIR_RUN} a tick, newest first)"
-            )
+            return dg.SkipReason("; ".join(notes[:3]) + (f"; and {len(notes) - 3} more" if len(notes) > 3 else ""))
         return requests
 
     return gap_repair
+
+
+def series_repairs(
+    context: dg.SensorEvaluationContext,
+    store: CandleStore,
+    symbol: Symbol,
+    timeframe: Timeframe,
+    asset: dg.AssetsDefinition,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    now: datetime,
+) -> tuple[list[dg.RunRequest], str | None]:
+    """One series' repair runs this tick (tagged with the series), or why there is none."""
+    path = asset.key.to_user_string()
+    first = partitions_def.start.astimezone(UTC)
+    oldest_fetch = store.first_covered(symbol.name, timeframe)
+    if oldest_fetch is None:
+        # Nothing fetched, so no provider gap: spare the gap query (a first start, 50 symbols: 200 of them).
+        return [], "nothing fetched yet: its never-fetched day(s) are the history catch-up's"
+    # Before the oldest fetched window all is never fetched (the catch-up fetches newest first): not scanned.
+    since = max(first, day_start(oldest_fetch))
+    planned = plan_repairs(store, symbol, timeframe, partitions_def, now, since=since)
+    # Never-fetched days are the history catch-up's: it fetches them at the plan's pace.
+    plan = RepairPlan([], planned.provider_retry, planned.given_up)
+    if plan.given_up:
+        context.log.info(
+            f"{path}: provider gaps left alone after {len(PROVIDER_RETRY_BACKOFF)} retries: "
+            f"{', '.join(plan.given_up[:20])}"
+        )
+    requests = repair_requests(plan, asset.op.name, path, now)
+    if not requests:
+        never = (
+            f"; never-fetched day(s) ({len(planned.never_fetched)} since {since:%Y-%m-%d}"
+            + (", and all before" if since > first else "")
+            + ") are the history catch-up's"
+            if planned.never_fetched or since > first
+            else ""
+        )
+        return [], f"no provider gap due for a retry{never}"
+    requested = sum(
+        _days_between(r.tags[PARTITION_RANGE_START_TAG], r.tags[PARTITION_RANGE_END_TAG])
+        if r.partition_key is None
+        else 1
+        for r in requests
+    )
+    waiting = len(plan.never_fetched) + len(plan.provider_retry) - requested
+    if waiting > 0:
+        context.log.info(
+            f"{path}: up to {waiting} older partition(s) to repair wait for later ticks "
+            f"(at most {MAX_PARTITIONS_PER_REPAIR_RUN} a tick, newest first)"
+        )
+    tagged = [
+        dg.RunRequest(
+            run_key=r.run_key,
+            partition_key=r.partition_key,
+            run_config=r.run_config,
+            tags={**r.tags, REPAIR_SERIES_TAG: path},
+            asset_selection=[asset.key],
+        )
+        for r in requests
+    ]
+    return tagged, None

@@ -1,5 +1,9 @@
 """Schedules one minute after each candle closes, requesting the partition that holds that candle.
 
+One schedule per timeframe over every symbol: a tick asks for one run per closed bar, selecting the
+assets of all symbols whose bar closed then (with 50 symbols, 4 schedules and a handful of runs an
+hour rather than 200 schedules and a run per symbol; see docs/architecture.md, "Scale").
+
 M15 and H1 bars close on fixed UTC minutes whatever the feed's grid, so their crons tick exactly
 then. Where H4 and D1 bars close depends on the series' grid (xau_pipeline.grid): 00/04/08... UTC
 on the UTC grid, 21:00 or 22:00 UTC for the 17:00 New York grid depending on DST. Their schedules
@@ -12,6 +16,7 @@ could not follow a UTC cron through DST, and would go stale when the feed's grid
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -73,44 +78,84 @@ def tick_request(
     )
 
 
-def build_candle_schedule(
-    symbol: Symbol,
+def tick_requests(
+    assets: Mapping[Symbol, dg.AssetsDefinition],
     timeframe: Timeframe,
-    asset: dg.AssetsDefinition,
+    tick: datetime,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    grids: Mapping[Symbol, Grid] | None = None,
+) -> list[dg.RunRequest] | dg.SkipReason:
+    """One run per bar that closed one minute before `tick`, over every symbol whose bar it is (one
+    run for all symbols on the same grid), or why there is none (each symbol's reason, the first few)."""
+    by_bar: dict[str, list[tuple[Symbol, dg.RunRequest]]] = {}
+    skipped: list[str] = []
+    for symbol in assets:
+        decision = tick_request(symbol, timeframe, tick, partitions_def, grids[symbol] if grids else None)
+        if isinstance(decision, dg.SkipReason):
+            reason = decision.skip_message or ""
+            skipped.append(f"{symbol.api_symbol}: {reason}" if len(assets) > 1 else reason)
+        else:
+            by_bar.setdefault(decision.tags["xau/bar_open"], []).append((symbol, decision))
+    if not by_bar:
+        shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        return dg.SkipReason(shown)
+    requests = []
+    for bar_open, members in by_bar.items():
+        first = members[0][1]
+        requests.append(
+            dg.RunRequest(
+                partition_key=first.partition_key,
+                run_key=f"{timeframe.key_suffix}:{datetime.fromisoformat(bar_open):%Y-%m-%dT%H:%MZ}",
+                tags={"xau/bar_open": bar_open},
+                asset_selection=[assets[symbol].key for symbol, _ in members],
+            )
+        )
+    return requests
+
+
+def build_candle_schedule(
+    timeframe: Timeframe,
+    assets: Mapping[Symbol, dg.AssetsDefinition],
     partitions_def: dg.TimeWindowPartitionsDefinition,
     cron_schedule: str | None = None,
 ) -> dg.ScheduleDefinition:
-    """Materialize (and check) the partition of each newly closed `timeframe` bar, one minute after its close."""
-    name = f"{symbol.key_prefix}_{timeframe.key_suffix}_on_close"
-    description = f"{symbol.api_symbol} {timeframe.name}: one minute after each bar closes, fetch it (skipped while the market is closed)."
+    """Materialize (and check) the partition of each newly closed `timeframe` bar, one minute after its
+    close: one schedule over every symbol's `timeframe` asset, one run per bar for all its symbols."""
+    name = f"{timeframe.key_suffix}_on_close"
+    description = (
+        f"{timeframe.name} of {len(assets)} symbol(s): one minute after each bar closes, one run fetching it for every "
+        "symbol whose bar it is (skipped while the market is closed)."
+    )
     cron = cron_schedule or timeframe.schedule_cron
+    targets = list(assets.values())
 
     if not grid_follows_the_store(timeframe):
 
         @dg.schedule(
             name=name,
-            target=asset,
+            target=targets,
             cron_schedule=cron,
             execution_timezone="UTC",
             default_status=dg.DefaultScheduleStatus.RUNNING,
             description=description,
         )
         def on_close(context: dg.ScheduleEvaluationContext):
-            return tick_request(symbol, timeframe, context.scheduled_execution_time, partitions_def)
+            return tick_requests(assets, timeframe, context.scheduled_execution_time, partitions_def)
 
         return on_close
 
     @dg.schedule(
         name=name,
-        target=asset,
+        target=targets,
         cron_schedule=cron,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=description + " Ticks hourly; a bar closes when the grid of the stored bars says so.",
+        description=description + " Ticks hourly; a bar closes when the grid of each series' stored bars says so.",
     )
     def on_grid_close(context: dg.ScheduleEvaluationContext, candle_store: CandleStoreResource):
         tick = context.scheduled_execution_time
-        grid = candle_store.store().grid(symbol.name, timeframe, since=tick - GRID_LOOKBACK).grid
-        return tick_request(symbol, timeframe, tick, partitions_def, grid)
+        store = candle_store.store()
+        grids = {symbol: store.grid(symbol.name, timeframe, since=tick - GRID_LOOKBACK).grid for symbol in assets}
+        return tick_requests(assets, timeframe, tick, partitions_def, grids)
 
     return on_grid_close

@@ -26,7 +26,7 @@ asset = build_candle_asset(symbol, timeframe, partitions)
 
 defs = dg.Definitions(
     assets=[asset],
-    schedules=[build_candle_schedule(symbol, timeframe, asset, partitions, cron_schedule="* * * * *")],
+    schedules=[build_candle_schedule(timeframe, {symbol: asset}, partitions, cron_schedule="* * * * *")],
     resources={
         "twelvedata": TwelveDataResource(
             api_key=dg.EnvVar("TWELVE_DATA_API_KEY"), base_url=os.environ.get("TWELVE_DATA_BASE_URL", "")

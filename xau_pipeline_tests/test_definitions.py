@@ -57,3 +57,21 @@ def test_a_run_of_every_asset_is_one_in_process_step_per_series_with_its_checks_
     }
     assert len(check_keys) == 19
     assert defs.resolve_assets_def(dg.AssetKey(["xauusd", "candles_h1"])).can_subset
+
+
+def test_many_symbols_share_one_schedule_and_one_repair_sensor_per_timeframe():
+    """50 symbols: 200 assets, but 4 schedules and 4 repair sensors (each over all symbols' asset of its
+    timeframe), and one history catch-up sensor per symbol."""
+    from xau_pipeline.definitions import build_definitions
+    from xau_pipeline.settings import Settings
+
+    symbols = ",".join(f"S{n:02d}/USD:fx_24x5" for n in range(50))
+    defs = build_definitions(Settings.from_env({"XAU_SYMBOLS": symbols, "TWELVE_DATA_API_KEY": "placeholder"}))
+    assert len(defs.resolve_all_asset_keys()) == 200
+    schedules = {s.name: s for s in defs.schedules}
+    assert sorted(schedules) == sorted(f"candles_{tf}_on_close" for tf in ("m15", "h1", "h4", "d1"))
+    repair = [s for s in defs.sensors if s.name.endswith("_gap_repair")]
+    assert sorted(s.name for s in repair) == sorted(f"candles_{tf}_gap_repair" for tf in ("m15", "h1", "h4", "d1"))
+    assert len([s for s in defs.sensors if s.name.endswith("_history_catch_up")]) == 50
+    m15 = schedules["candles_m15_on_close"].target.assets_defs
+    assert {key.path[1] for a in m15 for key in a.keys} == {"candles_m15"} and len(m15) == 50

@@ -248,7 +248,7 @@ def test_schedules_fire_after_the_real_close_of_the_served_grid(
     symbol, _start, _end = load(stand_in, store, feed, timeframe, "march")
     partitions = daily_partitions("2024-01-01")
     asset = build_candle_asset(symbol, timeframe, partitions)
-    schedule = build_candle_schedule(symbol, timeframe, asset, partitions)
+    schedule = build_candle_schedule(timeframe, {symbol: asset}, partitions)
     resources = {
         "candle_store": CandleStoreResource(database_url=store.url),
         "twelvedata": TwelveDataResource(api_key="unused"),
@@ -265,5 +265,5 @@ def test_schedules_fire_after_the_real_close_of_the_served_grid(
         assert not result.run_requests and result.skip_message.startswith(f"no {timeframe.name} bar of the grid")
     else:
         (request,) = result.run_requests
-        assert request.run_key == f"xauusd/{timeframe.key_suffix}:{bar_open}"
+        assert request.run_key == f"{timeframe.key_suffix}:{bar_open}"
         assert request.partition_key == bar_open[:10]

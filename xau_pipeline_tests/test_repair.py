@@ -9,6 +9,7 @@ from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.bars import Bar, FetchedWindow
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.repair import (
+    REPAIR_SERIES_TAG,
     RepairPlan,
     build_repair_sensor,
     plan_repairs,
@@ -86,7 +87,7 @@ def test_provider_gaps_are_retried_per_backoff_then_left_alone(store):
 def sensor_for(store, stand_in_url="http://127.0.0.1:9", days=3, timeframe=M15, **budget):
     recent = daily_partitions((datetime.now(UTC) - timedelta(days=days)).date().isoformat())
     asset = build_candle_asset(GOLD, timeframe, recent)
-    sensor = build_repair_sensor(GOLD, timeframe, asset, recent)
+    sensor = build_repair_sensor(timeframe, {GOLD: asset}, recent)
     resources = {
         "candle_store": CandleStoreResource(database_url=store.url),
         "twelvedata": TwelveDataResource(api_key="unused", base_url=stand_in_url, **budget),
@@ -162,3 +163,32 @@ def test_never_fetched_days_are_left_to_the_catch_up_and_due_provider_gaps_refet
         assert request.run_config == {"ops": {"xauusd__candles_m15": {"config": {"force_refetch": True}}}}
     else:  # a weekend day has no expected bar, so no provider gap
         assert requests == []
+
+
+def test_one_sensor_per_timeframe_repairs_every_symbol_but_one_whose_repair_is_in_progress(store):
+    """Gold and silver both hold a provider gap due for a retry; silver's last repair run is still going:
+    the timeframe's one sensor asks for gold's alone, tagged with its series."""
+    gold, silver = Symbol("XAU/USD", "24x7"), Symbol("XAG/USD", "24x7")
+    recent = daily_partitions((datetime.now(UTC) - timedelta(days=5)).date().isoformat())
+    assets = {symbol: build_candle_asset(symbol, M15, recent) for symbol in (gold, silver)}
+    sensor = build_repair_sensor(M15, assets, recent)
+    assert sensor.name == "candles_m15_gap_repair"
+    resources = {
+        "candle_store": CandleStoreResource(database_url=store.url),
+        "twelvedata": TwelveDataResource(api_key="unused", base_url="http://127.0.0.1:9"),
+    }
+    defs = dg.Definitions(assets=list(assets.values()), sensors=[sensor], resources=resources)
+    day_key = recent.get_partition_keys()[-3]
+    start = datetime.fromisoformat(day_key).replace(tzinfo=UTC)
+    tried = datetime.now(UTC) - timedelta(hours=2)
+    for symbol in (gold, silver):
+        store.write(symbol.name, M15, [], [FetchedWindow(start, start + timedelta(days=1), tried, 0)])
+    with dg.DagsterInstance.ephemeral() as instance:
+        tags = {"dagster/sensor_name": sensor.name, REPAIR_SERIES_TAG: "xagusd/candles_m15"}
+        instance.add_run(dg.DagsterRun(job_name="earlier_repair", status=dg.DagsterRunStatus.STARTED, tags=tags))
+        context = dg.build_sensor_context(
+            instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
+        )
+        (request,) = sensor.evaluate_tick(context).run_requests
+    assert request.asset_selection == [assets[gold].key] and request.partition_key == day_key
+    assert request.tags[REPAIR_SERIES_TAG] == "xauusd/candles_m15"

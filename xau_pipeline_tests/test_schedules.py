@@ -19,7 +19,7 @@ UTC = UTC
 GOLD = Symbol("XAU/USD")
 PARTITIONS = daily_partitions("2024-01-01")
 ASSETS = {tf.name: build_candle_asset(GOLD, tf, PARTITIONS) for tf in TIMEFRAMES}
-SCHEDULES = {tf.name: build_candle_schedule(GOLD, tf, ASSETS[tf.name], PARTITIONS) for tf in TIMEFRAMES}
+SCHEDULES = {tf.name: build_candle_schedule(tf, {GOLD: ASSETS[tf.name]}, PARTITIONS) for tf in TIMEFRAMES}
 REPOSITORY: list = []
 NY = {"H4": new_york_close_grid(timedelta(hours=4)), "D1": new_york_close_grid(timedelta(days=1))}
 
@@ -71,7 +71,8 @@ def test_each_tick_requests_the_partition_of_the_bar_that_just_closed(timeframe,
     result = tick(timeframe, at)
     (request,) = result.run_requests
     assert request.partition_key == partition
-    assert request.run_key == f"xauusd/candles_{timeframe.lower()}:{bar_open}"
+    assert request.run_key == f"candles_{timeframe.lower()}:{bar_open}"
+    assert request.asset_selection == [ASSETS[timeframe].key]
 
 
 @pytest.mark.parametrize(
@@ -164,7 +165,7 @@ def test_new_york_anchored_ticks_follow_the_real_close(repository, timeframe, at
     )
     (request,) = tick(timeframe, at).run_requests
     assert request.partition_key == partition
-    assert request.run_key == f"xauusd/candles_{timeframe.lower()}:{bar_open}"
+    assert request.run_key == f"candles_{timeframe.lower()}:{bar_open}"
 
 
 @pytest.mark.parametrize(
@@ -191,3 +192,24 @@ def test_h4_and_d1_with_an_empty_store_tick_hourly_on_the_utc_grid():
         in tick("H4", datetime(2024, 3, 13, 13, 1, tzinfo=UTC)).skip_message
     )
     assert tick("D1", datetime(2024, 3, 13, 23, 1, tzinfo=UTC)).skip_message.startswith("no D1 bar")
+
+
+def test_one_schedule_ticks_for_every_symbol_with_one_run_per_closed_bar():
+    """Gold (CME hours) and a 24x7 symbol on one M15 schedule: one run for both on a weekday, only the
+    24x7 one's on a Saturday, each run selecting exactly the assets whose bar closed."""
+    coin = Symbol("BTC/USD", calendar="24x7")
+    assets = {GOLD: ASSETS["M15"], coin: build_candle_asset(coin, TIMEFRAMES_BY_NAME["M15"], PARTITIONS)}
+    schedule = build_candle_schedule(TIMEFRAMES_BY_NAME["M15"], assets, PARTITIONS)
+    assert schedule.name == "candles_m15_on_close"
+    defs = dg.Definitions(assets=list(assets.values()), schedules=[schedule], resources=REPOSITORY[1])
+    repository_def = defs.get_repository_def()
+
+    def requests(at: datetime):
+        context = dg.build_schedule_context(scheduled_execution_time=at, repository_def=repository_def)
+        return schedule.evaluate_tick(context).run_requests
+
+    (weekday,) = requests(datetime(2024, 3, 13, 10, 16, tzinfo=UTC))
+    assert weekday.run_key == "candles_m15:2024-03-13T10:00Z" and weekday.partition_key == "2024-03-13"
+    assert weekday.asset_selection == [assets[GOLD].key, assets[coin].key]
+    (saturday,) = requests(datetime(2024, 3, 16, 12, 1, tzinfo=UTC))
+    assert saturday.asset_selection == [assets[coin].key]

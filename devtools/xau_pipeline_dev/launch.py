@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +27,7 @@ from contextlib import ExitStack, closing, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from xau_pipeline.pool import POOL, with_plan_limits
 from xau_pipeline.settings import Settings, SettingsError
 from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
 
@@ -155,12 +155,18 @@ def _stop_embedded(server) -> None:
     say("embedded PostgreSQL stopped")
 
 
-def prepare_dagster_home(root: Path) -> Path:
+def prepare_dagster_home(root: Path, settings: Settings) -> Path:
+    """DAGSTER_HOME with the project's dagster.yaml, its `twelvedata` pool sized for the plan's credits."""
     home = Path(os.environ.get("DAGSTER_HOME") or root / ".dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    source, target = root / "dagster.yaml", home / "dagster.yaml"
-    if not target.exists() or target.read_bytes() != source.read_bytes():
-        shutil.copyfile(source, target)
+    text, limits = with_plan_limits((root / "dagster.yaml").read_text(), settings.budget.per_minute)
+    target = home / "dagster.yaml"
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+    say(
+        f"pool {POOL}: {limits.twelvedata} run(s) at a time, {limits.catch_up} of them catch-up "
+        f"({settings.budget.per_minute} credits a minute)"
+    )
     return home
 
 
@@ -409,11 +415,11 @@ def launch(mode: str) -> int:
             candles_url, dagster_url = prepare_databases(root, stack)
             os.environ["XAU_DATABASE_URL"] = candles_url
             os.environ["XAU_DAGSTER_PG_URL"] = dagster_url
-            os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(root))
+            settings = load_settings()
+            os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(root, settings))
             # Batch Dagster's per-partition bookkeeping for large backfills (docs/architecture.md).
             os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
             os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
-            settings = load_settings()
             migrate_candle_database(settings)
             if mode == "demo":
                 fill_demo_data(settings)

@@ -25,6 +25,13 @@ SELECT_COVERED = sa.text(
     """
 )
 
+FIRST_COVERED = sa.text(
+    """
+    SELECT min(window_start) FROM fetch_coverage
+    WHERE symbol = :symbol AND timeframe = :timeframe AND closed_until > window_start
+    """
+)
+
 
 def closed_until(window: FetchedWindow, bar: timedelta) -> datetime:
     """The end of the part of `window` whose bars had all closed when it was fetched."""
@@ -60,3 +67,8 @@ def covered_intervals(
     """Intervals of open times within reach of [start, end) whose bars were fetched closed."""
     rows = connection.execute(SELECT_COVERED, {"symbol": symbol, "timeframe": timeframe, "start": start, "end": end})
     return [(row.window_start, row.closed_until) for row in rows]
+
+
+def first_covered(connection: sa.Connection, symbol: str, timeframe: str) -> datetime | None:
+    """Where the series' oldest window fetched closed begins (None: nothing fetched closed yet)."""
+    return connection.execute(FIRST_COVERED, {"symbol": symbol, "timeframe": timeframe}).scalar_one()
