@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -37,6 +37,7 @@ IDLE_RECHECK = timedelta(minutes=15)
 SCHEDULES_OWN = timedelta(hours=1)
 ONE_DAY = timedelta(days=1)
 ONE_HOUR = timedelta(hours=1)
+FOUR_WEEKS = timedelta(weeks=4)
 IN_PROGRESS = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -165,6 +166,44 @@ def series_progress(
     return SeriesProgress(timeframe.name, expected, stored, tuple(windows))
 
 
+def spare_for_an_unknown_feed(symbol: Symbol, progress: SeriesProgress, planned: int, now: datetime) -> int:
+    """Credits beyond `planned` for a series with nothing stored yet, whose windows were planned at a
+    bar per expected slot: Twelve Data's forex and metals feed sends bars around the clock, weekends
+    included, so its pages hold fewer expected slots and the range may take this many calls more.
+    Whether this feed does is learnt from the first bars stored; a spare credit is only spent if needed,
+    and without it the series would stop short of its range and leave H1, H4 and D1 to the next run."""
+    if progress.stored or not planned:
+        return 0
+    policy = calendar(symbol.calendar)
+    end = day_start(now)
+    start = end - FOUR_WEEKS
+    bar = TIMEFRAMES_BY_NAME[progress.timeframe].bar
+    expected = policy.count_expected(start, end, bar)
+    around_the_clock = (end - start) / bar
+    return math.ceil(planned * (around_the_clock / expected - 1)) if expected else 0
+
+
+def unmaterialized_days(materialized: Sequence[set[str]], history_start: datetime, end: datetime) -> list[str]:
+    """The days before `end` that some asset has not materialized, oldest first."""
+    days, day = [], history_start
+    while day < end:
+        key = f"{day:%Y-%m-%d}"
+        if any(key not in keys for keys in materialized):
+            days.append(key)
+        day += ONE_DAY
+    return days
+
+
+def stored_days_above(materialized: Sequence[set[str]], last_day: str, end: datetime) -> str:
+    """`last_day`, moved on over the days just after it (before `end`) that some asset has not
+    materialized: every series fetched them (`last_day` is the newest never fetched), no run judged them."""
+    day = datetime.fromisoformat(last_day).replace(tzinfo=UTC) + ONE_DAY
+    while day < end and any(f"{day:%Y-%m-%d}" not in keys for keys in materialized):
+        last_day = f"{day:%Y-%m-%d}"
+        day += ONE_DAY
+    return last_day
+
+
 def history_progress(
     store: CandleStore, symbol: Symbol, history_start: datetime, now: datetime
 ) -> list[SeriesProgress]:
@@ -234,7 +273,9 @@ def build_catch_up_sensor(
         progress = history_progress(store, symbol, history_start, now)
         to_go = sum(p.credits_to_go for p in progress)
         line = progress_line(progress, eta_text(to_go, budget, backfill_left, today))
-        if to_go == 0:
+        materialized = [context.instance.get_materialized_partitions(asset.key) for asset in assets]
+        orphans = unmaterialized_days(materialized, history_start, catch_up_end(now)) if to_go == 0 else []
+        if to_go == 0 and not orphans:
             context.update_cursor(json.dumps({"complete_at": now.isoformat()}))
             return dg.SkipReason(line)
         context.update_cursor(json.dumps({}))
@@ -264,6 +305,12 @@ def build_catch_up_sensor(
             )
         allotment = min(budget.per_minute, backfill_left)
         plan = plan_catch_up([p.windows for p in progress], history_start, allotment)
+        if orphans:
+            plan = CatchUpPlan(orphans[0], orphans[-1], 0, 0, tuple(0 for _ in progress))
+        assert plan.first_day is not None and plan.last_day is not None
+        # A run's oldest window is a whole page reaching into older history: the days it fetched whole
+        # below the run's range belong to the next run's range, or no run would ever materialize them.
+        plan = replace(plan, last_day=stored_days_above(materialized, plan.last_day, catch_up_end(now)))
         assert plan.first_day is not None and plan.last_day is not None
         context.log.info(f"catch-up run over {plan.first_day} .. {plan.last_day} ({plan.credits} credit(s)); {line}")
         # Each series stops at its planned windows even where the feed fills pages earlier than the
@@ -271,7 +318,8 @@ def build_catch_up_sensor(
         # M15 gets one credit more: H1, H4 and D1 depend on it, and a series stopped short of its range
         # leaves its dependents skipped in that run (a spare credit is only spent if it is needed).
         allotments = [
-            n + (1 if tf is M15 and n else 0) for tf, n in zip(TIMEFRAMES, plan.credits_by_series, strict=True)
+            spare_for_an_unknown_feed(symbol, p, n, now) + n + (1 if p.timeframe == M15.name and n else 0)
+            for p, n in zip(progress, plan.credits_by_series, strict=True)
         ]
         tags = {
             CATCH_UP_TAG: symbol.name,

@@ -10,9 +10,13 @@ import sqlalchemy as sa
 from xau_pipeline import catch_up
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.catch_up import (
+    SeriesProgress,
     build_catch_up_sensor,
     history_progress,
     plan_catch_up,
+    spare_for_an_unknown_feed,
+    stored_days_above,
+    unmaterialized_days,
 )
 from xau_pipeline.credit_budget import BudgetSettings, minute_limit
 from xau_pipeline.partitions import CATCH_UP_TAG, daily_partitions
@@ -118,6 +122,9 @@ def test_a_year_never_fetched_is_complete_after_the_expected_ticks_at_the_minimu
         run = execute(request, dagster_instance, resources)
         assert run.success
         judged += [(e.asset_key, e.check_name, e.partition) for e in run.get_asset_check_evaluations() if e.partition]
+        # H1, H4 and D1 follow M15 in the same run, the first one included (nothing stored, a 24/7 feed)
+        materialized = {e.asset_key for e in run.get_asset_materialization_events()}
+        assert materialized == {asset.key for asset in ASSETS}, (ranges[-1], materialized)
         ticks += 1
         a_minute_passes(store)
         assert ticks <= expected_ticks, f"more ticks than the credits need: {ranges}"
@@ -257,6 +264,30 @@ def test_status_and_health_show_the_same_share(store, stand_in, dagster_instance
     main(["doctor"])
     (history,) = [line for line in capsys.readouterr().out.splitlines() if "history:" in line]
     assert history.startswith("ok ") and f"M15 {math.floor(m15.share * 1000) / 10:g}% ({m15.stored:,} of" in history
+
+
+def test_days_fetched_whole_below_a_runs_range_join_the_next_runs_range():
+    """A run's oldest page reaches below its range: the next run's range runs on over the days some
+    asset has not materialized, up to the first day every asset has."""
+    done = {"2024-03-01", "2024-03-02", "2024-03-03"}
+    materialized = [done | {"2024-02-27", "2024-02-28"}, done]  # M15 alone has 02-27 and 02-28
+    end = datetime(2024, 3, 4, tzinfo=UTC)
+    assert stored_days_above(materialized, "2024-02-25", end) == "2024-02-29"
+    assert stored_days_above(materialized, "2024-02-29", end) == "2024-02-29"
+    assert stored_days_above([set(), set()], "2024-03-02", end) == "2024-03-03"  # never past `end`
+    start = datetime(2024, 2, 27, tzinfo=UTC)
+    assert unmaterialized_days(materialized, start, end) == ["2024-02-27", "2024-02-28", "2024-02-29"]
+
+
+def test_a_series_with_nothing_stored_gets_the_calls_a_feed_around_the_clock_needs():
+    """Planned at a bar per expected slot, a first run's range takes up to 7/5 the calls on a 24/7 feed."""
+    gold = Symbol("XAU/USD")
+    now = datetime(2024, 6, 1, tzinfo=UTC)
+    empty = SeriesProgress("M15", 1000, 0, ())
+    spare = spare_for_an_unknown_feed(gold, empty, 5, now)
+    assert 2 <= spare <= 3  # cme_gold: about 23 of 24 hours on 5 of 7 days
+    assert spare_for_an_unknown_feed(gold, SeriesProgress("M15", 1000, 10, ()), 5, now) == 0  # density known
+    assert spare_for_an_unknown_feed(gold, empty, 0, now) == 0
 
 
 def test_the_plan_takes_the_newest_days_whose_windows_fit_the_allotment():
