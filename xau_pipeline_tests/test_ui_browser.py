@@ -453,8 +453,10 @@ def test_the_ui_shows_the_assets_and_checks_and_a_backfill_records_check_results
                 # Each status filter reads "<status> (<count>)", on one line or two ("Execution Failed" is another).
                 counts = {word: re.search(rf"(?:^|\n){word}\s*\((\d+)\)", tab) for word in ("Passed", "Failed")}
                 assert counts["Passed"] and counts["Failed"], tab[:3000]
-                # The backfilled days: the first passed, the holed one failed.
-                assert (int(counts["Passed"].group(1)), int(counts["Failed"].group(1))) == (1, 1), tab[:3000]
+                # The backfilled days: the first passed, the holed one failed (their statuses are asserted
+                # day by day above). A schedule tick during the test (the M15 schedule runs at :01, :16,
+                # :31 and :46) may have judged today too: passed, so "Passed" counts at least the first day.
+                assert int(counts["Failed"].group(1)) == 1 and int(counts["Passed"].group(1)) >= 1, tab[:3000]
 
                 # Each day alone (as a schedule tick runs it): its results show in the check's partition
                 # statuses, passed or failed, the holed day (only) as failed.
