@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from xau_pipeline.store.database import normalize_url, temporary_database
 from xau_pipeline_tests.conftest import DEFAULT_TEST_SERVER, TEST_API_KEY, _server_answers
+from xau_pipeline_tests.launch_graphql import BACKFILL_STATUS, LAUNCH_BACKFILL, LAUNCH_RUN
 from xau_pipeline_tests.topology import Topology, deploy_instance, local_instance, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.process, pytest.mark.usefixtures("away_from_midnight")]
@@ -429,34 +430,6 @@ def repository_selector(topology: Topology) -> dict:
     return {"location": entry["name"], "repository": "__repository__"}
 
 
-LAUNCH_RUN = """
-mutation LaunchRun($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}
-"""
-LAUNCH_BACKFILL = """
-mutation LaunchBackfill($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-  }
-}
-"""
-BACKFILL_STATUS = """
-query Backfill($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename ... on PartitionBackfill { status error { message } }
-  }
-}
-"""
 BACKFILL_RUNS = """
 query BackfillRuns($id: String!) {
   runsOrError(filter: { tags: [{ key: "dagster/backfill", value: $id }] }) {

@@ -32,6 +32,7 @@ import requests
 
 from xau_pipeline_tests.check_statuses import CHECK_PARTITION_STATUSES, statuses_by_check
 from xau_pipeline_tests.conftest import TEST_API_KEY
+from xau_pipeline_tests.launch_graphql import BACKFILL_STATUS, LAUNCH_BACKFILL, LAUNCH_RUN
 
 # Starts the Dagster webserver and drives Chromium against it.
 pytestmark = [pytest.mark.browser, pytest.mark.process, pytest.mark.slow]
@@ -268,28 +269,6 @@ class Dagster:
         self._log.close()
 
 
-LAUNCH_BACKFILL = """
-mutation LaunchBackfill($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on UnauthorizedError { message }
-    ... on PartitionSetNotFoundError { message }
-    ... on InvalidSubsetError { message }
-    ... on RunConflict { message }
-  }
-}
-"""
-BACKFILL_STATUS = """
-query Backfill($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill { status numPartitions error { message } }
-    ... on PythonError { message }
-  }
-}
-"""
 BACKFILL_RUNS = """
 query BackfillRuns($id: String!) {
   runsOrError(filter: { tags: [{ key: "dagster/backfill", value: $id }] }) {
@@ -311,17 +290,6 @@ query Executions($asset: AssetKeyInput!, $check: String!) {
   assetCheckExecutions(assetKey: $asset, checkName: $check, limit: 50) {
     runId status partition
     evaluation { success partition }
-  }
-}
-"""
-LAUNCH_RUN = """
-mutation LaunchRun($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
   }
 }
 """
