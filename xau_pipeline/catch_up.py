@@ -194,6 +194,16 @@ def unmaterialized_days(materialized: Sequence[set[str]], history_start: datetim
     return days
 
 
+def newest_stretch(days: Sequence[str]) -> list[str]:
+    """The newest run of consecutive days in `days` (ascending): one run each, not one over every day between."""
+    stretch = list(days[-1:])
+    for day in reversed(days[:-1]):
+        if datetime.fromisoformat(stretch[0]) - datetime.fromisoformat(day) != ONE_DAY:
+            break
+        stretch.insert(0, day)
+    return stretch
+
+
 def stored_days_above(materialized: Sequence[set[str]], last_day: str, end: datetime) -> str:
     """`last_day`, moved on over the days just after it (before `end`) that some asset has not
     materialized: every series fetched them (`last_day` is the newest never fetched), no run judged them."""
@@ -273,8 +283,11 @@ def build_catch_up_sensor(
         progress = history_progress(store, symbol, history_start, now)
         to_go = sum(p.credits_to_go for p in progress)
         line = progress_line(progress, eta_text(to_go, budget, backfill_left, today))
-        materialized = [context.instance.get_materialized_partitions(asset.key) for asset in assets]
-        orphans = unmaterialized_days(materialized, history_start, catch_up_end(now)) if to_go == 0 else []
+        end = catch_up_end(now)
+        materialized = (
+            [context.instance.get_materialized_partitions(asset.key) for asset in assets] if to_go == 0 else []
+        )
+        orphans = newest_stretch(unmaterialized_days(materialized, history_start, end)) if to_go == 0 else []
         if to_go == 0 and not orphans:
             context.update_cursor(json.dumps({"complete_at": now.isoformat()}))
             return dg.SkipReason(line)
@@ -298,19 +311,20 @@ def build_catch_up_sensor(
                 f"catch-up run {failed[0].dagster_run.run_id[:8]} failed (see its log); next try at "
                 f"{retry_at:%H:%M} UTC; {line}"
             )
-        if backfill_left <= 0:
+        if backfill_left <= 0 and not orphans:  # an orphans run makes no call
             return dg.SkipReason(
                 f"the backfill share of today's credits is spent ({sum(used.values())} of {budget.per_day} used "
                 f"today); catch-up continues after {next_utc_midnight(today):%Y-%m-%d %H:%M} UTC; {line}"
             )
-        allotment = min(budget.per_minute, backfill_left)
-        plan = plan_catch_up([p.windows for p in progress], history_start, allotment)
-        if orphans:
+        if orphans:  # fetched, never materialized: a run without calls
             plan = CatchUpPlan(orphans[0], orphans[-1], 0, 0, tuple(0 for _ in progress))
-        assert plan.first_day is not None and plan.last_day is not None
-        # A run's oldest window is a whole page reaching into older history: the days it fetched whole
-        # below the run's range belong to the next run's range, or no run would ever materialize them.
-        plan = replace(plan, last_day=stored_days_above(materialized, plan.last_day, catch_up_end(now)))
+        else:
+            plan = plan_catch_up([p.windows for p in progress], history_start, min(budget.per_minute, backfill_left))
+            assert plan.last_day is not None
+            # A run's oldest window is a whole page reaching into older history: the days it fetched whole
+            # below the run's range belong to the next run's range, or no run would ever materialize them.
+            materialized = [context.instance.get_materialized_partitions(asset.key) for asset in assets]
+            plan = replace(plan, last_day=stored_days_above(materialized, plan.last_day, end))
         assert plan.first_day is not None and plan.last_day is not None
         context.log.info(f"catch-up run over {plan.first_day} .. {plan.last_day} ({plan.credits} credit(s)); {line}")
         # Each series stops at its planned windows even where the feed fills pages earlier than the

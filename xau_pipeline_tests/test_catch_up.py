@@ -13,6 +13,7 @@ from xau_pipeline.catch_up import (
     SeriesProgress,
     build_catch_up_sensor,
     history_progress,
+    newest_stretch,
     plan_catch_up,
     spare_for_an_unknown_feed,
     stored_days_above,
@@ -277,6 +278,9 @@ def test_days_fetched_whole_below_a_runs_range_join_the_next_runs_range():
     assert stored_days_above([set(), set()], "2024-03-02", end) == "2024-03-03"  # never past `end`
     start = datetime(2024, 2, 27, tzinfo=UTC)
     assert unmaterialized_days(materialized, start, end) == ["2024-02-27", "2024-02-28", "2024-02-29"]
+    # once nothing is left to fetch, one run per stretch, the newest first, not one over every day between
+    assert newest_stretch(["2024-01-06", "2024-02-27", "2024-02-28"]) == ["2024-02-27", "2024-02-28"]
+    assert newest_stretch([]) == []
 
 
 def test_a_series_with_nothing_stored_gets_the_calls_a_feed_around_the_clock_needs():
