@@ -21,7 +21,7 @@ from datetime import date
 
 import dagster as dg
 
-from xau_pipeline.check_target import day_evaluation
+from xau_pipeline.check_target import day_evaluation, log_day_evaluations
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -88,13 +88,15 @@ def _new_series(name: str, partitions: dg.DailyPartitionsDefinition, per_partiti
             dg.AssetRecordsFilter(asset_key=key, asset_partitions=days), len(days)
         )
         targets = {record.partition_key: record for record in stored.records}
-        for check_name in checks:
-            if check_name == "fresh":
-                continue
-            for day in days:
-                context.log_event(
-                    day_evaluation(key, check_name, day, True, dg.AssetCheckSeverity.WARN, targets.get(day))
-                )
+        log_day_evaluations(
+            context,
+            [
+                day_evaluation(key, check_name, day, True, dg.AssetCheckSeverity.WARN, targets.get(day))
+                for check_name in checks
+                if check_name != "fresh"
+                for day in days
+            ],
+        )
 
     return candles
 

@@ -11,7 +11,7 @@ from pydantic import Field
 from xau_pipeline.api.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, chart_url
 from xau_pipeline.bars import subtract
 from xau_pipeline.catch_up import series_allotment
-from xau_pipeline.check_target import day_evaluation
+from xau_pipeline.check_target import day_evaluation, log_day_evaluations
 from xau_pipeline.checks import (
     DEFAULT_M15_TOLERANCE,
     DEFAULT_MAX_JUMP,
@@ -406,22 +406,24 @@ def day_evaluations(
             f"the materialization of {len(unstored)} day(s) ({', '.join(sorted(unstored)[:5])}) was not stored "
             "before its check evaluations: they target the day's earlier materialization, if any"
         )
-    for name, judged in verdicts.items():
-        if name in UNPARTITIONED:
-            continue
-        for day, verdict in judged:
-            context.log_event(
-                day_evaluation(
-                    key,
-                    name,
-                    day,
-                    verdict.passed,
-                    SEVERITY[name],
-                    targets.get(day),
-                    metadata=verdict.metadata,
-                    description=verdict.description,
-                )
+    log_day_evaluations(
+        context,
+        [
+            day_evaluation(
+                key,
+                name,
+                day,
+                verdict.passed,
+                SEVERITY[name],
+                targets.get(day),
+                metadata=verdict.metadata,
+                description=verdict.description,
             )
+            for name, judged in verdicts.items()
+            if name not in UNPARTITIONED
+            for day, verdict in judged
+        ],
+    )
 
 
 def check_results(

@@ -1,4 +1,5 @@
-"""Dagster's PostgreSQL storage, with an event log that keeps its connection open between writes.
+"""Dagster's PostgreSQL storage, with an event log that keeps its connection open between writes and
+stores a batch of check evaluations in two statements.
 
 `dagster_postgres.PostgresEventLogStorage` opens a new connection for every event it stores
 (`poolclass=NullPool` in its `__init__`, with no setting to change it), and only the webserver
@@ -9,16 +10,30 @@ four series writes thousands of per-day check evaluations, each of which paid fo
 19.9 ms per stored evaluation without a pool, 3.7 ms with one (docs/architecture.md, "Per-day
 evaluations: what they cost").
 
+Each check evaluation is still four statements (the event, a NOTIFY, a check that the checks table
+exists, the check's execution row), and Dagster's `store_event_batch` refuses check evaluations
+(`BATCH_WRITABLE_EVENTS` in `dagster/_core/events/__init__.py`). This event log accepts a batch of
+them, as `xau_pipeline.check_target.log_day_evaluations` sends a ranged run's per-day evaluations:
+one insert of the events and one upsert of their execution rows, in one transaction.
+
 Named in dagster.yaml as `storage: custom:` with the same `postgres_url` configuration as
 `storage: postgres:`. The runs and schedules storages are Dagster's own, unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+import dagster as dg
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
 from dagster_postgres import DagsterPostgresStorage
+from dagster_postgres.event_log import PostgresEventLogStorage
+from dagster_postgres.run_storage import PostgresRunStorage
+from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+from sqlalchemy.dialects.postgresql import insert
 
 # One connection held per process; beyond it, threads writing at once (the daemon's) open
 # connections that close when returned, as without a pool.
@@ -28,10 +43,106 @@ POOL_RECYCLE_SECONDS = 3600
 # PostgreSQL's own default (no limit); the webserver sets its own when it optimizes its storage.
 NO_STATEMENT_TIMEOUT = 0
 
+CHECK_EVALUATION = dg.DagsterEventType.ASSET_CHECK_EVALUATION
+# The execution row a planned check wrote, one per (asset, check, run, partition): Dagster's
+# `idx_asset_check_executions_unique` index, which holds as a key only where run and partition are
+# set (PostgreSQL counts NULLs as distinct), so only such evaluations are batched.
+EXECUTION_KEY = ("asset_key", "check_name", "run_id", "partition")
+
+
+def batchable_check_evaluation(event: dg.EventLogEntry) -> bool:
+    """A run's evaluation of one partition of a check: the kind this event log stores in batches."""
+    dagster_event = event.dagster_event
+    if dagster_event is None or dagster_event.event_type != CHECK_EVALUATION or not event.run_id:
+        return False
+    return dagster_event.asset_check_evaluation_data.partition is not None
+
+
+def _utc_naive(timestamp: float) -> datetime:
+    # Dagster stores its timestamps as naive UTC (`SqlEventLogStorage._event_insert_timestamp`).
+    return datetime.fromtimestamp(timestamp, UTC).replace(tzinfo=None)
+
+
+class PooledPostgresEventLogStorage(PostgresEventLogStorage):
+    """`PostgresEventLogStorage` holding one open connection (a pool of one, as Dagster's webserver
+    uses) instead of opening one per stored event, and storing a batch of partition check
+    evaluations in one transaction of two statements."""
+
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, token_provider: Any = None) -> None:
+        super().__init__(postgres_url, should_autocreate_tables, token_provider=token_provider)
+        self.optimize_for_webserver(
+            statement_timeout=NO_STATEMENT_TIMEOUT, pool_recycle=POOL_RECYCLE_SECONDS, max_overflow=MAX_OVERFLOW
+        )
+        self._checks_table_exists = False
+
+    @property
+    def supports_asset_checks(self) -> bool:
+        # Dagster asks the database whether the checks table exists before storing each check
+        # event (one more query per event); once it exists it stays.
+        if not self._checks_table_exists:
+            self._checks_table_exists = bool(super().supports_asset_checks)
+        return self._checks_table_exists
+
+    def store_event_batch(self, events: Sequence[dg.EventLogEntry]) -> None:
+        evaluations = [event for event in events if batchable_check_evaluation(event)]
+        keys = {self._execution_key(event) for event in evaluations}
+        if not evaluations or len(evaluations) < len(events) or len(keys) < len(evaluations):
+            super().store_event_batch(events)  # Dagster's own (refuses check evaluations)
+            return
+        self.store_check_evaluations(evaluations)
+
+    def store_check_evaluations(self, events: Sequence[dg.EventLogEntry]) -> None:
+        """Store partition check evaluations of runs: their events, then each one's execution row
+        (the planned row updated, or inserted where none was planned), as Dagster's
+        `_update_asset_check_evaluation` does one event at a time."""
+        rows = [self._event_to_row(event) for event in events]  # serializes each event once
+        with self._connect() as connection, connection.begin():
+            ids = (
+                connection.execute(
+                    SqlEventLogStorageTable.insert().values(rows).returning(SqlEventLogStorageTable.c.id)
+                )
+                .scalars()
+                .all()
+            )
+            executions = [
+                self._execution_row(event, row["event"], int(event_id))
+                for event, row, event_id in zip(events, rows, ids, strict=True)
+            ]
+            upsert = insert(AssetCheckExecutionsTable).values(executions)
+            columns = (
+                "execution_status",
+                "evaluation_event",
+                "evaluation_event_timestamp",
+                "evaluation_event_storage_id",
+                "materialization_event_storage_id",
+            )
+            connection.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=list(EXECUTION_KEY),
+                    set_={column: upsert.excluded[column] for column in columns},
+                )
+            )
+
+    @staticmethod
+    def _execution_key(event: dg.EventLogEntry) -> tuple[str, str, str, str | None]:
+        evaluation = event.get_dagster_event().asset_check_evaluation_data
+        return (evaluation.asset_key.to_string(), evaluation.check_name, event.run_id, evaluation.partition)
+
+    def _execution_row(self, event: dg.EventLogEntry, serialized: str, event_id: int) -> dict[str, Any]:
+        evaluation = event.get_dagster_event().asset_check_evaluation_data
+        target = evaluation.target_materialization_data
+        return {
+            **dict(zip(EXECUTION_KEY, self._execution_key(event), strict=True)),
+            "execution_status": "SUCCEEDED" if evaluation.passed else "FAILED",
+            "evaluation_event": serialized,
+            "evaluation_event_timestamp": _utc_naive(event.timestamp),
+            "evaluation_event_storage_id": event_id,
+            "materialization_event_storage_id": target.storage_id if target else None,
+        }
+
 
 class PooledPostgresStorage(DagsterPostgresStorage):
-    """`DagsterPostgresStorage` whose event log holds one open connection per process (a pool of one,
-    as Dagster's webserver uses) instead of opening one per stored event."""
+    """`DagsterPostgresStorage` whose event log is `PooledPostgresEventLogStorage`."""
 
     def __init__(
         self,
@@ -40,10 +151,17 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         inst_data: Any = None,
         token_provider: Any = None,
     ) -> None:
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
-        self.event_log_storage.optimize_for_webserver(
-            statement_timeout=NO_STATEMENT_TIMEOUT, pool_recycle=POOL_RECYCLE_SECONDS, max_overflow=MAX_OVERFLOW
+        # The parent's __init__ builds dagster-postgres's own event log; the three storages are built
+        # here instead, the event log being ours.
+        self.postgres_url = postgres_url
+        self.should_autocreate_tables = should_autocreate_tables
+        self._inst_data = inst_data
+        self._run_storage = PostgresRunStorage(postgres_url, should_autocreate_tables, token_provider=token_provider)
+        self._event_log_storage = PooledPostgresEventLogStorage(postgres_url, should_autocreate_tables, token_provider)
+        self._schedule_storage = PostgresScheduleStorage(
+            postgres_url, should_autocreate_tables, token_provider=token_provider
         )
+        super(DagsterPostgresStorage, self).__init__()
 
     @classmethod  # the parent's builds a DagsterPostgresStorage by name
     def from_config_value(cls, inst_data: Any, config_value: Any) -> PooledPostgresStorage:

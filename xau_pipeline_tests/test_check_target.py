@@ -1,8 +1,17 @@
-"""The one private Dagster type the pipeline names (xau_pipeline/check_target.py) is where and what it was."""
+"""What xau_pipeline/check_target.py takes from Dagster's internals is where and what it was: the evaluation's
+target type, and the batch a ranged run's per-day evaluations are stored in."""
 
 import importlib
 
 import dagster as dg
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from xau_pipeline.check_target import day_evaluation, log_day_evaluations, stores_evaluations_in_batches
+from xau_pipeline.partitions import partition_range_tags
+from xau_pipeline.store.database import temporary_database
+from xau_pipeline_tests.conftest import REPO
 
 PRIVATE_MODULE = "dagster._core.definitions.asset_checks.asset_check_evaluation"
 TYPE = "AssetCheckEvaluationTargetMaterializationData"
@@ -38,3 +47,128 @@ def test_the_target_materialization_type_is_where_check_target_imports_it():
     assert "target_materialization_data" in (dg.AssetCheckEvaluation.__doc__ or ""), (
         f"{WHAT_TO_DO} The public docstring no longer documents target_materialization_data."
     )
+
+
+BATCHING = (
+    f"Dagster {dg.__version__} no longer stores a ranged run's per-day check evaluations as one batch through "
+    "xau_pipeline/check_target.py's `log_day_evaluations` (`DagsterEvent.from_step` with `DagsterEventBatchMetadata`, "
+    "buffered by `DagsterInstance.handle_new_event` up to DAGSTER_EVENT_BATCH_SIZE) and "
+    "xau_pipeline/dagster_storage.py's `PooledPostgresEventLogStorage.store_event_batch`. Read how the new version "
+    "logs and batches events, update those two modules, and rerun this test and test_check_partitions.py; "
+    "until then a year's backfill writes each evaluation on its own (docs/architecture.md, "
+    "'Per-day evaluations: what they cost')."
+)
+DAYS = ["2024-03-11", "2024-03-12", "2024-03-13"]
+CHECKS = ("first", "second")
+# A transaction's rows share their `xmin` (the id of the transaction that wrote them).
+EVALUATIONS = sa.text(
+    "SELECT count(*), count(DISTINCT e.xmin::text) FROM event_logs e "
+    "JOIN asset_check_executions c ON c.evaluation_event_storage_id = e.id "
+    "WHERE c.run_id = :run AND c.partition IS NOT NULL"
+)
+EXECUTIONS = sa.text(
+    "SELECT c.check_name, c.partition, c.execution_status, c.materialization_event_storage_id, e.dagster_event_type "
+    "FROM asset_check_executions c JOIN event_logs e ON e.id = c.evaluation_event_storage_id "
+    "WHERE c.run_id = :run AND c.partition IS NOT NULL ORDER BY 1, 2"
+)
+
+
+@dg.multi_asset(
+    specs=[dg.AssetSpec("batch_probe")],
+    partitions_def=dg.DailyPartitionsDefinition(start_date="2024-03-01"),
+    check_specs=[dg.AssetCheckSpec(name, asset="batch_probe") for name in CHECKS],
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def batch_probe(context: dg.AssetExecutionContext):
+    """Materializes its range, then logs each day's evaluation of each check (the second check fails
+    on the middle day) through `log_day_evaluations`, as a candle asset does."""
+    yield dg.MaterializeResult(asset_key="batch_probe")
+    key = dg.AssetKey("batch_probe")
+    targets = {
+        record.partition_key: record
+        for record in context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=DAYS), len(DAYS)
+        ).records
+    }
+    log_day_evaluations(
+        context,
+        [
+            day_evaluation(
+                key, name, day, not (name == "second" and day == DAYS[1]), dg.AssetCheckSeverity.ERROR, targets[day]
+            )
+            for name in CHECKS
+            for day in DAYS
+        ],
+    )
+    for name in CHECKS:
+        yield dg.AssetCheckResult(check_name=name, passed=True)
+
+
+@pytest.fixture
+def project_instance(database_url, tmp_path):
+    """A Dagster instance on the project's storage (dagster.yaml's), in a database of its own."""
+    with temporary_database(database_url, "xau_test_batch") as url:
+        storage = yaml.safe_load((REPO / "dagster.yaml").read_text())["storage"]
+        storage["custom"]["config"] = {"postgres_url": url}
+        overrides = {"storage": storage, "telemetry": {"enabled": False}}
+        with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path)) as instance:
+            yield instance, url
+
+
+@pytest.mark.parametrize("partitions_planned", ["1", ""], ids=["planned-per-partition", "planned-once"])
+def test_a_ranged_runs_day_evaluations_are_stored_in_one_batch_each_on_its_days_execution_row(
+    project_instance, monkeypatch, capfd, partitions_planned
+):
+    """With DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS Dagster plans one execution row per
+    partition (the batch updates them); without, one for the range (the batch inserts the days')."""
+    instance, url = project_instance
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    monkeypatch.setenv("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", partitions_planned)
+    assert stores_evaluations_in_batches(instance), BATCHING
+    result = dg.materialize([batch_probe], instance=instance, tags=partition_range_tags(DAYS[0], DAYS[-1]))
+    assert result.success
+    in_step = [(e.check_name, e.partition, e.passed) for e in result.get_asset_check_evaluations() if e.partition]
+    assert sorted(in_step) == sorted(
+        (name, day, not (name == "second" and day == DAYS[1])) for name in CHECKS for day in DAYS
+    ), BATCHING
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as connection:
+        stored, transactions = connection.execute(EVALUATIONS, {"run": result.run_id}).one()
+        executions = connection.execute(EXECUTIONS, {"run": result.run_id}).all()
+    engine.dispose()
+    assert stored == len(CHECKS) * len(DAYS), BATCHING
+    assert transactions == 1, f"{BATCHING} ({stored} evaluations were stored in {transactions} transactions)"
+    assert "Exception while storing event batch" not in capfd.readouterr().err, BATCHING
+    materializations = {
+        record.partition_key: record.storage_id
+        for record in instance.fetch_materializations(dg.AssetKey("batch_probe"), limit=10).records
+    }
+    assert [tuple(row) for row in executions] == [
+        (
+            name,
+            day,
+            "FAILED" if (name, day) == ("second", DAYS[1]) else "SUCCEEDED",
+            materializations[day],
+            "ASSET_CHECK_EVALUATION",
+        )
+        for name in CHECKS
+        for day in DAYS
+    ]
+
+
+def test_on_dagsters_own_storage_day_evaluations_are_logged_one_at_a_time(database_url, tmp_path, monkeypatch, capfd):
+    """Dagster's `storage: postgres:` (the Helm chart's) refuses a batch of check evaluations: they
+    are logged as `context.log_event` logs them, with no refusal printed."""
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    with temporary_database(database_url, "xau_test_unbatched") as url:
+        overrides = {"storage": {"postgres": {"postgres_url": url}}, "telemetry": {"enabled": False}}
+        with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path)) as instance:
+            assert not stores_evaluations_in_batches(instance)
+            result = dg.materialize([batch_probe], instance=instance, tags=partition_range_tags(DAYS[0], DAYS[-1]))
+            assert result.success
+            engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+            with engine.connect() as connection:
+                stored, transactions = connection.execute(EVALUATIONS, {"run": result.run_id}).one()
+            engine.dispose()
+    assert (stored, transactions) == (len(CHECKS) * len(DAYS),) * 2
+    assert "Exception while storing event batch" not in capfd.readouterr().err
