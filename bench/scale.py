@@ -303,6 +303,7 @@ def watch_backfill(
     latencies: list[float] = []
     deadline = ui_up + minutes * 60
     last_look = 0.0
+    cpu_before = cpu_seconds()
     shares: dict[str, tuple[int, int]] = {}  # per symbol: (stored, expected) bars at the last look
     while len(shares) < count or any(stored < expected for stored, expected in shares.values()):
         if time.time() > deadline:
@@ -323,6 +324,7 @@ def watch_backfill(
             continue
         waiting = [s for s in waiting if shares[s.name][0] < shares[s.name][1]]
         print(f"  {time.time() - ui_up:6.0f} s: {count - len(waiting)} of {count} symbols complete", flush=True)
+    cpu = cpu_line(cpu_before, cpu_seconds(), time.time() - ui_up)
     store.engine.dispose()
     elapsed = (time.time() - ui_up) / 60
     stored = sum(s for s, _ in shares.values())
@@ -336,12 +338,67 @@ def watch_backfill(
     )
     return [
         f"backfill: {done}; UI asset graph meanwhile p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
-        f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms over {len(latencies)} requests"
+        f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms over {len(latencies)} requests",
+        cpu,
     ]
 
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+# ---- where the machine's CPU went (Linux /proc) ---------------------------------------------------------
+
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _process_seconds(pid: str, reaped: bool = False) -> float:
+    """CPU seconds of a process (`reaped`: with those of the children it has waited for, as the
+    postmaster waits for every backend that ended)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # proc(5): utime, stime, cutime, cstime are fields 14-17; fields[0] is field 3.
+    used = sum(int(x) for x in fields[11:13]) + (sum(int(x) for x in fields[13:15]) if reaped else 0)
+    return used / TICKS_PER_SECOND
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far: the whole machine (busy, all cores), PostgreSQL (the postmaster, its
+    live processes and every backend it reaped) and the stand-in (its process)."""
+    busy = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    machine = (sum(busy[:8]) - busy[3] - busy[4]) / TICKS_PER_SECOND  # all but idle and iowait
+    postgres = stand_in = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            name = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if "xau_pipeline_dev.twelvedata_standin" in command:
+            stand_in += _process_seconds(entry.name)
+        elif name == "postgres":
+            parent_name = Path(f"/proc/{parent}/comm").read_text().strip() if Path(f"/proc/{parent}").exists() else ""
+            postmaster = parent_name != "postgres"
+            postgres += _process_seconds(entry.name, reaped=postmaster)
+    return {"machine": machine, "postgres": postgres, "stand-in": stand_in}
+
+
+def cpu_line(before: dict[str, float], after: dict[str, float], wall: float) -> str:
+    spent = {key: after[key] - before[key] for key in before}
+    rest = spent["machine"] - spent["postgres"] - spent["stand-in"]
+    cores = os.cpu_count() or 1
+    return (
+        f"CPU meanwhile: {spent['machine']:.0f} s on {cores} cores in {wall:.0f} s "
+        f"({spent['machine'] / (wall * cores):.0%} busy): PostgreSQL {spent['postgres']:.0f} s, the stand-in "
+        f"{spent['stand-in']:.0f} s (the real API's own work), Dagster and the runs {rest:.0f} s; "
+        f"all of it on {cores} cores takes at least {spent['machine'] / cores:.0f} s, "
+        f"{rest / cores:.0f} s without the stand-in and PostgreSQL"
+    )
 
 
 def backfill_figures(
@@ -483,10 +540,11 @@ def main() -> None:
                 yaml.safe_dump({"storage": {"postgres": {"postgres_url": {"env": "XAU_DAGSTER_PG_URL"}}}})
             )
         else:
-            lines += backfill(
+            found = backfill(
                 many, args.symbols, args.per_minute, args.backfill_minutes, candles_url, dagster_url, Path(home)
             )
-            print(*lines[-3:], sep="\n", flush=True)
+            lines += found
+            print(*found, sep="\n", flush=True)
         os.environ["XAU_DAGSTER_PG_URL"] = dagster_url
         with dg.DagsterInstance.from_config(home) as instance:
             lines += ticks(many, one, args.per_minute, candles_url, instance, args.repeat)

@@ -8,7 +8,7 @@ The twin has the same asset keys, daily partitions from the same start, the same
 - `new`: one `@multi_asset` per series with its checks as `check_specs` (4 steps), in-process,
   as `xau_pipeline.definitions` builds the real ones now. With `per_partition` it also logs, in a
   ranged run, one evaluation per partitioned check and day with bars (every day but Saturday),
-  targeting that day's materialization, as the real assets do.
+  targeting that day's materialization and logged as one batch, as the real assets do.
 
 Jobs are rebuilt in each process from these functions (`dg.build_reconstructable_job`), so the
 multiprocess executor's step processes can load them.

@@ -390,7 +390,8 @@ def day_evaluations(
     context: dg.AssetExecutionContext, key: dg.AssetKey, verdicts: Verdicts, materialized: Sequence[str]
 ) -> None:
     """Log each judged day's evaluation of each partitioned check, targeting that day's latest stored
-    materialization, so the check's Partitions tab counts it as current (passed or failed).
+    materialization, so the check's Partitions tab counts it as current (passed or failed); all of
+    them as one batch (`log_day_evaluations`), stored in one transaction on the project's storage.
 
     Called after the run's materializations are stored (Dagster writes a MaterializeResult's
     partitions as one batch before the step's generator resumes); `materialized` are the days this

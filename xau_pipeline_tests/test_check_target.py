@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 import yaml
+from dagster_shared.serdes import deserialize_value
 
 from xau_pipeline.check_target import day_evaluation, log_day_evaluations, stores_evaluations_in_batches
 from xau_pipeline.partitions import partition_range_tags
@@ -60,23 +61,28 @@ BATCHING = (
 )
 DAYS = ["2024-03-11", "2024-03-12", "2024-03-13"]
 CHECKS = ("first", "second")
+UNJUDGED = "range_only"  # planned for each day, given a result for the range only
+PLANNED = sa.text(
+    "SELECT partition, execution_status, evaluation_event FROM asset_check_executions "
+    "WHERE run_id = :run AND check_name = :check AND partition IS NOT NULL ORDER BY 1"
+)
 # A transaction's rows share their `xmin` (the id of the transaction that wrote them).
 EVALUATIONS = sa.text(
     "SELECT count(*), count(DISTINCT e.xmin::text) FROM event_logs e "
     "JOIN asset_check_executions c ON c.evaluation_event_storage_id = e.id "
-    "WHERE c.run_id = :run AND c.partition IS NOT NULL"
+    "WHERE c.run_id = :run AND c.partition IS NOT NULL AND c.execution_status <> 'PLANNED'"
 )
 EXECUTIONS = sa.text(
     "SELECT c.check_name, c.partition, c.execution_status, c.materialization_event_storage_id, e.dagster_event_type "
     "FROM asset_check_executions c JOIN event_logs e ON e.id = c.evaluation_event_storage_id "
-    "WHERE c.run_id = :run AND c.partition IS NOT NULL ORDER BY 1, 2"
+    "WHERE c.run_id = :run AND c.partition IS NOT NULL AND c.execution_status <> 'PLANNED' ORDER BY 1, 2"
 )
 
 
 @dg.multi_asset(
     specs=[dg.AssetSpec("batch_probe")],
     partitions_def=dg.DailyPartitionsDefinition(start_date="2024-03-01"),
-    check_specs=[dg.AssetCheckSpec(name, asset="batch_probe") for name in CHECKS],
+    check_specs=[dg.AssetCheckSpec(name, asset="batch_probe") for name in (*CHECKS, UNJUDGED)],
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def batch_probe(context: dg.AssetExecutionContext):
@@ -100,7 +106,7 @@ def batch_probe(context: dg.AssetExecutionContext):
             for day in DAYS
         ],
     )
-    for name in CHECKS:
+    for name in (*CHECKS, UNJUDGED):
         yield dg.AssetCheckResult(check_name=name, passed=True)
 
 
@@ -115,15 +121,13 @@ def project_instance(database_url, tmp_path):
             yield instance, url
 
 
-@pytest.mark.parametrize("partitions_planned", ["1", ""], ids=["planned-per-partition", "planned-once"])
 def test_a_ranged_runs_day_evaluations_are_stored_in_one_batch_each_on_its_days_execution_row(
-    project_instance, monkeypatch, capfd, partitions_planned
+    project_instance, monkeypatch, capfd
 ):
-    """With DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS Dagster plans one execution row per
-    partition (the batch updates them); without, one for the range (the batch inserts the days')."""
+    """Dagster plans one execution row per check and partition of the range (the batch updates
+    those of the days judged; the others stay planned)."""
     instance, url = project_instance
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
-    monkeypatch.setenv("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", partitions_planned)
     assert stores_evaluations_in_batches(instance), BATCHING
     result = dg.materialize([batch_probe], instance=instance, tags=partition_range_tags(DAYS[0], DAYS[-1]))
     assert result.success
@@ -135,7 +139,11 @@ def test_a_ranged_runs_day_evaluations_are_stored_in_one_batch_each_on_its_days_
     with engine.connect() as connection:
         stored, transactions = connection.execute(EVALUATIONS, {"run": result.run_id}).one()
         executions = connection.execute(EXECUTIONS, {"run": result.run_id}).all()
+        planned = connection.execute(PLANNED, {"run": result.run_id, "check": UNJUDGED}).all()
     engine.dispose()
+    assert [(day, status) for day, status, _ in planned] == [(day, "PLANNED") for day in DAYS]
+    event = deserialize_value(planned[0][2], dg.EventLogEntry)
+    assert event.get_dagster_event().event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
     assert stored == len(CHECKS) * len(DAYS), BATCHING
     assert transactions == 1, f"{BATCHING} ({stored} evaluations were stored in {transactions} transactions)"
     assert "Exception while storing event batch" not in capfd.readouterr().err, BATCHING
