@@ -142,7 +142,7 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
             return
         # Dagster's `_store_asset_check_evaluation_planned` serializes the planned event once per
         # partition it plans (a year's range: 365 times, for each check); the rows are the same.
-        data = planned.event_specific_data
+        data = planned.asset_check_planned_data
         keys = data.partitions_subset.get_partition_keys() if data.partitions_subset else [None]
         serialized = serialize_value(event)
         common = {
