@@ -280,10 +280,18 @@ def build_catch_up_sensor(
         today = datetime.now(UTC)
         used = {kind: credits for kind, (credits, _calls) in store.credits_used_today(today).items()}
         backfill_left = credits_left(budget, used)["backfill"]
-        progress = history_progress(store, symbol, history_start, now)
-        to_go = sum(p.credits_to_go for p in progress)
-        line = progress_line(progress, eta_text(to_go, budget, backfill_left, today))
         end = catch_up_end(now)
+        # A complete history (the usual case, rechecked every 15 min) is told from the ledger alone: the
+        # stored share per series (a count over its whole history) is read only while something is left.
+        complete = not any(history_windows(store, symbol, tf, history_start, end) for tf in TIMEFRAMES)
+        if complete:
+            progress: list[SeriesProgress] = []
+            to_go = 0
+            line = f"history complete: every closed bar since {history_start:%Y-%m-%d} was fetched"
+        else:
+            progress = history_progress(store, symbol, history_start, now)
+            to_go = sum(p.credits_to_go for p in progress)
+            line = progress_line(progress, eta_text(to_go, budget, backfill_left, today))
         materialized = (
             [context.instance.get_materialized_partitions(asset.key) for asset in assets] if to_go == 0 else []
         )
@@ -317,6 +325,8 @@ def build_catch_up_sensor(
                 f"today); catch-up continues after {next_utc_midnight(today):%Y-%m-%d %H:%M} UTC; {line}"
             )
         if orphans:  # fetched, never materialized: a run without calls
+            progress = progress or history_progress(store, symbol, history_start, now)
+            line = progress_line(progress, eta_text(to_go, budget, backfill_left, today))
             plan = CatchUpPlan(orphans[0], orphans[-1], 0, 0, tuple(0 for _ in progress))
         else:
             plan = plan_catch_up([p.windows for p in progress], history_start, min(budget.per_minute, backfill_left))

@@ -133,7 +133,7 @@ def test_a_year_never_fetched_is_complete_after_the_expected_ticks_at_the_minimu
     assert calls(store) == minimum
     # each day is judged once per check, though later runs' ranges re-cover days already done
     assert len(judged) == len(set(judged)) > 0
-    assert result.skip_message.startswith("history M15 100% (")
+    assert result.skip_message == "history complete: every closed bar since 2024-01-01 was fetched"
     # newest first: the first run ends with the newest day, a later one reaches the history's start
     assert ranges[0][1] == "2024-12-31" and ranges[0][0] > "2024-01-01" and min(r[0] for r in ranges) == "2024-01-01"
     keys = set(PARTITIONS.get_partition_keys(current_time=datetime(2025, 1, 1, tzinfo=UTC))) - {"2025-01-01"}
