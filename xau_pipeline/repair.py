@@ -5,6 +5,7 @@ History never fetched is the catch-up's (xau_pipeline.catch_up); the newest hour
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,13 @@ REPAIR_INTERVAL_SECONDS = 15 * 60
 # for later ticks, within the repair share of the day's credits.
 MAX_PARTITIONS_PER_REPAIR_RUN = 14
 STALE_RUN_AFTER = timedelta(hours=6)
+# Each series is scanned from its oldest fetched window at least this often; in between, from where
+# something may have changed since its last scan (`scan_start`).
+FULL_SCAN_EVERY = timedelta(hours=24)
+# A window fetched this long before a scan may have been committed after it (a run writes each window
+# in a transaction of its own once the answer is in), so the next scan looks at it again.
+LEDGER_MARGIN = timedelta(hours=1)
+UNCHANGED_BEFORE = "nothing before it changed since the last scan"
 # Tags a repair run with its series (`xauusd/candles_m15`): one repair at a time per series.
 REPAIR_SERIES_TAG = "xau_pipeline/repair_series"
 
@@ -42,6 +50,37 @@ class RepairPlan:
     never_fetched: list[str] = field(default_factory=list)
     provider_retry: list[str] = field(default_factory=list)
     given_up: list[str] = field(default_factory=list)
+    # The oldest slot the provider had nothing for that is not given up (due now or later).
+    pending_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ScanState:
+    """What a series' last gap scan saw, kept in the repair sensor's cursor."""
+
+    scanned_at: datetime
+    full_at: datetime  # the last scan from the series' oldest fetched window
+    end: datetime  # where that scan ended (now - REPAIR_GRACE)
+    pending_since: datetime | None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {
+            "scanned_at": self.scanned_at.isoformat(),
+            "full_at": self.full_at.isoformat(),
+            "end": self.end.isoformat(),
+            "pending_since": self.pending_since.isoformat() if self.pending_since else None,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, str | None]) -> ScanState:
+        def moment(key: str) -> datetime | None:
+            text = value.get(key)
+            return datetime.fromisoformat(text) if text else None
+
+        scanned_at, full_at, end = moment("scanned_at"), moment("full_at"), moment("end")
+        if scanned_at is None or full_at is None or end is None:
+            raise ValueError(f"incomplete scan state {value}")
+        return cls(scanned_at, full_at, end, moment("pending_since"))
 
 
 def plan_repairs(
@@ -59,6 +98,7 @@ def plan_repairs(
         return RepairPlan()
     report = store.gaps(symbol.name, timeframe, calendar(symbol.calendar), start, end, now)
     never, retry, given_up = set(), set(), set()
+    pending: list[datetime] = []
     for gap in report.gaps:
         key = gap.slot.strftime("%Y-%m-%d")
         if gap.reason == NEVER_FETCHED:
@@ -67,10 +107,12 @@ def plan_repairs(
             retries_done = gap.fetches - 1
             if retries_done >= len(PROVIDER_RETRY_BACKOFF):
                 given_up.add(key)
-            elif gap.last_fetched_at is None or now - gap.last_fetched_at >= PROVIDER_RETRY_BACKOFF[retries_done]:
+                continue
+            pending.append(gap.slot)
+            if gap.last_fetched_at is None or now - gap.last_fetched_at >= PROVIDER_RETRY_BACKOFF[retries_done]:
                 retry.add(key)
     retry -= never  # a never-fetched slot in the same partition gets it fetched anyway
-    return RepairPlan(sorted(never), sorted(retry), sorted(given_up - retry - never))
+    return RepairPlan(sorted(never), sorted(retry), sorted(given_up - retry - never), min(pending, default=None))
 
 
 def _ranges(keys: list[str]) -> list[tuple[str, str]]:
@@ -185,20 +227,36 @@ def build_repair_sensor(
             )
         requests: list[dg.RunRequest] = []
         notes: list[str] = []
+        scans = scan_states(context.cursor)
         for symbol, asset in assets.items():
             path = asset.key.to_user_string()
             if path in busy:
                 notes.append(f"{path}: a repair run is still in progress ({busy[path]})")
                 continue
-            found, note = series_repairs(context, store, symbol, timeframe, asset, partitions_def, now)
+            found, note, scans[path] = series_repairs(
+                context, store, symbol, timeframe, asset, partitions_def, now, scans.get(path)
+            )
             requests += found
             if note:
                 notes.append(f"{path}: {note}")
+        configured = {asset.key.to_user_string() for asset in assets.values()}
+        context.update_cursor(
+            json.dumps({path: scan.to_json() for path, scan in scans.items() if scan and path in configured})
+        )
         if not requests:
             return dg.SkipReason("; ".join(notes[:3]) + (f"; and {len(notes) - 3} more" if len(notes) > 3 else ""))
         return requests
 
     return gap_repair
+
+
+def scan_states(cursor: str | None) -> dict[str, ScanState | None]:
+    """Each series' last scan, from the sensor's cursor (none where it cannot be read: a full scan)."""
+    try:
+        stored = json.loads(cursor) if cursor else {}
+        return {path: ScanState.from_json(value) for path, value in stored.items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}
 
 
 def series_repairs(
@@ -209,17 +267,27 @@ def series_repairs(
     asset: dg.AssetsDefinition,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     now: datetime,
-) -> tuple[list[dg.RunRequest], str | None]:
-    """One series' repair runs this tick (tagged with the series), or why there is none."""
+    state: ScanState | None = None,
+) -> tuple[list[dg.RunRequest], str | None, ScanState | None]:
+    """One series' repair runs this tick (tagged with the series), or why there is none, and what
+    its scan saw (for the next tick: `scan_start`)."""
     path = asset.key.to_user_string()
     first = partitions_def.start.astimezone(UTC)
     oldest_fetch = store.first_covered(symbol.name, timeframe)
     if oldest_fetch is None:
         # Nothing fetched, so no provider gap: spare the gap query (a first start, 50 symbols: 200 of them).
-        return [], "nothing fetched yet: its never-fetched day(s) are the history catch-up's"
+        return [], "nothing fetched yet: its never-fetched day(s) are the history catch-up's", None
     # Before the oldest fetched window all is never fetched (the catch-up fetches newest first): not scanned.
-    since = max(first, day_start(oldest_fetch))
+    oldest = max(first, day_start(oldest_fetch))
+    since = scan_start(store, symbol, timeframe, oldest, state, now)
+    full = since == oldest
     planned = plan_repairs(store, symbol, timeframe, partitions_def, now, since=since)
+    scanned = ScanState(
+        scanned_at=now,
+        full_at=now if full else state.full_at if state else now,
+        end=now - REPAIR_GRACE,
+        pending_since=planned.pending_since,
+    )
     # Never-fetched days are the history catch-up's: it fetches them at the plan's pace.
     plan = RepairPlan([], planned.provider_retry, planned.given_up)
     if plan.given_up:
@@ -229,6 +297,8 @@ def series_repairs(
         )
     requests = repair_requests(plan, asset.op.name, path, now)
     if not requests:
+        if not full:
+            return [], f"no provider gap due for a retry (scanned from {since:%Y-%m-%d}; {UNCHANGED_BEFORE})", scanned
         never = (
             f"; never-fetched day(s) ({len(planned.never_fetched)} since {since:%Y-%m-%d}"
             + (", and all before" if since > first else "")
@@ -236,7 +306,7 @@ def series_repairs(
             if planned.never_fetched or since > first
             else ""
         )
-        return [], f"no provider gap due for a retry{never}"
+        return [], f"no provider gap due for a retry{never}", scanned
     requested = sum(
         _days_between(r.tags[PARTITION_RANGE_START_TAG], r.tags[PARTITION_RANGE_END_TAG])
         if r.partition_key is None
@@ -259,4 +329,19 @@ def series_repairs(
         )
         for r in requests
     ]
-    return tagged, None
+    return tagged, None, scanned
+
+
+def scan_start(
+    store: CandleStore, symbol: Symbol, timeframe: Timeframe, oldest: datetime, state: ScanState | None, now: datetime
+) -> datetime:
+    """Where this tick's gap scan of a series begins: at `oldest` (its oldest fetched day) on the first
+    scan and once every FULL_SCAN_EVERY; else at the earliest of the day the last scan ended, the oldest
+    window fetched since (LEDGER_MARGIN before it), and the oldest provider gap still pending. Bars and
+    the fetch ledger change only by fetches, each recorded with the window it covered, so a gap before
+    that point is one the last scan saw, given up or not pending."""
+    if state is None or now - state.full_at >= FULL_SCAN_EVERY:
+        return oldest
+    changed = store.oldest_fetched_since(symbol.name, timeframe, state.scanned_at - LEDGER_MARGIN)
+    points = [state.end] + [p for p in (changed, state.pending_since) if p is not None]
+    return max(oldest, day_start(min(points)))

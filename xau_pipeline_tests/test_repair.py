@@ -5,10 +5,12 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from xau_pipeline import repair
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.bars import Bar, FetchedWindow
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.repair import (
+    FULL_SCAN_EVERY,
     REPAIR_SERIES_TAG,
     RepairPlan,
     build_repair_sensor,
@@ -192,3 +194,69 @@ def test_one_sensor_per_timeframe_repairs_every_symbol_but_one_whose_repair_is_i
         (request,) = sensor.evaluate_tick(context).run_requests
     assert request.asset_selection == [assets[gold].key] and request.partition_key == day_key
     assert request.tags[REPAIR_SERIES_TAG] == "xauusd/candles_m15"
+
+
+def test_after_its_first_scan_a_series_is_scanned_from_where_a_fetch_changed_it(store, monkeypatch):
+    """The first tick scans the whole fetched history; the next ones from the newest day, or from the
+    oldest window fetched since (here the catch-up's, into a day it had never fetched, which left a
+    provider gap), or from the oldest gap still pending; once a day, all of it again."""
+    gold = Symbol("XAU/USD", "24x7")
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    recent = daily_partitions((today - timedelta(days=10)).date().isoformat())
+    asset = build_candle_asset(gold, M15, recent)
+    sensor = build_repair_sensor(M15, {gold: asset}, recent)
+    resources = {
+        "candle_store": CandleStoreResource(database_url=store.url),
+        "twelvedata": TwelveDataResource(api_key="unused", base_url="http://127.0.0.1:9"),
+    }
+    defs = dg.Definitions(assets=[asset], sensors=[sensor], resources=resources)
+    clock = [today + timedelta(hours=12)]
+    monkeypatch.setattr(repair, "utc_now", lambda: clock[0])
+    never, hole = today - timedelta(days=6), today - timedelta(days=6, hours=-10)  # a day, and 10:00 in it
+
+    def bars(start: datetime, end: datetime, but: datetime | None = None) -> list[Bar]:
+        price = Decimal("2160")
+        slots = [start + i * M15.bar for i in range(int((end - start) / M15.bar))]
+        return [Bar(s, price, price, price, price) for s in slots if s != but]
+
+    def write(start: datetime, end: datetime, fetched_at: datetime, but: datetime | None = None) -> None:
+        stored = bars(start, end, but)
+        store.write(gold.name, M15, stored, [FetchedWindow(start, end, fetched_at, len(stored))])
+
+    cursor: list[str | None] = [None]
+
+    def tick():
+        with dg.DagsterInstance.ephemeral() as instance:
+            context = dg.build_sensor_context(
+                instance=instance, cursor=cursor[0], repository_def=defs.get_repository_def(), resources=defs.resources
+            )
+            result = sensor.evaluate_tick(context)
+        cursor[0] = result.cursor
+        return result
+
+    first = today - timedelta(days=10)
+    write(first, never, clock[0] - timedelta(hours=3))
+    write(never + timedelta(days=1), today + timedelta(hours=10), clock[0] - timedelta(hours=3))
+    result = tick()
+    assert not result.run_requests and "scanned from" not in result.skip_message  # the whole history
+    clock[0] += timedelta(minutes=15)
+    result = tick()
+    assert not result.run_requests
+    assert f"scanned from {today:%Y-%m-%d}; nothing before it changed since the last scan" in result.skip_message
+    write(never, never + timedelta(days=1), clock[0] + timedelta(minutes=1), but=hole)  # the catch-up's run
+    clock[0] += timedelta(minutes=75)  # the gap is due for its first retry
+    (request,) = tick().run_requests
+    assert request.partition_key == f"{never:%Y-%m-%d}"
+    clock[0] += timedelta(minutes=15)  # the retry not run yet: the pending gap keeps its day scanned
+    (request,) = tick().run_requests
+    assert request.partition_key == f"{never:%Y-%m-%d}"
+    write(hole, hole + M15.bar, clock[0])  # the retry found the bar
+    clock[0] += timedelta(minutes=15)
+    result = tick()
+    assert not result.run_requests and f"scanned from {never:%Y-%m-%d}" in result.skip_message
+    clock[0] += timedelta(hours=1)  # a window fetched within LEDGER_MARGIN of the last scan counts as changed
+    tick()
+    clock[0] += timedelta(minutes=15)
+    assert f"scanned from {today:%Y-%m-%d}" in tick().skip_message
+    clock[0] += FULL_SCAN_EVERY
+    assert "scanned from" not in tick().skip_message

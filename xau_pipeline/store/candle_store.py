@@ -24,7 +24,7 @@ from xau_pipeline.bars import Bar, FetchedWindow, Interval, subtract
 from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
 from xau_pipeline.grid import DayCover, Grid, GridDetection
 from xau_pipeline.store import gaps, migrate, quality, quarantine
-from xau_pipeline.store.coverage import covered_intervals, first_covered, record_windows
+from xau_pipeline.store.coverage import covered_intervals, first_covered, oldest_fetched_since, record_windows
 from xau_pipeline.store.database import engine_for, safe_url
 from xau_pipeline.store.errors import SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.store.gaps import GridMismatch
@@ -157,6 +157,11 @@ class CandleStore:
         """Where the series' oldest window fetched closed begins; None when nothing was fetched closed."""
         with self._connect() as connection:
             return first_covered(connection, symbol, timeframe.name)
+
+    def oldest_fetched_since(self, symbol: str, timeframe: Timeframe, since: datetime) -> datetime | None:
+        """Where the oldest window fetched at or after `since` begins; None when none was."""
+        with self._connect() as connection:
+            return oldest_fetched_since(connection, symbol, timeframe.name, since)
 
     def missing(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime) -> list[Interval]:
         """Parts of [start, end) whose bars were never fetched after closing."""

@@ -32,6 +32,13 @@ FIRST_COVERED = sa.text(
     """
 )
 
+OLDEST_FETCHED_SINCE = sa.text(
+    """
+    SELECT min(window_start) FROM fetch_coverage
+    WHERE symbol = :symbol AND timeframe = :timeframe AND fetched_at >= :since
+    """
+)
+
 
 def closed_until(window: FetchedWindow, bar: timedelta) -> datetime:
     """The end of the part of `window` whose bars had all closed when it was fetched."""
@@ -72,3 +79,9 @@ def covered_intervals(
 def first_covered(connection: sa.Connection, symbol: str, timeframe: str) -> datetime | None:
     """Where the series' oldest window fetched closed begins (None: nothing fetched closed yet)."""
     return connection.execute(FIRST_COVERED, {"symbol": symbol, "timeframe": timeframe}).scalar_one()
+
+
+def oldest_fetched_since(connection: sa.Connection, symbol: str, timeframe: str, since: datetime) -> datetime | None:
+    """Where the oldest window fetched at or after `since` begins (None: none was)."""
+    params = {"symbol": symbol, "timeframe": timeframe, "since": since}
+    return connection.execute(OLDEST_FETCHED_SINCE, params).scalar_one()
