@@ -120,7 +120,7 @@ FX = {
     "EUR/NOK": "11.4",
 }
 STORED_BY_SERIES = sa.text("SELECT symbol, timeframe, count(*) FROM candles GROUP BY symbol, timeframe")
-CREDITS_USED = sa.text("SELECT coalesce(sum(credits), 0) FROM api_calls")
+CREDITS_BY_KIND = sa.text("SELECT kind, coalesce(sum(credits), 0) FROM api_calls GROUP BY kind")
 # Each schedule and sensor tick the daemon stored: its seconds from start to end.
 TICK_SECONDS = sa.text(
     """
@@ -407,7 +407,7 @@ def backfill_figures(
     candles = sa.create_engine(candles_url)
     with candles.connect() as connection:
         stored = connection.execute(STORED_BY_SERIES).all()
-        used = int(connection.execute(CREDITS_USED).scalar_one())
+        by_kind = {kind: int(n) for kind, n in connection.execute(CREDITS_BY_KIND)}
     candles.dispose()
     dagster = sa.create_engine(dagster_url)
     with dagster.connect() as connection:
@@ -428,7 +428,9 @@ def backfill_figures(
     took = (last_end - ui_up) if last_end else float("nan")
     return [
         f"backfill: {len(stored)} series, {sum(b for _, _, b in stored):,} bars, {runs} catch-up runs ({limits})",
-        f"backfill: {used} credits used against the minimum {minimum} for the bars stored; last catch-up run ended "
+        f"backfill: {by_kind.get('backfill', 0)} catch-up credits against the minimum {minimum} for the bars stored"
+        + "".join(f", {n} {kind}" for kind, n in sorted(by_kind.items()) if kind != "backfill")
+        + "; last catch-up run ended "
         f"{took:.0f} s after the UI answered; credit floor of the whole year {year_minimum} / {per_minute} a minute "
         f"= {floor:.0f} s; ratio {took / floor:.1f}x (goal <= 1.5x; if not complete, see the projection above)",
         f"daemon meanwhile: {len(tick_times)} schedule and sensor ticks, each p50 {percentile(tick_times, 0.5):.1f} s, "
