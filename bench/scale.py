@@ -532,13 +532,48 @@ def ticks(
     next_parts = ", ".join(
         f"{kind} {statistics.median(x[kind] for x in following['many']):.2f} s" for kind in following["many"][0]
     )
+    # Two hours on, nothing fetched meanwhile (the schedules' fetches would add only today's windows):
+    # the repair scans start at today, and each complete history's catch-up looks again.
+    later: dict[str, list[dict[str, float]]] = {"many": [], "one": []}
+    with sensors_clock_ahead(LATER):
+        for _ in range(repeat):
+            for label in ("many", "one"):
+                later[label].append(tick_seconds(defs[label], instance, tick, dict(cursors[label])))
+    lm, lo, later_ratio = median_ratio(
+        [sum(x.values()) for x in later["many"]], [sum(x.values()) for x in later["one"]]
+    )
+    later_parts = ", ".join(
+        f"{kind} {statistics.median(x[kind] for x in later['many']):.2f} s" for kind in later["many"][0]
+    )
     return [
         f"one tick of {counts['many'][0]} schedules and {counts['many'][1]} sensors (at {tick:%H:%M} UTC), each sensor "
         f"with no cursor (a daemon's first): {m:.2f} s ({parts}) against {o:.2f} s for 1 symbol's {counts['one'][0]} "
         f"and {counts['one'][1]} ({ratio}; goal < 10 s)",
         f"the next tick, each sensor from the cursor the first left: {nm:.2f} s ({next_parts}) against {no:.2f} s "
         f"for 1 symbol ({next_ratio}; goal < 10 s)",
+        f"a tick {LATER.seconds // 3600} h on, from the same cursors (the sensors' clock moved on): {lm:.2f} s "
+        f"({later_parts}) against {lo:.2f} s for 1 symbol ({later_ratio}; goal < 10 s)",
     ]
+
+
+LATER = timedelta(hours=2)
+
+
+@contextmanager
+def sensors_clock_ahead(ahead: timedelta) -> Iterator[None]:
+    """The repair and catch-up sensors' clock `ahead` of the wall clock."""
+    import xau_pipeline.catch_up
+    import xau_pipeline.repair
+
+    modules = (xau_pipeline.repair, xau_pipeline.catch_up)
+    real = [module.utc_now for module in modules]
+    for module, clock in zip(modules, real, strict=True):
+        module.utc_now = lambda clock=clock: clock() + ahead  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for module, clock in zip(modules, real, strict=True):
+            module.utc_now = clock  # type: ignore[attr-defined]
 
 
 def main() -> None:

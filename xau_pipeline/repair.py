@@ -35,9 +35,10 @@ STALE_RUN_AFTER = timedelta(hours=6)
 # Each series is scanned from its oldest fetched window at least this often; in between, from where
 # something may have changed since its last scan (`scan_start`).
 FULL_SCAN_EVERY = timedelta(hours=24)
-# A window fetched this long before a scan may have been committed after it (a run writes each window
-# in a transaction of its own once the answer is in), so the next scan looks at it again.
-LEDGER_MARGIN = timedelta(hours=1)
+# A window stamped up to this long before a scan may have been committed after it: a run writes each
+# window in a transaction of its own seconds after its answer (stamped by the run's clock, the scan
+# by the sensor's), so the next scan looks at it again.
+LEDGER_MARGIN = timedelta(minutes=10)
 UNCHANGED_BEFORE = "nothing before it changed since the last scan"
 # Tags a repair run with its series (`xauusd/candles_m15`): one repair at a time per series.
 REPAIR_SERIES_TAG = "xau_pipeline/repair_series"
