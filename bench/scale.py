@@ -532,8 +532,13 @@ def ticks(
     next_parts = ", ".join(
         f"{kind} {statistics.median(x[kind] for x in following['many']):.2f} s" for kind in following["many"][0]
     )
-    # Two hours on, nothing fetched meanwhile (the schedules' fetches would add only today's windows):
-    # the repair scans start at today, and each complete history's catch-up looks again.
+    # Later, nothing fetched meanwhile (the schedules' fetches would add only today's windows): a tick
+    # an hour on (untimed; the store's windows were fetched within LEDGER_MARGIN of the first scan, so
+    # it scans them all again), then the timed ones two hours on, from the cursors it left: the repair
+    # scans start at today, and each complete history's catch-up looks again (every 15 min).
+    with sensors_clock_ahead(LATER / 2):
+        for label in ("many", "one"):
+            tick_seconds(defs[label], instance, tick, cursors[label])
     later: dict[str, list[dict[str, float]]] = {"many": [], "one": []}
     with sensors_clock_ahead(LATER):
         for _ in range(repeat):
@@ -551,7 +556,7 @@ def ticks(
         f"and {counts['one'][1]} ({ratio}; goal < 10 s)",
         f"the next tick, each sensor from the cursor the first left: {nm:.2f} s ({next_parts}) against {no:.2f} s "
         f"for 1 symbol ({next_ratio}; goal < 10 s)",
-        f"a tick {LATER.seconds // 3600} h on, from the same cursors (the sensors' clock moved on): {lm:.2f} s "
+        f"a tick {LATER.seconds // 3600} h on, from the cursors one an hour on left (the sensors' clock moved on): {lm:.2f} s "
         f"({later_parts}) against {lo:.2f} s for 1 symbol ({later_ratio}; goal < 10 s)",
     ]
 
