@@ -510,28 +510,14 @@ def ticks(
     for each in defs.values():
         each.get_repository_def()  # resolved once, up front (cached), as a code server does at load
     tick_seconds(defs["one"], instance, tick)  # untimed: the first evaluation warms caches
-    spent: dict[str, list[dict[str, float]]] = {"many": [], "one": []}
-    for _ in range(repeat):
-        for label in ("many", "one"):
-            spent[label].append(tick_seconds(defs[label], instance, tick))
     counts = {label: (len(d.schedules or []), len(d.sensors or [])) for label, d in defs.items()}
-    m, o, ratio = median_ratio([sum(x.values()) for x in spent["many"]], [sum(x.values()) for x in spent["one"]])
-    parts = ", ".join(f"{kind} {statistics.median(x[kind] for x in spent['many']):.2f} s" for kind in spent["many"][0])
+    first = timed_ticks(defs, instance, tick, repeat)
     # The daemon's next tick: each sensor from the cursor its first evaluation left (a complete
     # history's catch-up waits 15 min; a repair scan starts where something changed).
     cursors: dict[str, dict[str, str | None]] = {"many": {}, "one": {}}
     for label in ("many", "one"):
         tick_seconds(defs[label], instance, tick, cursors[label])
-    following: dict[str, list[dict[str, float]]] = {"many": [], "one": []}
-    for _ in range(repeat):
-        for label in ("many", "one"):
-            following[label].append(tick_seconds(defs[label], instance, tick, dict(cursors[label])))
-    nm, no, next_ratio = median_ratio(
-        [sum(x.values()) for x in following["many"]], [sum(x.values()) for x in following["one"]]
-    )
-    next_parts = ", ".join(
-        f"{kind} {statistics.median(x[kind] for x in following['many']):.2f} s" for kind in following["many"][0]
-    )
+    following = timed_ticks(defs, instance, tick, repeat, cursors)
     # Later, nothing fetched meanwhile (the schedules' fetches would add only today's windows): a tick
     # an hour on (untimed; the store's windows were fetched within LEDGER_MARGIN of the first scan, so
     # it scans them all again), then the timed ones two hours on, from the cursors it left: the repair
@@ -539,26 +525,33 @@ def ticks(
     with sensors_clock_ahead(LATER / 2):
         for label in ("many", "one"):
             tick_seconds(defs[label], instance, tick, cursors[label])
-    later: dict[str, list[dict[str, float]]] = {"many": [], "one": []}
     with sensors_clock_ahead(LATER):
-        for _ in range(repeat):
-            for label in ("many", "one"):
-                later[label].append(tick_seconds(defs[label], instance, tick, dict(cursors[label])))
-    lm, lo, later_ratio = median_ratio(
-        [sum(x.values()) for x in later["many"]], [sum(x.values()) for x in later["one"]]
-    )
-    later_parts = ", ".join(
-        f"{kind} {statistics.median(x[kind] for x in later['many']):.2f} s" for kind in later["many"][0]
-    )
+        later = timed_ticks(defs, instance, tick, repeat, cursors)
     return [
         f"one tick of {counts['many'][0]} schedules and {counts['many'][1]} sensors (at {tick:%H:%M} UTC), each sensor "
-        f"with no cursor (a daemon's first): {m:.2f} s ({parts}) against {o:.2f} s for 1 symbol's {counts['one'][0]} "
-        f"and {counts['one'][1]} ({ratio}; goal < 10 s)",
-        f"the next tick, each sensor from the cursor the first left: {nm:.2f} s ({next_parts}) against {no:.2f} s "
-        f"for 1 symbol ({next_ratio}; goal < 10 s)",
-        f"a tick {LATER.seconds // 3600} h on, from the cursors one an hour on left (the sensors' clock moved on): {lm:.2f} s "
-        f"({later_parts}) against {lo:.2f} s for 1 symbol ({later_ratio}; goal < 10 s)",
+        f"with no cursor (a daemon's first; the reference: 1 symbol's {counts['one'][0]} and {counts['one'][1]}): {first}",
+        f"the next tick, each sensor from the cursor the first left: {following}",
+        f"a tick {LATER.seconds // 3600} h on, from the cursors one an hour on left (the sensors' clock moved on): {later}",
     ]
+
+
+def timed_ticks(
+    defs: dict[str, dg.Definitions],
+    instance: dg.DagsterInstance,
+    tick: datetime,
+    repeat: int,
+    cursors: dict[str, dict[str, str | None]] | None = None,
+) -> str:
+    """Ticks of many symbols and of one, alternated `repeat` times (each from a copy of `cursors`):
+    the medians, their parts and their ratio."""
+    spent: dict[str, list[dict[str, float]]] = {"many": [], "one": []}
+    for _ in range(repeat):
+        for label in ("many", "one"):
+            start_from = dict(cursors[label]) if cursors is not None else None
+            spent[label].append(tick_seconds(defs[label], instance, tick, start_from))
+    many, one, ratio = median_ratio([sum(x.values()) for x in spent["many"]], [sum(x.values()) for x in spent["one"]])
+    parts = ", ".join(f"{kind} {statistics.median(x[kind] for x in spent['many']):.2f} s" for kind in spent["many"][0])
+    return f"{many:.2f} s ({parts}) against {one:.2f} s ({ratio}; goal < 10 s)"
 
 
 LATER = timedelta(hours=2)
