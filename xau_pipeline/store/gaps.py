@@ -321,7 +321,13 @@ def _mark_phantoms(
     """Reclassify the closed gaps overlapped by a stored bar off the grid as GRID_MISMATCH, in place."""
     grid = report.grid
     assert grid is not None
-    lo, hi = start - 2 * bar, end + 2 * bar
+    closed = [gap for gap in report.gaps if gap.reason != NOT_CLOSED]
+    if not closed:
+        return
+    # Only bars beside a closed gap can make it a phantom: read the stored opens around the gaps, not
+    # the whole range (a year of M15 is 35,000 opens, read again at every repair tick with a gap).
+    lo = max(start, min(gap.slot for gap in closed)) - 2 * bar
+    hi = min(end, max(slot_ends.get(gap.slot, gap.slot + bar) for gap in closed)) + 2 * bar
     params = {"symbol": symbol, "timeframe": timeframe, "lo": lo, "hi": hi}
     stored = list(connection.execute(STORED_OPENS, params).scalars())
     if grid.is_utc:
@@ -345,7 +351,8 @@ def _mark_phantoms(
             phantom_slots += 1
             report.gaps[i] = Gap(gap.slot, GRID_MISMATCH, gap.fetches, gap.last_fetched_at)
     if phantom_slots:
-        found = detect_grid(stored, bar)
+        whole = {"symbol": symbol, "timeframe": timeframe, "lo": start - 2 * bar, "hi": end + 2 * bar}
+        found = detect_grid(list(connection.execute(STORED_OPENS, whole).scalars()), bar)
         report.mismatch = GridMismatch(grid.describe(), found.grid.describe(), phantom_slots, len(touched))
 
 
