@@ -33,7 +33,6 @@ from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
-from dagster_shared.serdes import serialize_value
 from sqlalchemy.dialects.postgresql import insert
 
 # One connection held per process; beyond it, threads writing at once (the daemon's) open
@@ -144,7 +143,7 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         # partition it plans (a year's range: 365 times, for each check); the rows are the same.
         data = planned.asset_check_planned_data
         keys = data.partitions_subset.get_partition_keys() if data.partitions_subset else [None]
-        serialized = serialize_value(event)
+        serialized = dg.serialize_value(event)
         common = {
             "asset_key": data.asset_key.to_string(),
             "check_name": data.check_name,

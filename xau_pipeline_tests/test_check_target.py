@@ -7,7 +7,6 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 import yaml
-from dagster_shared.serdes import deserialize_value
 
 from xau_pipeline.check_target import day_evaluation, log_day_evaluations, stores_evaluations_in_batches
 from xau_pipeline.partitions import partition_range_tags
@@ -142,7 +141,7 @@ def test_a_ranged_runs_day_evaluations_are_stored_in_one_batch_each_on_its_days_
         planned = connection.execute(PLANNED, {"run": result.run_id, "check": UNJUDGED}).all()
     engine.dispose()
     assert [(day, status) for day, status, _ in planned] == [(day, "PLANNED") for day in DAYS]
-    event = deserialize_value(planned[0][2], dg.EventLogEntry)
+    event = dg.deserialize_value(planned[0][2], dg.EventLogEntry)
     assert event.get_dagster_event().event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
     assert stored == len(CHECKS) * len(DAYS), BATCHING
     assert transactions == 1, f"{BATCHING} ({stored} evaluations were stored in {transactions} transactions)"
