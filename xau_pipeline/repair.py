@@ -285,7 +285,7 @@ def series_repairs(
     planned = plan_repairs(store, symbol, timeframe, partitions_def, now, since=since)
     scanned = ScanState(
         scanned_at=now,
-        full_at=now if full else state.full_at if state else now,
+        full_at=now if full or state is None else state.full_at,
         end=now - REPAIR_GRACE,
         pending_since=planned.pending_since,
     )

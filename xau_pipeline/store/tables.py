@@ -35,6 +35,8 @@ fetch_coverage = sa.Table(
     sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("bars", sa.Integer, nullable=False),
     sa.Index("fetch_coverage_series_idx", "symbol", "timeframe", "window_start"),
+    # Windows fetched since a moment (the repair sensor's incremental scans).
+    sa.Index("fetch_coverage_fetched_idx", "symbol", "timeframe", "fetched_at"),
 )
 
 api_calls = sa.Table(
