@@ -11,7 +11,7 @@ from pydantic import Field
 from xau_pipeline.api.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, chart_url
 from xau_pipeline.bars import subtract
 from xau_pipeline.catch_up import series_allotment
-from xau_pipeline.check_target import day_evaluation, log_day_evaluations
+from xau_pipeline.check_target import day_evaluation, latest_materializations, log_day_evaluations
 from xau_pipeline.checks import (
     DEFAULT_M15_TOLERANCE,
     DEFAULT_MAX_JUMP,
@@ -363,29 +363,6 @@ def range_result(name: str, judged: list[tuple[str, Verdict]], keys: Sequence[st
     )
 
 
-def stored_targets(
-    context: dg.AssetExecutionContext, key: dg.AssetKey, days: Sequence[str]
-) -> dict[str, dg.EventLogRecord]:
-    """Each day's latest stored materialization: this run's where it materialized the day (one query),
-    else an earlier run's (one query per such day, as Dagster looks one up for a one-day run)."""
-    if not days:
-        return {}
-    instance = context.instance
-    newest = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(days)), len(days)
-    )
-    targets: dict[str, dg.EventLogRecord] = {}
-    for record in newest.records:
-        if record.partition_key is not None:
-            targets.setdefault(record.partition_key, record)
-    for day in days:
-        if day not in targets:
-            older = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), 1)
-            if older.records:
-                targets[day] = older.records[0]
-    return targets
-
-
 def day_evaluations(
     context: dg.AssetExecutionContext, key: dg.AssetKey, verdicts: Verdicts, materialized: Sequence[str]
 ) -> None:
@@ -398,7 +375,7 @@ def day_evaluations(
     run materialized, whose targets must be this run's own.
     """
     judged_days = sorted({day for name, judged in verdicts.items() if name not in UNPARTITIONED for day, _ in judged})
-    targets = stored_targets(context, key, judged_days)
+    targets = latest_materializations(context.instance, key, judged_days)
     run_id = context.run.run_id
     unstored = [day for day in materialized if day in targets and targets[day].run_id != run_id]
     unstored += [day for day in materialized if day in judged_days and day not in targets]

@@ -30,9 +30,9 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 # How Dagster marks events it stores as one batch (`dagster/_core/events/__init__.py`).
 from dagster._core.events import DagsterEventBatchMetadata, generate_event_batch_id
 
-from xau_pipeline.dagster_storage import PooledPostgresEventLogStorage
+from xau_pipeline.dagster_storage import MaterializationTarget, PooledPostgresEventLogStorage
 
-__all__ = ["day_evaluation", "log_day_evaluations", "stores_evaluations_in_batches"]
+__all__ = ["day_evaluation", "latest_materializations", "log_day_evaluations", "stores_evaluations_in_batches"]
 
 
 def day_evaluation(
@@ -41,7 +41,7 @@ def day_evaluation(
     partition: str,
     passed: bool,
     severity: dg.AssetCheckSeverity,
-    target: dg.EventLogRecord | None,
+    target: dg.EventLogRecord | MaterializationTarget | None,
     metadata: Mapping[str, Any] | None = None,
     description: str | None = None,
 ) -> dg.AssetCheckEvaluation:
@@ -68,6 +68,30 @@ def stores_evaluations_in_batches(instance: dg.DagsterInstance) -> bool:
     """Whether the instance's event log stores a batch of check evaluations (ours does; Dagster's own
     storages refuse one and would fall back to single writes after printing the refusal)."""
     return isinstance(instance.event_log_storage, PooledPostgresEventLogStorage)
+
+
+def latest_materializations(
+    instance: dg.DagsterInstance, key: dg.AssetKey, days: Sequence[str]
+) -> dict[str, dg.EventLogRecord | MaterializationTarget]:
+    """Each of `days`' newest stored materialization of `key` (days never materialized are left out):
+    on the project's event log one query of ids; elsewhere Dagster's records, one query for the days
+    materialized by the newest runs and one per day left (as Dagster looks one up for a one-day run)."""
+    if not days:
+        return {}
+    storage = instance.event_log_storage
+    if isinstance(storage, PooledPostgresEventLogStorage):
+        return dict(storage.latest_materializations(key, days))
+    newest = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(days)), len(days))
+    targets: dict[str, dg.EventLogRecord | MaterializationTarget] = {}
+    for record in newest.records:
+        if record.partition_key is not None:
+            targets.setdefault(record.partition_key, record)
+    for day in days:
+        if day not in targets:
+            older = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), 1)
+            if older.records:
+                targets[day] = older.records[0]
+    return targets
 
 
 def log_day_evaluations(context: dg.AssetExecutionContext, evaluations: Sequence[dg.AssetCheckEvaluation]) -> None:

@@ -8,7 +8,12 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from xau_pipeline.check_target import day_evaluation, log_day_evaluations, stores_evaluations_in_batches
+from xau_pipeline.check_target import (
+    day_evaluation,
+    latest_materializations,
+    log_day_evaluations,
+    stores_evaluations_in_batches,
+)
 from xau_pipeline.partitions import partition_range_tags
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline_tests.conftest import REPO
@@ -89,12 +94,7 @@ def batch_probe(context: dg.AssetExecutionContext):
     on the middle day) through `log_day_evaluations`, as a candle asset does."""
     yield dg.MaterializeResult(asset_key="batch_probe")
     key = dg.AssetKey("batch_probe")
-    targets = {
-        record.partition_key: record
-        for record in context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=DAYS), len(DAYS)
-        ).records
-    }
+    targets = latest_materializations(context.instance, key, DAYS)
     log_day_evaluations(
         context,
         [
@@ -179,3 +179,33 @@ def test_on_dagsters_own_storage_day_evaluations_are_logged_one_at_a_time(databa
             engine.dispose()
     assert (stored, transactions) == (len(CHECKS) * len(DAYS),) * 2
     assert "Exception while storing event batch" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("storage", ["project", "postgres"])
+def test_each_days_target_is_its_newest_stored_materialization(database_url, tmp_path, storage):
+    """On the project's event log, one query of ids; on Dagster's, its records: the same targets, a
+    day materialized again by a later run targeting the later one, a day never materialized none."""
+    with temporary_database(database_url, "xau_test_targets") as url:
+        config = yaml.safe_load((REPO / "dagster.yaml").read_text())["storage"]
+        config["custom"]["config"] = {"postgres_url": url}
+        chosen = config if storage == "project" else {"postgres": {"postgres_url": url}}
+        overrides = {"storage": chosen, "telemetry": {"enabled": False}}
+        with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path)) as instance:
+            assert stores_evaluations_in_batches(instance) == (storage == "project")
+            ranged = dg.materialize([batch_probe], instance=instance, tags=partition_range_tags(DAYS[0], DAYS[-1]))
+            again = dg.materialize([batch_probe], instance=instance, partition_key=DAYS[1])
+            assert ranged.success and again.success
+            key = dg.AssetKey("batch_probe")
+            targets = latest_materializations(instance, key, [*DAYS, "2024-03-20"])
+            newest = {
+                day: instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), 1)
+                .records[0]
+                for day in DAYS
+            }
+    assert sorted(targets) == DAYS
+    assert {day: (t.storage_id, t.run_id) for day, t in targets.items()} == {
+        day: (r.storage_id, r.run_id) for day, r in newest.items()
+    }
+    assert targets[DAYS[1]].run_id == again.run_id and targets[DAYS[0]].run_id == ranged.run_id
+    for day in DAYS:
+        assert targets[day].timestamp == pytest.approx(newest[day].timestamp, abs=1e-6)
