@@ -81,7 +81,9 @@ def latest_materializations(
     storage = instance.event_log_storage
     if isinstance(storage, PooledPostgresEventLogStorage):
         return dict(storage.latest_materializations(key, days))
-    newest = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(days)), len(days))
+    newest = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(days)), len(days)
+    )
     targets: dict[str, dg.EventLogRecord | MaterializationTarget] = {}
     for record in newest.records:
         if record.partition_key is not None:

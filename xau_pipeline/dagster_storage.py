@@ -27,13 +27,13 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import dagster as dg
+import sqlalchemy as sa
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
 from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
-import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 
 # One connection held per process; beyond it, threads writing at once (the daemon's) open

@@ -198,8 +198,9 @@ def test_each_days_target_is_its_newest_stored_materialization(database_url, tmp
             key = dg.AssetKey("batch_probe")
             targets = latest_materializations(instance, key, [*DAYS, "2024-03-20"])
             newest = {
-                day: instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), 1)
-                .records[0]
+                day: instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), 1
+                ).records[0]
                 for day in DAYS
             }
     assert sorted(targets) == DAYS
