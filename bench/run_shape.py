@@ -24,7 +24,11 @@ event) instead of the pooled one dagster.yaml configures; --free-plan --storage 
 with each, in a process of its own.
 
 With --per-partition-twin, the new twin also runs logging the per-day evaluations the real job
-logs, and the cost of one evaluation is printed (its extra time over its extra events).
+logs, and the cost of one evaluation is printed (its extra time over its extra events). Then the
+project's own work of the same year is timed without Dagster (`ingest` of each series into a fresh
+candle database, then every check's verdict on every day): however small Dagster's part of the real
+run became, the real run cannot take less than the twin plus that, which is printed as a bound on
+the ratio. The trading calendar, built by the real run earlier in the process, is not built again.
 
 Usage: python bench/run_shape.py [--storage pooled|postgres] [--year 2025] [--days-only] [--twin new|old|both] [--per-partition-twin]
        python bench/run_shape.py --decade
@@ -56,9 +60,15 @@ import sqlalchemy as sa
 import yaml
 from twin import reconstructable
 
-from xau_pipeline.partitions import partition_range_tags
+from xau_pipeline.checks import CandleChecks, check_names
+from xau_pipeline.ingest import ingest
+from xau_pipeline.partitions import daily_partitions, partition_range_tags
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
+from xau_pipeline.symbols import Symbol
+from xau_pipeline.timeframes import TIMEFRAMES
+from xau_pipeline.twelvedata.client import TwelveDataClient
+from xau_pipeline.utc import utc_now
 
 FREE_PER_MINUTE = 8
 COUNT_CALLS = "SELECT count(*) FROM api_calls"
@@ -206,6 +216,7 @@ def main() -> None:
             if not args.days_only:
                 measure("twin new+pp", "1 year", job, first, last)
             measure("twin new+pp", "5 days no-op", job, five_first, last)
+        own = own_work(stack, first, last) if args.per_partition_twin and not args.days_only else None
 
     print(f"\nRun shape, all four XAU/USD assets with their checks, {args.year}; {stored} candles stored")
     if args.per_partition_twin:
@@ -222,6 +233,38 @@ def main() -> None:
             extra = per_day[span][1] - plain[span][1]
             cost = (per_day[span][0] - plain[span][0]) * 1000 / extra
             print(f"per check evaluation ({span}, twin new+pp against twin new): {cost:.1f} ms ({extra} more events)")
+    if own is not None:
+        twin_wall = per_day["1 year"][0]
+        print(
+            f"the project's own work of the year without Dagster: {sum(own):.1f} s ({own[0]:.1f} s fetching and "
+            f"storing, {own[1]:.1f} s judging); real/twin new+pp cannot be under "
+            f"{(twin_wall + sum(own)) / twin_wall:.2f}x (twin + own work; real: {real_times['1 year'] / twin_wall:.2f}x)"
+        )
+
+
+def own_work(stack: ExitStack, first: str, last: str) -> tuple[float, float]:
+    """(seconds fetching and storing, seconds judging) the year `first`..`last` of all four series
+    without Dagster, from the stand-in the real job used, into a fresh candle database."""
+    store = CandleStore(stack.enter_context(temporary_database(SERVER, "xau_bench_own")))
+    store.migrate()
+    client = TwelveDataClient(os.environ["TWELVE_DATA_API_KEY"], os.environ["TWELVE_DATA_BASE_URL"])
+    symbol, partitions = Symbol("XAU/USD"), daily_partitions(first)
+    keys = partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+    start, end = partitions.time_window_for_partition_key(first).start, partitions.time_window_for_partition_key(last).end
+    began = time.perf_counter()
+    for timeframe in TIMEFRAMES:
+        report = ingest(client, store, symbol, timeframe, start, end)
+        assert report.complete, report.error
+    fetched = time.perf_counter()
+    for timeframe in TIMEFRAMES:
+        checks = CandleChecks(store, symbol, timeframe, partitions, utc_now(), keys=keys)
+        for name in check_names(timeframe):
+            for key in keys:
+                checks.judge(name, key)
+    judged = time.perf_counter()
+    client.close()
+    store.engine.dispose()
+    return fetched - began, judged - fetched
 
 
 def free_plan(year: int, storage: str) -> None:
