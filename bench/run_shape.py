@@ -250,7 +250,10 @@ def own_work(stack: ExitStack, first: str, last: str) -> tuple[float, float]:
     client = TwelveDataClient(os.environ["TWELVE_DATA_API_KEY"], os.environ["TWELVE_DATA_BASE_URL"])
     symbol, partitions = Symbol("XAU/USD"), daily_partitions(first)
     keys = partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
-    start, end = partitions.time_window_for_partition_key(first).start, partitions.time_window_for_partition_key(last).end
+    start, end = (
+        partitions.time_window_for_partition_key(first).start,
+        partitions.time_window_for_partition_key(last).end,
+    )
     began = time.perf_counter()
     for timeframe in TIMEFRAMES:
         report = ingest(client, store, symbol, timeframe, start, end)
