@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= 1
 export DAGSTER_EVENT_BATCH_SIZE ?= 1000
 
-.PHONY: install run demo test test-fast lint bench standin migrate constraints
+.PHONY: install run demo test test-fast lint bench standin migrate constraints calendar-table
 
 # constraints.txt pins every third-party package (regenerate with `make constraints`).
 $(STAMP): setup.py pyproject.toml devtools/pyproject.toml constraints.txt
@@ -68,3 +68,8 @@ constraints:
 	$(VENV)-pin/bin/python -m pip install --quiet -e '.[dev]' -e ./devtools
 	$(VENV)-pin/bin/python -m pip freeze --all --exclude-editable | grep -v '^pip==' > constraints.txt
 	rm -rf $(VENV)-pin
+
+# cme_gold's stored sessions (xau_pipeline/cme_gold_sessions.npz), after a pandas_market_calendars
+# upgrade or a change to calendar_overrides.py (test_trading_calendar.py says when).
+calendar-table: $(STAMP)
+	$(BIN)/python -c "from xau_pipeline.trading_calendar import write_cme_table; write_cme_table()"

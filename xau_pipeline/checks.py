@@ -18,7 +18,7 @@ import dagster as dg
 from xau_pipeline.grid import DayCover, Grid
 from xau_pipeline.markdown import ROWS_SHOWN, markdown_table
 from xau_pipeline.store.candle_store import CandleStore, utc_day
-from xau_pipeline.store.gaps import EPOCH, GRID_MISMATCH, NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, Gap, GapReport
+from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, Gap, GapReport
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.trading_calendar import calendar
@@ -279,11 +279,9 @@ class CandleChecks:
     def _m15_expected_per_bar(self, start: datetime, end: datetime) -> Counter[datetime]:
         """How many M15 bars the calendar expects in each of this timeframe's bars opening in [start, end)."""
         grid = self.grid
-        m15_slots = self.policy.expected_slots(start, end + grid.bar, M15.bar)
         if grid.is_utc:  # the slot's open by arithmetic: a year is ~24,000 M15 slots per timeframe
-            origin, bar = EPOCH + grid.phase, grid.bar
-            return Counter(s - (s - origin) % bar for s in m15_slots)
-        return Counter(grid.slot_of(s)[0] for s in m15_slots)
+            return Counter(self.policy.count_expected_per_slot(start, end + grid.bar, M15.bar, grid.bar, grid.phase))
+        return Counter(grid.slot_of(s)[0] for s in self.policy.expected_slots(start, end + grid.bar, M15.bar))
 
     def fresh(self, key: str) -> Verdict | None:
         if key != self.newest_key:

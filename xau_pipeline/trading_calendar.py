@@ -20,6 +20,9 @@ a `xau_pipeline.grid` grid anchored in a zone, on that grid's slots (counted in 
 
 Internally times are int64 microseconds since the epoch and sessions numpy arrays, cached per
 calendar year, so a ten-year M15 count is a few vectorised operations over ~2,600 sessions.
+``cme_gold``'s sessions for 2000-2035 are also stored, as that same build wrote them
+(`cme_gold_sessions.npz`, rewritten by `make calendar-table`), so a run's process reads them
+without importing pandas; test_trading_calendar.py fails when the file and the build disagree.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -52,6 +56,10 @@ _MICROSECOND = timedelta(microseconds=1)
 _YEAR_LOOKUP_MARGIN = timedelta(days=7)
 # Far enough to stand for "forever" in µs, small enough that adding a bar cannot overflow int64.
 _FOREVER_US = 2**62
+# cme_gold's sessions of these years as `CmeGoldCalendar.library_years` builds them: importing pandas
+# and pandas_market_calendars and building a schedule costs a process ~0.6 s, reading these ~1 ms.
+CME_SESSIONS_TABLE = Path(__file__).with_name("cme_gold_sessions.npz")
+CME_TABLE_YEARS = (2000, 2035)
 
 __all__ = ["CALENDAR_NAMES", "TradingCalendar", "calendar", "slot_grid"]
 
@@ -197,6 +205,20 @@ class TradingCalendar(ABC):
         lows, highs, _, _ = self._slot_k_ranges(start, end, bar, phase)
         return int((highs - lows).sum())
 
+    def count_expected_per_slot(
+        self, start: datetime, end: datetime, bar: timedelta, slot: timedelta, phase: timedelta = timedelta(0)
+    ) -> dict[datetime, int]:
+        """How many expected `bar` slots (UTC grid, phase 0) opening in [start, end) lie in each slot of
+        the coarser UTC grid of `slot` at `phase` (its open -> count; slots holding none left out)."""
+        lows, highs, phase_us, bar_us = self._slot_k_ranges(start, end, bar, timedelta(0))
+        if not len(lows):
+            return {}
+        ks = np.concatenate([np.arange(lo, hi, dtype=np.int64) for lo, hi in zip(lows.tolist(), highs.tolist())])
+        opens = phase_us + ks * bar_us
+        coarse = opens - (opens - phase // _MICROSECOND) % _bar_us(slot)
+        held, counts = np.unique(coarse, return_counts=True)
+        return {_from_us(t): n for t, n in zip(held.tolist(), counts.tolist())}
+
     def expected_slot_bounds(self, start: datetime, end: datetime, grid: Grid) -> list[tuple[datetime, datetime]]:
         """(open, close) of the `grid` slots opening in [start, end) that overlap a session, UTC, ascending."""
         slots = grid.slots(start, end)
@@ -314,6 +336,12 @@ class CmeGoldCalendar(_YearCachedCalendar):
             return self._library.schedule(start_date=f"{first}-01-01", end_date=f"{last}-12-31")
 
     def _build_years(self, first: int, last: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        stored = {year: sessions for year, sessions in stored_cme_years().items() if first <= year <= last}
+        rest = [year for year in range(first, last + 1) if year not in stored]
+        return stored | (self.library_years(rest[0], rest[-1]) if rest else {})
+
+    def library_years(self, first: int, last: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Each year's sessions in [first, last] from the library's schedule and the overrides."""
         schedule = self._schedule(first, last)
         trading_dates = [ts.date() for ts in schedule.index]
         opens = _utc_us_array(schedule["market_open"])
@@ -327,6 +355,26 @@ class CmeGoldCalendar(_YearCachedCalendar):
             mask = years == year
             built[year] = _merge(opens[mask].copy(), closes[mask].copy())
         return built
+
+
+def stored_cme_years(path: Path = CME_SESSIONS_TABLE) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The sessions `write_cme_table` stored, per year ({} when the file is missing)."""
+    if not path.exists():
+        return {}
+    with np.load(path) as table:
+        years, opens, closes = table["years"], table["opens"], table["closes"]
+    return {int(year): (opens[years == year], closes[years == year]) for year in np.unique(years)}
+
+
+def write_cme_table(path: Path = CME_SESSIONS_TABLE, years: tuple[int, int] = CME_TABLE_YEARS) -> None:
+    """Store cme_gold's sessions of `years` (first, last) as the library and the overrides give them now."""
+    built = CmeGoldCalendar().library_years(*years)
+    np.savez_compressed(
+        path,
+        years=np.concatenate([np.full(len(opens), year, dtype=np.int64) for year, (opens, _) in built.items()]),
+        opens=np.concatenate([opens for opens, _ in built.values()]),
+        closes=np.concatenate([closes for _, closes in built.values()]),
+    )
 
 
 def _utc_us_array(column) -> np.ndarray:

@@ -47,13 +47,14 @@ def _requirements(wheel: zipfile.ZipFile) -> list[Requirement]:
 
 
 @pytest.mark.slow
-def test_the_product_wheel_holds_the_pipeline_and_its_migrations_only(product_wheel):
+def test_the_product_wheel_holds_the_pipeline_its_migrations_and_calendar_table_only(product_wheel):
     names = product_wheel.namelist()
     packages = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert packages == {"xau_pipeline"}
     assert not [n for n in names if "standin" in n or "embedded_postgres" in n or n.endswith("launch.py")]
     assert "xau_pipeline/store/migrations/env.py" in names
     assert any(n.startswith("xau_pipeline/store/migrations/versions/0002") for n in names)
+    assert "xau_pipeline/cme_gold_sessions.npz" in names  # without it each run imports pandas for the calendar
     runtime = {canonicalize_name(r.name) for r in _requirements(product_wheel) if not r.marker}
     assert not runtime & DEV_ONLY
 

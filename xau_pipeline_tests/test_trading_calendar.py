@@ -13,13 +13,25 @@ from __future__ import annotations
 
 import itertools
 import random
+import subprocess
+import sys
 import warnings
 from datetime import UTC, date, datetime, time, timedelta, timezone
 
+import numpy as np
 import pytest
 
 from xau_pipeline import calendar_overrides
-from xau_pipeline.trading_calendar import CALENDAR_NAMES, TradingCalendar, calendar, slot_grid
+from xau_pipeline.trading_calendar import (
+    CALENDAR_NAMES,
+    CME_TABLE_YEARS,
+    CmeGoldCalendar,
+    TradingCalendar,
+    calendar,
+    slot_grid,
+    stored_cme_years,
+    write_cme_table,
+)
 
 UTC = UTC
 M15 = timedelta(minutes=15)
@@ -550,11 +562,14 @@ def test_cme_schedule_is_built_once_per_span_and_cached(monkeypatch):
         return original(first, last)
 
     monkeypatch.setattr(cal, "_schedule", counting)
-    cal.count_expected(utc(2015, 1, 1), utc(2025, 1, 1), M15)
+    # Years after the stored ones (CME_TABLE_YEARS): built by the library.
+    cal.count_expected(utc(2040, 1, 1), utc(2050, 1, 1), M15)
     assert len(calls) == 1  # the whole missing span in one library call
-    cal.count_expected(*day(2020, 6, 3), M15)
-    cal.is_open(utc(2017, 5, 5, 12))
+    cal.count_expected(*day(2045, 6, 7), M15)
+    cal.is_open(utc(2047, 5, 6, 12))
     assert len(calls) == 1
+    cal.count_expected(utc(2015, 1, 1), utc(2025, 1, 1), M15)
+    assert len(calls) == 1  # stored years: no library call
 
 
 # --------------------------------------------------------------------------------------------
@@ -651,3 +666,61 @@ def test_24x7_is_always_open():
     assert cal.expected_slots(*saturday, H4, H1) == slot_grid(*saturday, H4, H1)
     start, end = utc(2015, 1, 1), utc(2025, 1, 1)
     assert cal.count_expected(start, end, M15) == (end - start) // M15
+
+
+# ---- the stored cme_gold sessions ---------------------------------------------------------------
+
+
+def test_the_stored_cme_sessions_are_what_the_library_and_the_overrides_build_now(tmp_path):
+    """cme_gold_sessions.npz stands in for pandas_market_calendars in the years it holds: it must say
+    what the library and calendar_overrides say, year by year, or the checks would judge on stale hours."""
+    stored = stored_cme_years()
+    assert sorted(stored) == list(range(CME_TABLE_YEARS[0], CME_TABLE_YEARS[1] + 1))
+    built = CmeGoldCalendar().library_years(*CME_TABLE_YEARS)
+    stale = [
+        year
+        for year in stored
+        if not (np.array_equal(stored[year][0], built[year][0]) and np.array_equal(stored[year][1], built[year][1]))
+    ]
+    assert not stale, (
+        f"xau_pipeline/cme_gold_sessions.npz disagrees with pandas_market_calendars + calendar_overrides.py "
+        f"for {stale}: run `make calendar-table` and commit the file"
+    )
+    # The file written back is read back the same.
+    write_cme_table(tmp_path / "table.npz", (2024, 2025))
+    again = stored_cme_years(tmp_path / "table.npz")
+    assert sorted(again) == [2024, 2025] and all(np.array_equal(again[y][0], stored[y][0]) for y in again)
+
+
+def test_a_stored_year_is_read_without_pandas_and_a_later_one_is_built_by_the_library():
+    script = (
+        "import sys\n"
+        "from datetime import UTC, datetime\n"
+        "from xau_pipeline.trading_calendar import calendar\n"
+        "cme = calendar('cme_gold')\n"
+        "stored = cme.sessions(datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))\n"
+        "print(len(stored), 'pandas' in sys.modules)\n"
+        "later = cme.sessions(datetime(2040, 1, 1, tzinfo=UTC), datetime(2041, 1, 1, tzinfo=UTC))\n"
+        "print(len(later), 'pandas_market_calendars' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) > 240 and out[1] == "False"
+    assert int(out[2]) > 240 and out[3] == "True"
+
+
+@pytest.mark.parametrize(
+    ("slot", "phase"), [(H1, timedelta(0)), (H4, timedelta(0)), (H4, timedelta(hours=1)), (D1, timedelta(0))]
+)
+@pytest.mark.parametrize("name", CALENDAR_NAMES)
+def test_expected_per_slot_counts_the_expected_bars_of_each_coarser_slot(name, slot, phase):
+    """Around Christmas and New Year (holidays, early closes, a weekend): each coarser slot's count is
+    the number of expected M15 slots whose open lies in it."""
+    cal = calendar(name)
+    start, end = utc(2024, 12, 20, 3), utc(2025, 1, 6, 5)
+    by_hand: dict[datetime, int] = {}
+    for m15 in cal.expected_slots(start, end, M15):
+        held = m15 - (m15 - utc(1970, 1, 1) - phase) % slot
+        by_hand[held] = by_hand.get(held, 0) + 1
+    assert cal.count_expected_per_slot(start, end, M15, slot, phase) == by_hand
+    saturday = cal.count_expected_per_slot(utc(2025, 1, 4), utc(2025, 1, 5), M15, slot, phase)
+    assert sum(saturday.values()) == (96 if name == "24x7" else 0)
