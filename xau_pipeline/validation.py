@@ -120,7 +120,7 @@ def screen(parsed: list[tuple[Bar, Any]], grids: Sequence[Grid] | None) -> tuple
     repeats = 0
     for open_time in sorted(by_time):
         items = by_time[open_time]
-        if len({_values(b) for b, _ in items}) > 1:
+        if len(items) > 1 and len({_values(b) for b, _ in items}) > 1:
             rejected.extend(Rejected(raw_text(value), open_time, CONFLICT) for _, value in items)
             continue
         repeats += len(items) - 1
