@@ -58,7 +58,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dagster as dg
 import sqlalchemy as sa
 import yaml
-from twin import reconstructable
+from twin import capture as twin_capture
+from twin import read_replay, reconstructable
 
 from xau_pipeline.checks import CandleChecks, check_names
 from xau_pipeline.ingest import ingest
@@ -87,9 +88,12 @@ def instance_yaml(storage: str = "pooled") -> str:
     return yaml.safe_dump(config)
 
 
-def timed_run(stack: ExitStack, job, first: str, last: str, storage: str = "pooled") -> tuple[float, int, int]:
+def timed_run(
+    stack: ExitStack, job, first: str, last: str, storage: str = "pooled", capture: Path | None = None
+) -> tuple[float, int, int]:
     """(wall seconds, events stored, steps) of one ranged run on a fresh PostgreSQL-backed instance
-    (`storage`: see `instance_yaml`)."""
+    (`storage`: see `instance_yaml`); with `capture`, what the run recorded is written there for the
+    replay twin (untimed)."""
     url = stack.enter_context(temporary_database(SERVER, "xau_bench_dagster"))
     home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xau_bench_home_")))
     (home / "dagster.yaml").write_text(instance_yaml(storage))
@@ -102,6 +106,8 @@ def timed_run(stack: ExitStack, job, first: str, last: str, storage: str = "pool
             assert result.success, [e.message for e in result.all_events if e.is_failure]
             steps = len({e.step_key for e in result.all_events if e.step_key})
         events = len(instance.all_logs(result.run_id))
+        if capture is not None:
+            twin_capture(instance, result.run_id, capture)
     return wall, events, steps
 
 
@@ -177,8 +183,8 @@ def main() -> None:
     five_first = (date.fromisoformat(last) - timedelta(days=4)).isoformat()
     rows: list[tuple[str, str, float, int, int]] = []
 
-    def measure(label: str, span: str, job, first_key: str, last_key: str) -> None:
-        wall, events, steps = timed_run(stack, job, first_key, last_key, storage)
+    def measure(label: str, span: str, job, first_key: str, last_key: str, capture: Path | None = None) -> None:
+        wall, events, steps = timed_run(stack, job, first_key, last_key, storage, capture)
         print(f"[run_shape] {label}, {span}: {wall:.1f} s, {events} events, {steps} steps", file=sys.stderr, flush=True)
         rows.append((label, span, wall, events, steps))
 
@@ -192,7 +198,11 @@ def main() -> None:
             prefill = timed_run(stack, real, five_first, last, storage)
             print(f"(real job fetched the 5 days first: {prefill[0]:.1f} s)")
         else:
-            measure("real", "1 year", real, first, last)
+            replay = None
+            if args.per_partition_twin:
+                replay = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xau_bench_replay_"))) / "year"
+                os.environ["XAU_BENCH_REPLAY"] = str(replay)
+            measure("real", "1 year", real, first, last, replay)
         with sa.create_engine(candles_url).connect() as connection:
             stored = connection.execute(sa.text("SELECT count(*) FROM candles")).scalar()
         twins = ("old", "new") if args.twin == "both" else (args.twin,)
@@ -215,12 +225,15 @@ def main() -> None:
             job = reconstructable("twin_job", "new", first, True)
             if not args.days_only:
                 measure("twin new+pp", "1 year", job, first, last)
+                read_replay(str(replay))
+                measure("twin replay", "1 year", reconstructable("twin_job", "replay", first), first, last)
             measure("twin new+pp", "5 days no-op", job, five_first, last)
         own = own_work(stack, first, last) if args.per_partition_twin and not args.days_only else None
 
     print(f"\nRun shape, all four XAU/USD assets with their checks, {args.year}; {stored} candles stored")
     if args.per_partition_twin:
         print("twin new+pp: the new twin logging one check evaluation per check and partition")
+        print("twin replay: the new twin recording what the real year recorded (log lines, metadata), no work")
     print(f"{'job':<14}{'range':<15}{'wall s':>8}{'events':>8}{'steps':>7}{'real/this':>11}")
     real_times = {span: wall for job, span, wall, _, _ in rows if job == "real"}
     for job, span, wall, events, steps in rows:
@@ -239,6 +252,12 @@ def main() -> None:
             f"the project's own work of the year without Dagster: {sum(own):.1f} s ({own[0]:.1f} s fetching and "
             f"storing, {own[1]:.1f} s judging); real/twin new+pp cannot be under "
             f"{(twin_wall + sum(own)) / twin_wall:.2f}x (twin + own work; real: {real_times['1 year'] / twin_wall:.2f}x)"
+        )
+        replayed = next(wall for job, span, wall, _, _ in rows if job == "twin replay" and span == "1 year")
+        print(
+            f"twin replay (the real run's own events and payloads, no work): {replayed:.1f} s; real/twin replay "
+            f"cannot be under {(replayed + sum(own)) / replayed:.2f}x (real: {real_times['1 year'] / replayed:.2f}x); "
+            f"what the real run's payloads add to twin new+pp: {replayed - twin_wall:.1f} s"
         )
 
 

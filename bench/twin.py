@@ -8,20 +8,29 @@ The twin has the same asset keys, daily partitions from the same start, the same
 - `new`: one `@multi_asset` per series with its checks as `check_specs` (4 steps), in-process,
   as `xau_pipeline.definitions` builds the real ones now. With `per_partition` it also logs, in a
   ranged run, one evaluation per partitioned check and day with bars (every day but Saturday),
-  targeting that day's materialization and logged as one batch, as the real assets do.
+  targeting that day's materialization and logged as one batch, as the real assets do;
+- `replay`: the `new` shape recording what a real run of the same range recorded, read from the file
+  `XAU_BENCH_REPLAY` names (`capture` writes it): each step's log lines, each day's materialization
+  metadata, each day's check evaluation (verdict, metadata, description, targeting that day's
+  materialization, one batch) and each range result, with the same payloads, and nothing else
+  (no fetch, store or judgement).
 
 Jobs are rebuilt in each process from these functions (`dg.build_reconstructable_job`), so the
 multiprocess executor's step processes can load them.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
+import functools
 import os
+import pickle
 import warnings
+from collections import defaultdict
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 
-from xau_pipeline.check_target import day_evaluation, log_day_evaluations
+from xau_pipeline.check_target import day_evaluation, latest_materializations, log_day_evaluations
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -101,14 +110,82 @@ def _new_series(name: str, partitions: dg.DailyPartitionsDefinition, per_partiti
     return candles
 
 
-def _new_shape(partitions: dg.DailyPartitionsDefinition, per_partition: bool) -> dg.Definitions:
-    assets = [_new_series(name, partitions, per_partition) for name in SERIES]
+def capture(instance: dg.DagsterInstance, run_id: str, path: Path) -> None:
+    """Write what run `run_id` recorded, per asset, for the `replay` twin: its step's log lines,
+    materialization metadata per partition, and check evaluations (per partition, or the range's)."""
+    recorded: dict = defaultdict(lambda: {"logs": [], "materializations": {}, "evaluations": []})
+    for entry in instance.all_logs(run_id):
+        if not entry.step_key:
+            continue
+        step = recorded[entry.step_key]
+        if not entry.is_dagster_event:
+            step["logs"].append((entry.level, entry.user_message))
+            continue
+        materialization, data = entry.asset_materialization, entry.get_dagster_event().event_specific_data
+        if materialization is not None:
+            step["materializations"][materialization.partition] = dict(materialization.metadata)
+        elif isinstance(data, dg.AssetCheckEvaluation):
+            fields = (data.check_name, data.partition, data.passed, data.severity, data.metadata, data.description)
+            step["evaluations"].append(fields)
+    path.write_bytes(pickle.dumps(dict(recorded)))
+
+
+@functools.cache
+def read_replay(path: str) -> dict:
+    """What `capture` wrote to `path`, read once per process (run_shape.py reads it before timing)."""
+    return pickle.loads(Path(path).read_bytes())
+
+
+def _replayed_series(name: str, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    key = dg.AssetKey(["xauusd", name])
+
+    @dg.multi_asset(
+        name=f"xauusd__{name}",
+        specs=[dg.AssetSpec(key)],
+        check_specs=[
+            dg.AssetCheckSpec(n, asset=key, partitions_def=None if n == "fresh" else partitions) for n in _checks(name)
+        ],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool="twelvedata",
+        can_subset=True,
+    )
+    def candles(context: dg.AssetExecutionContext):
+        recorded = read_replay(os.environ["XAU_BENCH_REPLAY"])[context.get_step_execution_context().step.key]
+        for level, message in recorded["logs"]:
+            context.log.log(level, message)
+        for partition, metadata in recorded["materializations"].items():
+            context.add_asset_metadata(metadata, asset_key=key, partition_key=partition)
+        yield dg.MaterializeResult(asset_key=key)
+        by_day = [e for e in recorded["evaluations"] if e[1] is not None]
+        targets = latest_materializations(context.instance, key, sorted({e[1] for e in by_day}))
+        log_day_evaluations(
+            context,
+            [
+                day_evaluation(key, check, day, passed, severity, targets.get(day), metadata, description)
+                for check, day, passed, severity, metadata, description in by_day
+            ],
+        )
+        for check, day, passed, severity, metadata, description in recorded["evaluations"]:
+            if day is None:
+                yield dg.AssetCheckResult(
+                    check_name=check, passed=passed, severity=severity, metadata=metadata, description=description
+                )
+
+    return candles
+
+
+def _new_shape(partitions: dg.DailyPartitionsDefinition, per_partition: bool, replay: bool = False) -> dg.Definitions:
+    assets = [
+        _replayed_series(name, partitions) if replay else _new_series(name, partitions, per_partition)
+        for name in SERIES
+    ]
     return dg.Definitions(assets=assets, executor=dg.in_process_executor)
 
 
 def twin_job(shape: str, start: str, per_partition: bool = False, only: str | None = None) -> dg.JobDefinition:
     partitions = dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=1)
-    defs = _old_shape(partitions) if shape == "old" else _new_shape(partitions, per_partition)
+    defs = _old_shape(partitions) if shape == "old" else _new_shape(partitions, per_partition, shape == "replay")
     return _one_job(defs, only)
 
 
