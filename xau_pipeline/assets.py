@@ -24,6 +24,7 @@ from xau_pipeline.checks import (
     check_specs,
 )
 from xau_pipeline.credit_budget import CreditBudgetExhausted
+from xau_pipeline.heap import long_lived_heap_frozen
 from xau_pipeline.ingest import IngestReport, ingest
 from xau_pipeline.markdown import markdown_table
 from xau_pipeline.partitions import CATCH_UP_CREDITS_TAG, CATCH_UP_TAG
@@ -496,30 +497,32 @@ def build_candle_asset(
         twelvedata: TwelveDataResource,
         candle_store: CandleStoreResource,
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckResult]:
-        try:
-            store = candle_store.store()
-        except (StoreUnavailableError, SchemaNotCurrentError) as exc:
-            raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from None
-        report = (
-            _ingest(context, config, twelvedata, store, symbol, timeframe, partitions_def.start)
-            if key in context.selected_asset_keys
-            else None
-        )
-        keys = context.partition_keys
-        if report is not None and report.error is not None:
-            # Stopped early (the credit budget): only the days fetched wholly are judged; the others were
-            # not fetched yet, which is no gap.
-            keys = fully_fetched_partitions(store, report, partitions_def, keys)
-        if report is not None and CATCH_UP_TAG in context.run.tags and len(keys) > 1:
-            # A catch-up run's range is set by the series furthest behind: for this one it may re-cover
-            # days an earlier run already stored and judged. Each day's evaluation is a write of its own,
-            # so only the days not materialized before, or that this run fetched bars for, are judged.
-            keys = days_to_judge(context.instance.get_materialized_partitions(key), report, partitions_def, keys)
-        checks = CandleChecks(store, symbol, timeframe, partitions_def, utc_now(), max_jump, m15_tolerance, keys)
-        verdicts = judge_run(context, checks, keys)
-        materialized: list[str] = []
-        if report is not None:
-            yield from _materialization(context, store, report, key, partitions_def, verdicts, materialized)
-        yield from check_results(context, key, verdicts, materialized)
+        # The run worker's long-lived heap is left out of garbage collections meanwhile (xau_pipeline.heap).
+        with long_lived_heap_frozen():
+            try:
+                store = candle_store.store()
+            except (StoreUnavailableError, SchemaNotCurrentError) as exc:
+                raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from None
+            report = (
+                _ingest(context, config, twelvedata, store, symbol, timeframe, partitions_def.start)
+                if key in context.selected_asset_keys
+                else None
+            )
+            keys = context.partition_keys
+            if report is not None and report.error is not None:
+                # Stopped early (the credit budget): only the days fetched wholly are judged; the others were
+                # not fetched yet, which is no gap.
+                keys = fully_fetched_partitions(store, report, partitions_def, keys)
+            if report is not None and CATCH_UP_TAG in context.run.tags and len(keys) > 1:
+                # A catch-up run's range is set by the series furthest behind: for this one it may re-cover
+                # days an earlier run already stored and judged. Each day's evaluation is a write of its own,
+                # so only the days not materialized before, or that this run fetched bars for, are judged.
+                keys = days_to_judge(context.instance.get_materialized_partitions(key), report, partitions_def, keys)
+            checks = CandleChecks(store, symbol, timeframe, partitions_def, utc_now(), max_jump, m15_tolerance, keys)
+            verdicts = judge_run(context, checks, keys)
+            materialized: list[str] = []
+            if report is not None:
+                yield from _materialization(context, store, report, key, partitions_def, verdicts, materialized)
+            yield from check_results(context, key, verdicts, materialized)
 
     return candles

@@ -1,11 +1,13 @@
 """The candle assets end to end: Dagster runs against the stand-in and a real PostgreSQL."""
 
+import gc
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from xau_pipeline import assets as assets_module
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
@@ -133,6 +135,21 @@ def test_a_single_partition_run_shows_the_run_on_its_day(instance, resources, st
     rows = stored_rows(store, "H1")
     assert metadata["dagster/row_count"].value == metadata["rows_inserted"].value == len(rows) > 0
     assert metadata["api_calls"].value == 1 and "| 1 | ok: " in metadata["api_call_ledger"].value
+
+
+def test_the_step_judges_with_the_long_lived_heap_frozen_and_hands_it_back(instance, resources, monkeypatch):
+    frozen_while_judging = []
+    judge_run = assets_module.judge_run
+
+    def judging(*args, **kwargs):
+        frozen_while_judging.append(gc.get_freeze_count())
+        return judge_run(*args, **kwargs)
+
+    monkeypatch.setattr(assets_module, "judge_run", judging)
+    result = dg.materialize([ASSETS["D1"]], instance=instance, resources=resources, partition_key="2024-02-07")
+    assert result.success
+    assert len(frozen_while_judging) == 1 and frozen_while_judging[0] > 0
+    assert gc.get_freeze_count() == 0
 
 
 def test_forced_refetch_updates_a_revised_bar(instance, resources, stand_in, store):
