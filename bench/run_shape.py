@@ -286,6 +286,13 @@ def main() -> None:
             f"= {(replayed + sum(own)) / replayed:.2f}x twin replay (real: {real_times['1 year'] / replayed:.2f}x); "
             f"what the real run's payloads add to twin new+pp: {replayed - twin_wall:.1f} s"
         )
+        for twin in ("twin new+pp", "twin replay"):
+            # Each round's real run and twins ran back to back, under about the same load.
+            rounds = sorted(r / t for r, t in zip(walls["real", "1 year"], walls[twin, "1 year"]))
+            print(
+                f"real / {twin}, round by round: {', '.join(f'{x:.2f}' for x in rounds)}; "
+                f"median {statistics.median(rounds):.2f}x (goal <= 1.5x)"
+            )
 
 
 def empty_candle_tables(candles_url: str) -> None:

@@ -6,7 +6,8 @@ The twin has the same asset keys, daily partitions from the same start, the same
 - `old`: what the project had before issue #12, four `@asset`s and fifteen separate partitioned
   `@asset_check`s (19 steps), on Dagster's default (multiprocess) executor;
 - `new`: one `@multi_asset` per series with its checks as `check_specs` (4 steps), in-process,
-  as `xau_pipeline.definitions` builds the real ones now. With `per_partition` it also logs, in a
+  each step with the run worker's heap frozen (`xau_pipeline.heap`), as `xau_pipeline.definitions`
+  builds the real ones now. With `per_partition` it also logs, in a
   ranged run, one evaluation per partitioned check and day with bars (every day but Saturday),
   targeting that day's materialization and logged as one batch, as the real assets do;
 - `replay`: the `new` shape recording what a real run of the same range recorded, read from the file
@@ -31,6 +32,7 @@ from pathlib import Path
 import dagster as dg
 
 from xau_pipeline.check_target import day_evaluation, latest_materializations, log_day_evaluations
+from xau_pipeline.heap import long_lived_heap_frozen
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -69,6 +71,17 @@ def _old_shape(partitions: dg.DailyPartitionsDefinition) -> dg.Definitions:
     return dg.Definitions(assets=assets, asset_checks=checks)
 
 
+def _heap_frozen(step):
+    """The real candle step's garbage-collection handling (xau_pipeline.heap) around a twin's step."""
+
+    @functools.wraps(step)
+    def frozen(context: dg.AssetExecutionContext):
+        with long_lived_heap_frozen():
+            yield from step(context)
+
+    return frozen
+
+
 def _new_series(name: str, partitions: dg.DailyPartitionsDefinition, per_partition: bool) -> dg.AssetsDefinition:
     key = dg.AssetKey(["xauusd", name])
 
@@ -84,6 +97,7 @@ def _new_series(name: str, partitions: dg.DailyPartitionsDefinition, per_partiti
         pool="twelvedata",
         can_subset=True,
     )
+    @_heap_frozen
     def candles(context: dg.AssetExecutionContext):
         checks = sorted(check_key.name for check_key in context.selected_asset_check_keys)
         if key in context.selected_asset_keys:
@@ -150,6 +164,7 @@ def _replayed_series(name: str, partitions: dg.DailyPartitionsDefinition) -> dg.
         pool="twelvedata",
         can_subset=True,
     )
+    @_heap_frozen
     def candles(context: dg.AssetExecutionContext):
         recorded = read_replay(os.environ["XAU_BENCH_REPLAY"])[context.get_step_execution_context().step.key]
         for level, message in recorded["logs"]:
