@@ -71,18 +71,9 @@ def _old_shape(partitions: dg.DailyPartitionsDefinition) -> dg.Definitions:
     return dg.Definitions(assets=assets, asset_checks=checks)
 
 
-def _heap_frozen(step):
-    """The real candle step's garbage-collection handling (xau_pipeline.heap) around a twin's step."""
-
-    @functools.wraps(step)
-    def frozen(context: dg.AssetExecutionContext):
-        with long_lived_heap_frozen():
-            yield from step(context)
-
-    return frozen
-
-
-def _new_series(name: str, partitions: dg.DailyPartitionsDefinition, per_partition: bool) -> dg.AssetsDefinition:
+def _series(name: str, partitions: dg.DailyPartitionsDefinition, step) -> dg.AssetsDefinition:
+    """One series' twin, shaped as the real asset (keys, checks, partitions, backfill policy, pool),
+    running `step(context, key)` with the heap frozen as the real step does (xau_pipeline.heap)."""
     key = dg.AssetKey(["xauusd", name])
 
     @dg.multi_asset(
@@ -97,31 +88,35 @@ def _new_series(name: str, partitions: dg.DailyPartitionsDefinition, per_partiti
         pool="twelvedata",
         can_subset=True,
     )
-    @_heap_frozen
     def candles(context: dg.AssetExecutionContext):
-        checks = sorted(check_key.name for check_key in context.selected_asset_check_keys)
-        if key in context.selected_asset_keys:
-            yield dg.MaterializeResult(asset_key=key)
-        if context.has_partition_key or not per_partition:
-            for check_name in checks:
-                yield dg.AssetCheckResult(passed=True, check_name=check_name)
-            return
-        days = [p for p in context.partition_keys if date.fromisoformat(p).weekday() != SATURDAY]
-        stored = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=days), len(days)
-        )
-        targets = {record.partition_key: record for record in stored.records}
-        log_day_evaluations(
-            context,
-            [
-                day_evaluation(key, check_name, day, True, dg.AssetCheckSeverity.WARN, targets.get(day))
-                for check_name in checks
-                if check_name != "fresh"
-                for day in days
-            ],
-        )
+        with long_lived_heap_frozen():
+            yield from step(context, key)
 
     return candles
+
+
+def _new_step(context: dg.AssetExecutionContext, key: dg.AssetKey, per_partition: bool):
+    checks = sorted(check_key.name for check_key in context.selected_asset_check_keys)
+    if key in context.selected_asset_keys:
+        yield dg.MaterializeResult(asset_key=key)
+    if context.has_partition_key or not per_partition:
+        for check_name in checks:
+            yield dg.AssetCheckResult(passed=True, check_name=check_name)
+        return
+    days = [p for p in context.partition_keys if date.fromisoformat(p).weekday() != SATURDAY]
+    stored = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=days), len(days)
+    )
+    targets = {record.partition_key: record for record in stored.records}
+    log_day_evaluations(
+        context,
+        [
+            day_evaluation(key, check_name, day, True, dg.AssetCheckSeverity.WARN, targets.get(day))
+            for check_name in checks
+            if check_name != "fresh"
+            for day in days
+        ],
+    )
 
 
 def capture(instance: dg.DagsterInstance, run_id: str, path: Path) -> None:
@@ -150,51 +145,32 @@ def read_replay(path: str) -> dict:
     return pickle.loads(Path(path).read_bytes())
 
 
-def _replayed_series(name: str, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
-    key = dg.AssetKey(["xauusd", name])
-
-    @dg.multi_asset(
-        name=f"xauusd__{name}",
-        specs=[dg.AssetSpec(key)],
-        check_specs=[
-            dg.AssetCheckSpec(n, asset=key, partitions_def=None if n == "fresh" else partitions) for n in _checks(name)
+def _replay_step(context: dg.AssetExecutionContext, key: dg.AssetKey):
+    recorded = read_replay(os.environ["XAU_BENCH_REPLAY"])[context.get_step_execution_context().step.key]
+    for level, message in recorded["logs"]:
+        context.log.log(level, message)
+    for partition, metadata in recorded["materializations"].items():
+        context.add_asset_metadata(metadata, asset_key=key, partition_key=partition)
+    yield dg.MaterializeResult(asset_key=key)
+    by_day = [e for e in recorded["evaluations"] if e[1] is not None]
+    targets = latest_materializations(context.instance, key, sorted({e[1] for e in by_day}))
+    log_day_evaluations(
+        context,
+        [
+            day_evaluation(key, check, day, passed, severity, targets.get(day), metadata, description)
+            for check, day, passed, severity, metadata, description in by_day
         ],
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool="twelvedata",
-        can_subset=True,
     )
-    @_heap_frozen
-    def candles(context: dg.AssetExecutionContext):
-        recorded = read_replay(os.environ["XAU_BENCH_REPLAY"])[context.get_step_execution_context().step.key]
-        for level, message in recorded["logs"]:
-            context.log.log(level, message)
-        for partition, metadata in recorded["materializations"].items():
-            context.add_asset_metadata(metadata, asset_key=key, partition_key=partition)
-        yield dg.MaterializeResult(asset_key=key)
-        by_day = [e for e in recorded["evaluations"] if e[1] is not None]
-        targets = latest_materializations(context.instance, key, sorted({e[1] for e in by_day}))
-        log_day_evaluations(
-            context,
-            [
-                day_evaluation(key, check, day, passed, severity, targets.get(day), metadata, description)
-                for check, day, passed, severity, metadata, description in by_day
-            ],
-        )
-        for check, day, passed, severity, metadata, description in recorded["evaluations"]:
-            if day is None:
-                yield dg.AssetCheckResult(
-                    check_name=check, passed=passed, severity=severity, metadata=metadata, description=description
-                )
-
-    return candles
+    for check, day, passed, severity, metadata, description in recorded["evaluations"]:
+        if day is None:
+            yield dg.AssetCheckResult(
+                check_name=check, passed=passed, severity=severity, metadata=metadata, description=description
+            )
 
 
 def _new_shape(partitions: dg.DailyPartitionsDefinition, per_partition: bool, replay: bool = False) -> dg.Definitions:
-    assets = [
-        _replayed_series(name, partitions) if replay else _new_series(name, partitions, per_partition)
-        for name in SERIES
-    ]
+    step = _replay_step if replay else functools.partial(_new_step, per_partition=per_partition)
+    assets = [_series(name, partitions, step) for name in SERIES]
     return dg.Definitions(assets=assets, executor=dg.in_process_executor)
 
 
