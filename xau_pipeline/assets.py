@@ -28,6 +28,7 @@ from xau_pipeline.heap import long_lived_heap_frozen
 from xau_pipeline.ingest import IngestReport, ingest
 from xau_pipeline.markdown import markdown_table
 from xau_pipeline.partitions import CATCH_UP_CREDITS_TAG, CATCH_UP_TAG
+from xau_pipeline.publication import LIVE_TAG
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore, DaySummary, SchemaNotCurrentError, StoreUnavailableError
@@ -55,11 +56,11 @@ def _newest_bars_table(store: CandleStore, report: IngestReport) -> str:
 
 
 def kind_of_work(tags: Mapping[str, str]) -> str:
-    """Which share of the credit budget a run draws on: schedule ticks, repair sensor runs, or backfill
-    (the UI's backfills and the history catch-up)."""
+    """Which share of the credit budget a run draws on: schedule ticks and the publication sensor's
+    runs (live work), repair sensor runs, or backfill (the UI's backfills and the history catch-up)."""
     if CATCH_UP_TAG in tags:
         return "backfill"
-    if "dagster/schedule_name" in tags:
+    if "dagster/schedule_name" in tags or LIVE_TAG in tags:
         return "schedule"
     if "dagster/sensor_name" in tags:
         return "repair"

@@ -26,13 +26,14 @@ class Bar:
 
 @dataclass
 class FetchedWindow:
-    """A window we asked for, and the time as of which its answer is final: bars that had
-    closed by `fetched_at` (the request's time, less the client's close margin) are final."""
+    """A window we asked for and when its answer came. Bars opening in [start, closed_until) are
+    settled: final, or absent for good (None: those that had closed by `fetched_at`)."""
 
     start: datetime
     end: datetime
     fetched_at: datetime
     bars: int
+    closed_until: datetime | None = None
 
 
 def subtract(window: Interval, covered: list[Interval]) -> list[Interval]:

@@ -15,19 +15,25 @@ from typing import Any
 
 import dagster as dg
 
+from xau_pipeline.freshness import NOTHING_EXPECTED, freshness
 from xau_pipeline.grid import DayCover, Grid
 from xau_pipeline.markdown import ROWS_SHOWN, markdown_table
 from xau_pipeline.store.candle_store import CandleStore, utc_day
-from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, Gap, GapReport
+from xau_pipeline.store.gaps import (
+    GRID_MISMATCH,
+    NEVER_FETCHED,
+    NOT_PUBLISHED,
+    PROVIDER_EMPTY,
+    Gap,
+    GapReport,
+    closed_horizon,
+)
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.utc import utc_label
 
 M15 = TIMEFRAMES_BY_NAME["M15"]
-# A bar closed less than this long ago may simply not have been fetched yet (schedules run
-# one minute after the close).
-FRESH_GRACE = timedelta(minutes=10)
 # Quarantined bars read at most per ranged check run (they are rare: a hostile or broken feed).
 QUARANTINE_READ_LIMIT = 100_000
 DEFAULT_MAX_JUMP = Decimal("0.05")
@@ -165,13 +171,13 @@ class CandleChecks:
 
     def _gap_report(self, key: str) -> GapReport:
         start, end = self.window(key)
-        end = min(end, self.now)
+        end = min(end, closed_horizon(self.grid, self.now))
         if self._range is None:
             return self.store.gaps(self.symbol.name, self.timeframe, self.policy, start, end, self.now, grid=self.grid)
 
         def read() -> dict[str, list[Gap]]:
             assert self._range is not None
-            first, last = self._range[0], min(self._range[1], self.now)
+            first, last = self._range[0], min(self._range[1], closed_horizon(self.grid, self.now))
             by_day: dict[str, list[Gap]] = defaultdict(list)
             if first < last:
                 report = self.store.gaps(
@@ -206,7 +212,7 @@ class CandleChecks:
         if report.expected == 0 and report.stored == 0:
             return None  # no bar expected (a weekend, a holiday) and none stored: nothing to judge
         real = report.real_gaps
-        closed_gaps = len(real) - report.count(NOT_CLOSED)
+        closed_gaps = len(real) - report.count(NOT_PUBLISHED)
         grid_line = {"grid_mismatch": report.mismatch.line} if report.mismatch else {}
         return Verdict(
             closed_gaps == 0 and report.mismatch is None,
@@ -217,7 +223,7 @@ class CandleChecks:
                 "missing": report.missing,
                 NEVER_FETCHED: report.count(NEVER_FETCHED),
                 PROVIDER_EMPTY: report.count(PROVIDER_EMPTY),
-                NOT_CLOSED: report.count(NOT_CLOSED),
+                NOT_PUBLISHED: report.count(NOT_PUBLISHED),
                 "off_session_bars": report.off_session,
                 "bar_grid": self.grid.describe(),
                 "calendar": self.policy.name,
@@ -286,29 +292,20 @@ class CandleChecks:
     def fresh(self, key: str) -> Verdict | None:
         if key != self.newest_key:
             return None  # only today's partition can tell whether the series is fresh
-        now, bar = self.now, self.timeframe.bar
-        lookback = now - timedelta(days=10)
-        grid = self.grid
-        closed = [
-            s
-            for s in self.policy.expected_slots(lookback, now, bar, grid=grid)
-            if grid.slot_of(s)[1] <= now - FRESH_GRACE
-        ]
         newest = self.store.newest_open(self.symbol.name, self.timeframe)
-        age = (now - grid.slot_of(newest)[1]) if newest else None
+        state = freshness(self.policy, self.grid, newest, self.now)
         metadata = {
-            "newest_expected_closed_bar": utc_label(closed[-1] if closed else None),
+            "state": state.state,
+            "newest_expected_closed_bar": utc_label(state.newest_expected),
             "newest_stored_bar": utc_label(newest),
-            "age_minutes": round(age.total_seconds() / 60, 1) if age is not None else -1,
+            "next_bar_due": utc_label(state.next_due),
+            "age_minutes": round(state.age.total_seconds() / 60, 1) if state.age is not None else -1,
         }
-        if not closed:
+        if state.state == NOTHING_EXPECTED:
             return Verdict(
                 False, metadata, f"{NOT_JUDGED}: the calendar expects no closed bar in the last 10 days", unjudged=True
             )
-        report = self.store.gaps(
-            self.symbol.name, self.timeframe, self.policy, closed[-1], grid.slot_of(closed[-1])[1], now, grid=grid
-        )
-        return Verdict(report.missing == 0, metadata)
+        return Verdict(state.ok, metadata, state.line)
 
     def _day_cover(self, start: datetime, end: datetime) -> DayCover | None:
         """For D1: the day each bar holds, read off the H1 bars around [start, end)."""

@@ -28,7 +28,7 @@ from xau_pipeline.redact import one_line, url_password
 from xau_pipeline.settings import BUDGET_VARIABLES, Settings, SettingsError
 from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.store.database import safe_url
-from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY
+from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY
 from xau_pipeline.store.migrate import alembic_config, current_revision, head_revision
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import Timeframe, timeframe
@@ -164,7 +164,7 @@ def _gaps(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     report = store.gaps(symbol, tf, calendar(calendar_name), start, end, now)
     phase_minutes = int(report.phase.total_seconds()) // 60
-    shown = (NEVER_FETCHED, PROVIDER_EMPTY, NOT_CLOSED) + ((GRID_MISMATCH,) if report.count(GRID_MISMATCH) else ())
+    shown = (NEVER_FETCHED, PROVIDER_EMPTY, NOT_PUBLISHED) + ((GRID_MISMATCH,) if report.count(GRID_MISMATCH) else ())
     reasons = ", ".join(f"{reason} {report.count(reason)}" for reason in shown)
     print(f"{symbol} {tf.name} from {iso_utc(start)} to {iso_utc(end)} (calendar {calendar_name})")
     print(f"expected:    {report.expected}")

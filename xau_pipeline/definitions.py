@@ -14,6 +14,7 @@ import dagster as dg
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.catch_up import build_catch_up_sensor
 from xau_pipeline.partitions import daily_partitions
+from xau_pipeline.publication_sensor import build_publication_sensor
 from xau_pipeline.repair import build_repair_sensor
 from xau_pipeline.resources import default_resources
 from xau_pipeline.schedules import build_candle_schedule
@@ -27,7 +28,8 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Four assets per configured symbol (one per timeframe) with their checks; per timeframe one
-    schedule and one repair sensor over every symbol's asset; one history catch-up sensor per symbol."""
+    schedule, one publication sensor and one repair sensor over every symbol's asset; one history
+    catch-up sensor per symbol."""
     partitions = daily_partitions(settings.history_start)
     by_timeframe = {
         tf: {symbol: build_candle_asset(symbol, tf, partitions, settings) for symbol in settings.symbols}
@@ -35,6 +37,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     }
     schedules = [build_candle_schedule(tf, assets, partitions) for tf, assets in by_timeframe.items()]
     sensors = [build_repair_sensor(tf, assets, partitions) for tf, assets in by_timeframe.items()]
+    sensors += [build_publication_sensor(tf, assets, partitions) for tf, assets in by_timeframe.items()]
     sensors += [
         build_catch_up_sensor(
             symbol, [by_timeframe[tf][symbol] for tf in TIMEFRAMES], partitions, running=settings.catch_up

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from xau_pipeline.bars import FetchedWindow, Interval
 from xau_pipeline.grid import Grid, new_york_close_grid, utc_grid
+from xau_pipeline.publication import covered_until, final_before
 from xau_pipeline.store.candle_store import CandleStore, WindowClaim
 from xau_pipeline.store.upsert import UpsertCounts
 from xau_pipeline.symbols import Symbol
@@ -43,6 +44,8 @@ class IngestReport:
     calls: int = 0
     credits: int = 0
     forming_dropped: int = 0
+    # Closed bars stored before their publication could be trusted (candles.final false).
+    provisional: int = 0
     quarantined: int = 0
     # The first few quarantined bars (the rest are in `candle_quarantine`): memory stays bounded.
     quarantine_samples: list[Rejected] = field(default_factory=list)
@@ -161,6 +164,7 @@ def ingest(
         f"{symbol.name} {timeframe.name}: {report.counts.inserted} inserted, {report.counts.updated} updated, "
         f"{report.counts.unchanged} unchanged; {report.calls} API call(s), {report.credits} credit(s)"
         + (f"; {report.forming_dropped} still-forming bar(s) not stored" if report.forming_dropped else "")
+        + (f"; {report.provisional} bar(s) stored provisional, not yet final" if report.provisional else "")
         + (f"; {report.quarantined} quarantined" if report.quarantined else "")
     )
     return report
@@ -200,7 +204,8 @@ def _fetch_newest_missing(
         # The planner's slots are the calendar's, whatever is stored: its window ending at `ask_end`,
         # clipped to the missing span, is the window a run alone would ask for.
         ask_start = max(newest_start, planner.window_ending_at(ask_end)[0])
-        as_of = client.clock() - CLOSE_MARGIN
+        asked_at = client.clock()
+        as_of = asked_at - CLOSE_MARGIN
         calls_before, credits_before = client.calls, client.credits
         try:
             page = client.time_series(symbol.api_symbol, timeframe.interval, ask_start, ask_end, settle=False)
@@ -218,10 +223,16 @@ def _fetch_newest_missing(
             # that a rerun would pay for again.
             covered_start = max(ask_start, min(b.open_time for b, _ in in_window))
         closed = [b for b in good if b.open_time + bar <= as_of]
-        fetched = FetchedWindow(covered_start, covered_end, as_of, len(closed))
+        # Settled: the bars final by now, and the empty slots long enough after their close; bars
+        # received sooner are stored provisional and their slots asked for again (publication.py).
+        newest_end = closed[-1].open_time + bar if closed else None
+        settled = covered_until(asked_at, bar, (covered_start, covered_end), newest_end)
+        fetched = FetchedWindow(covered_start, covered_end, asked_at, len(closed), closed_until=settled)
         outcome = f"ok: {len(closed)} bars" + (f", {len(rejected)} quarantined" if rejected else "")
         settlement = (page.ticket, outcome, page.credits) if page.ticket is not None else None
-        counts = claim.store(closed, rejected, fetched, as_of + CLOSE_MARGIN, run_id, settlement)
+        final_until = final_before(asked_at, bar)
+        counts = claim.store(closed, rejected, fetched, asked_at, run_id, settlement, final_before=final_until)
+    report.provisional += sum(b.open_time >= final_until for b in closed)
     # Committed: only now does the window count as stored.
     report.forming_dropped += len(good) - len(closed)
     report.quarantined += len(rejected)

@@ -1,4 +1,7 @@
-"""Schedules one minute after each candle closes, requesting the partition that holds that candle.
+"""Schedules two minutes after each candle closes, requesting the partition that holds that candle.
+
+Two minutes (publication.SETTLE): Twelve Data publishes a bar 0.3 to 2 minutes after its close, so
+a bar asked for then is final in one call; a bar published later is the publication sensor's.
 
 One schedule per timeframe over every symbol: a tick asks for one run per closed bar, selecting the
 assets of all symbols whose bar closed then (with 50 symbols, 4 schedules and a handful of runs an
@@ -7,8 +10,8 @@ hour rather than 200 schedules and a run per symbol; see docs/architecture.md, "
 M15 and H1 bars close on fixed UTC minutes whatever the feed's grid, so their crons tick exactly
 then. Where H4 and D1 bars close depends on the series' grid (xau_pipeline.grid): 00/04/08... UTC
 on the UTC grid, 21:00 or 22:00 UTC for the 17:00 New York grid depending on DST. Their schedules
-therefore tick every hour at :01 and read the grid off the stored bars (`CandleStore.grid`, over the
-last GRID_LOOKBACK); a tick requests a run only when a bar of that grid closed one minute before.
+therefore tick every hour at :02 and read the grid off the stored bars (`CandleStore.grid`, over the
+last GRID_LOOKBACK); a tick requests a run only when a bar of that grid closed two minutes before.
 Ticks at which no bar closes are skipped with a reason (no API call, no run). A cron derived from
 the grid at definition time was the alternative: it would need the database when the code loads,
 could not follow a UTC cron through DST, and would go stale when the feed's grid is first learnt.
@@ -22,19 +25,21 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from xau_pipeline.grid import Grid
+from xau_pipeline.publication import SETTLE
 from xau_pipeline.resources import CandleStoreResource
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.trading_calendar import calendar
 
-ONE_MINUTE = timedelta(minutes=1)
+# The crons tick this long after a close (timeframes.py derives them from it).
+AFTER_CLOSE = SETTLE
 # How far back the schedules read the stored bars to know the grid: both DST seasons.
 GRID_LOOKBACK = timedelta(days=400)
 
 
 def closed_bar_open(tick: datetime, timeframe: Timeframe) -> datetime:
-    """The open of the UTC-grid bar that closed one minute before `tick` (the crons run at close + 1 min)."""
-    return tick.replace(second=0, microsecond=0) - ONE_MINUTE - timeframe.bar
+    """The open of the UTC-grid bar that closed AFTER_CLOSE before `tick` (the crons run then)."""
+    return tick.replace(second=0, microsecond=0) - AFTER_CLOSE - timeframe.bar
 
 
 def grid_follows_the_store(timeframe: Timeframe) -> bool:
@@ -49,14 +54,14 @@ def tick_request(
     partitions_def: dg.TimeWindowPartitionsDefinition,
     grid: Grid | None = None,
 ) -> dg.RunRequest | dg.SkipReason:
-    """The run for the bar that closed one minute before `tick`, or why there is none (market
+    """The run for the bar that closed AFTER_CLOSE before `tick`, or why there is none (market
     closed: no API call). With `grid`, the bar of that grid closing then, and a skip when none
     does (the hourly H4/D1 ticks); without, the bar opening `bar` earlier (the crons tick on its close)."""
     if grid is None:
         bar_open = closed_bar_open(tick, timeframe)
         close = bar_open + timeframe.bar
     else:
-        close = tick.replace(second=0, microsecond=0) - ONE_MINUTE
+        close = tick.replace(second=0, microsecond=0) - AFTER_CLOSE
         found = grid.slot_closing_at(close)
         if found is None:
             return dg.SkipReason(
@@ -85,7 +90,7 @@ def tick_requests(
     partitions_def: dg.TimeWindowPartitionsDefinition,
     grids: Mapping[Symbol, Grid] | None = None,
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    """One run per bar that closed one minute before `tick`, over every symbol whose bar it is (one
+    """One run per bar that closed AFTER_CLOSE before `tick`, over every symbol whose bar it is (one
     run for all symbols on the same grid), or why there is none (each symbol's reason, the first few)."""
     by_bar: dict[str, list[tuple[Symbol, dg.RunRequest]]] = {}
     skipped: list[str] = []
@@ -119,11 +124,11 @@ def build_candle_schedule(
     partitions_def: dg.TimeWindowPartitionsDefinition,
     cron_schedule: str | None = None,
 ) -> dg.ScheduleDefinition:
-    """Materialize (and check) the partition of each newly closed `timeframe` bar, one minute after its
+    """Materialize (and check) the partition of each newly closed `timeframe` bar, two minutes after its
     close: one schedule over every symbol's `timeframe` asset, one run per bar for all its symbols."""
     name = f"{timeframe.key_suffix}_on_close"
     description = (
-        f"{timeframe.name} of {len(assets)} symbol(s): one minute after each bar closes, one run fetching it for every "
+        f"{timeframe.name} of {len(assets)} symbol(s): two minutes after each bar closes (when it is published), one run fetching it for every "
         "symbol whose bar it is (skipped while the market is closed)."
     )
     cron = cron_schedule or timeframe.schedule_cron

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from xau_pipeline.publication import SETTLE
+
+# The schedules tick this many minutes after a close: when Twelve Data has usually published the bar.
+_AFTER = int(SETTLE.total_seconds() // 60)
+
 
 @dataclass(frozen=True)
 class Timeframe:
@@ -13,8 +18,9 @@ class Timeframe:
     name: str
     interval: str
     bar: timedelta
-    # One minute after each bar closes, UTC. H4 and D1 close where the series' grid says (21:00 or
-    # 22:00 UTC on the 17:00 New York grid): their schedules tick hourly and ask the grid (schedules.py).
+    # Two minutes (publication.SETTLE) after each bar closes, UTC. H4 and D1 close where the series'
+    # grid says (21:00 or 22:00 UTC on the 17:00 New York grid): their schedules tick hourly and ask
+    # the grid (schedules.py).
     schedule_cron: str
 
     @property
@@ -23,10 +29,10 @@ class Timeframe:
 
 
 TIMEFRAMES: tuple[Timeframe, ...] = (
-    Timeframe("M15", "15min", timedelta(minutes=15), "1,16,31,46 * * * *"),
-    Timeframe("H1", "1h", timedelta(hours=1), "1 * * * *"),
-    Timeframe("H4", "4h", timedelta(hours=4), "1 * * * *"),
-    Timeframe("D1", "1day", timedelta(days=1), "1 * * * *"),
+    Timeframe("M15", "15min", timedelta(minutes=15), ",".join(str(m + _AFTER) for m in (0, 15, 30, 45)) + " * * * *"),
+    Timeframe("H1", "1h", timedelta(hours=1), f"{_AFTER} * * * *"),
+    Timeframe("H4", "4h", timedelta(hours=4), f"{_AFTER} * * * *"),
+    Timeframe("D1", "1day", timedelta(days=1), f"{_AFTER} * * * *"),
 )
 
 TIMEFRAMES_BY_NAME: dict[str, Timeframe] = {tf.name: tf for tf in TIMEFRAMES}

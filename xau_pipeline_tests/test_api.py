@@ -268,7 +268,7 @@ def test_gaps_name_the_planted_hole_and_agree_with_the_no_gaps_check(api, backfi
         "2024-02-07T00:00:00Z",
         "2024-02-08T00:00:00Z",
     )
-    assert report["missing_by_reason"] == {NEVER_FETCHED: 0, PROVIDER_EMPTY: 4, "not closed yet": 0}
+    assert report["missing_by_reason"] == {NEVER_FETCHED: 0, PROVIDER_EMPTY: 4, "not published yet": 0}
 
     partitions = daily_partitions("2024-01-01")
     asset = build_candle_asset(GOLD, M15, partitions)  # its checks inside, runnable alone

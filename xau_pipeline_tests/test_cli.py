@@ -213,7 +213,7 @@ def test_gaps_finds_exactly_the_deleted_bar_and_counts_the_weekend_bar_off_sessi
     assert out.splitlines()[0] == "XAUUSD H1 from 2024-03-03T00:00:00Z to 2024-03-10T00:00:00Z (calendar cme_gold)"
     assert field(out, "expected") == str(len(slots))
     assert field(out, "stored") == str(len(slots))  # all but one, plus the Saturday bar
-    assert field(out, "missing") == "1 (never fetched 1, provider returned nothing 0, not closed yet 0)"
+    assert field(out, "missing") == "1 (never fetched 1, provider returned nothing 0, not published yet 0)"
     assert field(out, "off-session") == "1"
     assert field(out, "phase") == "+00:00 from 00:00 UTC"
     assert gap_lines(out) == ["2024-03-06T14:00:00Z  never fetched"]
@@ -252,19 +252,22 @@ def test_gaps_uses_the_symbols_calendar(db, capsys, monkeypatch):
 
 def test_gaps_gives_each_reason(db, capsys, monkeypatch):
     day = datetime(2024, 3, 6, tzinfo=UTC)
-    now = day + timedelta(hours=14, minutes=30)
+    fetched_at = day + timedelta(hours=14, minutes=30)
     absent = {day + timedelta(hours=3), day + timedelta(hours=10), day + timedelta(hours=14)}
     bars = flat([day + timedelta(hours=h) for h in range(15) if day + timedelta(hours=h) not in absent])
     # Fetched from 06:00 at 14:30: the bars opening before 13:30 are final (10:00 came back empty).
-    db.write("XAUUSD", H1, bars, [FetchedWindow(day + timedelta(hours=6), day + timedelta(hours=15), now, len(bars))])
-    at(monkeypatch, now)
-    status, out, _ = run(capsys, "gaps", "H1", "--start", "2024-03-06", "--end", "2024-03-06T15:00")
+    db.write(
+        "XAUUSD", H1, bars, [FetchedWindow(day + timedelta(hours=6), day + timedelta(hours=16), fetched_at, len(bars))]
+    )
+    # At 15:05 the 14:00 bar closed 5 minutes ago and is not settled: late, not missing. 15:00 is forming.
+    at(monkeypatch, day + timedelta(hours=15, minutes=5))
+    status, out, _ = run(capsys, "gaps", "H1", "--start", "2024-03-06", "--end", "2024-03-06T16:00")
     assert status == 0
-    assert field(out, "missing") == "3 (never fetched 1, provider returned nothing 1, not closed yet 1)"
+    assert field(out, "missing") == "3 (never fetched 1, provider returned nothing 1, not published yet 1)"
     assert gap_lines(out) == [
         "2024-03-06T03:00:00Z  never fetched",
         "2024-03-06T10:00:00Z  provider returned nothing",
-        "2024-03-06T14:00:00Z  not closed yet",
+        "2024-03-06T14:00:00Z  not published yet",
     ]
 
 
@@ -277,9 +280,10 @@ def test_gaps_default_window_is_the_last_seven_days_and_phase_is_read_off_the_ba
     assert field(out, "stored") == "6"
     lines = gap_lines(out)
     assert {line[11:19] for line in lines} <= {"01:00:00", "05:00:00", "09:00:00", "13:00:00", "17:00:00", "21:00:00"}
-    assert lines[-1] == "2024-03-08T09:00:00Z  not closed yet"  # closes at 13:00, after "now"
+    # 09:00 closes at 13:00, after "now": still forming, so neither expected nor missing.
+    assert lines[-1] == "2024-03-08T05:00:00Z  never fetched"
     assert len(lines) == int(field(out, "expected")) - 6 > 1
-    assert all(line.endswith("never fetched") for line in lines[:-1])
+    assert all(line.endswith("never fetched") for line in lines)
     _, out, _ = run(capsys, "gaps", "H4", "--start", "2024-03-07")
     assert out.splitlines()[0].startswith("XAUUSD H4 from 2024-03-07T00:00:00Z to 2024-03-08T12:07:00Z")
 

@@ -4,7 +4,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from xau_pipeline.bars import Bar, FetchedWindow
-from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, detect_phase, find_gaps
+from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, detect_phase, find_gaps
 from xau_pipeline.store.upsert import upsert_bars
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.trading_calendar import calendar
@@ -76,8 +76,12 @@ def test_gaps_are_classified(store):
     reasons = {g.slot: g.reason for g in report.gaps}
     assert reasons[fetched_empty] == PROVIDER_EMPTY
     assert reasons[day[0] + timedelta(hours=13)] == NEVER_FETCHED
-    assert reasons[day[0] + timedelta(hours=15)] == NOT_CLOSED
-    assert report.count(NOT_CLOSED) == 1 and report.count(PROVIDER_EMPTY) == 1
+    # Closed 7 minutes before "now", within the publication window: late, not missing.
+    assert reasons[day[0] + timedelta(hours=14, minutes=45)] == NOT_PUBLISHED
+    # Still forming: neither expected nor missing.
+    assert day[0] + timedelta(hours=15) not in reasons
+    assert report.expected == len([s for s in slots if s < day[0] + timedelta(hours=15)])
+    assert report.count(NOT_PUBLISHED) == 1 and report.count(PROVIDER_EMPTY) == 1
 
 
 def test_the_4h_phase_is_read_off_the_stored_bars(store):

@@ -152,7 +152,7 @@ def test_gaps_command_names_the_new_york_grid_and_finds_nothing_missing(stand_in
     assert cli.main(["gaps", "H4", "--start", "2024-03-03", "--end", "2024-03-17"]) == 0
     out = capsys.readouterr().out
     assert "grid:        4h anchored America/New_York 17:00" in out.splitlines()
-    assert "missing:     0 (never fetched 0, provider returned nothing 0, not closed yet 0)" in out.splitlines()
+    assert "missing:     0 (never fetched 0, provider returned nothing 0, not published yet 0)" in out.splitlines()
     assert "off-session: 0" in out.splitlines()
 
 
@@ -232,14 +232,14 @@ def test_dagster_backfill_across_the_november_switch_on_either_grid(dagster_inst
     ("feed", "timeframe", "tick", "bar_open"),
     [
         # After the March switch: New York H4 closes at 21:00 UTC, the UTC grid's at 20:00.
-        ("new_york", H4, datetime(2024, 3, 14, 21, 1, tzinfo=UTC), "2024-03-14T17:00Z"),
-        ("new_york", H4, datetime(2024, 3, 14, 20, 1, tzinfo=UTC), None),
-        ("utc", H4, datetime(2024, 3, 14, 20, 1, tzinfo=UTC), "2024-03-14T16:00Z"),
-        ("utc", H4, datetime(2024, 3, 14, 21, 1, tzinfo=UTC), None),
+        ("new_york", H4, datetime(2024, 3, 14, 21, 2, tzinfo=UTC), "2024-03-14T17:00Z"),
+        ("new_york", H4, datetime(2024, 3, 14, 20, 2, tzinfo=UTC), None),
+        ("utc", H4, datetime(2024, 3, 14, 20, 2, tzinfo=UTC), "2024-03-14T16:00Z"),
+        ("utc", H4, datetime(2024, 3, 14, 21, 2, tzinfo=UTC), None),
         # Before it: the New York D1 bar of Wednesday 6 March closes Thursday 22:00 UTC.
-        ("new_york", D1, datetime(2024, 3, 7, 22, 1, tzinfo=UTC), "2024-03-06T22:00Z"),
-        ("new_york", D1, datetime(2024, 3, 7, 0, 1, tzinfo=UTC), None),
-        ("utc", D1, datetime(2024, 3, 7, 0, 1, tzinfo=UTC), "2024-03-06T00:00Z"),
+        ("new_york", D1, datetime(2024, 3, 7, 22, 2, tzinfo=UTC), "2024-03-06T22:00Z"),
+        ("new_york", D1, datetime(2024, 3, 7, 0, 2, tzinfo=UTC), None),
+        ("utc", D1, datetime(2024, 3, 7, 0, 2, tzinfo=UTC), "2024-03-06T00:00Z"),
     ],
 )
 def test_schedules_fire_after_the_real_close_of_the_served_grid(

@@ -22,7 +22,7 @@ import pytest
 from xau_pipeline.bars import Bar
 from xau_pipeline.cli import main
 from xau_pipeline.grid import new_york_close_grid, utc_grid
-from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, find_gaps
+from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, find_gaps
 from xau_pipeline.store.upsert import upsert_bars
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.trading_calendar import calendar
@@ -134,7 +134,7 @@ def test_gaps_command_over_real_bars(store, real, monkeypatch, capsys):
     holes = len(real.holes)
     assert int(fields["expected"]) == len(opens) + holes
     assert int(fields["stored"]) == len(opens)
-    reasons = f"{NEVER_FETCHED} {holes}, {PROVIDER_EMPTY} 0, {NOT_CLOSED} 0"
+    reasons = f"{NEVER_FETCHED} {holes}, {PROVIDER_EMPTY} 0, {NOT_PUBLISHED} 0"
     assert fields["missing"].strip() == f"{holes} ({reasons})"
     assert int(fields["off-session"]) == 0
     assert fields["phase"].strip() == "+00:00 from 00:00 UTC"

@@ -53,21 +53,21 @@ def tick(timeframe: str, at: datetime):
 @pytest.mark.parametrize(
     ("timeframe", "at", "partition", "bar_open"),
     [
-        ("M15", datetime(2024, 3, 13, 10, 16, tzinfo=UTC), "2024-03-13", "2024-03-13T10:00Z"),
-        ("H1", datetime(2024, 3, 13, 11, 1, tzinfo=UTC), "2024-03-13", "2024-03-13T10:00Z"),
-        ("H4", datetime(2024, 3, 13, 12, 1, tzinfo=UTC), "2024-03-13", "2024-03-13T08:00Z"),
-        ("D1", datetime(2024, 3, 14, 0, 1, tzinfo=UTC), "2024-03-13", "2024-03-13T00:00Z"),
-        ("M15", datetime(2024, 3, 14, 0, 1, tzinfo=UTC), "2024-03-13", "2024-03-13T23:45Z"),
+        ("M15", datetime(2024, 3, 13, 10, 17, tzinfo=UTC), "2024-03-13", "2024-03-13T10:00Z"),
+        ("H1", datetime(2024, 3, 13, 11, 2, tzinfo=UTC), "2024-03-13", "2024-03-13T10:00Z"),
+        ("H4", datetime(2024, 3, 13, 12, 2, tzinfo=UTC), "2024-03-13", "2024-03-13T08:00Z"),
+        ("D1", datetime(2024, 3, 14, 0, 2, tzinfo=UTC), "2024-03-13", "2024-03-13T00:00Z"),
+        ("M15", datetime(2024, 3, 14, 0, 2, tzinfo=UTC), "2024-03-13", "2024-03-13T23:45Z"),
         # US DST began 2024-03-10: the Sunday open moved from 23:00 to 22:00 UTC.
-        ("H1", datetime(2024, 3, 10, 23, 1, tzinfo=UTC), "2024-03-10", "2024-03-10T22:00Z"),
+        ("H1", datetime(2024, 3, 10, 23, 2, tzinfo=UTC), "2024-03-10", "2024-03-10T22:00Z"),
         # In winter the daily break is 22:00-23:00 UTC, so the 21:00 bar trades.
-        ("H1", datetime(2024, 1, 10, 22, 1, tzinfo=UTC), "2024-01-10", "2024-01-10T21:00Z"),
-        # Monday 00:01: the Sunday D1 bar holds the first hours of the week.
-        ("D1", datetime(2024, 3, 11, 0, 1, tzinfo=UTC), "2024-03-10", "2024-03-10T00:00Z"),
+        ("H1", datetime(2024, 1, 10, 22, 2, tzinfo=UTC), "2024-01-10", "2024-01-10T21:00Z"),
+        # Monday 00:02: the Sunday D1 bar holds the first hours of the week.
+        ("D1", datetime(2024, 3, 11, 0, 2, tzinfo=UTC), "2024-03-10", "2024-03-10T00:00Z"),
     ],
 )
 def test_each_tick_requests_the_partition_of_the_bar_that_just_closed(timeframe, at, partition, bar_open):
-    """Ticks run one minute after a close; the partition is the UTC day of that bar's open."""
+    """Ticks run two minutes after a close; the partition is the UTC day of that bar's open."""
     result = tick(timeframe, at)
     (request,) = result.run_requests
     assert request.partition_key == partition
@@ -78,11 +78,11 @@ def test_each_tick_requests_the_partition_of_the_bar_that_just_closed(timeframe,
 @pytest.mark.parametrize(
     ("timeframe", "at"),
     [
-        ("H1", datetime(2024, 3, 16, 12, 1, tzinfo=UTC)),  # Saturday
-        ("D1", datetime(2024, 3, 17, 0, 1, tzinfo=UTC)),  # the Saturday bar
-        ("M15", datetime(2024, 3, 3, 22, 46, tzinfo=UTC)),  # Sunday before the winter open at 23:00
-        ("H1", datetime(2024, 3, 13, 22, 1, tzinfo=UTC)),  # the summer daily break, 21:00-22:00 UTC
-        ("H1", datetime(2024, 3, 29, 12, 1, tzinfo=UTC)),  # Good Friday
+        ("H1", datetime(2024, 3, 16, 12, 2, tzinfo=UTC)),  # Saturday
+        ("D1", datetime(2024, 3, 17, 0, 2, tzinfo=UTC)),  # the Saturday bar
+        ("M15", datetime(2024, 3, 3, 22, 47, tzinfo=UTC)),  # Sunday before the winter open at 23:00
+        ("H1", datetime(2024, 3, 13, 22, 2, tzinfo=UTC)),  # the summer daily break, 21:00-22:00 UTC
+        ("H1", datetime(2024, 3, 29, 12, 2, tzinfo=UTC)),  # Good Friday
     ],
 )
 def test_ticks_while_the_market_is_closed_are_skipped_with_a_reason(timeframe, at):
@@ -92,7 +92,13 @@ def test_ticks_while_the_market_is_closed_are_skipped_with_a_reason(timeframe, a
 
 
 def test_schedules_run_by_default_on_candle_close_crons():
-    assert {s.cron_schedule for s in SCHEDULES.values()} == {tf.schedule_cron for tf in TIMEFRAMES}
+    # Two minutes after each close (when Twelve Data has published the bar); H4 and D1 hourly.
+    assert {name: s.cron_schedule for name, s in SCHEDULES.items()} == {
+        "M15": "2,17,32,47 * * * *",
+        "H1": "2 * * * *",
+        "H4": "2 * * * *",
+        "D1": "2 * * * *",
+    }
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in SCHEDULES.values())
     assert all(s.execution_timezone == "UTC" for s in SCHEDULES.values())
 
@@ -109,7 +115,7 @@ def cron_ticks(cron: str, day: datetime) -> list[datetime]:
     [
         # Summer Wednesday: 23 trading hours, 92 M15 + 23 H1 + 6 H4 (the 20:00 bar overlaps 20:00-21:00) + 1 D1.
         (datetime(2024, 3, 13, tzinfo=UTC), 92 + 23 + 6 + 1),
-        # Saturday: only the 00:01 ticks for Friday's D1 bar and its 20:00 H4 bar (open until 21:00).
+        # Saturday: only the 00:02 ticks for Friday's D1 bar and its 20:00 H4 bar (open until 21:00).
         (datetime(2024, 3, 16, tzinfo=UTC), 2),
         # Sunday: the open at 22:00 UTC; M15 22:00..23:30 and H1 22:00 close before midnight.
         (datetime(2024, 3, 17, tzinfo=UTC), 7 + 1),
@@ -149,14 +155,14 @@ def store_grid(store, timeframe: str, grid, start: datetime, end: datetime) -> N
     ("timeframe", "at", "partition", "bar_open"),
     [
         # Summer: the 17:00 New York H4 bar opens 17:00 UTC and closes 21:00 UTC.
-        ("H4", datetime(2024, 7, 10, 21, 1, tzinfo=UTC), "2024-07-10", "2024-07-10T17:00Z"),
+        ("H4", datetime(2024, 7, 10, 21, 2, tzinfo=UTC), "2024-07-10", "2024-07-10T17:00Z"),
         # Winter: it opens 18:00 UTC (13:00 EST) and closes 22:00 UTC.
-        ("H4", datetime(2024, 1, 10, 22, 1, tzinfo=UTC), "2024-01-10", "2024-01-10T18:00Z"),
+        ("H4", datetime(2024, 1, 10, 22, 2, tzinfo=UTC), "2024-01-10", "2024-01-10T18:00Z"),
         # The D1 bar from Tuesday 17:00 to Wednesday 17:00 New York; its partition is its open's UTC day.
-        ("D1", datetime(2024, 7, 10, 21, 1, tzinfo=UTC), "2024-07-09", "2024-07-09T21:00Z"),
-        ("D1", datetime(2024, 1, 10, 22, 1, tzinfo=UTC), "2024-01-09", "2024-01-09T22:00Z"),
-        # Monday 22:01 in winter: the bar that opened Sunday 22:00 UTC, Sunday evening and Monday.
-        ("D1", datetime(2024, 1, 8, 22, 1, tzinfo=UTC), "2024-01-07", "2024-01-07T22:00Z"),
+        ("D1", datetime(2024, 7, 10, 21, 2, tzinfo=UTC), "2024-07-09", "2024-07-09T21:00Z"),
+        ("D1", datetime(2024, 1, 10, 22, 2, tzinfo=UTC), "2024-01-09", "2024-01-09T22:00Z"),
+        # Monday 22:02 in winter: the bar that opened Sunday 22:00 UTC, Sunday evening and Monday.
+        ("D1", datetime(2024, 1, 8, 22, 2, tzinfo=UTC), "2024-01-07", "2024-01-07T22:00Z"),
     ],
 )
 def test_new_york_anchored_ticks_follow_the_real_close(repository, timeframe, at, partition, bar_open):
@@ -172,10 +178,10 @@ def test_new_york_anchored_ticks_follow_the_real_close(repository, timeframe, at
     ("timeframe", "at", "reason"),
     [
         # The UTC-grid closes are not closes of the New York grid.
-        ("H4", datetime(2024, 7, 10, 20, 1, tzinfo=UTC), "no H4 bar of the grid 4h anchored America/New_York 17:00"),
-        ("D1", datetime(2024, 7, 11, 0, 1, tzinfo=UTC), "no D1 bar of the grid 1day anchored America/New_York 17:00"),
+        ("H4", datetime(2024, 7, 10, 20, 2, tzinfo=UTC), "no H4 bar of the grid 4h anchored America/New_York 17:00"),
+        ("D1", datetime(2024, 7, 11, 0, 2, tzinfo=UTC), "no D1 bar of the grid 1day anchored America/New_York 17:00"),
         # Friday 17:00 New York to Saturday: gold is closed.
-        ("D1", datetime(2024, 7, 13, 21, 1, tzinfo=UTC), "market closed"),
+        ("D1", datetime(2024, 7, 13, 21, 2, tzinfo=UTC), "market closed"),
     ],
 )
 def test_new_york_anchored_ticks_between_closes_are_skipped(repository, timeframe, at, reason):
@@ -189,9 +195,9 @@ def test_new_york_anchored_ticks_between_closes_are_skipped(repository, timefram
 def test_h4_and_d1_with_an_empty_store_tick_hourly_on_the_utc_grid():
     assert (
         "no H4 bar of the grid 4h anchored UTC 00:00 closes"
-        in tick("H4", datetime(2024, 3, 13, 13, 1, tzinfo=UTC)).skip_message
+        in tick("H4", datetime(2024, 3, 13, 13, 2, tzinfo=UTC)).skip_message
     )
-    assert tick("D1", datetime(2024, 3, 13, 23, 1, tzinfo=UTC)).skip_message.startswith("no D1 bar")
+    assert tick("D1", datetime(2024, 3, 13, 23, 2, tzinfo=UTC)).skip_message.startswith("no D1 bar")
 
 
 def test_one_schedule_ticks_for_every_symbol_with_one_run_per_closed_bar():
@@ -208,8 +214,8 @@ def test_one_schedule_ticks_for_every_symbol_with_one_run_per_closed_bar():
         context = dg.build_schedule_context(scheduled_execution_time=at, repository_def=repository_def)
         return schedule.evaluate_tick(context).run_requests
 
-    (weekday,) = requests(datetime(2024, 3, 13, 10, 16, tzinfo=UTC))
+    (weekday,) = requests(datetime(2024, 3, 13, 10, 17, tzinfo=UTC))
     assert weekday.run_key == "candles_m15:2024-03-13T10:00Z" and weekday.partition_key == "2024-03-13"
     assert weekday.asset_selection == [assets[GOLD].key, assets[coin].key]
-    (saturday,) = requests(datetime(2024, 3, 16, 12, 1, tzinfo=UTC))
+    (saturday,) = requests(datetime(2024, 3, 16, 12, 2, tzinfo=UTC))
     assert saturday.asset_selection == [assets[coin].key]

@@ -42,7 +42,7 @@ from xau_pipeline.api.models import (
 )
 from xau_pipeline.read import parse_time
 from xau_pipeline.store import gaps
-from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, find_gaps
+from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, find_gaps
 from xau_pipeline.store.quality import day_cover
 from xau_pipeline.symbols import DEFAULT_CALENDAR, Symbol
 from xau_pipeline.timeframes import TIMEFRAMES, TIMEFRAMES_BY_NAME, Timeframe
@@ -381,7 +381,9 @@ def create_app(
             stored=report.stored,
             missing=report.missing,
             off_session=report.off_session,
-            missing_by_reason={reason: report.count(reason) for reason in (NEVER_FETCHED, PROVIDER_EMPTY, NOT_CLOSED)},
+            missing_by_reason={
+                reason: report.count(reason) for reason in (NEVER_FETCHED, PROVIDER_EMPTY, NOT_PUBLISHED)
+            },
             phase_minutes=int(report.phase.total_seconds()) // 60,
             day_held=held,
             missing_bars=[

@@ -16,16 +16,16 @@ import plotly  # type: ignore[import-untyped]
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 
 from xau_pipeline.api.models import iso_utc
-from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_CLOSED, PROVIDER_EMPTY, GapReport
+from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, GapReport
 
 PLOTLY_JS_ROUTE = f"/static/plotly-{plotly.__version__}.min.js"
 CHART_DIV_ID = "chart"
 ON_SESSION = "bars"
 OFF_SESSION = "off-session bars"
-REASON_COLOURS = {NEVER_FETCHED: "#d62728", PROVIDER_EMPTY: "#ff7f0e", NOT_CLOSED: "#7f7f7f"}
+REASON_COLOURS = {NEVER_FETCHED: "#d62728", PROVIDER_EMPTY: "#ff7f0e", NOT_PUBLISHED: "#7f7f7f"}
 # More markers than this would make a page of many megabytes; the newest are marked, and the page says so.
 MAX_MARKERS = 20_000
-REASON_SYMBOLS = {NEVER_FETCHED: "x", PROVIDER_EMPTY: "triangle-down", NOT_CLOSED: "circle-open"}
+REASON_SYMBOLS = {NEVER_FETCHED: "x", PROVIDER_EMPTY: "triangle-down", NOT_PUBLISHED: "circle-open"}
 
 
 def missing_trace_name(reason: str, count: int) -> str:
@@ -59,7 +59,7 @@ def figure(
     # A missing bar is marked at the close of the stored bar before it (else after it), so it sits on the price line.
     stamps = [row.timestamp for row in rows]
     closes = [row.close for row in rows]
-    for reason in (NEVER_FETCHED, PROVIDER_EMPTY, NOT_CLOSED):
+    for reason in (NEVER_FETCHED, PROVIDER_EMPTY, NOT_PUBLISHED):
         slots = [gap.slot for gap in gaps if gap.reason == reason]
         if not slots:
             continue
@@ -125,7 +125,9 @@ def page(
     else:
         shown = "no candles stored in this window"
     if report is not None:
-        counts = ", ".join(f"{reason} {report.count(reason)}" for reason in (NEVER_FETCHED, PROVIDER_EMPTY, NOT_CLOSED))
+        counts = ", ".join(
+            f"{reason} {report.count(reason)}" for reason in (NEVER_FETCHED, PROVIDER_EMPTY, NOT_PUBLISHED)
+        )
         gaps = f"{report.expected} expected, {report.missing} missing ({counts}), {report.off_session} off-session"
         if report.missing > MAX_MARKERS:
             gaps += f"; the newest {MAX_MARKERS} missing bars are marked"

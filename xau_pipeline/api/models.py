@@ -60,7 +60,7 @@ class MissingBar(BaseModel):
     """An expected bar slot with no stored candle, and why."""
 
     timestamp: UtcTime = Field(description="The missing bar's open, UTC.")
-    reason: Literal["never fetched", "provider returned nothing", "not closed yet"]
+    reason: Literal["never fetched", "provider returned nothing", "not published yet", "grid mismatch"]
     fetches: int = Field(description="How often a window holding this slot was fetched after it closed.")
     last_fetched_at: UtcTime | None = Field(description="When it was last fetched closed, if ever.")
 

@@ -24,7 +24,13 @@ from xau_pipeline.bars import Bar, FetchedWindow, Interval, subtract
 from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
 from xau_pipeline.grid import DayCover, Grid, GridDetection
 from xau_pipeline.store import gaps, migrate, quality, quarantine
-from xau_pipeline.store.coverage import covered_intervals, first_covered, oldest_fetched_since, record_windows
+from xau_pipeline.store.coverage import (
+    covered_intervals,
+    first_covered,
+    last_asked,
+    oldest_fetched_since,
+    record_windows,
+)
 from xau_pipeline.store.database import engine_for, safe_url
 from xau_pipeline.store.errors import SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.store.gaps import GridMismatch
@@ -82,10 +88,12 @@ class WindowClaim:
         fetched_at: datetime,
         run_id: str | None,
         settlement: tuple[int, str, int] | None,
+        final_before: datetime | None = None,
     ) -> UpsertCounts:
-        """The window's bars, quarantined bars, coverage and ledger settlement (id, outcome, credits);
-        committed together when the claim ends."""
-        counts = upsert_bars(self.connection, self.symbol, self.timeframe.name, bars)
+        """The window's bars (those opening before `final_before` final, the rest provisional),
+        quarantined bars, coverage and ledger settlement (id, outcome, credits); committed together
+        when the claim ends."""
+        counts = upsert_bars(self.connection, self.symbol, self.timeframe.name, bars, final_before=final_before)
         quarantine.record_rejected(self.connection, self.symbol, self.timeframe.name, rejected, fetched_at, run_id)
         record_windows(self.connection, self.symbol, self.timeframe.name, self.timeframe.bar, [window])
         if settlement is not None:
@@ -162,6 +170,11 @@ class CandleStore:
         """Where the oldest window fetched at or after `since` begins; None when none was."""
         with self._connect() as connection:
             return oldest_fetched_since(connection, symbol, timeframe.name, since)
+
+    def last_asked(self, symbol: str, timeframe: Timeframe, slot: datetime, since: datetime) -> datetime | None:
+        """When an answer reaching the bar opening at `slot` last came, if at or after `since`."""
+        with self._connect() as connection:
+            return last_asked(connection, symbol, timeframe.name, slot, since)
 
     def missing(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime) -> list[Interval]:
         """Parts of [start, end) whose bars were never fetched after closing."""

@@ -1,8 +1,10 @@
 """What was fetched, and when: the record that makes fetches incremental.
 
-A window fetched at time f covers, as final, the bars opening in [window_start, f - bar length):
-those had closed when the answer came. Bars still forming then are not covered and are asked for
-again. A covered window with no bars means the provider had nothing, not that we never asked.
+A window fetched at time f covers, as settled, the bars opening in [window_start, closed_until):
+bars that were final when the answer came (published: publication.py), and slots the provider had
+nothing for long after their close. Bars still forming, provisional or not yet published then are
+not covered and are asked for again. A covered slot with no bar means the provider had nothing, not
+that we never asked.
 """
 
 from __future__ import annotations
@@ -40,8 +42,19 @@ OLDEST_FETCHED_SINCE = sa.text(
 )
 
 
+LAST_ASKED = sa.text(
+    """
+    SELECT max(fetched_at) FROM fetch_coverage
+    WHERE symbol = :symbol AND timeframe = :timeframe AND fetched_at >= :since AND window_end > :slot
+    """
+)
+
+
 def closed_until(window: FetchedWindow, bar: timedelta) -> datetime:
-    """The end of the part of `window` whose bars had all closed when it was fetched."""
+    """The end of the part of `window` that its answer settled (by default: whose bars had all
+    closed when it was fetched)."""
+    if window.closed_until is not None:
+        return max(window.start, min(window.end, window.closed_until))
     return max(window.start, min(window.end, window.fetched_at - bar))
 
 
@@ -85,3 +98,11 @@ def oldest_fetched_since(connection: sa.Connection, symbol: str, timeframe: str,
     """Where the oldest window fetched at or after `since` begins (None: none was)."""
     params = {"symbol": symbol, "timeframe": timeframe, "since": since}
     return connection.execute(OLDEST_FETCHED_SINCE, params).scalar_one()
+
+
+def last_asked(
+    connection: sa.Connection, symbol: str, timeframe: str, slot: datetime, since: datetime
+) -> datetime | None:
+    """When an answer reaching the slot opening at `slot` last came, if at or after `since` (None: none did)."""
+    params = {"symbol": symbol, "timeframe": timeframe, "slot": slot, "since": since}
+    return connection.execute(LAST_ASKED, params).scalar_one()

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from xau_pipeline.grid import Grid, GridDetection, detect_grid, utc_grid
+from xau_pipeline.publication import PUBLICATION_WINDOW
 from xau_pipeline.trading_calendar import TradingCalendar
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -128,7 +129,8 @@ DOMINANT_PHASE = sa.text(
 
 NEVER_FETCHED = "never fetched"
 PROVIDER_EMPTY = "provider returned nothing"
-NOT_CLOSED = "not closed yet"
+# A closed bar no answer has settled yet, within the publication window of its close: late, not missing.
+NOT_PUBLISHED = "not published yet"
 GRID_MISMATCH = "grid mismatch"
 
 
@@ -234,6 +236,8 @@ def find_gaps(
     """
     if grid is None:
         grid = detect_series_grid(connection, symbol, timeframe, bar).grid if phase is None else utc_grid(bar, phase)
+    # A bar still forming is neither expected nor missing.
+    end = max(start, min(end, closed_horizon(grid, now)))
     params: dict = {"symbol": symbol, "timeframe": timeframe, "start": start, "end": end}
     slot_ends: dict[datetime, datetime] = {}
     if grid.is_utc:
@@ -258,11 +262,7 @@ def find_gaps(
         expected = len(bounds)
     gaps = []
     for slot, fetches, last_fetched_at in rows:
-        if slot_ends.get(slot, slot + bar) > now:
-            reason = NOT_CLOSED
-        else:
-            reason = PROVIDER_EMPTY if fetches else NEVER_FETCHED
-        gaps.append(Gap(slot, reason, fetches, last_fetched_at))
+        gaps.append(Gap(slot, gap_reason(slot_ends.get(slot, slot + bar), fetches, now), fetches, last_fetched_at))
     stored = connection.execute(STORED_COUNT, params).scalar_one()
     # Every stored bar either fills an expected slot or lies off-session (or off the grid).
     off_session = stored - (expected - len(gaps))
@@ -270,6 +270,19 @@ def find_gaps(
     if gaps and off_session > 0:
         _mark_phantoms(connection, report, symbol, timeframe, bar, start, end, slot_ends)
     return report
+
+
+def closed_horizon(grid: Grid, now: datetime) -> datetime:
+    """The open of the slot still forming at `now`: the slots before it have closed."""
+    return grid.slot_of(now)[0]
+
+
+def gap_reason(close: datetime, fetches: int, now: datetime) -> str:
+    """Why a closed expected slot has no bar: never settled by an answer (late or never fetched), or
+    settled empty (the provider had nothing)."""
+    if fetches:
+        return PROVIDER_EMPTY
+    return NOT_PUBLISHED if close + PUBLICATION_WINDOW > now else NEVER_FETCHED
 
 
 def stored_share(
@@ -321,7 +334,7 @@ def _mark_phantoms(
     """Reclassify the closed gaps overlapped by a stored bar off the grid as GRID_MISMATCH, in place."""
     grid = report.grid
     assert grid is not None
-    closed = [gap for gap in report.gaps if gap.reason != NOT_CLOSED]
+    closed = [gap for gap in report.gaps if gap.reason != NOT_PUBLISHED]
     if not closed:
         return
     # Only bars beside a closed gap can make it a phantom: read the stored opens around the gaps, not
@@ -340,7 +353,7 @@ def _mark_phantoms(
     phantom_slots = 0
     touched: set[datetime] = set()
     for i, gap in enumerate(report.gaps):
-        if gap.reason == NOT_CLOSED:
+        if gap.reason == NOT_PUBLISHED:
             continue
         slot_end = slot_ends.get(gap.slot, gap.slot + bar)
         # An off-grid bar [t, t + bar) overlapping the slot [slot, slot_end).
@@ -364,13 +377,15 @@ def grid_mismatch(report: GapReport) -> GridMismatch | None:
 __all__ = [
     "GRID_MISMATCH",
     "NEVER_FETCHED",
-    "NOT_CLOSED",
+    "NOT_PUBLISHED",
     "PROVIDER_EMPTY",
     "Gap",
     "GapReport",
     "GridMismatch",
+    "closed_horizon",
     "detect_phase",
     "detect_series_grid",
     "find_gaps",
+    "gap_reason",
     "grid_mismatch",
 ]

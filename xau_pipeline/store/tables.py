@@ -19,6 +19,8 @@ candles = sa.Table(
     sa.Column("volume", sa.Numeric, nullable=True),
     sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # False while the bar may still change: received before its publication could be trusted.
+    sa.Column("final", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.PrimaryKeyConstraint("symbol", "timeframe", "timestamp", name="candles_symbol_timeframe_timestamp_key"),
 )
 

@@ -29,13 +29,14 @@ KEY_COLUMNS = ("symbol", "timeframe", "timestamp")
 # Ten columns a row: 1000 rows stay far below PostgreSQL's 65535 bind parameters a statement.
 UPSERT_BATCH = 1000
 COPY_NULL = r"\N"
+MAX_TIME = datetime.max.replace(tzinfo=UTC)
 
 # Transaction-scoped: released at commit or rollback.
 LOCK_SERIES = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:series, 0))")
 
 SELECT_STORED = """
 COPY (
-    SELECT floor(extract(epoch FROM "timestamp"))::bigint, open, high, low, close, volume
+    SELECT floor(extract(epoch FROM "timestamp"))::bigint, open, high, low, close, volume, final
     FROM candles
     WHERE symbol = %(symbol)s AND timeframe = %(timeframe)s
       AND "timestamp" BETWEEN %(first)s AND %(last)s
@@ -43,7 +44,7 @@ COPY (
 """
 
 COPY_INTO_CANDLES = """
-COPY candles (symbol, timeframe, "timestamp", open, high, low, close, volume, fetched_at, updated_at)
+COPY candles (symbol, timeframe, "timestamp", open, high, low, close, volume, fetched_at, updated_at, final)
 FROM STDIN
 """
 
@@ -79,22 +80,25 @@ def _same_values(stored: tuple[str, ...], bar: Bar) -> bool:
     return True
 
 
-def _stored_values(cursor, symbol: str, timeframe: str, first: datetime, last: datetime) -> dict[int, tuple[str, ...]]:
+def _stored_values(
+    cursor, symbol: str, timeframe: str, first: datetime, last: datetime
+) -> dict[int, tuple[tuple[str, ...], bool]]:
     buffer = io.StringIO()
     query = cursor.mogrify(SELECT_STORED, {"symbol": symbol, "timeframe": timeframe, "first": first, "last": last})
     cursor.copy_expert(query.decode(), buffer)
     stored = {}
     for line in buffer.getvalue().splitlines():
-        epoch, *values = line.split("\t")
-        stored[int(epoch)] = tuple(values)
+        epoch, *values, final = line.split("\t")
+        stored[int(epoch)] = (tuple(values), final == "t")
     return stored
 
 
-def _copy_rows(cursor, symbol: str, timeframe: str, bars: Sequence[Bar], now: datetime) -> None:
+def _copy_rows(cursor, symbol: str, timeframe: str, bars: Sequence[Bar], now: datetime, final_before: datetime) -> None:
     stamp = now.isoformat()
     buffer = io.StringIO()
     buffer.writelines(
-        f"{symbol}\t{timeframe}\t{bar.open_time.isoformat()}\t{chr(9).join(_values_text(bar))}\t{stamp}\t{stamp}\n"
+        f"{symbol}\t{timeframe}\t{bar.open_time.isoformat()}\t{chr(9).join(_values_text(bar))}\t{stamp}\t{stamp}"
+        f"\t{'t' if bar.open_time < final_before else 'f'}\n"
         for bar in bars
     )
     buffer.seek(0)
@@ -102,18 +106,22 @@ def _copy_rows(cursor, symbol: str, timeframe: str, bars: Sequence[Bar], now: da
 
 
 def upsert_statement(rows: list[dict]):
-    """INSERT ... ON CONFLICT DO UPDATE that touches a stored row only when a value differs."""
+    """INSERT ... ON CONFLICT DO UPDATE that touches a stored row only when a value differs, or when a
+    provisional row is confirmed final (a final row with the same values is never made provisional)."""
     statement = pg_insert(candles).values(rows)
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=list(KEY_COLUMNS),
-        set_={c: excluded[c] for c in (*PRICE_COLUMNS, "fetched_at", "updated_at")},
-        where=sa.or_(*(candles.c[c].is_distinct_from(excluded[c]) for c in PRICE_COLUMNS)),
+        set_={c: excluded[c] for c in (*PRICE_COLUMNS, "fetched_at", "updated_at", "final")},
+        where=sa.or_(
+            *(candles.c[c].is_distinct_from(excluded[c]) for c in PRICE_COLUMNS),
+            sa.and_(sa.not_(candles.c.final), excluded.final),
+        ),
     ).returning(sa.literal_column("xmax = 0").label("inserted"))
 
 
 def _upsert_rows(
-    connection: sa.Connection, symbol: str, timeframe: str, bars: Sequence[Bar], now: datetime
+    connection: sa.Connection, symbol: str, timeframe: str, bars: Sequence[Bar], now: datetime, final_before: datetime
 ) -> tuple[int, int]:
     inserted = updated = 0
     for offset in range(0, len(bars), UPSERT_BATCH):
@@ -125,6 +133,7 @@ def _upsert_rows(
                 **{c: getattr(bar, c) for c in PRICE_COLUMNS},
                 "fetched_at": now,
                 "updated_at": now,
+                "final": bar.open_time < final_before,
             }
             for bar in bars[offset : offset + UPSERT_BATCH]
         ]
@@ -135,12 +144,22 @@ def _upsert_rows(
 
 
 def upsert_bars(
-    connection: sa.Connection, symbol: str, timeframe: str, bars: Sequence[Bar], now: datetime | None = None
+    connection: sa.Connection,
+    symbol: str,
+    timeframe: str,
+    bars: Sequence[Bar],
+    now: datetime | None = None,
+    final_before: datetime | None = None,
 ) -> UpsertCounts:
-    """Store `bars` (ascending, unique open times) for one series within the caller's transaction."""
+    """Store `bars` (ascending, unique open times) for one series within the caller's transaction.
+
+    Bars opening before `final_before` are stored final, the others provisional (None: all final).
+    A provisional row confirmed final, or any row whose values change, counts as updated.
+    """
     if not bars:
         return UpsertCounts()
     now = now or datetime.now(UTC)
+    final_before = final_before or MAX_TIME
     connection.execute(LOCK_SERIES, {"series": f"{symbol}/{timeframe}"})
     dbapi_connection = connection.connection.dbapi_connection
     assert dbapi_connection is not None, "a connection checked out of the pool has a DBAPI connection"
@@ -150,22 +169,25 @@ def upsert_bars(
         new_rows: list[Bar] = []
         changed: list[Bar] = []
         for bar in bars:
-            values = stored.get(math.floor(bar.open_time.timestamp()))
-            if values is None:
+            row = stored.get(math.floor(bar.open_time.timestamp()))
+            if row is None:
                 new_rows.append(bar)
-            elif values != _values_text(bar) and not _same_values(values, bar):
+                continue
+            values, final = row
+            differs = values != _values_text(bar) and not _same_values(values, bar)
+            if differs or (not final and bar.open_time < final_before):
                 changed.append(bar)
         inserted = updated = 0
         if new_rows:
             try:
                 with connection.begin_nested():
-                    _copy_rows(cursor, symbol, timeframe, new_rows, now)
+                    _copy_rows(cursor, symbol, timeframe, new_rows, now, final_before)
                 inserted = len(new_rows)
             except psycopg2.errors.UniqueViolation:
                 # Another writer stored some of these rows meanwhile: merge them instead.
-                inserted, updated = _upsert_rows(connection, symbol, timeframe, new_rows, now)
+                inserted, updated = _upsert_rows(connection, symbol, timeframe, new_rows, now, final_before)
         if changed:
-            more_inserted, more_updated = _upsert_rows(connection, symbol, timeframe, changed, now)
+            more_inserted, more_updated = _upsert_rows(connection, symbol, timeframe, changed, now, final_before)
             inserted += more_inserted
             updated += more_updated
     finally:

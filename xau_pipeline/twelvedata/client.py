@@ -48,8 +48,8 @@ if TYPE_CHECKING:
 DEFAULT_BASE_URL = "https://api.twelvedata.com"
 NO_DATA_MESSAGE = "No data is available"
 ONE_SECOND = timedelta(seconds=1)
-# A bar counts as closed only if it had closed this long before we asked: the provider's clock
-# and publishing may lag ours, and a bar sent while still forming must never be taken as final.
+# A bar is asked for only once it closed this long before we ask: the provider's clock may lag ours,
+# and no bar is published sooner (0.3 min at the earliest). When it is final: publication.py.
 CLOSE_MARGIN = timedelta(seconds=30)
 # A full page of 5000 bars is about 0.7 MB of JSON; anything far beyond is not an answer to us.
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
