@@ -114,19 +114,21 @@ def _candles(args: argparse.Namespace, settings: Settings) -> int:
     start, end = _window(args)
     limit = _limit(args.limit)
     store = _store(settings)
-    frame = newest_candles(tf, start, end, symbol=args.symbol, store=store, limit=limit)
+    frame = newest_candles(tf, start, end, symbol=args.symbol, store=store, limit=limit, final_only=args.final_only)
     records: list[Any] = list(frame.itertuples(index=False))  # pandas.Timestamp is a datetime
     rows: list[dict[str, str | None]] = [
         {
             "timestamp": iso_utc(row.timestamp),
             **{c: _price(getattr(row, c)) for c in ("open", "high", "low", "close", "volume")},
+            "final": "yes" if row.final else "no",
         }
         for row in records
     ]
-    columns = ["timestamp", "open", "high", "low", "close", "volume"]
+    columns = ["timestamp", "open", "high", "low", "close", "volume", "final"]
     if args.format == "json":
-        for row in rows:
+        for row, record in zip(rows, records):
             row["volume"] = row["volume"] or None
+            row["final"] = bool(record.final)  # type: ignore[assignment]
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif args.format == "csv":
@@ -452,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     candles.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     candles.add_argument("--symbol", default="XAUUSD", help="stored symbol name (default XAUUSD)")
+    candles.add_argument(
+        "--final-only", action="store_true", help="only final bars (leave out those that may still change)"
+    )
     candles.set_defaults(run=_candles)
 
     gaps = commands.add_parser("gaps", help="expected bars with no stored candle, and why")

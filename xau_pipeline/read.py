@@ -15,15 +15,14 @@ from datetime import UTC, date, datetime, time
 import pandas as pd
 import sqlalchemy as sa
 
+from xau_pipeline.api.queries import COLUMNS, candle_query
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import configured_database_url
-from xau_pipeline.store.tables import candles
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.timeframes import timeframe as lookup_timeframe
 
 UTC = UTC
-COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
-PRICE_COLUMNS = COLUMNS[1:]
+PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 
 TimeLike = datetime | date | str | None
 
@@ -61,20 +60,20 @@ def _window(start: TimeLike, end: TimeLike) -> tuple[datetime | None, datetime |
 
 
 def _series_query(
-    timeframe: str | Timeframe, start: TimeLike, end: TimeLike, symbol: str, limit: int | None, newest_first: bool
+    timeframe: str | Timeframe,
+    start: TimeLike,
+    end: TimeLike,
+    symbol: str,
+    limit: int | None,
+    newest_first: bool,
+    final_only: bool = False,
 ):
     tf = timeframe if isinstance(timeframe, Timeframe) else lookup_timeframe(timeframe)
     start_at, end_at = _window(start, end)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    conditions = [candles.c.symbol == symbol.replace("/", "").upper(), candles.c.timeframe == tf.name]
-    if start_at is not None:
-        conditions.append(candles.c.timestamp >= start_at)
-    if end_at is not None:
-        conditions.append(candles.c.timestamp < end_at)
-    order = candles.c.timestamp.desc() if newest_first else candles.c.timestamp.asc()
-    query = sa.select(*(candles.c[name] for name in COLUMNS)).where(*conditions).order_by(order)
-    return query if limit is None else query.limit(limit)
+    name = symbol.replace("/", "").upper()
+    return candle_query(name, tf.name, start_at, end_at, None, limit, newest_first, final_only)
 
 
 def _frame(rows: list[sa.Row]) -> pd.DataFrame:
@@ -83,6 +82,7 @@ def _frame(rows: list[sa.Row]) -> pd.DataFrame:
     }
     for name in PRICE_COLUMNS:
         data[name] = pd.Series([getattr(row, name) for row in rows], dtype=object)
+    data["final"] = pd.Series([row.final for row in rows], dtype=bool)
     return pd.DataFrame(data, columns=list(COLUMNS))
 
 
@@ -102,15 +102,19 @@ def load_candles(
     database_url: str | None = None,
     limit: int | None = None,
     store: CandleStore | None = None,
+    final_only: bool = False,
 ) -> pd.DataFrame:
-    """Stored candles opening in [start, end), oldest first (at most `limit`, the oldest ones).
+    """Stored candles opening in [start, end), oldest first (at most `limit`, the oldest ones; final
+    ones only with `final_only`).
 
-    Columns: timestamp (UTC), open, high, low, close, volume (Decimal or None). `database_url`
+    Columns: timestamp (UTC), open, high, low, close, volume (Decimal or None), final (False while
+    the bar may still change: received before Twelve Data's publication delay had passed). `database_url`
     defaults to XAU_DATABASE_URL (or pass an open `store`). Raises ValueError for a bad timeframe,
     date or limit, StoreUnavailableError when the database cannot be reached and SchemaNotCurrentError
     before `xau-pipeline migrate` has run.
     """
-    return _fetch(_series_query(timeframe, start, end, symbol, limit, newest_first=False), database_url, store)
+    query = _series_query(timeframe, start, end, symbol, limit, newest_first=False, final_only=final_only)
+    return _fetch(query, database_url, store)
 
 
 def newest_candles(
@@ -122,9 +126,11 @@ def newest_candles(
     database_url: str | None = None,
     limit: int | None = 100,
     store: CandleStore | None = None,
+    final_only: bool = False,
 ) -> pd.DataFrame:
     """The newest `limit` candles opening in [start, end), newest first; columns as `load_candles`."""
-    return _fetch(_series_query(timeframe, start, end, symbol, limit, newest_first=True), database_url, store)
+    query = _series_query(timeframe, start, end, symbol, limit, newest_first=True, final_only=final_only)
+    return _fetch(query, database_url, store)
 
 
 __all__ = ["COLUMNS", "load_candles", "newest_candles", "parse_time"]

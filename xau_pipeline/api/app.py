@@ -71,7 +71,7 @@ TIME_PATTERN = (
     r"([Tt]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?([Zz]|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])?)?$"
 )
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9/._-]{0,31}$"
-CSV_COLUMNS = ("symbol", "timeframe", "timestamp", "open", "high", "low", "close", "volume")
+CSV_COLUMNS = ("symbol", "timeframe", "timestamp", "open", "high", "low", "close", "volume", "final")
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -317,6 +317,10 @@ def create_app(
             Literal["json", "csv"] | None,
             Query(description="`csv` for CSV; also chosen by `Accept: text/csv`. Default JSON."),
         ] = None,
+        final_only: Annotated[
+            bool,
+            Query(description="Only final bars: leave out those received before their publication could be trusted."),
+        ] = False,
     ) -> Response:
         tf = TIMEFRAMES_BY_NAME[timeframe.value]
         start_at, end_at = _window(start, end)
@@ -324,7 +328,7 @@ def create_app(
         name = _symbol(symbol)
         as_csv = format == "csv" or (format is None and _wants_csv(request.headers.get("accept", "")))
         if as_csv:
-            query = queries.text_rows_query(name, tf.name, start_at, end_at, before_at, limit)
+            query = queries.text_rows_query(name, tf.name, start_at, end_at, before_at, limit, final_only)
             chunks = queries.stream_rows(engine, timeout, query)
             return StreamingResponse(
                 _in_threadpool(_csv_chunks(name, tf.name, chunks)),
@@ -333,7 +337,7 @@ def create_app(
             )
         page_size = limit or DEFAULT_LIMIT
         with queries.read_only(engine, timeout) as connection:
-            page = queries.json_page(connection, name, tf.name, start_at, end_at, before_at, page_size)
+            page = queries.json_page(connection, name, tf.name, start_at, end_at, before_at, page_size, final_only)
         headers = {}
         if page.count == page_size and page.oldest is not None:
             following = request.url.include_query_params(before=page.oldest, limit=page_size)

@@ -54,6 +54,9 @@ class CandleResponse(BaseModel):
     low: Price
     close: Price
     volume: Price | None = Field(description="As the provider sent it; null when it sent none.")
+    final: bool = Field(
+        description="False while the bar may still change: received before Twelve Data's publication delay had passed."
+    )
 
 
 class MissingBar(BaseModel):

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from xau_pipeline.store.database import normalize_url
 from xau_pipeline.store.tables import candles
 
-COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+COLUMNS = ("timestamp", "open", "high", "low", "close", "volume", "final")
 CONNECT_TIMEOUT_SECONDS = 5
 POOL_SIZE = 8
 POOL_OVERFLOW = 8
@@ -41,7 +41,7 @@ TIMESTAMP_TEXT = """(overlay(left((c."timestamp" AT TIME ZONE 'UTC')::text, 19) 
 # tests compare the two byte for byte.
 JSON_LINES = """
 SELECT concat(c."timestamp", E'\\x01', c.open, E'\\x02', c.high, E'\\x03', c.low, E'\\x04', c.close,
-              E'\\x05', c.volume)
+              E'\\x05', c.volume, E'\\x07', c.final)
 FROM candles c
 WHERE {where} ORDER BY c."timestamp" DESC LIMIT %(limit)s
 """
@@ -49,7 +49,7 @@ WHERE {where} ORDER BY c."timestamp" DESC LIMIT %(limit)s
 # The same rows as text columns, for CSV.
 TEXT_ROWS = """
 SELECT {timestamp} AS "timestamp", c.open::text AS open, c.high::text AS high, c.low::text AS low,
-       c.close::text AS close, c.volume::text AS volume
+       c.close::text AS close, c.volume::text AS volume, CASE WHEN c.final THEN 'true' ELSE 'false' END AS final
 FROM candles c
 WHERE {where} ORDER BY c."timestamp" DESC {limit}
 """
@@ -107,9 +107,13 @@ def candle_query(
     before: datetime | None,
     limit: int | None,
     newest_first: bool = True,
+    final_only: bool = False,
 ) -> sa.Select:
-    """Candles of one series opening in [start, end) and before `before`, newest first, at most `limit`."""
+    """Candles of one series opening in [start, end) and before `before`, newest first, at most `limit`
+    (final ones only with `final_only`): the one candle query of the API, the CLI and `load_candles`."""
     conditions = [candles.c.symbol == symbol, candles.c.timeframe == timeframe]
+    if final_only:
+        conditions.append(candles.c.final)
     if start is not None:
         conditions.append(candles.c.timestamp >= start)
     for bound in (end, before):
@@ -162,8 +166,11 @@ def _where(
     end: datetime | None,
     before: datetime | None,
     placeholder: str = ":{}",
+    final_only: bool = False,
 ) -> tuple[str, dict[str, object]]:
     clauses = [f"c.symbol = {placeholder.format('symbol')}", f"c.timeframe = {placeholder.format('timeframe')}"]
+    if final_only:
+        clauses.append("c.final")
     params: dict[str, object] = {"symbol": symbol, "timeframe": timeframe}
     for name, bound, op in (("start", start, ">="), ("end", end, "<"), ("before", before, "<")):
         if bound is not None:
@@ -180,9 +187,11 @@ def json_page(
     end: datetime | None,
     before: datetime | None,
     limit: int,
+    final_only: bool = False,
 ) -> JsonPage:
-    """The newest `limit` candles of [start, end) opening before `before`, as a JSON array, newest first."""
-    where, params = _where(symbol, timeframe, start, end, before, placeholder="%({})s")
+    """The newest `limit` candles of [start, end) opening before `before`, as a JSON array, newest first
+    (final ones only with `final_only`)."""
+    where, params = _where(symbol, timeframe, start, end, before, placeholder="%({})s", final_only=final_only)
     dbapi = connection.connection.dbapi_connection
     assert dbapi is not None
     cursor = dbapi.cursor()
@@ -203,11 +212,12 @@ def json_page(
     last = lines[lines.rfind(b"\n", 0, len(lines) - 1) + 1 :]
     oldest = last[: last.index(b"\x01")]
     prefix = ('{"symbol":' + json.dumps(symbol) + ',"timeframe":' + json.dumps(timeframe) + ',"timestamp":"').encode()
-    # `2024-01-02 15:30:00+00\x01<open>\x02<high>\x03<low>\x04<close>\x05<volume or nothing>\n` per bar:
-    # the only space is the timestamp's, the only "+00" its offset; \x06 ends a bar until the last step.
+    # `2024-01-02 15:30:00+00\x01<open>\x02<high>\x03<low>\x04<close>\x05<volume or nothing>\x07<t|f>\n` per
+    # bar: the only space is the timestamp's, the only "+00" its offset; \x06 ends a bar until the last step.
     body = lines.replace(b" ", b"T").replace(b"+00\x01", b'Z","open":"')
     body = body.replace(b"\x02", b'","high":"').replace(b"\x03", b'","low":"').replace(b"\x04", b'","close":"')
-    body = body.replace(b"\x05\n", b'","volume":null}\x06').replace(b"\x05", b'","volume":"').replace(b"\n", b'"}\x06')
+    body = body.replace(b"\x05\x07", b'","volume":null,"final":').replace(b"\x05", b'","volume":"')
+    body = body.replace(b"\x07", b'","final":').replace(b"t\n", b"true}\x06").replace(b"f\n", b"false}\x06")
     body = b"[" + prefix + body[:-1].replace(b"\x06", b"," + prefix) + b"]"
     return JsonPage(body, count, oldest.replace(b" ", b"T").replace(b"+00", b"Z").decode())
 
@@ -219,9 +229,10 @@ def text_rows_query(
     end: datetime | None,
     before: datetime | None,
     limit: int | None,
+    final_only: bool = False,
 ) -> sa.TextClause:
-    """Candles as text columns (timestamp, open, high, low, close, volume), newest first."""
-    where, params = _where(symbol, timeframe, start, end, before)
+    """Candles as text columns (timestamp, open, high, low, close, volume, final), newest first."""
+    where, params = _where(symbol, timeframe, start, end, before, final_only=final_only)
     sql = TEXT_ROWS.format(timestamp=TIMESTAMP_TEXT, where=where, limit="" if limit is None else "LIMIT :limit")
     return sa.text(sql).bindparams(**params, **({} if limit is None else {"limit": limit}))
 

@@ -1,0 +1,155 @@
+"""Bars under Twelve Data's publication delay: nothing provisional taken as final, nothing late called missing.
+
+The stand-in publishes each bar 100 s after its close here, and serves it before that either not at
+all or with provisional values; the clocks of the stand-in and of the client are stopped at chosen
+moments around a close (Wednesday 13 March 2024, the 09:45 M15 bar closing at 10:00:00, published
+at 10:01:40).
+"""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from xau_pipeline.freshness import FRESH, STALE, WAITING, freshness
+from xau_pipeline.grid import utc_grid
+from xau_pipeline.ingest import ingest
+from xau_pipeline.publication import PUBLICATION_WINDOW, REASK_EVERY, SETTLE
+from xau_pipeline.publication_sensor import unsettled
+from xau_pipeline.store.gaps import NOT_PUBLISHED, PROVIDER_EMPTY
+from xau_pipeline.symbols import Symbol
+from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
+from xau_pipeline.trading_calendar import calendar
+from xau_pipeline.twelvedata.client import TwelveDataClient
+from xau_pipeline.utc import utc_now
+from xau_pipeline_tests.conftest import TEST_API_KEY
+
+M15 = TIMEFRAMES_BY_NAME["M15"]
+GOLD = Symbol("XAU/USD")
+DAY = datetime(2024, 3, 13, tzinfo=UTC)
+BAR = DAY + timedelta(hours=9, minutes=45)  # closes 10:00:00
+CLOSE = BAR + M15.bar
+DELAY = timedelta(seconds=100)
+
+
+def at(stand_in, moment: datetime) -> TwelveDataClient:
+    """A client whose clock, and the stand-in's, read `moment`."""
+    stand_in.configure(time_offset_seconds=(moment - utc_now()).total_seconds())
+    return TwelveDataClient(TEST_API_KEY, stand_in.url, backoff_seconds=0.01, timeout_seconds=5, clock=lambda: moment)
+
+
+def fetch(stand_in, store, moment: datetime):
+    report = ingest(at(stand_in, moment), store, GOLD, M15, DAY, DAY + timedelta(days=1))
+    assert report.error is None
+    return report
+
+
+def stored(store, slot: datetime):
+    with store.engine.connect() as connection:
+        return connection.execute(
+            sa.text('SELECT close, final FROM candles WHERE timeframe = :tf AND "timestamp" = :t'),
+            {"tf": M15.name, "t": slot},
+        ).first()
+
+
+def reason(store, slot: datetime, now: datetime) -> str | None:
+    report = store.gaps(GOLD.name, M15, calendar(GOLD.calendar), DAY, DAY + timedelta(days=1), now)
+    return next((gap.reason for gap in report.gaps if gap.slot == slot), None)
+
+
+def published(stand_in, before: str):
+    stand_in.configure(
+        publication_delay_seconds=(DELAY.total_seconds(), DELAY.total_seconds()),
+        publication_late_share=0.0,
+        before_publication=before,
+    )
+    assert stand_in.published_at(GOLD.api_symbol, M15.interval, BAR) == CLOSE + DELAY
+
+
+def test_a_bar_absent_before_its_publication_is_not_published_yet_then_stored_final(stand_in, store):
+    published(stand_in, "absent")
+    early = CLOSE + timedelta(seconds=40)
+    first = fetch(stand_in, store, early)
+    assert stored(store, BAR) is None and first.calls == 1
+    assert stored(store, BAR - M15.bar).final  # closed 15 min before: published and final
+    # Late, not missing: not a provider gap, and asked for again.
+    assert reason(store, BAR, early) == NOT_PUBLISHED
+    assert store.missing(GOLD.name, M15, BAR, CLOSE) == [(BAR, CLOSE)]
+    later = CLOSE + SETTLE + timedelta(seconds=10)
+    second = fetch(stand_in, store, later)
+    assert second.calls == 1
+    close, final = stored(store, BAR)
+    truth = stand_in.bars(GOLD.api_symbol, M15.interval, BAR, CLOSE, final=True)[0]
+    assert (close, final) == (truth["close"], True)
+    assert reason(store, BAR, later) is None
+    # Settled: a third fetch pays for nothing.
+    assert fetch(stand_in, store, later + timedelta(minutes=1)).calls == 0
+
+
+def test_a_provisional_bar_is_stored_not_final_then_corrected_and_made_final(stand_in, store):
+    published(stand_in, "provisional")
+    early = CLOSE + timedelta(seconds=40)
+    first = fetch(stand_in, store, early)
+    provisional_close, final = stored(store, BAR)
+    truth = stand_in.bars(GOLD.api_symbol, M15.interval, BAR, CLOSE, final=True)[0]
+    assert final is False and provisional_close != truth["close"]
+    assert first.provisional == 1
+    assert store.missing(GOLD.name, M15, BAR, CLOSE) == [(BAR, CLOSE)]  # asked for again
+    second = fetch(stand_in, store, CLOSE + SETTLE + timedelta(seconds=10))
+    assert stored(store, BAR) == (truth["close"], True)
+    assert second.counts.updated == 1 and second.provisional == 0
+
+
+def test_a_final_bar_is_never_made_provisional_again(stand_in, store):
+    published(stand_in, "absent")
+    fetch(stand_in, store, CLOSE + SETTLE + timedelta(seconds=10))
+    assert stored(store, BAR).final
+    # Asked again by force 110 s after its close: in time for its publication, too soon to be final.
+    soon = CLOSE + timedelta(seconds=110)
+    report = ingest(at(stand_in, soon), store, GOLD, M15, DAY, DAY + timedelta(days=1), force=True)
+    assert report.error is None and report.provisional >= 1
+    assert stored(store, BAR).final
+
+
+def test_a_bar_that_never_comes_is_a_provider_gap_only_after_the_publication_window(stand_in, store):
+    published(stand_in, "absent")
+    stand_in.configure(holes=[(BAR, CLOSE)])
+    after_settle = CLOSE + SETTLE + timedelta(seconds=10)
+    fetch(stand_in, store, after_settle)
+    assert reason(store, BAR, after_settle) == NOT_PUBLISHED
+    past_window = CLOSE + PUBLICATION_WINDOW + timedelta(seconds=10)
+    last = fetch(stand_in, store, past_window)
+    assert last.calls == 1
+    assert reason(store, BAR, past_window) == PROVIDER_EMPTY
+    assert fetch(stand_in, store, past_window + timedelta(minutes=5)).calls == 0
+
+
+def test_the_publication_sensor_asks_again_only_when_due(stand_in, store):
+    published(stand_in, "absent")
+    asked = CLOSE + timedelta(seconds=90)
+    fetch(stand_in, store, asked)  # before its publication: absent
+    grid = utc_grid(M15.bar)
+    (pending,) = unsettled(store, GOLD, M15, CLOSE + SETTLE + timedelta(seconds=5), grid)
+    assert (pending.slot, pending.last_asked, pending.due) == (BAR, asked, False)
+    due_at = asked + REASK_EVERY
+    (pending,) = unsettled(store, GOLD, M15, due_at, grid)
+    assert pending.due
+    fetch(stand_in, store, due_at)  # published by then
+    assert unsettled(store, GOLD, M15, due_at + timedelta(seconds=30), grid) == []
+
+
+@pytest.mark.parametrize(
+    ("newest_stored", "now", "state"),
+    [
+        (BAR, CLOSE + timedelta(minutes=5), FRESH),
+        (BAR - M15.bar, CLOSE + timedelta(minutes=5), WAITING),  # 09:45 closed 5 min ago: late, not stale
+        (BAR - M15.bar, CLOSE + PUBLICATION_WINDOW + timedelta(seconds=1), STALE),
+        (None, CLOSE, STALE),
+    ],
+)
+def test_fresh_tells_waiting_for_publication_from_stale(newest_stored, now, state):
+    found = freshness(calendar(GOLD.calendar), utc_grid(M15.bar), newest_stored, now)
+    assert found.state == state and found.ok == (state != STALE)
+    # The next bar: the one forming at `now`, fetched SETTLE after its close.
+    forming = utc_grid(M15.bar).slot_of(now)
+    assert found.next_due == forming[1] + SETTLE
