@@ -31,7 +31,7 @@ from xau_pipeline.store.database import safe_url
 from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY
 from xau_pipeline.store.migrate import alembic_config, current_revision, head_revision
 from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import Timeframe, timeframe
+from xau_pipeline.timeframes import TIMEFRAMES, Timeframe, timeframe
 from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.utc import iso_utc, utc_now
 
@@ -230,13 +230,20 @@ def _histories(store: CandleStore, settings: Settings, now: datetime) -> list[tu
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     now = utc_now()
     print(f"history since {settings.history_start}: closed bars the calendar expects, and how many are stored")
-    for symbol, progress, eta in _histories(_store(settings), settings, now):
+    store = _store(settings)
+    histories = _histories(store, settings, now)
+    for symbol, progress, eta in histories:
         for p in progress:
             print(
                 f"  {symbol.api_symbol} {p.timeframe:<3}  {p.share:6.1%}  {p.stored:>9,} of {p.expected:>9,}  "
                 f"{p.credits_to_go} credit(s) to go"
             )
         print(f"  {symbol.api_symbol}: {eta}")
+    print("live: the newest bars (stale once a bar that closed over 10 minutes ago is missing)")
+    for symbol, _progress, _eta in histories:
+        for tf in TIMEFRAMES:
+            state = store.freshness(symbol.name, tf, calendar(symbol.calendar), now)
+            print(f"  {symbol.api_symbol} {tf.name:<3}  {state.line}")
     return 0
 
 

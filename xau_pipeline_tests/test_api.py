@@ -73,7 +73,7 @@ def backfilled(store, stand_in):
 def stored(store, timeframe="M15", start=None, end=None) -> list[sa.Row]:
     """The stored rows, newest first, as the database has them (Decimal prices)."""
     query = sa.text(
-        "SELECT \"timestamp\", open, high, low, close, volume FROM candles WHERE symbol = 'XAUUSD' "
+        "SELECT \"timestamp\", open, high, low, close, volume, final FROM candles WHERE symbol = 'XAUUSD' "
         'AND timeframe = :tf AND "timestamp" >= :start AND "timestamp" < :end ORDER BY "timestamp" DESC'
     )
     with store.engine.connect() as connection:
@@ -106,6 +106,7 @@ def assert_equal_to_rows(items: list[dict], rows: list[sa.Row], timeframe="M15")
             assert Decimal(item[name]) == getattr(row, name)
             assert item[name] == format(getattr(row, name), "f")  # the stored digits, trailing zeros too
         assert item["volume"] == (None if row.volume is None else format(row.volume, "f"))
+        assert item["final"] in (row.final, "true" if row.final else "false")
 
 
 # ---- GET /candles/{timeframe} --------------------------------------------------------------------
@@ -144,6 +145,23 @@ def test_exact_digits_volumes_and_symbol_spelling(api, store):
     assert_equal_to_rows(items, stored(store, "H4"), "H4")
     assert items[0]["timestamp"] == "2024-03-04T16:00:00Z"
     assert get(api, "/candles/H4", params={"symbol": "XAGUSD"}).json() == []
+
+
+def test_provisional_bars_are_marked_and_can_be_left_out(api, store):
+    t0 = datetime(2024, 3, 4, 10, tzinfo=UTC)
+    bars = [Bar(t0 + i * M15.bar, *(Decimal("2050.5"),) * 4) for i in range(4)]
+    with store.engine.begin() as connection:
+        # Received 2 minutes after the second bar's close: the newest two are not final yet.
+        upsert_bars(connection, "XAUUSD", "M15", bars, final_before=t0 + 2 * M15.bar)
+    items = get(api, "/candles/M15").json()
+    assert [item["final"] for item in items] == [False, False, True, True]
+    assert (
+        CANDLES.dump_json(CANDLES.validate_json(get(api, "/candles/M15").content)) == get(api, "/candles/M15").content
+    )
+    finals = get(api, "/candles/M15", params={"final_only": "true"}).json()
+    assert [item["timestamp"] for item in finals] == [iso(t0 + M15.bar), iso(t0)]
+    text = get(api, "/candles/M15", params={"final_only": "true", "format": "csv"}).text
+    assert [line.split(",")[-1] for line in text.splitlines()] == ["final", "true", "true"]
 
 
 def test_limit_window_and_default_page(api, backfilled):
@@ -188,8 +206,10 @@ def test_cursor_paging_has_no_overlaps_or_holes(api, backfilled):
 def test_csv_equals_json(api, backfilled):
     def parse(text: str) -> list[dict]:
         reader = csv.DictReader(io.StringIO(text))
-        assert reader.fieldnames == ["symbol", "timeframe", "timestamp", "open", "high", "low", "close", "volume"]
-        return [{**row, "volume": row["volume"] or None} for row in reader]
+        assert reader.fieldnames == [
+            "symbol", "timeframe", "timestamp", "open", "high", "low", "close", "volume", "final"
+        ]  # fmt: skip
+        return [{**row, "volume": row["volume"] or None, "final": row["final"] == "true"} for row in reader]
 
     params = {"limit": 250, "start": "2024-02-06"}
     as_json = get(api, "/candles/M15", params=params).json()
@@ -435,7 +455,12 @@ def test_health_reports_each_series_newest_bar_and_its_age(api, backfilled):
         "expected_bars": None,
         "stored_bars": None,
         "history_share": None,
+        "state": "stale",
+        "next_bar_due": by_tf["D1"]["next_bar_due"],
     }
+    assert by_tf["M15"]["state"] == "stale"  # the week stored is long past
+    due = datetime.fromisoformat(by_tf["M15"]["next_bar_due"].replace("Z", "+00:00"))
+    assert timedelta(0) < due - datetime.now(UTC) <= timedelta(days=3)
 
 
 def test_openapi_and_docs(api, store):

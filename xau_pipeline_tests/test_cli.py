@@ -90,6 +90,7 @@ def test_candles_json_keeps_exact_digits_as_strings_newest_first(db, capsys):
             "low": "0.00001",
             "close": "2.5",
             "volume": "7",
+            "final": True,
         },
         {
             "timestamp": "2024-01-02T00:15:00Z",
@@ -98,6 +99,7 @@ def test_candles_json_keeps_exact_digits_as_strings_newest_first(db, capsys):
             "low": "1998.00001",
             "close": "1999.90",
             "volume": "12.50",
+            "final": True,
         },
         {
             "timestamp": "2024-01-02T00:00:00Z",
@@ -106,6 +108,7 @@ def test_candles_json_keeps_exact_digits_as_strings_newest_first(db, capsys):
             "low": "2049.9",
             "close": "2050.5",
             "volume": None,
+            "final": True,
         },
     ]
 
@@ -116,10 +119,10 @@ def test_candles_csv_has_a_header_and_exact_digits(db, capsys):
     assert status == 0
     rows = list(csv.reader(io.StringIO(out)))
     assert rows == [
-        ["timestamp", "open", "high", "low", "close", "volume"],
-        ["2024-01-02T00:30:00Z", "0.00001", "3", "0.00001", "2.5", "7"],
-        ["2024-01-02T00:15:00Z", "1999.10", "2000", "1998.00001", "1999.90", "12.50"],
-        ["2024-01-02T00:00:00Z", "2050.12345", "2051.00", "2049.9", "2050.5", ""],
+        ["timestamp", "open", "high", "low", "close", "volume", "final"],
+        ["2024-01-02T00:30:00Z", "0.00001", "3", "0.00001", "2.5", "7", "yes"],
+        ["2024-01-02T00:15:00Z", "1999.10", "2000", "1998.00001", "1999.90", "12.50", "yes"],
+        ["2024-01-02T00:00:00Z", "2050.12345", "2051.00", "2049.9", "2050.5", "", "yes"],
     ]
 
 
@@ -128,16 +131,28 @@ def test_candles_table_is_aligned_under_a_header(db, capsys):
     status, out, _ = run(capsys, "candles", "M15")  # table is the default
     lines = out.splitlines()
     assert status == 0 and len(lines) == 4
-    assert lines[0].split() == ["timestamp", "open", "high", "low", "close", "volume"]
-    assert lines[1].split() == ["2024-01-02T00:30:00Z", "0.00001", "3", "0.00001", "2.5", "7"]
-    assert lines[3].split() == ["2024-01-02T00:00:00Z", "2050.12345", "2051.00", "2049.9", "2050.5", "-"]
+    assert lines[0].split() == ["timestamp", "open", "high", "low", "close", "volume", "final"]
+    assert lines[1].split() == ["2024-01-02T00:30:00Z", "0.00001", "3", "0.00001", "2.5", "7", "yes"]
+    assert lines[3].split() == ["2024-01-02T00:00:00Z", "2050.12345", "2051.00", "2049.9", "2050.5", "-", "yes"]
     assert len({len(line) for line in lines}) == 1
     # numbers are right-aligned: every column of every row ends where its header ends
-    header_ends = [lines[0].index(name) + len(name) for name in ("open", "high", "low", "close", "volume")]
+    header_ends = [lines[0].index(name) + len(name) for name in ("open", "high", "low", "close", "volume", "final")]
     for line in lines[1:]:
         assert [i + 1 for i in range(1, len(line)) if line[i] != " " and (i + 1 == len(line) or line[i + 1] == " ")][
             1:
         ] == header_ends
+
+
+def test_candles_tell_provisional_bars_and_can_leave_them_out(db, capsys):
+    bars = flat([T0 + i * timedelta(minutes=15) for i in range(3)])
+    with db.engine.begin() as connection:
+        upsert_bars(connection, "XAUUSD", "M15", bars, final_before=T0 + timedelta(minutes=15))
+    status, out, _ = run(capsys, "candles", "M15", "--format", "csv")
+    assert status == 0 and [row[-1] for row in csv.reader(io.StringIO(out))] == ["final", "no", "no", "yes"]
+    status, out, _ = run(capsys, "candles", "M15", "--final-only", "--format", "json")
+    assert status == 0 and [(bar["timestamp"], bar["final"]) for bar in json.loads(out)] == [
+        ("2024-01-02T00:00:00Z", True)
+    ]
 
 
 def test_candles_empty_table_says_so(db, capsys):

@@ -40,6 +40,7 @@ from xau_pipeline.api.models import (
     TimeframeName,
     iso_utc,
 )
+from xau_pipeline.freshness import series_freshness
 from xau_pipeline.read import parse_time
 from xau_pipeline.store import gaps
 from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, find_gaps
@@ -415,6 +416,12 @@ def create_app(
         try:
             with queries.read_only(engine, min(timeout, HEALTH_STATEMENT_TIMEOUT_MS)) as connection:
                 newest = queries.newest_bars(connection, health_series)
+                fresh = {
+                    (symbol, tf_name): series_freshness(
+                        connection, symbol, TIMEFRAMES_BY_NAME[tf_name], calendar_of(symbol)[1], now
+                    )
+                    for symbol, tf_name in health_series
+                }
                 shares = {
                     (symbol, tf_name): history_share(connection, symbol, tf_name, calendar_of(symbol)[1], since, now)
                     for symbol, tf_name in health_series
@@ -444,6 +451,8 @@ def create_app(
                     if stamp is None
                     else round((now - (stamp + TIMEFRAMES_BY_NAME[tf_name].bar)).total_seconds(), 3),
                     **_share_fields(shares.get((symbol, tf_name))),
+                    state=fresh[(symbol, tf_name)].state,
+                    next_bar_due=fresh[(symbol, tf_name)].next_due,
                 )
                 for symbol, tf_name, stamp in newest
             ],

@@ -104,6 +104,15 @@ class SeriesAge(BaseModel):
     history_share: float | None = Field(
         default=None, description="stored_bars / expected_bars (0 to 1): how complete the history is."
     )
+    state: str | None = Field(
+        default=None,
+        examples=["fresh", "waiting for publication", "stale", "no bar expected"],
+        description="stale: a bar that closed over 10 minutes ago is newer than the newest stored; waiting for "
+        "publication: only bars that closed more recently are (Twelve Data publishes 0.3 to 2 min after a close).",
+    )
+    next_bar_due: UtcTime | None = Field(
+        default=None, description="When the next expected bar should be stored: its close plus 2 minutes."
+    )
 
 
 class HealthResponse(BaseModel):

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from xau_pipeline import credit_budget
 from xau_pipeline.bars import Bar, FetchedWindow, Interval, subtract
 from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
+from xau_pipeline.freshness import Freshness, series_freshness
 from xau_pipeline.grid import DayCover, Grid, GridDetection
 from xau_pipeline.store import gaps, migrate, quality, quarantine
 from xau_pipeline.store.coverage import (
@@ -254,6 +255,11 @@ class CandleStore:
         )
         count, first, last = self.read(query)[0]
         return count, first, last
+
+    def freshness(self, symbol: str, timeframe: Timeframe, calendar: TradingCalendar, now: datetime) -> Freshness:
+        """Whether the series is fresh, waiting for publication or stale, and when its next bar is due."""
+        with self._connect() as connection:
+            return series_freshness(connection, symbol, timeframe, calendar, now)
 
     def newest_open(self, symbol: str, timeframe: Timeframe) -> datetime | None:
         """The open of the newest stored bar of a series."""
