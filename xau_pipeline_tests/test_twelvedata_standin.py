@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from xau_pipeline_dev import launch
 from xau_pipeline_dev.twelvedata_standin import Fault, RequestRecord, StandIn, StandInConfig
 from xau_pipeline_dev.twelvedata_standin.__main__ import config_from
 from xau_pipeline_dev.twelvedata_standin.prices import mid
@@ -900,7 +901,7 @@ def test_publication_settings_through_the_control_endpoint(stand_in: StandIn) ->
     assert stand_in.config == config
 
 
-def test_publication_on_the_command_line() -> None:
+def test_publication_on_the_command_line_and_in_make_demo(monkeypatch) -> None:
     default = config_from([], {})[0]
     assert default.publication_delay_seconds == (18.0, 120.0) and default.publication_late_share == 0.02
     assert (default.publication_late_seconds, default.before_publication) == ((150.0, 420.0), "absent")
@@ -913,3 +914,15 @@ def test_publication_on_the_command_line() -> None:
     for wrong in (["--publication-delay", "90,30"], ["--late-share", "2"], ["--before-publication", "x"]):
         with pytest.raises(SystemExit):
             config_from(wrong, {})
+
+    monkeypatch.delenv("XAU_DEMO_PUBLICATION_DELAY", raising=False)
+    monkeypatch.delenv("XAU_DEMO_BEFORE_PUBLICATION", raising=False)
+    assert launch.demo_publication() == {}  # the stand-in's realistic defaults
+    monkeypatch.setenv("XAU_DEMO_PUBLICATION_DELAY", "0")
+    assert launch.demo_publication() == {"publication_delay_seconds": (0.0, 0.0), "publication_late_share": 0.0}
+    monkeypatch.setenv("XAU_DEMO_PUBLICATION_DELAY", "20,60")
+    monkeypatch.setenv("XAU_DEMO_BEFORE_PUBLICATION", "provisional")
+    assert launch.demo_publication() == {"publication_delay_seconds": (20.0, 60.0), "before_publication": "provisional"}
+    monkeypatch.setenv("XAU_DEMO_BEFORE_PUBLICATION", "never")
+    with pytest.raises(launch.LaunchError):
+        launch.demo_publication()
