@@ -93,18 +93,24 @@ def store(session_store) -> CandleStore:
     return session_store
 
 
+# The shared stand-in publishes each bar at its close (its default is 18-120 s after, 2 % later);
+# tests of the publication delay set their own.
+NO_PUBLICATION_DELAY = {"publication_delay_seconds": (0.0, 0.0), "publication_late_share": 0.0}
+
+
 @pytest.fixture(scope="session")
 def session_stand_in():
     from xau_pipeline_dev.twelvedata_standin import StandIn, StandInConfig
 
-    with StandIn(StandInConfig(api_key=TEST_API_KEY, credits_per_minute=None, credits_per_day=None)) as server:
+    config = StandInConfig(api_key=TEST_API_KEY, credits_per_minute=None, credits_per_day=None, **NO_PUBLICATION_DELAY)
+    with StandIn(config) as server:
         yield server
 
 
 @pytest.fixture
 def stand_in(session_stand_in):
-    """The shared stand-in, reset to no limits and no faults for each test."""
-    session_stand_in.restore_defaults(credits_per_minute=None, credits_per_day=None)
+    """The shared stand-in, reset to no limits, no faults and no publication delay for each test."""
+    session_stand_in.restore_defaults(credits_per_minute=None, credits_per_day=None, **NO_PUBLICATION_DELAY)
     return session_stand_in
 
 

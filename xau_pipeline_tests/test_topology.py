@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from xau_pipeline.store.database import normalize_url, temporary_database
-from xau_pipeline_tests.conftest import DEFAULT_TEST_SERVER, TEST_API_KEY, _server_answers
+from xau_pipeline_tests.conftest import DEFAULT_TEST_SERVER, NO_PUBLICATION_DELAY, TEST_API_KEY, _server_answers
 from xau_pipeline_tests.launch_graphql import BACKFILL_STATUS, LAUNCH_BACKFILL, LAUNCH_RUN
 from xau_pipeline_tests.topology import Topology, deploy_instance, local_instance, wait_for
 
@@ -53,9 +53,9 @@ def databases(request):
 
 @pytest.fixture(scope="module")
 def stand_in(session_stand_in):
-    session_stand_in.restore_defaults(credits_per_minute=None, credits_per_day=None)
+    session_stand_in.restore_defaults(credits_per_minute=None, credits_per_day=None, **NO_PUBLICATION_DELAY)
     yield session_stand_in
-    session_stand_in.restore_defaults(credits_per_minute=None, credits_per_day=None)
+    session_stand_in.restore_defaults(credits_per_minute=None, credits_per_day=None, **NO_PUBLICATION_DELAY)
 
 
 @pytest.fixture(scope="module")

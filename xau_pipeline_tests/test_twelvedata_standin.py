@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from xau_pipeline_dev import launch
 from xau_pipeline_dev.twelvedata_standin import Fault, RequestRecord, StandIn, StandInConfig
 from xau_pipeline_dev.twelvedata_standin.__main__ import config_from
 from xau_pipeline_dev.twelvedata_standin.prices import mid
+from xau_pipeline_dev.twelvedata_standin.server import config_from_json, config_to_json
 from xau_pipeline_dev.twelvedata_standin.sessions import in_session
 
 UTC = UTC
@@ -502,6 +504,11 @@ def test_restore_defaults_undoes_every_setting_and_clears_the_counters(stand_in:
         "bar_anchor": "new_york",
         "credit_headers": False,
         "max_outputsize": 10,
+        "publication_delay_seconds": (0.0, 0.0),
+        "publication_late_share": 0.5,
+        "publication_late_seconds": (1.0, 2.0),
+        "publication_seed": 7,
+        "before_publication": "provisional",
     }
     defaults = StandInConfig(**identity)
     # Every setting but the server's identity is changed here, each to a value other than its default.
@@ -731,3 +738,191 @@ def test_a_symbol_outside_the_free_plan_is_404_and_still_costs_a_credit(stand_in
     assert stand_in.requests[-1].credits == 1
     stand_in.configure(plan_gated=())
     assert values(stand_in, symbol="XAG/USD", interval="1h", outputsize=2)
+
+
+# -- publication delay --------------------------------------------------------------------------
+
+# One closed bar of each interval, on a Wednesday in session: (interval, open, close, its served datetime).
+PUBLISHED_BARS = [
+    ("15min", utc(2025, 6, 11, 14, 15), utc(2025, 6, 11, 14, 30), "2025-06-11 14:15:00"),
+    ("1h", utc(2025, 6, 11, 14), utc(2025, 6, 11, 15), "2025-06-11 14:00:00"),
+    ("4h", utc(2025, 6, 11, 12), utc(2025, 6, 11, 16), "2025-06-11 12:00:00"),
+    ("1day", utc(2025, 6, 11), utc(2025, 6, 12), "2025-06-11"),
+]
+PUBLISHED_IDS = [bar[0] for bar in PUBLISHED_BARS]
+OHLC = ("open", "high", "low", "close")
+
+
+def served_around(stand_in: StandIn, interval: str, opens: datetime) -> dict[str, tuple[Decimal, ...]]:
+    """The answer for the bars from a day before ``opens`` on (the forming one included), by datetime."""
+    start = (opens - timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
+    return {row["datetime"]: as_decimals(row) for row in values(stand_in, interval=interval, start_date=start)}
+
+
+def ohlc(bar: dict) -> tuple[Decimal, ...]:
+    return tuple(bar[k] for k in OHLC)
+
+
+def bar_at(stand_in: StandIn, interval: str, opens: datetime, *, final: bool = False) -> dict | None:
+    rows = stand_in.bars("XAU/USD", interval, opens, opens + timedelta(seconds=1), final=final)
+    return rows[0] if rows else None
+
+
+@pytest.mark.parametrize(("interval", "opens", "closes", "label"), PUBLISHED_BARS, ids=PUBLISHED_IDS)
+def test_a_closed_bar_is_absent_until_published(stand_in: StandIn, interval, opens, closes, label) -> None:
+    """By default a bar is published 18-120 s after its close (now and then later), and left out of
+    answers until then: the answer ends with the bar before it, the forming bar still served."""
+    published = stand_in.published_at("XAU/USD", interval, opens)
+    assert published.tzinfo is not None and closes + timedelta(seconds=18) <= published
+    assert published <= closes + timedelta(seconds=420)
+    long_ago = bar_at(stand_in, interval, opens)  # on the real clock, long published
+    assert long_ago is not None and long_ago["published"] is True
+
+    set_clock(stand_in, closes + timedelta(seconds=5))
+    served = served_around(stand_in, interval, opens)
+    assert label not in served
+    newest = values(stand_in, interval=interval, outputsize=2)
+    assert newest[0]["datetime"] > label > newest[1]["datetime"]  # the forming bar, then the one before
+    assert bar_at(stand_in, interval, opens) is None
+    held_back = bar_at(stand_in, interval, opens, final=True)
+    assert held_back is not None and held_back["published"] is False
+    set_clock(stand_in, published - timedelta(seconds=3))
+    assert label not in served_around(stand_in, interval, opens)
+
+    set_clock(stand_in, published + timedelta(seconds=1))
+    assert served_around(stand_in, interval, opens)[label] == ohlc(held_back)
+    shown = bar_at(stand_in, interval, opens)
+    assert shown is not None and shown["published"] is True and ohlc(shown) == ohlc(held_back)
+    # A bar left out costs what any answer costs: one credit a call.
+    assert [(r.code, r.credits) for r in stand_in.requests] == [(200, 1)] * 4
+
+
+@pytest.mark.parametrize(
+    ("interval", "opens", "closes", "label"),
+    [*PUBLISHED_BARS, ("15min", utc(2025, 6, 14, 12), utc(2025, 6, 14, 12, 15), "2025-06-14 12:00:00")],
+    ids=[*PUBLISHED_IDS, "15min-saturday"],
+)
+def test_a_closed_bar_is_provisional_until_published(stand_in: StandIn, interval, opens, closes, label) -> None:
+    """With before_publication="provisional" the bar is served before its publication with the values
+    the feed had its delay earlier (its last ticks not in), and with its final values after."""
+    stand_in.configure(before_publication="provisional")
+    published = stand_in.published_at("XAU/USD", interval, opens)
+    set_clock(stand_in, closes + timedelta(seconds=5))
+    early = served_around(stand_in, interval, opens)[label]
+    final = bar_at(stand_in, interval, opens, final=True)
+    assert final is not None
+    assert early != ohlc(final)
+    assert early[0] == final["open"] and early[3] != final["close"]
+    shown = bar_at(stand_in, interval, opens)
+    assert shown is not None and shown["published"] is False and ohlc(shown) == early
+    # The provisional values fill in as the feed catches up, and stay provisional until the publication.
+    set_clock(stand_in, published - timedelta(seconds=3))
+    later = served_around(stand_in, interval, opens)[label]
+    assert later not in (early, ohlc(final))
+
+    set_clock(stand_in, published + timedelta(seconds=1))
+    assert served_around(stand_in, interval, opens)[label] == ohlc(final)
+    shown = bar_at(stand_in, interval, opens)
+    assert shown is not None and shown["published"] is True and ohlc(shown) == ohlc(final)
+
+
+def test_no_publication_delay_publishes_each_bar_at_its_close(stand_in: StandIn) -> None:
+    stand_in.configure(publication_delay_seconds=(0.0, 0.0), publication_late_share=0.0)
+    interval, opens, closes, label = PUBLISHED_BARS[0]
+    assert stand_in.published_at("XAU/USD", interval, opens) == closes
+    set_clock(stand_in, closes + timedelta(seconds=1))
+    final = bar_at(stand_in, interval, opens, final=True)
+    assert final is not None and final["published"] is True
+    assert served_around(stand_in, interval, opens)[label] == ohlc(final)
+    assert values(stand_in, interval=interval, outputsize=2)[1]["datetime"] == label
+    assert bar_at(stand_in, interval, opens) == final
+
+
+def test_publication_delays_are_deterministic_spread_and_sometimes_late(stand_in: StandIn) -> None:
+    opens = [utc(2025, 6, 2) + timedelta(minutes=15 * i) for i in range(4000)]
+
+    def delays(server: StandIn, interval: str = "15min") -> list[float]:
+        return [
+            (server.published_at("XAU/USD", interval, t) - t - timedelta(minutes=15)).total_seconds() for t in opens
+        ]
+
+    default = delays(stand_in)
+    assert default == delays(StandIn(StandInConfig(api_key="other")))  # the same in every stand-in
+    typical = [d for d in default if d <= 120]
+    late = [d for d in default if d > 120]
+    assert all(18 <= d <= 120 for d in typical) and all(150 <= d <= 420 for d in late)
+    assert 0.01 <= len(late) / len(default) <= 0.03  # 2 % expected
+    assert min(typical) < 25 and max(typical) > 113 and 60 < sorted(typical)[len(typical) // 2] < 78
+    assert min(late) < 200 and max(late) > 370
+    hourly = [(stand_in.published_at("XAU/USD", "1h", t) - t).total_seconds() - 3600 for t in opens[:400:4]]
+    assert hourly != default[:400:4]  # each interval's bars have their own delays
+
+    stand_in.configure(
+        publication_delay_seconds=(30.0, 40.0), publication_late_share=0.25, publication_late_seconds=(300, 300)
+    )
+    configured = delays(stand_in)
+    assert all(30 <= d <= 40 or d == 300 for d in configured)
+    assert 0.22 <= configured.count(300) / len(configured) <= 0.28
+    stand_in.configure(publication_seed=1)
+    assert delays(stand_in) != configured
+    with pytest.raises(ValueError):
+        stand_in.published_at("XAU/USD", "1h", utc(2025, 6, 11, 14, 15))  # no 1h bar opens there
+    with pytest.raises(ValueError):
+        stand_in.published_at("XAU/USD", "1h", datetime(2025, 6, 11, 14))  # naive
+
+
+def test_publication_settings_through_the_control_endpoint(stand_in: StandIn) -> None:
+    posted = {
+        "publication_delay_seconds": [5, 7.5],
+        "publication_late_share": 0.1,
+        "publication_late_seconds": [200, 300],
+        "publication_seed": 3,
+        "before_publication": "provisional",
+    }
+    assert control(stand_in, "POST", "config", json=posted).status_code == 200
+    config = stand_in.config
+    assert (config.publication_delay_seconds, config.publication_late_seconds) == ((5.0, 7.5), (200.0, 300.0))
+    assert (config.publication_late_share, config.publication_seed, config.before_publication) == (
+        0.1,
+        3,
+        "provisional",
+    )
+    shown = control(stand_in, "GET", "config").json()
+    assert {k: shown[k] for k in posted} == {**posted, "publication_delay_seconds": [5.0, 7.5]}
+    assert StandInConfig(**config_from_json(config_to_json(config))) == config
+    for wrong in (
+        {"before_publication": "later"},
+        {"publication_delay_seconds": [10, 5]},
+        {"publication_late_seconds": [-1, 5]},
+        {"publication_delay_seconds": 5},
+        {"publication_late_share": 1.5},
+    ):
+        assert control(stand_in, "POST", "config", json=wrong).status_code == 400, wrong
+    assert stand_in.config == config
+
+
+def test_publication_on_the_command_line_and_in_make_demo(monkeypatch) -> None:
+    default = config_from([], {})[0]
+    assert default.publication_delay_seconds == (18.0, 120.0) and default.publication_late_share == 0.02
+    assert (default.publication_late_seconds, default.before_publication) == ((150.0, 420.0), "absent")
+    argv = ["--publication-delay", "30,90", "--late-share", "0.1", "--late-delay", "200,600"]
+    chosen = config_from([*argv, "--before-publication", "provisional"], {})[0]
+    assert (chosen.publication_delay_seconds, chosen.publication_late_share) == ((30.0, 90.0), 0.1)
+    assert (chosen.publication_late_seconds, chosen.before_publication) == ((200.0, 600.0), "provisional")
+    off = config_from(["--publication-delay", "0"], {})[0]
+    assert (off.publication_delay_seconds, off.publication_late_share) == ((0.0, 0.0), 0.0)
+    for wrong in (["--publication-delay", "90,30"], ["--late-share", "2"], ["--before-publication", "x"]):
+        with pytest.raises(SystemExit):
+            config_from(wrong, {})
+
+    monkeypatch.delenv("XAU_DEMO_PUBLICATION_DELAY", raising=False)
+    monkeypatch.delenv("XAU_DEMO_BEFORE_PUBLICATION", raising=False)
+    assert launch.demo_publication() == {}  # the stand-in's realistic defaults
+    monkeypatch.setenv("XAU_DEMO_PUBLICATION_DELAY", "0")
+    assert launch.demo_publication() == {"publication_delay_seconds": (0.0, 0.0), "publication_late_share": 0.0}
+    monkeypatch.setenv("XAU_DEMO_PUBLICATION_DELAY", "20,60")
+    monkeypatch.setenv("XAU_DEMO_BEFORE_PUBLICATION", "provisional")
+    assert launch.demo_publication() == {"publication_delay_seconds": (20.0, 60.0), "before_publication": "provisional"}
+    monkeypatch.setenv("XAU_DEMO_BEFORE_PUBLICATION", "never")
+    with pytest.raises(launch.LaunchError):
+        launch.demo_publication()

@@ -7,9 +7,10 @@ run   Start the Dagster UI and daemon (`dagster dev`) on 127.0.0.1:3000 (XAU_UI_
       `dagster`). With XAU_DATABASE_URL, that database holds both, Dagster's in its own schema
       `dagster`, unless XAU_DAGSTER_PG_URL names another. Needs TWELVE_DATA_API_KEY.
 demo  The same, offline: a Twelve Data stand-in in this process (127.0.0.1:8765, key `demo-key`,
-      the free plan's limits) and the last three weeks of every timeframe stored first; the
-      partitions start with those three weeks (unless XAU_HISTORY_START says otherwise), so the
-      history catch-up finds no history to fetch on the first start.
+      the free plan's limits, each bar published 18-120 s after its close and now and then later:
+      XAU_DEMO_PUBLICATION_DELAY, XAU_DEMO_BEFORE_PUBLICATION) and the last three weeks of every
+      timeframe stored first; the partitions start with those three weeks (unless XAU_HISTORY_START
+      says otherwise), so the history catch-up finds no history to fetch on the first start.
 
 Ctrl-C or SIGTERM stops Dagster, then the API, then the embedded PostgreSQL. Exit status 2: configuration.
 """
@@ -26,6 +27,7 @@ import time
 from contextlib import ExitStack, closing, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from xau_pipeline.pool import POOL, with_plan_limits
 from xau_pipeline.settings import Settings, SettingsError
@@ -190,17 +192,56 @@ def migrate_candle_database(settings: Settings) -> None:
 # ---- demo ----------------------------------------------------------------------------------------
 
 
+def demo_publication() -> dict[str, Any]:
+    """The stand-in's publication settings for `make demo`: XAU_DEMO_PUBLICATION_DELAY (MIN,MAX seconds
+    after each close, 0 for none) and XAU_DEMO_BEFORE_PUBLICATION (absent or provisional)."""
+    import argparse
+
+    from xau_pipeline_dev.twelvedata_standin.__main__ import seconds_range
+    from xau_pipeline_dev.twelvedata_standin.server import BEFORE_PUBLICATION
+
+    chosen: dict[str, Any] = {}
+    if text := os.environ.get("XAU_DEMO_PUBLICATION_DELAY", "").strip():
+        try:
+            chosen["publication_delay_seconds"] = delay = seconds_range(text)
+        except argparse.ArgumentTypeError as exc:
+            raise LaunchError(f"XAU_DEMO_PUBLICATION_DELAY: {exc}", EXIT_CONFIG) from None
+        if delay[1] == 0:
+            chosen["publication_late_share"] = 0.0
+    if before := os.environ.get("XAU_DEMO_BEFORE_PUBLICATION", "").strip():
+        if before not in BEFORE_PUBLICATION:
+            raise LaunchError(
+                f"XAU_DEMO_BEFORE_PUBLICATION must be one of {', '.join(BEFORE_PUBLICATION)}, not {before!r}",
+                EXIT_CONFIG,
+            )
+        chosen["before_publication"] = before
+    return chosen
+
+
 def start_stand_in(stack: ExitStack) -> str:
     from xau_pipeline_dev.twelvedata_standin import StandIn, StandInConfig
 
     port = int(os.environ.get("XAU_DEMO_STANDIN_PORT") or DEMO_PORT)
+    publication = demo_publication()
     try:
-        stand_in = StandIn(StandInConfig(api_key=DEMO_KEY, port=port)).start()
+        stand_in = StandIn(StandInConfig(api_key=DEMO_KEY, port=port, **publication)).start()
     except OSError:
-        stand_in = StandIn(StandInConfig(api_key=DEMO_KEY, port=0)).start()
+        stand_in = StandIn(StandInConfig(api_key=DEMO_KEY, port=0, **publication)).start()
         say(f"port {port} is taken; the stand-in uses {stand_in.url} instead")
     stack.callback(stand_in.stop)
-    say(f"Twelve Data stand-in on {stand_in.url} (key {DEMO_KEY}, 8 credits a minute, 800 a day)")
+    config = stand_in.config
+    low, high = config.publication_delay_seconds
+    late = config.publication_late_share
+    say(
+        f"Twelve Data stand-in on {stand_in.url} (key {DEMO_KEY}, 8 credits a minute, 800 a day; "
+        + (
+            f"each bar published {low:g}-{high:g} s after its close"
+            + (f", {late:.0%} later" if late else "")
+            + f", {config.before_publication} before; XAU_DEMO_PUBLICATION_DELAY=0 for none)"
+            if high or late
+            else "each bar published at its close)"
+        )
+    )
     return stand_in.url
 
 

@@ -7,6 +7,7 @@ command line, where every process listing would show it.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -14,7 +15,7 @@ import threading
 from collections.abc import Mapping
 
 from .prices import ANCHORS, DAY_BOUNDARIES
-from .server import StandIn, StandInConfig
+from .server import BEFORE_PUBLICATION, StandIn, StandInConfig
 
 KEY_VARIABLE = "TWELVE_DATA_API_KEY"
 FALLBACK_KEY = "demo-key"
@@ -46,7 +47,41 @@ def config_from(argv: list[str] | None, environ: Mapping[str, str]) -> tuple[Sta
     parser.add_argument(
         "--daily-stamp", choices=("date", "open"), default="date", help="1day bars carry a bare date or their open"
     )
+    defaults = StandInConfig()
+    parser.add_argument(
+        "--publication-delay",
+        type=seconds_range,
+        default=defaults.publication_delay_seconds,
+        metavar="MIN,MAX",
+        help=f"seconds from a bar's close to its publication, drawn per bar (default: "
+        f"{_pair(defaults.publication_delay_seconds)}; 0: every bar at its close, none late)",
+    )
+    parser.add_argument(
+        "--late-share",
+        type=float,
+        default=None,
+        help=f"share of bars published later, after --late-delay (default: {defaults.publication_late_share}; "
+        "0 with --publication-delay 0)",
+    )
+    parser.add_argument(
+        "--late-delay",
+        type=seconds_range,
+        default=defaults.publication_late_seconds,
+        metavar="MIN,MAX",
+        help=f"the late bars' delay in seconds (default: {_pair(defaults.publication_late_seconds)})",
+    )
+    parser.add_argument(
+        "--before-publication",
+        choices=BEFORE_PUBLICATION,
+        default=defaults.before_publication,
+        help="a closed bar before its publication: left out, or served with provisional values",
+    )
+    parser.add_argument("--publication-seed", type=int, default=defaults.publication_seed, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.late_share is None:
+        args.late_share = defaults.publication_late_share if args.publication_delay[1] > 0 else 0.0
+    if not 0 <= args.late_share <= 1:
+        parser.error(f"--late-share must be 0 to 1, not {args.late_share}")
 
     key = environ.get(KEY_VARIABLE, "").strip()
     note = None
@@ -66,8 +101,30 @@ def config_from(argv: list[str] | None, environ: Mapping[str, str]) -> tuple[Sta
         h4_phase_hours=args.h4_phase_hours,
         day_boundary=args.day_boundary,
         daily_stamp=args.daily_stamp,
+        publication_delay_seconds=args.publication_delay,
+        publication_late_share=args.late_share,
+        publication_late_seconds=args.late_delay,
+        publication_seed=args.publication_seed,
+        before_publication=args.before_publication,
     )
     return config, note
+
+
+def _pair(pair: tuple[float, float]) -> str:
+    return ",".join(f"{x:g}" for x in pair)
+
+
+def seconds_range(text: str) -> tuple[float, float]:
+    """``MIN,MAX`` seconds (0 <= MIN <= MAX), or one number for both."""
+    try:
+        parts = [float(part) for part in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or not all(math.isfinite(x) for x in parts) or not 0 <= parts[0] <= parts[1]:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX seconds with 0 <= MIN <= MAX, not {text!r}")
+    return parts[0], parts[1]
 
 
 def main(argv: list[str] | None = None) -> int:

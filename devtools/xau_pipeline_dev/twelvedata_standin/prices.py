@@ -132,13 +132,15 @@ def _quiet(series: Series, base: Decimal, t: int) -> Decimal:
     return _q(float(base) * (1 + _QUIET * (2 * _units(series.symbol, "quiet", t)[0] - 1)))
 
 
-def _quiet_bar(series: Series, t: int, session_slot: int) -> Bar:
-    """An off-session bar: near the last session close, moving a little."""
+def _quiet_bar(series: Series, t: int, session_slot: int, until: int | None = None) -> Bar:
+    """An off-session bar: near the last session close, moving a little; when ``until`` (< t + 15 min)
+    is given, the bar formed so far."""
     base = _slot_bar(series, session_slot)[4]
-    o, c = _quiet(series, base, t), _quiet(series, base, t + M15)
+    o, c = _quiet(series, base, t), _quiet(series, base, t + M15 if until is None else until)
+    frac = 1.0 if until is None else (until - t) / M15
     up, down = _units(series.symbol, "quiet bar", t, n=2)
-    h = max(o, c) + _q(float(base) * _QUIET * up / 2)
-    low = min(o, c) - _q(float(base) * _QUIET * down / 2)
+    h = max(o, c) + _q(float(base) * _QUIET * up * frac / 2)
+    low = min(o, c) - _q(float(base) * _QUIET * down * frac / 2)
     return (t, o, h, low, c)
 
 
@@ -167,7 +169,7 @@ def _forming_bar(series: Series, t: int, now: int) -> Bar | None:
     if in_session(_utc(t)):
         return _slot_bar(series, t, until=now)
     if series.weekend_bars:
-        return _quiet_bar(series, t, _last_session_slot(t))
+        return _quiet_bar(series, t, _last_session_slot(t), until=now)
     return None
 
 
@@ -319,3 +321,83 @@ def newest_bars(
         if len(bars) >= count or lo <= floor:
             return bars[-count:]
         span *= 2
+
+
+@dataclass(frozen=True)
+class Publication:
+    """When closed bars become published, and what is served for them before.
+
+    A bar is published ``delay`` seconds after its close, drawn per (symbol, interval, open) from
+    ``late`` for a ``late_share`` of the bars and from ``typical`` for the rest. Before that it is
+    left out of answers, or with ``provisional`` served with the values the feed had ``delay``
+    seconds earlier (as if its last ticks were not in yet).
+    """
+
+    typical: tuple[float, float] = (0.0, 0.0)
+    late_share: float = 0.0
+    late: tuple[float, float] = (0.0, 0.0)
+    seed: int = 0
+    provisional: bool = False
+
+    @property
+    def longest(self) -> float:
+        """The longest delay any bar can get."""
+        return max(self.typical[1], self.late[1] if self.late_share > 0 else 0.0)
+
+    def delay(self, symbol: str, interval: str, open_t: int) -> float:
+        """Seconds from the close of the ``interval`` bar opening at ``open_t`` to its publication."""
+        if self.longest <= 0:
+            return 0.0
+        which, u = _units("publication", self.seed, symbol, interval, open_t, n=2)
+        lo, hi = self.late if which < self.late_share else self.typical
+        return round(lo + (hi - lo) * u, 3)
+
+
+def publish(
+    series: Series,
+    interval: str,
+    rows: list[Bar],
+    now: float,
+    publication: Publication,
+    h4_phase_hours: int = 0,
+    anchor: str = "utc",
+    *,
+    final: bool = False,
+) -> list[tuple[Bar, bool]]:
+    """``rows`` (ascending, as ``series_bars`` built them at ``floor(now)``) as served at ``now``,
+    each with whether it is published: a closed bar not yet published is left out, or replaced by
+    its provisional values (with ``final``: kept as it is); the forming bar is kept (not published)."""
+    settled = now - publication.longest  # every bar closed by then is published
+    newest: list[tuple[Bar, bool]] = []
+    kept = len(rows)
+    while kept > 0:
+        bar = rows[kept - 1]
+        t = bar[0]
+        close = next_bar_open(interval, t, h4_phase_hours, anchor)
+        if close <= settled:
+            break
+        kept -= 1
+        if close > now:
+            newest.append((bar, False))
+            continue
+        delay = publication.delay(series.symbol, interval, t)
+        published = close + delay <= now
+        if published or final:
+            newest.append((bar, published))
+        elif publication.provisional:
+            as_of = math.floor(now - delay)
+            early = provisional_bar(series, interval, t, close, as_of, h4_phase_hours, anchor)
+            if early is not None:
+                newest.append((early, False))
+    return [(bar, True) for bar in rows[:kept]] + newest[::-1]
+
+
+def provisional_bar(
+    series: Series, interval: str, t: int, close: int, as_of: int, h4_phase_hours: int = 0, anchor: str = "utc"
+) -> Bar | None:
+    """The bar opening at ``t`` (closing at ``close``) as formed at ``as_of`` (kept within the bar)."""
+    as_of = min(max(as_of, t), close - 1)
+    for bar in series_bars(series, interval, t, t + 1, as_of, h4_phase_hours, anchor):
+        if bar[0] == t:
+            return bar
+    return None

@@ -71,6 +71,7 @@ _HTML_ERROR = (
 )
 _REASONS = {502: "Bad Gateway", 520: "Web Server Returned an Unknown Error"}
 FAULT_KINDS = ("html_502", "html_520", "bad_json", "error", "slow", "reset")
+BEFORE_PUBLICATION = ("absent", "provisional")
 
 
 def _default_symbols() -> dict[str, Decimal]:
@@ -110,6 +111,18 @@ class StandInConfig:
     daily_stamp: str = "date"
     credit_headers: bool = True
     max_outputsize: int = 5000
+    # Over REST "the typical delay after a candle closes is 0.3 to 2 minutes" (support article 5203307),
+    # and "typical" is not a bound: each closed bar is published at its close plus a delay drawn per
+    # (symbol, interval, open) from publication_delay_seconds, or for publication_late_share of the
+    # bars from publication_late_seconds. (0.0, 0.0) with no late share: published at its close.
+    publication_delay_seconds: tuple[float, float] = (18.0, 120.0)
+    publication_late_share: float = 0.02
+    publication_late_seconds: tuple[float, float] = (150.0, 420.0)
+    publication_seed: int = 0
+    # What is served for a closed bar before its publication (undocumented; both readings fit the
+    # article): "absent" (the answer ends with the bar before it) or "provisional" (the bar with the
+    # values the feed had the delay earlier, as if its last ticks were not in yet).
+    before_publication: str = "absent"
 
     def __post_init__(self) -> None:
         if self.bar_anchor not in prices.ANCHORS:
@@ -126,6 +139,34 @@ class StandInConfig:
         for when in [t for hole in self.holes for t in hole] + list(self.revisions):
             if when.tzinfo is None:
                 raise ValueError(f"naive datetime in holes/revisions: {when!r}; use UTC-aware datetimes")
+        self.publication_delay_seconds = _delay_range("publication_delay_seconds", self.publication_delay_seconds)
+        self.publication_late_seconds = _delay_range("publication_late_seconds", self.publication_late_seconds)
+        if not 0.0 <= self.publication_late_share <= 1.0:
+            raise ValueError(f"publication_late_share must be 0 to 1, not {self.publication_late_share!r}")
+        self.publication_late_share = float(self.publication_late_share)
+        if self.before_publication not in BEFORE_PUBLICATION:
+            raise ValueError(f"before_publication must be one of {BEFORE_PUBLICATION}, not {self.before_publication!r}")
+
+    def publication(self) -> prices.Publication:
+        """The publication delays and what is served before, for ``prices.publish``."""
+        return prices.Publication(
+            typical=self.publication_delay_seconds,
+            late_share=self.publication_late_share,
+            late=self.publication_late_seconds,
+            seed=self.publication_seed,
+            provisional=self.before_publication == "provisional",
+        )
+
+
+def _delay_range(name: str, value: Any) -> tuple[float, float]:
+    """``(min, max)`` seconds, 0 <= min <= max, from a pair of numbers."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair of seconds (min, max), not {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
+        raise ValueError(f"{name} must be (min, max) with 0 <= min <= max, not {value!r}")
+    return (lo, hi)
 
 
 @dataclass(frozen=True)
@@ -343,34 +384,61 @@ class StandIn:
             offset = self._config.time_offset_seconds
         return datetime.now(UTC) + timedelta(seconds=offset)
 
-    def bars(self, symbol: str, interval: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """Closed bars opening in [start, end), as the server would serve them, ascending.
+    def bars(
+        self, symbol: str, interval: str, start: datetime, end: datetime, *, final: bool = False
+    ) -> list[dict[str, Any]]:
+        """Closed bars opening in [start, end), as the server would serve them now, ascending.
 
-        Ignores faults and limits; honours holes, revisions, weekend_bars and the clock. ``datetime``
-        is the time a client reads off the bar (a bare date read as 00:00 UTC), ``opens`` its true open.
+        Ignores faults and limits; honours holes, revisions, weekend_bars, the clock and publication:
+        a closed bar not yet published is left out, or has its provisional values. With ``final``,
+        every closed bar with its final (published) values. ``datetime`` is the time a client reads
+        off the bar (a bare date read as 00:00 UTC), ``opens`` its true open, ``published`` whether
+        it is published at the stand-in's ``now()``.
         """
         cfg = self.config
-        if interval not in prices.INTERVAL_SECONDS:
-            raise ValueError(f"the stand-in serves {', '.join(prices.INTERVAL_SECONDS)}, not {interval!r}")
-        found = _find_symbol(cfg, symbol)
-        if found is None:
-            raise KeyError(symbol)
+        found = self._symbol(cfg, symbol, interval)
         now = self.now().timestamp()
         anchor = anchor_of(cfg, interval)
         first, stop = _widened(cfg, interval, _epoch(start), _epoch(end))
-        rows = prices.series_bars(
-            _series(cfg, found), interval, first or 0, stop, math.floor(now), cfg.h4_phase_hours, anchor
-        )
+        series = _series(cfg, found)
+        rows = prices.series_bars(series, interval, first or 0, stop, math.floor(now), cfg.h4_phase_hours, anchor)
         rows = _by_label(cfg, interval, anchor, rows, _epoch(start), _epoch(end))
+        closed = [row for row in rows if prices.next_bar_open(interval, row[0], cfg.h4_phase_hours, anchor) <= now]
+        served = prices.publish(
+            series, interval, closed, now, cfg.publication(), cfg.h4_phase_hours, anchor, final=final
+        )
         return [
             {
                 "datetime": _served_time(t, interval, cfg, anchor),
                 "opens": datetime.fromtimestamp(t, UTC),
                 **{k: Decimal(prices.render_price(v)) for k, v in zip(("open", "high", "low", "close"), (o, h, lo, c))},
+                "published": is_published,
             }
-            for t, o, h, lo, c in rows
-            if prices.next_bar_open(interval, t, cfg.h4_phase_hours, anchor) <= now
+            for (t, o, h, lo, c), is_published in served
         ]
+
+    def published_at(self, symbol: str, interval: str, open_time: datetime) -> datetime:
+        """When the ``interval`` bar opening at ``open_time`` (its true open, ``opens`` in ``bars``)
+        is or was published: its close plus its publication delay (UTC)."""
+        cfg = self.config
+        found = self._symbol(cfg, symbol, interval)
+        if open_time.tzinfo is None:
+            raise ValueError(f"naive open_time {open_time!r}; use a UTC-aware datetime")
+        t = _epoch(open_time)
+        anchor = anchor_of(cfg, interval)
+        if prices.bar_open(interval, t, cfg.h4_phase_hours, anchor) != t or open_time.microsecond:
+            raise ValueError(f"no {interval} bar opens at {open_time.isoformat()}")
+        close = prices.next_bar_open(interval, t, cfg.h4_phase_hours, anchor)
+        return datetime.fromtimestamp(close + cfg.publication().delay(found, interval, t), UTC)
+
+    @staticmethod
+    def _symbol(cfg: StandInConfig, symbol: str, interval: str) -> str:
+        if interval not in prices.INTERVAL_SECONDS:
+            raise ValueError(f"the stand-in serves {', '.join(prices.INTERVAL_SECONDS)}, not {interval!r}")
+        found = _find_symbol(cfg, symbol)
+        if found is None:
+            raise KeyError(symbol)
+        return found
 
     def _record(
         self, at: datetime, path: str, params: dict[str, str], reply: _Reply, code: int, credits: int, values: int = 0
@@ -527,13 +595,23 @@ class StandIn:
                 end += 1
         dated = start is not None or end is not None
         count = outputsize or (cfg.max_outputsize if dated else 30)
-        now = math.floor(self.now().timestamp())
+        clock = self.now().timestamp()
+        now = math.floor(clock)
         anchor = anchor_of(cfg, interval)
         stop = end if end is not None else now + 1
         wide_start, wide_stop = _widened(cfg, interval, start, stop)
-        rows = prices.newest_bars(
-            _series(cfg, symbol), interval, wide_start, wide_stop, now, count + 2, cfg.h4_phase_hours, anchor
+        series = _series(cfg, symbol)
+        publication = cfg.publication()
+        # Room for the bars left out as not yet published (at most this many of the newest).
+        hidden = (
+            0 if publication.provisional else math.ceil(publication.longest / prices.INTERVAL_SECONDS[interval]) + 1
         )
+        rows = prices.newest_bars(
+            series, interval, wide_start, wide_stop, now, count + 2 + hidden, cfg.h4_phase_hours, anchor
+        )
+        rows = [
+            bar for bar, _ in prices.publish(series, interval, rows, clock, publication, cfg.h4_phase_hours, anchor)
+        ]
         rows = _by_label(cfg, interval, anchor, rows, start, stop)[-count:]
         if not rows:
             raise _ParamError(400, MSG_NO_DATA)
@@ -653,6 +731,8 @@ def config_to_json(cfg: StandInConfig) -> dict[str, Any]:
     out["holes"] = [[a.isoformat(), b.isoformat()] for a, b in cfg.holes]
     out["revisions"] = {k.isoformat(): str(v) for k, v in cfg.revisions.items()}
     out["plan_gated"] = list(cfg.plan_gated)
+    out["publication_delay_seconds"] = list(cfg.publication_delay_seconds)
+    out["publication_late_seconds"] = list(cfg.publication_late_seconds)
     return out
 
 
