@@ -4,8 +4,9 @@ The schedules fetch each bar `publication.SETTLE` after its close, when Twelve D
 published it: one call, and the bar is final. A bar published later is absent from that answer, or
 was stored provisional by a run that came earlier (a manual run, a backfill of today): its slot
 stays unsettled (publication.py). Every 30 s this sensor finds, per series, the newest expected
-slots that closed at least SETTLE ago, within the publication window, and are still unsettled, and
-requests one run for them once their last answer is `REASK_EVERY` old: each such bar is stored
+slots that closed at least SETTLE ago, within the publication window, were asked for since their
+close and are still unsettled, and requests one run for them once their last answer is
+`REASK_EVERY` old (a bar no run asked for is the schedule's: the sensor never races it): each such bar is stored
 final within about a minute of its publication, and a bar never published becomes a provider gap
 once the publication window has passed, after a handful of calls. Its runs draw on the schedules'
 share of the credits (they are live work).
@@ -53,7 +54,8 @@ def unsettled(
     store: CandleStore, symbol: Symbol, timeframe: Timeframe, now: datetime, grid: Grid | None = None
 ) -> list[Unsettled]:
     """The expected bars of the series that closed between SETTLE and the publication window (and a
-    last-call grace) before `now` and are still unsettled, oldest first, each with its last answer."""
+    last-call grace) before `now`, were asked for since, and are still unsettled, oldest first, each
+    with its last answer and whether it is due to be asked again."""
     if grid is None:
         grid = (
             utc_grid(timeframe.bar)
@@ -76,9 +78,9 @@ def unsettled(
         if not _inside(slot, missing):
             continue
         asked = store.last_asked(symbol.name, timeframe, slot, since=close)
-        # Never asked since its close: the schedule's run asks first; after that, every REASK_EVERY.
-        due = now - (asked or close + SETTLE) >= REASK_EVERY
-        found.append(Unsettled(slot, close, asked, due))
+        if asked is None:
+            continue  # never asked since its close: the schedule's (or a backfill's) to ask first
+        found.append(Unsettled(slot, close, asked, now - asked >= REASK_EVERY))
     return found
 
 

@@ -314,13 +314,13 @@ def test_the_plan_takes_the_newest_days_whose_windows_fit_the_allotment():
 
 def test_a_schedule_tick_during_catch_up_finds_its_credit_in_its_minute():
     """Second by second on a stopped clock: catch-up takes every credit the minute allows it; the
-    schedules' calls after the 13:01 and 13:16 ticks still find theirs at once."""
+    schedules' calls after the 13:02 and 13:17 ticks still find theirs at once."""
     settings = BudgetSettings(per_minute=8, scheduled_symbols=1)
     taken: list[datetime] = []
     start = datetime(2026, 12, 3, 12, 55, tzinfo=UTC)
     waited = {}
-    schedule_calls = {start.replace(hour=13, minute=1, second=s): "13:01" for s in (5, 10, 20, 30)} | {
-        start.replace(hour=13, minute=16, second=25): "13:16"
+    schedule_calls = {start.replace(hour=13, minute=2, second=s): "13:02" for s in (5, 10, 20, 30)} | {
+        start.replace(hour=13, minute=17, second=25): "13:17"
     }
     for second in range(30 * 60):
         now = start + timedelta(seconds=second)
