@@ -155,8 +155,8 @@ def verdicts_and_credits(candles_url: str, since: datetime) -> tuple[int, dict[s
     return count, {interval: int(n) for interval, n in live.items()}
 
 
-def report(run: Run, began: datetime, ended: datetime) -> None:
-    counted_until = ended - SETTLE_TAIL
+def report(run: Run, began: datetime, ended: datetime, tail: timedelta) -> None:
+    counted_until = ended - tail
     print(f"\n== before publication: {run.mode}; bars closing {began:%H:%M:%S}..{counted_until:%H:%M:%S} UTC")
     empty, live = verdicts_and_credits(run.candles_url, began)
     all_closed = 0
@@ -216,7 +216,14 @@ def main() -> None:
     parser.add_argument("--modes", default="absent,provisional", help="before-publication behaviours, run at once")
     parser.add_argument("--symbols", type=int, default=1, help="how many symbols (default 1: XAU/USD)")
     parser.add_argument("--per-minute", type=int, default=8, help="credits a minute (default 8, the free plan)")
+    parser.add_argument(
+        "--tail-minutes",
+        type=float,
+        default=SETTLE_TAIL.total_seconds() / 60,
+        help="minutes to let the last closes settle (default: the publication window + 3)",
+    )
     args = parser.parse_args()
+    tail = timedelta(minutes=args.tail_minutes)
     per_day = 800 if args.per_minute <= 8 else 1_000_000
     setting = "XAU/USD" if args.symbols == 1 else symbols_setting(args.symbols)
     SYMBOLS = parse_symbols(setting)
@@ -259,18 +266,18 @@ def main() -> None:
                 raise SystemExit(f"the UI did not answer within 5 minutes (see {home}/launch.log)")
             runs.append(run)
         began = datetime.now(UTC)
-        print(f"observing from {began:%Y-%m-%d %H:%M:%S} UTC for {args.minutes:.0f} min + {SETTLE_TAIL} to settle")
+        print(f"observing from {began:%Y-%m-%d %H:%M:%S} UTC for {args.minutes:.0f} min + {tail} to settle", flush=True)
         stop = threading.Event()
         pollers = [threading.Thread(target=poll, args=(run, began, stop), daemon=True) for run in runs]
         for poller in pollers:
             poller.start()
-        time.sleep(args.minutes * 60 + SETTLE_TAIL.total_seconds())
+        time.sleep(args.minutes * 60 + tail.total_seconds())
         ended = datetime.now(UTC)
         stop.set()
         for poller in pollers:
             poller.join()
         for run in runs:
-            report(run, began, ended)
+            report(run, began, ended, tail)
         for context in reversed(contexts):
             context.__exit__(None, None, None)
         for run in runs:

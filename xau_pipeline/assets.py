@@ -109,6 +109,8 @@ def report_metadata(store: CandleStore, report: IngestReport, run_id: str) -> di
         "api_calls": report.calls,
         "api_credits": report.credits,
         "forming_bars_skipped": report.forming_dropped,
+        # Closed bars received before their publication could be trusted: stored, not final yet.
+        "bars_not_final": report.provisional,
         "bars_quarantined": report.quarantined,
         "quarantined_bars": dg.MetadataValue.md(_quarantine_table(report)),
         "newest_bars": dg.MetadataValue.md(_newest_bars_table(store, report)),
@@ -166,7 +168,8 @@ def run_summary(report: IngestReport, partitions: int) -> str:
         f"run totals over {partitions} partition(s) {utc_label(report.start)} .. {utc_label(report.end)}: "
         f"{report.calls} API call(s), {report.credits} credit(s), {report.counts.inserted} row(s) inserted, "
         f"{report.counts.updated} updated, {report.counts.unchanged} unchanged, "
-        f"{report.forming_dropped} still-forming bar(s) skipped, {report.quarantined} quarantined{stopped}"
+        f"{report.forming_dropped} still-forming bar(s) skipped, {report.provisional} not final yet, "
+        f"{report.quarantined} quarantined{stopped}"
     )
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from itertools import pairwise
 from urllib.parse import quote
 
 import plotly  # type: ignore[import-untyped]
@@ -22,6 +23,7 @@ PLOTLY_JS_ROUTE = f"/static/plotly-{plotly.__version__}.min.js"
 CHART_DIV_ID = "chart"
 ON_SESSION = "bars"
 OFF_SESSION = "off-session bars"
+NOT_FINAL = "not final yet"
 REASON_COLOURS = {NEVER_FETCHED: "#d62728", PROVIDER_EMPTY: "#ff7f0e", NOT_PUBLISHED: "#7f7f7f"}
 # More markers than this would make a page of many megabytes; the newest are marked, and the page says so.
 MAX_MARKERS = 20_000
@@ -46,15 +48,34 @@ def _candles(rows: Sequence, name: str, up: str, down: str) -> go.Candlestick:
 
 
 def figure(
-    symbol: str, timeframe: str, rows: Sequence, off_session: set[datetime], report: GapReport | None
+    symbol: str,
+    timeframe: str,
+    rows: Sequence,
+    off_session: set[datetime],
+    report: GapReport | None,
+    closures: Sequence[tuple[datetime, datetime]] = (),
 ) -> go.Figure:
-    """Candles oldest first (on- and off-session apart) and one marker trace per reason a bar is missing."""
-    on = [row for row in rows if row.timestamp not in off_session]
-    off = [row for row in rows if row.timestamp in off_session]
+    """Candles oldest first (on-session, off-session and not final yet apart), one marker trace per
+    reason a bar is missing, the last price as a line; the market's closures left out of the time axis."""
+    provisional = [row for row in rows if not getattr(row, "final", True)]
+    final = [row for row in rows if getattr(row, "final", True)]
+    on = [row for row in final if row.timestamp not in off_session]
+    off = [row for row in final if row.timestamp in off_session]
     fig = go.Figure()
     fig.add_trace(_candles(on, ON_SESSION, "#26a69a", "#ef5350"))
     if off:
         fig.add_trace(_candles(off, OFF_SESSION, "#9e9e9e", "#616161"))
+    if provisional:
+        fig.add_trace(_candles(provisional, NOT_FINAL, "#ffb74d", "#ff9800"))
+    if rows:
+        last = rows[-1]
+        state = "final" if getattr(last, "final", True) else "not final yet"
+        fig.add_hline(
+            y=float(last.close),
+            line={"dash": "dot", "width": 1, "color": "#555"},
+            annotation_text=f"last {last.close} ({state})",
+            annotation_position="top left",
+        )
     gaps = report.gaps[-MAX_MARKERS:] if report else []
     # A missing bar is marked at the close of the stored bar before it (else after it), so it sits on the price line.
     stamps = [row.timestamp for row in rows]
@@ -79,7 +100,12 @@ def figure(
         )
     fig.update_layout(
         template="plotly_white",
-        xaxis={"rangeslider": {"visible": False}, "title": "bar open (UTC)"},
+        xaxis={
+            "rangeslider": {"visible": False},
+            "title": "bar open (UTC)",
+            # Weekends, holidays and daily breaks take no width (no flat stretches).
+            "rangebreaks": [{"bounds": [iso_utc(start), iso_utc(end)]} for start, end in closures],
+        },
         yaxis={"title": "price", "tickformat": ".2f"},
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
         margin={"l": 60, "r": 20, "t": 40, "b": 50},
@@ -108,9 +134,10 @@ def page(
     report: GapReport | None,
     window: tuple[datetime, datetime],
     calendar_name: str,
+    closures: Sequence[tuple[datetime, datetime]] = (),
 ) -> str:
     """The whole HTML page: a one-line summary, the figure, links to the same data as JSON."""
-    fig = figure(symbol, timeframe, rows, off_session, report)
+    fig = figure(symbol, timeframe, rows, off_session, report, closures)
     # A relative script URL, so the page also works behind a reverse proxy under a path prefix.
     plot = fig.to_html(
         full_html=False,
@@ -122,6 +149,9 @@ def page(
     start, end = (iso_utc(t) for t in window)
     if rows:
         shown = f"{len(rows)} bars from {iso_utc(rows[0].timestamp)} to {iso_utc(rows[-1].timestamp)}"
+        not_final = sum(not getattr(row, "final", True) for row in rows)
+        if not_final:
+            shown += f" ({not_final} not final yet)"
     else:
         shown = "no candles stored in this window"
     if report is not None:
@@ -157,3 +187,8 @@ def page(
 </body>
 </html>
 """
+
+
+def closures(sessions: Sequence[tuple[datetime, datetime]], bar: timedelta) -> list[tuple[datetime, datetime]]:
+    """The stretches between sessions at least a bar long: the chart leaves them out of its time axis."""
+    return [(close, following) for (_, close), (following, _) in pairwise(sessions) if following - close >= bar]
