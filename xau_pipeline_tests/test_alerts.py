@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +23,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from xau_pipeline import cli
+from xau_pipeline.alerts.channels import EmailChannel, Notice, deliver
 from xau_pipeline.alerts.rules import (
     FAILED_RUNS_IN_A_ROW,
     Finding,
@@ -128,9 +131,12 @@ class Mailbox:
 
     def __init__(self):
         self.messages: list[Message] = []
+        self.encrypted: list[bool] = []
 
     async def handle_DATA(self, server, session, envelope):
         self.messages.append(message_from_string(envelope.content.decode()))
+        # STARTTLS sets session.ssl; implicit TLS (smtps) shows on the transport.
+        self.encrypted.append(session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None)
         return "250 OK"
 
 
@@ -445,6 +451,55 @@ def test_off_when_no_channel_is_set(incidents, instance):
     assert ticks.tick().startswith("alerts off")
     with incidents.engine.connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM alert_incidents")).scalar() == 0
+
+
+# ---- e-mail over TLS -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (the client trusts it through SSL_CERT_FILE)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2"]
+    subprocess.run(
+        [*request, "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.parametrize("scheme", ["smtp", "smtps"])
+def test_email_goes_over_starttls_when_offered_or_over_smtps(scheme, certificate, monkeypatch):
+    cert, key = certificate
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    mailbox = Mailbox()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # smtp: the server offers STARTTLS and refuses mail (and logins) without it; smtps: TLS from the start.
+    # (aiosmtpd advertises AUTH over implicit TLS only when told TLS is not required: it looks for STARTTLS.)
+    tls = (
+        {"tls_context": server_tls, "require_starttls": True}
+        if scheme == "smtp"
+        else {"ssl_context": server_tls, "auth_require_tls": False}
+    )
+    controller = Controller(
+        mailbox, hostname="127.0.0.1", port=port, authenticator=_authenticate, auth_required=True, **tls
+    )
+    controller.start()
+    try:
+        channel = EmailChannel(
+            f"{scheme}://{SMTP_USER}:{SMTP_PASSWORD}@127.0.0.1:{port}", ["ops@example.com"], "x@example.com"
+        )
+        assert deliver(channel, Notice("[xau-pipeline] FAILING s: k", "detail"), attempts=1) is None
+    finally:
+        controller.stop()
+    assert [m["Subject"] for m in mailbox.messages] == ["[xau-pipeline] FAILING s: k"]
+    assert mailbox.encrypted == [True]
 
 
 # ---- doctor ------------------------------------------------------------------------------------
