@@ -35,6 +35,7 @@ from xau_pipeline.alerts.rules import (
 )
 from xau_pipeline.alerts.sensor import ALERTED_CHECKS, Series, build_alert_sensor
 from xau_pipeline.bars import Bar, FetchedWindow
+from xau_pipeline.partitions import CATCH_UP_TAG
 from xau_pipeline.resources import CandleStoreResource
 from xau_pipeline.settings import Settings
 from xau_pipeline.symbols import Symbol
@@ -233,9 +234,9 @@ def alert_settings(webhook: Webhook, smtp: SmtpServer) -> Settings:
 class Ticks:
     """The alert sensor on a stopped clock, evaluated against the test database and `instance`."""
 
-    def __init__(self, settings: Settings, store, instance: dg.DagsterInstance, now: datetime):
+    def __init__(self, settings: Settings, store, instance: dg.DagsterInstance, now: datetime, series=SERIES):
         self.now = now
-        self.sensor = build_alert_sensor(settings, SERIES, clock=lambda: self.now, attempts=2, backoff=0.01)
+        self.sensor = build_alert_sensor(settings, series, clock=lambda: self.now, attempts=2, backoff=0.01)
         self.store, self.instance = store, instance
 
     def tick(self) -> str:
@@ -443,6 +444,29 @@ def test_runs_that_keep_failing_are_told_once_and_cleared_by_a_success(receivers
     ticks.tick()
     hooks, _ = texts(webhook, smtp)
     assert len(hooks) == 2 and "RESOLVED xauusd/candles_m15: runs_failing:live" in hooks[1]
+
+
+def test_a_failing_history_catch_up_is_one_incident_of_the_symbol(receivers, incidents, instance):
+    webhook, smtp = receivers
+    h1 = dg.AssetKey(["xauusd", "candles_h1"])
+
+    @dg.multi_asset(specs=[dg.AssetSpec(KEY), dg.AssetSpec(h1)])
+    def history():
+        raise RuntimeError("the API refused the key")
+
+    job = dg.Definitions(assets=[history], jobs=[dg.define_asset_job("catch_up", selection=[KEY, h1])]).resolve_job_def(
+        "catch_up"
+    )
+    series = [*SERIES, Series(GOLD, TIMEFRAMES_BY_NAME["H1"], h1)]
+    ticks = Ticks(alert_settings(webhook, smtp), incidents, instance, TUESDAY, series)
+    for _ in range(FAILED_RUNS_IN_A_ROW):
+        job.execute_in_process(
+            instance=instance, raise_on_error=False, asset_selection=[KEY, h1], tags={CATCH_UP_TAG: "XAUUSD"}
+        )
+    ticks.tick()
+    hooks, mails = texts(webhook, smtp)
+    assert len(hooks) == 1 and len(mails) == 1
+    assert hooks[0].startswith("[xau-pipeline] FAILING xauusd: runs_failing:catch-up")
 
 
 def test_off_when_no_channel_is_set(incidents, instance):

@@ -169,7 +169,8 @@ def run_kind(tags: Mapping[str, str]) -> str:
 
 def run_findings(instance: dg.DagsterInstance, series: Sequence[Series]) -> list[Finding]:
     """Per series and kind of run: failing after FAILED_RUNS_IN_A_ROW failed runs in a row, passing once
-    its newest run succeeded."""
+    its newest run succeeded. A history catch-up run fetches all of a symbol's series: its incident is
+    the symbol's (`xauusd`), not four."""
     records = instance.get_run_records(
         filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]), limit=RUNS_READ
     )
@@ -178,11 +179,14 @@ def run_findings(instance: dg.DagsterInstance, series: Sequence[Series]) -> list
     history: dict[tuple[str, str], list[tuple[bool, str]]] = {}
     for record in records:
         run = record.dagster_run
-        for key in run.asset_selection or ():
-            if key in by_key:
-                history.setdefault((by_key[key].name, run_kind(run.tags)), []).append(
-                    (run.status == dg.DagsterRunStatus.SUCCESS, run.run_id)
-                )
+        kind = run_kind(run.tags)
+        names = {
+            by_key[key].symbol.key_prefix if kind == "catch-up" else by_key[key].name
+            for key in run.asset_selection or ()
+            if key in by_key
+        }
+        for name in names:
+            history.setdefault((name, kind), []).append((run.status == dg.DagsterRunStatus.SUCCESS, run.run_id))
     findings = []
     for (name, kind), runs in history.items():
         failing = runs_failing([ok for ok, _ in runs])
@@ -190,9 +194,9 @@ def run_findings(instance: dg.DagsterInstance, series: Sequence[Series]) -> list
             continue
         kind_name = f"runs_failing:{kind}"
         if failing:
-            ids = ", ".join(run_id[:8] for _, run_id in runs[:3])
+            ids = ", ".join(run_id[:8] for _, run_id in runs[:FAILED_RUNS_IN_A_ROW])
             findings.append(
-                Finding(name, kind_name, True, f"the last {len(ids.split(','))} {kind} runs failed ({ids})")
+                Finding(name, kind_name, True, f"the last {FAILED_RUNS_IN_A_ROW} {kind} runs failed ({ids})")
             )
         else:
             findings.append(Finding(name, kind_name, False, f"{kind} run {runs[0][1][:8]} succeeded"))
@@ -253,7 +257,8 @@ def build_alert_sensor(
     channels = configured_channels(settings)
     tries = ATTEMPTS if attempts is None else attempts
     wait = BACKOFF_SECONDS if backoff is None else backoff
-    policies = {s.name: calendar(s.symbol.calendar) for s in series}
+    # Quiet or not by the symbol's calendar, for a series and for a symbol's own incidents (catch-up).
+    policies = {name: calendar(s.symbol.calendar) for s in series for name in (s.name, s.symbol.key_prefix)}
 
     @dg.sensor(
         name=ALERT_SENSOR_NAME,
