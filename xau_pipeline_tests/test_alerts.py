@@ -346,6 +346,27 @@ def test_the_incident_survives_a_restart_of_the_sensor(receivers, incidents, ins
     assert [len(t) for t in texts(webhook, smtp)] == [1, 1]
 
 
+def test_a_failed_day_is_watched_for_a_week_then_leaves_the_watch(receivers, incidents, instance):
+    webhook, smtp = receivers
+    ticks = Ticks(alert_settings(webhook, smtp), incidents, instance, TUESDAY)
+    checks = Checks(instance)
+    checks.run(datetime(2026, 12, 1, tzinfo=UTC), "ohlc_valid", False, invalid_bars=1)  # 7 days back: not watched
+    ticks.tick()
+    assert texts(webhook, smtp) == ([], [])
+    checks.run(datetime(2026, 12, 4, tzinfo=UTC), "ohlc_valid", False, invalid_bars=2)  # last Friday (a repair)
+    ticks.tick()
+    hooks, _ = texts(webhook, smtp)
+    assert len(hooks) == 1 and "ohlc_valid failed on 2026-12-04: invalid_bars 2" in hooks[0]
+    ticks.now = datetime(2026, 12, 10, 15, 0, tzinfo=UTC)  # Thursday: the 4th still watched, nothing new
+    ticks.tick()
+    assert len(texts(webhook, smtp)[0]) == 1
+    ticks.now = datetime(2026, 12, 11, 15, 0, tzinfo=UTC)  # Friday: the 4th left the watch
+    ticks.tick()
+    hooks, _ = texts(webhook, smtp)
+    assert len(hooks) == 2 and "RESOLVED xauusd/candles_m15: ohlc_valid" in hooks[1]
+    assert "no failed verdict in the last 7 days" in hooks[1]
+
+
 def test_nothing_on_a_quiet_weekend_even_for_a_failed_verdict(receivers, incidents, instance):
     webhook, smtp = receivers
     ticks = Ticks(alert_settings(webhook, smtp), incidents, instance, SATURDAY)

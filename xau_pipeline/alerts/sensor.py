@@ -2,9 +2,9 @@
 turned into incidents (rules.decide) and notices to every configured channel.
 
 Check verdicts are read from Dagster's event log: the newest completed evaluation of each alerted
-check on each watched day (today and yesterday, UTC). Staleness is judged from the stored bars and
-the trading calendar, so it is seen even when no run comes to judge `fresh`. Runs are read from
-Dagster's run records: a series' newest finished runs of each kind (live, repair, catch-up).
+check on each watched day (the last WATCHED_DAYS UTC days). Staleness is judged from the stored
+bars and the trading calendar, so it is seen even when no run comes to judge `fresh`. Runs are read
+from Dagster's run records: a series' newest finished runs of each kind (live, repair, catch-up).
 """
 
 from __future__ import annotations
@@ -47,7 +47,10 @@ ALERT_SENSOR_NAME = "alerts"
 ALERT_INTERVAL_SECONDS = 60
 # `fresh` is alerted as staleness (with its grace), not by its verdict.
 ALERTED_CHECKS = (NO_GAPS, OHLC_VALID, QUARANTINE_EMPTY)
-WATCHED_DAYS = 2
+# The days whose verdicts count (UTC, today included): a gap or bad bar of the past week is told, a
+# catch-up or repair judging older history is not; a failure resolves when its day's newest verdict
+# passes or the day leaves the watch (it stays failed in the check's Partitions tab).
+WATCHED_DAYS = 7
 # How far back the newest stored bar is looked for expected bars after it; the grid is read over this.
 STALE_LOOKBACK = timedelta(days=10)
 # Finished runs read per tick, newest first (a few hours of live runs for many symbols).
@@ -60,6 +63,8 @@ FIGURES = ("missing", "never_fetched", "provider_empty", "invalid_bars", "quaran
 
 @dataclass(frozen=True)
 class Series:
+    """One candle asset the sensor watches: its symbol (calendar), timeframe and asset key."""
+
     symbol: Symbol
     timeframe: Timeframe
     key: dg.AssetKey
@@ -83,7 +88,7 @@ def verdict_detail(check: str, day: str, evaluation: dg.AssetCheckEvaluation) ->
 
 def check_findings(instance: dg.DagsterInstance, series: Sequence[Series], now: datetime) -> list[Finding]:
     """Per series and alerted check: failing when its newest completed evaluation on a watched day failed,
-    passing when each watched day's newest passed (or it judged none of them)."""
+    passing when each watched day's newest passed (or none was judged). One query per watched day."""
     days = [f"{day_start(now) - timedelta(days=n):%Y-%m-%d}" for n in range(WATCHED_DAYS)]
     keys = [dg.AssetCheckKey(s.key, name) for s in series for name in ALERTED_CHECKS]
     storage = instance.event_log_storage
@@ -119,9 +124,13 @@ def check_findings(instance: dg.DagsterInstance, series: Sequence[Series], now: 
                 detail = "; ".join(verdict_detail(name, day, e) for day, e in failed)
                 findings.append(Finding(s.name, name, True, detail))
             else:
-                shown = ", ".join(day for day, _ in judged) or "no day judged"
                 findings.append(
-                    Finding(s.name, name, False, f"{name}: no failed verdict on the days watched ({shown})")
+                    Finding(
+                        s.name,
+                        name,
+                        False,
+                        f"{name}: no failed verdict in the last {WATCHED_DAYS} days ({len(judged)} day(s) judged)",
+                    )
                 )
     return findings
 
@@ -270,11 +279,13 @@ def build_alert_sensor(
                 ", ".join(c.describe() for c in channels)
                 or "no channel (set XAU_ALERT_WEBHOOK_URL or XAU_ALERT_SMTP_URL)"
             )
-            + f": a failed {', '.join(ALERTED_CHECKS)} on today or yesterday, a stale series (twice the bar plus "
+            + f": a failed {', '.join(ALERTED_CHECKS)} on one of the last {WATCHED_DAYS} days, a stale series "
+            "(twice the bar plus "
             f"5 min), {FAILED_RUNS_IN_A_ROW} failed runs in a row of a kind; nothing while the market is closed. README: Alerts."
         ),
     )
     def alerts(context: dg.SensorEvaluationContext, candle_store: CandleStoreResource):
+        """Findings -> incidents opened and resolved (committed one by one) -> owed notices delivered."""
         if not channels:
             return dg.SkipReason("alerts off: neither XAU_ALERT_WEBHOOK_URL nor XAU_ALERT_SMTP_URL is set")
         now = clock()
