@@ -397,6 +397,19 @@ def _doctor_history(engine: sa.Engine | None, settings: Settings) -> _Check:
     )
 
 
+def _alert_problems(problems: list[SettingsError]) -> str | None:
+    """Every alert setting that cannot work, on one line (but the recipients reported missing their SMTP
+    URL only because that URL was itself at fault and set aside)."""
+    found = [p for p in problems if set(p.variables) & set(ALERT_VARIABLES)]
+    smtp_at_fault = any("XAU_ALERT_SMTP_URL" in p.variables for p in found)
+    shown = [
+        str(p)
+        for p in found
+        if not (smtp_at_fault and "XAU_ALERT_SMTP_URL" not in p.variables and "no XAU_ALERT_SMTP_URL" in str(p))
+    ]
+    return "; ".join(shown) or None
+
+
 def _doctor_alerts(settings: Settings, problem: str | None, send_test: bool) -> list[_Check]:
     """Which alert channels are on (without their secrets); with `send_test`, one test notice to each."""
     if problem is not None:
@@ -441,7 +454,7 @@ def _doctor(args: argparse.Namespace) -> int:
             _doctor_history(engine, settings),
             *_doctor_alerts(
                 settings,
-                next((by_variable[v] for v in ALERT_VARIABLES if v in by_variable), None),
+                _alert_problems(problems),
                 args.send_test_alert,
             ),
         ]

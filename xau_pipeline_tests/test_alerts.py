@@ -615,3 +615,19 @@ def test_doctor_says_alerts_are_off_and_a_test_notice_then_fails(capsys, monkeyp
     assert lines["alerts"][0] == "ok" and lines["alerts"][1].startswith("off")
     status, lines, _ = doctor_lines(capsys, "--send-test-alert")
     assert status == cli.EXIT_FAILURE and lines["alerts"][0] == "FAIL"
+
+
+def test_doctor_names_every_alert_setting_that_cannot_work_without_its_secrets(capsys, monkeypatch):
+    monkeypatch.setenv("XAU_ALERT_WEBHOOK_URL", f"ftp://hooks.example.com/{WEBHOOK_TOKEN}")
+    monkeypatch.setenv("XAU_ALERT_SMTP_URL", f"smtp://{SMTP_USER}:{SMTP_PASSWORD}@mail.example.com:99999")
+    monkeypatch.setenv("XAU_ALERT_EMAIL_TO", "ops@example.com")
+    monkeypatch.setenv("XAU_ALERT_EMAIL_FROM", "xau@example.com")
+    status, lines, out = doctor_lines(capsys)
+    assert status == cli.EXIT_FAILURE
+    verdict_word, detail = lines["alerts"]
+    assert verdict_word == "FAIL"
+    assert detail == (
+        "XAU_ALERT_WEBHOOK_URL must be an http:// or https:// URL (its value is not shown: it may hold a token); "
+        "XAU_ALERT_SMTP_URL has a bad port (host mail.example.com); expected 1-65535"
+    )
+    assert SMTP_PASSWORD not in out and "s3cr3tWebh00kT0ken" not in out
