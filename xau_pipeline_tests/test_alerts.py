@@ -23,7 +23,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from xau_pipeline import cli
-from xau_pipeline.alerts.channels import EmailChannel, Notice, deliver
+from xau_pipeline.alerts.channels import EmailChannel, Notice, deliver, is_loopback
 from xau_pipeline.alerts.rules import (
     FAILED_RUNS_IN_A_ROW,
     Finding,
@@ -545,6 +545,11 @@ def test_email_goes_over_starttls_when_offered_or_over_smtps(scheme, certificate
         controller.stop()
     assert [m["Subject"] for m in mailbox.messages] == ["[xau-pipeline] FAILING s: k"]
     assert mailbox.encrypted == [True]
+
+
+def test_a_password_crosses_an_unencrypted_connection_only_on_loopback():
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("mail.example.com") and not is_loopback("10.0.0.5")
 
 
 # ---- doctor ------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ its token; the SMTP password), and every error it reports is redacted of them.
 
 from __future__ import annotations
 
+import ipaddress
 import smtplib
 import ssl
 from collections.abc import Sequence
@@ -79,7 +80,7 @@ class WebhookChannel:
 
 class EmailChannel:
     """Sends each notice as a plain-text e-mail: smtps:// over TLS, smtp:// with STARTTLS when the
-    server offers it, logging in when the URL names a user."""
+    server offers it, logging in when the URL names a user (never unencrypted but on loopback)."""
 
     name = "email"
 
@@ -113,12 +114,29 @@ class EmailChannel:
             smtp = smtplib.SMTP(host, self.port, timeout=self.timeout)
         with smtp:
             smtp.ehlo()
-            if self._parts.scheme == "smtp" and smtp.has_extn("starttls"):
+            encrypted = self._parts.scheme == "smtps"
+            if not encrypted and smtp.has_extn("starttls"):
                 smtp.starttls(context=context)
                 smtp.ehlo()
+                encrypted = True
+            if self._parts.username and not encrypted and not is_loopback(host):
+                raise RuntimeError(
+                    f"{host} offers no STARTTLS: the password is not sent unencrypted (use smtps:// or a server "
+                    "offering STARTTLS)"
+                )
             if self._parts.username:
                 smtp.login(unquote(self._parts.username), unquote(self._parts.password or ""))
             smtp.send_message(message)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine (a password may cross a loopback connection unencrypted)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def configured_channels(settings: Settings) -> list[Channel]:
