@@ -19,13 +19,14 @@ import requests
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
+from xau_pipeline.alerts.channels import Notice, configured_channels, deliver
 from xau_pipeline.api.links import parse_port
 from xau_pipeline.catch_up import SeriesProgress, eta_text, history_progress, progress_line
 from xau_pipeline.credit_budget import KINDS, credits_left
 from xau_pipeline.pool import POOL, pool_limits
 from xau_pipeline.read import newest_candles, parse_time
 from xau_pipeline.redact import one_line, url_password
-from xau_pipeline.settings import BUDGET_VARIABLES, Settings, SettingsError
+from xau_pipeline.settings import ALERT_VARIABLES, BUDGET_VARIABLES, Settings, SettingsError
 from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.store.database import safe_url
 from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY
@@ -405,6 +406,40 @@ def _doctor_history(engine: sa.Engine | None, settings: Settings) -> _Check:
     )
 
 
+def _alert_problems(problems: list[SettingsError]) -> str | None:
+    """Every alert setting that cannot work, on one line (but the recipients reported missing their SMTP
+    URL only because that URL was itself at fault and set aside)."""
+    found = [p for p in problems if set(p.variables) & set(ALERT_VARIABLES)]
+    smtp_at_fault = any("XAU_ALERT_SMTP_URL" in p.variables for p in found)
+    shown = [
+        str(p)
+        for p in found
+        if not (smtp_at_fault and "XAU_ALERT_SMTP_URL" not in p.variables and "no XAU_ALERT_SMTP_URL" in str(p))
+    ]
+    return "; ".join(shown) or None
+
+
+def _doctor_alerts(settings: Settings, problem: str | None, send_test: bool) -> list[_Check]:
+    """Which alert channels are on (without their secrets); with `send_test`, one test notice to each."""
+    if problem is not None:
+        return [_Check("alerts", False, problem)]
+    channels = configured_channels(settings)
+    if not channels:
+        off = "off: neither XAU_ALERT_WEBHOOK_URL nor XAU_ALERT_SMTP_URL is set"
+        return [_Check("alerts", not send_test, off + ("; no test notice to send" if send_test else ""))]
+    checks = [_Check("alerts", True, "on: " + "; ".join(f"{c.name} {c.describe()}" for c in channels))]
+    if send_test:
+        notice = Notice(
+            "[xau-pipeline] test notice",
+            f"A test notice from `xau-pipeline doctor --send-test-alert` at {iso_utc(utc_now())}: this channel works.",
+        )
+        for channel in channels:
+            error = deliver(channel, notice, attempts=1)
+            detail = f"test notice sent to {channel.describe()}" if error is None else f"{channel.describe()}: {error}"
+            checks.append(_Check(f"alert {channel.name}", error is None, detail))
+    return checks
+
+
 def _doctor(args: argparse.Namespace) -> int:
     # Settings that cannot work are each reported by the check they belong to, the rest still run.
     settings, problems = Settings.from_env_lenient()
@@ -412,7 +447,7 @@ def _doctor(args: argparse.Namespace) -> int:
     others = [
         str(p)
         for p in problems
-        if not set(p.variables) & {"XAU_DATABASE_URL", "TWELVE_DATA_BASE_URL", *BUDGET_VARIABLES}
+        if not set(p.variables) & {"XAU_DATABASE_URL", "TWELVE_DATA_BASE_URL", *BUDGET_VARIABLES, *ALERT_VARIABLES}
     ]
     url = os.environ.get("XAU_DATABASE_URL") if "XAU_DATABASE_URL" in by_variable else settings.database_url
     database, engine = _doctor_database(url or "", by_variable.get("XAU_DATABASE_URL"))
@@ -426,13 +461,22 @@ def _doctor(args: argparse.Namespace) -> int:
                 engine, settings, next((by_variable[v] for v in BUDGET_VARIABLES if v in by_variable), None)
             ),
             _doctor_history(engine, settings),
+            *_doctor_alerts(
+                settings,
+                _alert_problems(problems),
+                args.send_test_alert,
+            ),
         ]
     finally:
         if engine is not None:
             engine.dispose()
     checks += [_Check("settings", False, problem) for problem in others]
     # No check prints the key; this guards against one pasted into a URL or setting.
-    secrets = (os.environ.get("TWELVE_DATA_API_KEY", "").strip(), url_password(url))
+    secrets = (
+        os.environ.get("TWELVE_DATA_API_KEY", "").strip(),
+        url_password(url),
+        *(secret for channel in configured_channels(settings) for secret in channel.secrets()),
+    )
     for check in checks:
         check.detail = one_line(check.detail, *secrets)
         print(check.line())
@@ -482,9 +526,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "status", help="how complete each series' history is, and when the catch-up will be done"
     ).set_defaults(run=_status)
-    commands.add_parser(
-        "doctor", help="check the database, its schema, the API key, the API, today's credits and the history"
-    ).set_defaults(run=_doctor)
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the database, its schema, the API key, the API, today's credits, the history and the alert channels",
+    )
+    doctor.add_argument(
+        "--send-test-alert", action="store_true", help="send a test notice to each alert channel (exit 1 if one fails)"
+    )
+    doctor.set_defaults(run=_doctor)
     return parser
 
 

@@ -11,6 +11,7 @@ import warnings
 
 import dagster as dg
 
+from xau_pipeline.alerts.sensor import Series, build_alert_sensor
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.catch_up import build_catch_up_sensor
 from xau_pipeline.partitions import daily_partitions
@@ -29,7 +30,7 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Four assets per configured symbol (one per timeframe) with their checks; per timeframe one
     schedule, one publication sensor and one repair sensor over every symbol's asset; one history
-    catch-up sensor per symbol."""
+    catch-up sensor per symbol; one alert sensor over every series."""
     partitions = daily_partitions(settings.history_start)
     by_timeframe = {
         tf: {symbol: build_candle_asset(symbol, tf, partitions, settings) for symbol in settings.symbols}
@@ -44,6 +45,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         )
         for symbol in settings.symbols
     ]
+    series = [Series(symbol, tf, assets[symbol].key) for tf, assets in by_timeframe.items() for symbol in assets]
+    sensors.append(build_alert_sensor(settings, series))
     return dg.Definitions(
         assets=[asset for symbol in settings.symbols for asset in (by_timeframe[tf][symbol] for tf in TIMEFRAMES)],
         schedules=schedules,

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from urllib.parse import urlsplit
+from email.utils import parseaddr
+from urllib.parse import SplitResult, urlsplit
 
 from xau_pipeline.api.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, parse_port
 from xau_pipeline.credit_budget import BudgetSettings
@@ -30,6 +31,43 @@ BUDGET_VARIABLES = (
     "XAU_SCHEDULE_CREDIT_SHARE",
     "XAU_REPAIR_CREDIT_SHARE",
 )
+
+
+ALERT_VARIABLES = (
+    "XAU_ALERT_WEBHOOK_URL",
+    "XAU_ALERT_SMTP_URL",
+    "XAU_ALERT_EMAIL_TO",
+    "XAU_ALERT_EMAIL_FROM",
+)
+# Every environment variable `Settings.from_env` reads (test_settings_variables.py checks it reads no
+# other). deploy/ forwards each to the run containers, but XAU_PGDATA (LOCAL_ONLY_VARIABLES).
+SETTING_VARIABLES = (
+    "XAU_DATABASE_URL",
+    "XAU_PGDATA",
+    "TWELVE_DATA_API_KEY",
+    "TWELVE_DATA_BASE_URL",
+    *BUDGET_VARIABLES,
+    "XAU_SYMBOLS",
+    "XAU_HISTORY_START",
+    "XAU_MAX_JUMP",
+    "XAU_M15_TOLERANCE",
+    "XAU_API_HOST",
+    "XAU_API_PORT",
+    "XAU_API_TOKEN",
+    "XAU_CATCH_UP",
+    *ALERT_VARIABLES,
+)
+# Read only when XAU_DATABASE_URL is unset: where `make run`'s embedded PostgreSQL keeps its port.
+LOCAL_ONLY_VARIABLES = ("XAU_PGDATA",)
+# Those that may hold a password, key or token: deploy/ keeps them in a secret, never in plain values.
+SECRET_VARIABLES = (
+    "XAU_DATABASE_URL",
+    "TWELVE_DATA_API_KEY",
+    "XAU_API_TOKEN",
+    "XAU_ALERT_WEBHOOK_URL",
+    "XAU_ALERT_SMTP_URL",
+)
+SMTP_SCHEMES = {"smtp": 587, "smtps": 465}
 
 
 class SettingsError(ValueError):
@@ -60,6 +98,11 @@ class Settings:
     read_api_token: str | None = field(default=None, repr=False)
     # Whether the history catch-up sensor starts on (XAU_CATCH_UP); it can still be turned on in the UI.
     catch_up: bool = True
+    # Alert channels (xau_pipeline.alerts): off when unset. The URLs may hold a token or a password.
+    alert_webhook_url: str | None = field(default=None, repr=False)
+    alert_smtp_url: str | None = field(default=None, repr=False)
+    alert_email_to: tuple[str, ...] = ()
+    alert_email_from: str | None = None
 
     @property
     def read_api_url(self) -> str:
@@ -105,6 +148,7 @@ class Settings:
             read_api_port=_port("XAU_API_PORT", get("XAU_API_PORT", str(DEFAULT_PORT))),
             read_api_token=(env.get("XAU_API_TOKEN") or "").strip() or None,
             catch_up=_switch("XAU_CATCH_UP", get("XAU_CATCH_UP", "on")),
+            **_alert_settings(get),
         )
 
     @classmethod
@@ -166,3 +210,66 @@ def _positive_decimal(name: str, value: str) -> Decimal:
     if not number.is_finite() or number <= 0:
         raise SettingsError(f"{name} must be a positive number, got {value!r}", name)
     return number
+
+
+def _alert_settings(get) -> dict:
+    """The alert channels' settings, checked; no message shows a URL (it may hold a token or password)."""
+    webhook = get("XAU_ALERT_WEBHOOK_URL", "") or None
+    if webhook is not None:
+        parts = urlsplit(webhook)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError(
+                "XAU_ALERT_WEBHOOK_URL must be an http:// or https:// URL (its value is not shown: it may hold a "
+                "token)",
+                "XAU_ALERT_WEBHOOK_URL",
+            )
+    smtp = get("XAU_ALERT_SMTP_URL", "") or None
+    recipients = tuple(part.strip() for part in get("XAU_ALERT_EMAIL_TO", "").split(",") if part.strip())
+    sender = get("XAU_ALERT_EMAIL_FROM", "") or None
+    if smtp is None:
+        stray = [
+            name for name, value in (("XAU_ALERT_EMAIL_TO", recipients), ("XAU_ALERT_EMAIL_FROM", sender)) if value
+        ]
+        if stray:
+            raise SettingsError(f"{' and '.join(stray)} set, but no XAU_ALERT_SMTP_URL to send by", *stray)
+    else:
+        smtp_parts(smtp)
+        if not recipients:
+            raise SettingsError(
+                "XAU_ALERT_SMTP_URL is set but XAU_ALERT_EMAIL_TO names no recipient", "XAU_ALERT_EMAIL_TO"
+            )
+        for address in recipients:
+            _mailbox("XAU_ALERT_EMAIL_TO", address)
+        if sender is None:
+            raise SettingsError("XAU_ALERT_SMTP_URL is set but XAU_ALERT_EMAIL_FROM is not", "XAU_ALERT_EMAIL_FROM")
+        _mailbox("XAU_ALERT_EMAIL_FROM", sender)
+    return {
+        "alert_webhook_url": webhook,
+        "alert_smtp_url": smtp,
+        "alert_email_to": recipients,
+        "alert_email_from": sender,
+    }
+
+
+def smtp_parts(url: str) -> SplitResult:
+    """XAU_ALERT_SMTP_URL split, checked: smtp:// or smtps://, a host, a valid port if any."""
+    parts = urlsplit(url)
+    if parts.scheme not in SMTP_SCHEMES or not parts.hostname:
+        raise SettingsError(
+            "XAU_ALERT_SMTP_URL must be smtp://[user:password@]host[:port] or smtps://... (its value is not shown: "
+            "it may hold a password)",
+            "XAU_ALERT_SMTP_URL",
+        )
+    try:
+        _port_number = parts.port  # raises ValueError for a port out of range
+    except ValueError:
+        raise SettingsError(
+            f"XAU_ALERT_SMTP_URL has a bad port (host {parts.hostname}); expected 1-65535", "XAU_ALERT_SMTP_URL"
+        ) from None
+    return parts
+
+
+def _mailbox(name: str, address: str) -> None:
+    _display, mailbox = parseaddr(address)
+    if "@" not in mailbox or mailbox.startswith("@") or mailbox.endswith("@"):
+        raise SettingsError(f"{name} must be e-mail addresses like ops@example.com, got {address!r}", name)

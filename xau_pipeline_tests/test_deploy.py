@@ -3,11 +3,13 @@ environment, code server) and deploy/dagster.yaml (the instance settings)."""
 
 from __future__ import annotations
 
+import re
 import shlex
 
 import sqlalchemy as sa
 import yaml
 
+from xau_pipeline.settings import SECRET_VARIABLES
 from xau_pipeline_tests.topology import DEPLOY, compose, deploy_instance
 
 # Compose variables the Helm chart provides another way: Dagster's storage from `postgresql:` and
@@ -69,9 +71,15 @@ def test_the_code_server_serves_the_compose_module_on_the_compose_port():
 
 def test_the_environment_is_the_compose_files_with_its_secrets_in_a_secret():
     environment = compose_environment()
-    secret_held = {name for name, value in environment.items() if "${" in value} - PROVIDED_BY_THE_CHART
-    plain = {name: value for name, value in environment.items() if name not in secret_held | PROVIDED_BY_THE_CHART}
-    assert secret_held == {"XAU_DATABASE_URL", "TWELVE_DATA_API_KEY"}
+    secret_held = set(environment) & set(SECRET_VARIABLES)
+    # `${NAME:-default}`: the default, what compose sets when .env does not.
+    plain = {
+        name: re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
+        for name, value in environment.items()
+        if name not in secret_held | PROVIDED_BY_THE_CHART
+    }
+    assert not any("${" in value for value in plain.values()), plain
+    assert secret_held == set(SECRET_VARIABLES)
     config = values()
     secrets = []
     for name, pod in pods(config).items():

@@ -14,13 +14,14 @@ from alembic import command
 from sqlalchemy.engine import make_url
 
 from xau_pipeline import cli
+from xau_pipeline.settings import ALERT_VARIABLES
 from xau_pipeline.store.migrate import alembic_config, current_revision, head_revision
 from xau_pipeline.store.tables import api_calls
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 UTC = UTC
 REPO = Path(__file__).resolve().parent.parent
-NAMES = ["database", "migrations", "api key", "api", "credits", "history"]
+NAMES = ["database", "migrations", "api key", "api", "credits", "history", "alerts"]
 
 
 @pytest.fixture
@@ -34,6 +35,7 @@ def healthy(store, stand_in, monkeypatch):
         "TWELVE_DATA_CREDITS_PER_DAY",
         "XAU_SCHEDULE_CREDIT_SHARE",
         "XAU_REPAIR_CREDIT_SHARE",
+        *ALERT_VARIABLES,
     ):
         monkeypatch.delenv(name, raising=False)
     return store
@@ -120,7 +122,7 @@ def test_the_console_script_is_all_ok_too(healthy, stand_in):
     script = Path(sys.executable).parent / "xau-pipeline"
     result = subprocess.run([str(script), "doctor"], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [line.split()[0] for line in result.stdout.splitlines()] == ["ok"] * 6
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["ok"] * len(NAMES)
     assert TEST_API_KEY not in result.stdout + result.stderr
 
 
@@ -176,7 +178,7 @@ def test_a_missing_key_fails(healthy, capsys, monkeypatch):
     status, lines, out = doctor(capsys)
     assert status == 1
     assert lines["api key"][0] == "FAIL" and "TWELVE_DATA_API_KEY is not set" in lines["api key"][1]
-    assert [lines[name][0] for name in NAMES if name != "api key"] == ["ok"] * 5, out
+    assert [lines[name][0] for name in NAMES if name != "api key"] == ["ok"] * (len(NAMES) - 1), out
 
 
 def test_an_unreachable_api_fails_and_names_the_url(healthy, capsys, monkeypatch):
@@ -186,7 +188,7 @@ def test_an_unreachable_api_fails_and_names_the_url(healthy, capsys, monkeypatch
     assert status == 1
     assert lines["api"][0] == "FAIL"
     assert lines["api"][1].startswith(f"{url} unreachable: ")
-    assert [lines[name][0] for name in NAMES if name != "api"] == ["ok"] * 5, out
+    assert [lines[name][0] for name in NAMES if name != "api"] == ["ok"] * (len(NAMES) - 1), out
 
 
 def test_no_credits_left_fails(healthy, capsys, monkeypatch):
@@ -217,5 +219,5 @@ def test_the_key_never_appears_even_when_everything_fails(healthy, capsys, monke
     monkeypatch.setenv("TWELVE_DATA_CREDITS_PER_DAY", TEST_API_KEY)
     status, lines, out = doctor(capsys)  # asserts the key is absent
     assert status == 1
-    assert [verdict for verdict, _ in lines.values()] == ["FAIL", "FAIL", "ok", "FAIL", "FAIL", "FAIL"]
+    assert [verdict for verdict, _ in lines.values()] == ["FAIL", "FAIL", "ok", "FAIL", "FAIL", "FAIL", "ok"]
     assert "***" in out

@@ -76,3 +76,46 @@ def test_lenient_reading_replaces_each_bad_variable_by_its_default():
     assert [p.variables for p in problems] == [("TWELVE_DATA_BASE_URL",), ("XAU_MAX_JUMP",)]
     assert settings.api_base_url == "https://api.twelvedata.com" and settings.max_jump == Decimal("0.05")
     assert settings.database_url.endswith("@db.example:5432/candles")
+
+
+ALERTS = {
+    "XAU_ALERT_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/sEcReTt0ken",
+    "XAU_ALERT_SMTP_URL": "smtps://alerts:pa55word@mail.example.com",
+    "XAU_ALERT_EMAIL_TO": "ops@example.com, Desk <desk@example.com>",
+    "XAU_ALERT_EMAIL_FROM": "xau-pipeline@example.com",
+}
+
+
+def test_the_alert_channels_are_read_and_off_by_default():
+    off = Settings.from_env({})
+    assert (off.alert_webhook_url, off.alert_smtp_url, off.alert_email_to) == (None, None, ())
+    settings = Settings.from_env(ALERTS)
+    assert settings.alert_webhook_url == ALERTS["XAU_ALERT_WEBHOOK_URL"]
+    assert settings.alert_smtp_url == ALERTS["XAU_ALERT_SMTP_URL"]
+    assert settings.alert_email_to == ("ops@example.com", "Desk <desk@example.com>")
+    assert settings.alert_email_from == "xau-pipeline@example.com"
+    # The URLs may hold a token or a password: never in the settings' repr.
+    assert "sEcReTt0ken" not in repr(settings) and "pa55word" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "message"),
+    [
+        ({"XAU_ALERT_WEBHOOK_URL": "hooks.slack.com/services/T0/B0/sEcReTt0ken"}, "XAU_ALERT_WEBHOOK_URL", "http://"),
+        ({**ALERTS, "XAU_ALERT_SMTP_URL": "imap://alerts:pa55word@mail.example.com"}, "XAU_ALERT_SMTP_URL", "smtp://"),
+        (
+            {**ALERTS, "XAU_ALERT_SMTP_URL": "smtp://alerts:pa55word@mail.example.com:99999"},
+            "XAU_ALERT_SMTP_URL",
+            "port",
+        ),
+        ({**ALERTS, "XAU_ALERT_EMAIL_TO": " , "}, "XAU_ALERT_EMAIL_TO", "names no recipient"),
+        ({**ALERTS, "XAU_ALERT_EMAIL_TO": "ops at example.com"}, "XAU_ALERT_EMAIL_TO", "e-mail addresses"),
+        ({**ALERTS, "XAU_ALERT_EMAIL_FROM": ""}, "XAU_ALERT_EMAIL_FROM", "XAU_ALERT_EMAIL_FROM is not"),
+        ({"XAU_ALERT_EMAIL_TO": "ops@example.com"}, "XAU_ALERT_EMAIL_TO", "no XAU_ALERT_SMTP_URL"),
+    ],
+)
+def test_an_alert_setting_that_cannot_work_is_named_without_its_secrets(env, variable, message):
+    with pytest.raises(SettingsError, match=message) as info:
+        Settings.from_env(env)
+    assert variable in info.value.variables
+    assert "sEcReTt0ken" not in str(info.value) and "pa55word" not in str(info.value)

@@ -74,11 +74,13 @@ def pipeline_environment(values: Mapping[str, str], local: Mapping[str, str]) ->
 
     def substitute(text: str) -> str:
         def value(match: re.Match[str]) -> str:
-            name = match.group(1)
+            name, default = match.group(1), match.group(2)
+            if default is not None and name not in values:
+                return default  # `${NAME:-default}`: .env may leave it unset
             assert name in values, f"docker-compose.yml reads {name}, which the topology does not set"
             return values[name]
 
-        return re.sub(r"\$\{([A-Z0-9_]+)[^}]*\}", value, text)
+        return re.sub(r"\$\{([A-Z0-9_]+)(?::-([^}]*)|[^}]*)\}", value, text)
 
     services = compose()["services"]
     environments = [services[name]["environment"] for name in SERVICES]

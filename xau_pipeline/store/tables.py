@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 metadata = sa.MetaData()
 
@@ -71,4 +72,22 @@ candle_quarantine = sa.Table(
     sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("run_id", sa.Text, nullable=True),
     sa.Index("candle_quarantine_series_idx", "symbol", "timeframe", "bar_time"),
+)
+
+# Alert incidents (xau_pipeline.alerts): one row per incident, with the channels still owed each notice.
+alert_incidents = sa.Table(
+    "alert_incidents",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("series", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("resolution", sa.Text, nullable=True),
+    sa.Column("opening_pending", postgresql.ARRAY(sa.Text), nullable=False),
+    sa.Column("resolution_pending", postgresql.ARRAY(sa.Text), nullable=False),
+    sa.Index(
+        "alert_incidents_open_idx", "series", "kind", unique=True, postgresql_where=sa.text("resolved_at IS NULL")
+    ),
 )
