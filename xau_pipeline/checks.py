@@ -219,7 +219,7 @@ class CandleChecks:
             {
                 **grid_line,
                 "expected": report.expected,
-                "present": report.stored,
+                "present": report.present,
                 "missing": report.missing,
                 NEVER_FETCHED: report.count(NEVER_FETCHED),
                 PROVIDER_EMPTY: report.count(PROVIDER_EMPTY),

@@ -171,7 +171,7 @@ def _gaps(args: argparse.Namespace, settings: Settings) -> int:
     reasons = ", ".join(f"{reason} {report.count(reason)}" for reason in shown)
     print(f"{symbol} {tf.name} from {iso_utc(start)} to {iso_utc(end)} (calendar {calendar_name})")
     print(f"expected:    {report.expected}")
-    print(f"stored:      {report.stored}")
+    print(f"stored:      {report.present}")
     print(f"missing:     {report.missing} ({reasons})")
     print(f"off-session: {report.off_session}")
     if report.grid is None or report.grid.is_utc:

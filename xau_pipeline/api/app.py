@@ -383,7 +383,7 @@ def create_app(
             start=start_at,
             end=end_at,
             expected=report.expected,
-            stored=report.stored,
+            stored=report.present,
             missing=report.missing,
             off_session=report.off_session,
             missing_by_reason={

@@ -77,7 +77,7 @@ class GapReportResponse(BaseModel):
     start: UtcTime
     end: UtcTime = Field(description="Exclusive.")
     expected: int = Field(description="Bar slots overlapping a trading session.")
-    stored: int = Field(description="Candles stored opening in the window.")
+    stored: int = Field(description="Expected slots holding a stored candle (off-session candles counted apart).")
     missing: int = Field(description="Expected slots with no stored candle.")
     off_session: int = Field(description="Stored candles outside the trading sessions (or off the bar grid).")
     missing_by_reason: dict[str, int]

@@ -179,6 +179,11 @@ class GapReport:
     def missing(self) -> int:
         return len(self.gaps)
 
+    @property
+    def present(self) -> int:
+        """Expected slots holding a stored bar (off-session bars are counted apart)."""
+        return self.expected - self.missing
+
     def count(self, reason: str) -> int:
         return sum(gap.reason == reason for gap in self.gaps)
 
