@@ -153,3 +153,35 @@ def test_fresh_tells_waiting_for_publication_from_stale(newest_stored, now, stat
     # The next bar: the one forming at `now`, fetched SETTLE after its close.
     forming = utc_grid(M15.bar).slot_of(now)
     assert found.next_due == forming[1] + SETTLE
+
+
+def test_the_publication_sensor_requests_a_live_run_for_a_late_bar(stand_in, store, resources, monkeypatch):
+    import dagster as dg
+
+    from xau_pipeline import publication_sensor
+    from xau_pipeline.assets import build_candle_asset, kind_of_work
+    from xau_pipeline.partitions import daily_partitions
+    from xau_pipeline.publication import LIVE_TAG
+
+    published(stand_in, "absent")
+    asked = CLOSE + timedelta(seconds=90)
+    fetch(stand_in, store, asked)  # the schedule's call came before the publication
+    partitions = daily_partitions("2024-03-11")
+    asset = build_candle_asset(GOLD, M15, partitions)
+    sensor = publication_sensor.build_publication_sensor(M15, {GOLD: asset}, partitions)
+    defs = dg.Definitions(assets=[asset], sensors=[sensor], resources=resources)
+
+    def tick(at: datetime):
+        monkeypatch.setattr(publication_sensor, "utc_now", lambda: at)
+        with dg.DagsterInstance.ephemeral() as instance:
+            context = dg.build_sensor_context(
+                instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
+            )
+            return sensor.evaluate_tick(context)
+
+    early = tick(asked + REASK_EVERY - timedelta(seconds=5))
+    assert not early.run_requests and "1 bar(s) not final yet" in early.skip_message
+    (request,) = tick(asked + REASK_EVERY).run_requests
+    assert request.partition_key == "2024-03-13" and request.asset_selection == [asset.key]
+    assert request.tags[LIVE_TAG] == "xauusd/candles_m15"
+    assert kind_of_work(request.tags | {"dagster/sensor_name": sensor.name}) == "schedule"
