@@ -7,6 +7,7 @@ at 10:01:40).
 """
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
@@ -185,3 +186,25 @@ def test_the_publication_sensor_requests_a_live_run_for_a_late_bar(stand_in, sto
     assert request.partition_key == "2024-03-13" and request.asset_selection == [asset.key]
     assert request.tags[LIVE_TAG] == "xauusd/candles_m15"
     assert kind_of_work(request.tags | {"dagster/sensor_name": sensor.name}) == "schedule"
+
+
+def test_the_chart_draws_provisional_bars_apart_marks_the_last_price_and_leaves_out_closures():
+    from types import SimpleNamespace
+
+    from xau_pipeline.api import chart
+
+    price = Decimal("2050.5")
+    rows = [
+        SimpleNamespace(timestamp=BAR - M15.bar, open=price, high=price, low=price, close=price, final=True),
+        SimpleNamespace(timestamp=BAR, open=price, high=price, low=price, close=price + 1, final=False),
+    ]
+    friday_close, sunday_open = datetime(2024, 3, 15, 21, tzinfo=UTC), datetime(2024, 3, 17, 22, tzinfo=UTC)
+    sessions = [(datetime(2024, 3, 14, 22, tzinfo=UTC), friday_close), (sunday_open, datetime(2024, 3, 18, tzinfo=UTC))]
+    closures = chart.closures(sessions, M15.bar)
+    assert closures == [(friday_close, sunday_open)]
+    fig = chart.figure("XAUUSD", "M15", rows, set(), None, closures)
+    assert [trace.name for trace in fig.data] == ["bars (1)", "not final yet (1)"]
+    (line,) = fig.layout.shapes
+    assert line.y0 == float(price + 1)
+    assert fig.layout.annotations[0].text == "last 2051.5 (not final yet)"
+    assert fig.layout.xaxis.rangebreaks[0].bounds == ("2024-03-15T21:00:00Z", "2024-03-17T22:00:00Z")

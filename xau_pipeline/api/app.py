@@ -501,7 +501,8 @@ def create_app(
         if report is not None and report.off_session:
             expected = set(trading_calendar.expected_slots(*window, tf.bar, report.phase))
             off_session = {row.timestamp for row in rows if row.timestamp not in expected}
-        closed = chart.closures(trading_calendar.sessions(window[0] - tf.bar, window[1] + tf.bar), tf.bar)
+        # From a week before the window: the closure the window opens in is left out too.
+        closed = chart.closures(trading_calendar.sessions(window[0] - timedelta(days=7), window[1] + tf.bar), tf.bar)
         return HTMLResponse(chart.page(name, tf.name, rows, off_session, report, window, calendar_name, closed))
 
     @app.get(chart.PLOTLY_JS_ROUTE, include_in_schema=False)
