@@ -41,9 +41,10 @@ def test_frame_has_exact_decimals_utc_timestamps_ascending(store):
     ]
     insert(store, bars)
     df = load_candles("m15", database_url=store.url)
-    assert list(df.columns) == ["timestamp", "open", "high", "low", "close", "volume"]
+    assert list(df.columns) == ["timestamp", "open", "high", "low", "close", "volume", "final"]
     assert str(df["timestamp"].dtype) == "datetime64[us, UTC]"
     assert list(df["timestamp"]) == [pd.Timestamp(b.open_time) for b in bars]
+    assert df["final"].dtype == bool and df["final"].all()
     for column in ("open", "high", "low", "close", "volume"):
         assert df[column].dtype == object
     assert [str(v) for v in df["close"]] == PRICES
@@ -81,9 +82,21 @@ def test_limit_keeps_the_oldest_and_newest_candles_are_newest_first(store):
     assert list(newest["timestamp"]) == [pd.Timestamp(T0 + k * M15) for k in (8, 7, 6)]
 
 
+def test_provisional_bars_are_marked_and_can_be_left_out(store):
+    with store.engine.begin() as connection:
+        upsert_bars(connection, "XAUUSD", "M15", m15_bars(4), final_before=T0 + 2 * M15)
+    df = load_candles("M15", database_url=store.url)
+    assert list(df["final"]) == [True, True, False, False]
+    finals = load_candles("M15", database_url=store.url, final_only=True)
+    assert list(finals["timestamp"]) == [pd.Timestamp(T0), pd.Timestamp(T0 + M15)]
+    assert list(newest_candles("M15", database_url=store.url, final_only=True, limit=1)["timestamp"]) == [
+        pd.Timestamp(T0 + M15)
+    ]
+
+
 def test_empty_result_keeps_the_columns_and_types(store):
     df = load_candles("D1", database_url=store.url)
-    assert df.empty and list(df.columns) == ["timestamp", "open", "high", "low", "close", "volume"]
+    assert df.empty and list(df.columns) == ["timestamp", "open", "high", "low", "close", "volume", "final"]
     assert str(df["timestamp"].dtype) == "datetime64[us, UTC]"
 
 

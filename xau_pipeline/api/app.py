@@ -483,13 +483,14 @@ def create_app(
         limit: Annotated[
             int, Query(ge=1, le=MAX_LIMIT, description=f"The newest this many bars of the window (max {MAX_LIMIT}).")
         ] = DEFAULT_CHART_BARS,
+        final_only: Annotated[bool, Query(description="Only final bars (bars not final yet are drawn apart).")] = False,
     ) -> HTMLResponse:
         tf = TIMEFRAMES_BY_NAME[timeframe.value]
         start_at, end_at = _window(start, end)
         name = _symbol(symbol)
         calendar_name, trading_calendar = calendar_of(name)
         now = clock()
-        query = queries.candle_query(name, tf.name, start_at, end_at, None, limit, newest_first=True)
+        query = queries.candle_query(name, tf.name, start_at, end_at, None, limit, True, final_only)
         with queries.read_only(engine, timeout) as connection:
             rows = list(reversed(connection.execute(query).all()))
             window = _chart_window(rows, tf, start_at, end_at, limit, now)
