@@ -22,6 +22,7 @@ from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL
 
 DEFAULT_SYMBOLS = "XAU/USD"
 DEFAULT_HISTORY_START = "2024-01-01"  # the default of history_start below
+DEFAULT_DAGSTER_RETENTION_DAYS = 14  # the default of dagster_retention_days below
 
 
 BUDGET_VARIABLES = (
@@ -60,6 +61,9 @@ class Settings:
     read_api_token: str | None = field(default=None, repr=False)
     # Whether the history catch-up sensor starts on (XAU_CATCH_UP); it can still be turned on in the UI.
     catch_up: bool = True
+    # Days Dagster's run, event and tick history is kept whole before the maintenance job prunes it
+    # (XAU_DAGSTER_RETENTION_DAYS; xau_pipeline/maintenance).
+    dagster_retention_days: int = DEFAULT_DAGSTER_RETENTION_DAYS
 
     @property
     def read_api_url(self) -> str:
@@ -105,6 +109,9 @@ class Settings:
             read_api_port=_port("XAU_API_PORT", get("XAU_API_PORT", str(DEFAULT_PORT))),
             read_api_token=(env.get("XAU_API_TOKEN") or "").strip() or None,
             catch_up=_switch("XAU_CATCH_UP", get("XAU_CATCH_UP", "on")),
+            dagster_retention_days=_positive_int(
+                "XAU_DAGSTER_RETENTION_DAYS", get("XAU_DAGSTER_RETENTION_DAYS", str(DEFAULT_DAGSTER_RETENTION_DAYS))
+            ),
         )
 
     @classmethod
@@ -149,6 +156,16 @@ def _switch(name: str, value: str) -> bool:
     if lowered in ("off", "0", "false", "no"):
         return False
     raise SettingsError(f"{name} must be on or off, got {value!r}", name)
+
+
+def _positive_int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number of days, got {value!r}", name) from None
+    if number < 1:
+        raise SettingsError(f"{name} must be at least 1, got {value!r}", name)
+    return number
 
 
 def _port(name: str, value: str) -> int:
