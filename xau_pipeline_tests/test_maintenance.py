@@ -18,17 +18,19 @@ from xau_pipeline.maintenance import (
     dagster_tables,
 )
 from xau_pipeline.partitions import daily_partitions, partition_range_tags
+from xau_pipeline.resources import TwelveDataResource
 from xau_pipeline.settings import Settings, SettingsError
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline_tests.check_statuses import CHECK_PARTITION_STATUSES, statuses_by_check
-from xau_pipeline_tests.conftest import REPO
+from xau_pipeline_tests.conftest import NO_CREDIT_LIMITS, REPO
 from xau_pipeline_tests.test_check_partitions import storage_config
 
 DEFS = Path(__file__).with_name("checks_defs.py")
 M15 = build_candle_asset(Symbol("XAU/USD"), TIMEFRAMES_BY_NAME["M15"], daily_partitions("2024-01-01"))
 DAYS = ["2024-03-11", "2024-03-12", "2024-03-13", "2024-03-14", "2024-03-15"]  # Monday to Friday
+FAILED_DAY = "2024-03-18"  # the next Monday: its only run fails
 INSTANCE_FILES = ("dagster.yaml", "deploy/dagster.yaml")
 # (A check's planned event stays only where it is the verdict a kept check execution row names: a
 # check planned and never evaluated.)
@@ -215,7 +217,16 @@ def test_maintenance_prunes_old_debug_history_and_every_day_and_verdict_is_still
     thursday_first = run(partition_key=DAYS[3])
     thursday_again = run(partition_key=DAYS[3], run_config=refetch)  # leaves the first run nothing newest
     going = run(partition_key=DAYS[4])
-    finished = [ranged, tuesday_again, thursday_first, thursday_again]
+    refused = TwelveDataResource(api_key="wrong-key", base_url=stand_in.url, backoff_seconds=0.01, **NO_CREDIT_LIMITS)
+    failed = dg.materialize(
+        [M15],
+        instance=instance,
+        resources={**resources, "twelvedata": refused},
+        partition_key=FAILED_DAY,
+        raise_on_error=False,
+    )
+    assert not failed.success
+    finished = [ranged, tuesday_again, thursday_first, thursday_again, failed.run_id]
 
     engine = sa.create_engine(dagster_tables.storage_url(instance), poolclass=sa.pool.NullPool)
     long_ago = (datetime.now(UTC) - timedelta(days=30)).timestamp()
@@ -226,11 +237,12 @@ def test_maintenance_prunes_old_debug_history_and_every_day_and_verdict_is_still
         connection.execute(UNFINISH_RUN, {"run": going})
         going_events = dict(connection.execute(EVENT_TYPES_OF_RUN, {"run": going}).all())
         assert DEBUG_EVENT_TYPES & set(going_events)
-        for run_id in finished:
+        for run_id in finished[:-1]:
             assert connection.execute(LOG_LINES_OF_RUN, {"run": run_id}).scalar_one() > 0
 
     partitions_before, checks_before = ui_views(instance, M15.key)
     assert [partitions_before.get(day) for day in DAYS] == ["MATERIALIZED"] * 5
+    assert partitions_before[FAILED_DAY] == "FAILED"
     assert [checks_before["no_gaps"].get(day) for day in DAYS] == ["SUCCEEDED"] * 5
     assert set(checks_before) >= {"no_gaps", "ohlc_valid", "quarantine_empty"}
 
@@ -240,7 +252,7 @@ def test_maintenance_prunes_old_debug_history_and_every_day_and_verdict_is_still
     assert result.success
     (output,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_OUTPUT]
     metadata = output.step_output_data.metadata
-    assert metadata["deleted_event_logs"].value > 0 and metadata["runs_past_cutoff"].value == 4
+    assert metadata["deleted_event_logs"].value > 0 and metadata["runs_past_cutoff"].value == 5
     assert metadata["deleted_runs"].value == 1  # Thursday's first run: nothing of it is newest any more
     assert "| event_logs |" in metadata["tables"].value
 
@@ -255,6 +267,7 @@ def test_maintenance_prunes_old_debug_history_and_every_day_and_verdict_is_still
     engine.dispose()
     assert instance.get_run_by_id(thursday_first) is None
     assert instance.get_run_by_id(ranged) is not None
+    assert instance.get_run_by_id(failed.run_id) is not None  # it holds the failed day's planned event
     # Tuesday: the ranged run's superseded materialization and verdicts are gone, the newest stay.
     tuesday = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=M15.key, asset_partitions=[DAYS[1]]), limit=10
