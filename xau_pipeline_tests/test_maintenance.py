@@ -196,6 +196,8 @@ def check_history(instance: dg.DagsterInstance, check: str, day: str) -> list[st
     records = instance.event_log_storage.get_asset_check_execution_history(
         dg.AssetCheckKey(M15.key, check), limit=100, partition_filter=PartitionKeyFilter(key=day)
     )
+    for record in records:  # the verdict itself is kept in the execution row, its event log copy gone
+        assert record.event is not None and record.event.dagster_event is not None
     return [record.run_id for record in records]
 
 

@@ -8,8 +8,10 @@ here, only for runs finished more than the retention age ago (`runs.end_time`):
 - `event_logs`: every event (log lines, engine, step, input/output, run lifecycle and planned
   events) except, per asset, event type and partition, the newest materialization, observation,
   planned materialization and failed materialization (what `get_materialized_partitions`, the failed
-  partitions of a cache rebuild and the asset's latest event read), and the check evaluations and
-  target materializations that a kept `asset_check_executions` row names;
+  partitions of a cache rebuild and the asset's latest event read), and the target materializations
+  that a kept `asset_check_executions` row names. A check evaluation's event goes too: its execution
+  row holds the same serialized evaluation (`evaluation_event`), which is what the check views read,
+  and of the event only its id (`evaluation_event_storage_id`, compared, never joined);
 - `asset_event_tags`: the tags of the deleted events;
 - `asset_check_executions`: every row but the newest per asset, check and partition (the verdict
   the check's Partitions tab shows);
@@ -80,7 +82,8 @@ FINISHED_TICK_STATUSES = ("SKIPPED", "SUCCESS", "FAILURE")
 # and the rows are pruned the next day).
 LOCK_TIMEOUT_MS = 2000
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
-STATEMENT_TIMEOUT_MS = 120_000
+# The setup statements read whole tables (a first pass over a long backlog); they take no lock a writer waits on.
+STATEMENT_TIMEOUT_MS = 600_000
 APPLICATION_NAME = "xau_dagster_maintenance"
 
 OLD_RUNS = sa.text(
@@ -95,7 +98,6 @@ KEPT_EVENTS = sa.text(
     "CREATE TEMPORARY TABLE xau_kept_events AS "
     "SELECT max(id) AS id FROM event_logs WHERE asset_key IS NOT NULL AND dagster_event_type IN :types "
     "GROUP BY asset_key, dagster_event_type, partition "
-    "UNION SELECT evaluation_event_storage_id FROM asset_check_executions WHERE evaluation_event_storage_id IS NOT NULL "
     "UNION SELECT materialization_event_storage_id FROM asset_check_executions "
     "WHERE materialization_event_storage_id IS NOT NULL"
 ).bindparams(sa.bindparam("types", expanding=True))
