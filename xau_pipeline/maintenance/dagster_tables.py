@@ -51,7 +51,6 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "check_name",
         "partition",
         "run_id",
-        "evaluation_event_storage_id",
         "materialization_event_storage_id",
     ),
     "runs": ("run_id", "status", "end_time"),
