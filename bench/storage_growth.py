@@ -298,6 +298,14 @@ KEPT_ROWS = {
 }
 
 
+# Where a table's bytes are: its heap, its TOAST (long payloads) and its indexes.
+LAYOUT = sa.text(
+    "SELECT c.relname, pg_relation_size(c.oid), coalesce(pg_total_relation_size(c.reltoastrelid), 0), "
+    "pg_indexes_size(c.oid) FROM pg_class c WHERE c.relname IN "
+    "('event_logs', 'asset_check_executions', 'runs', 'run_tags', 'asset_event_tags') ORDER BY 2 DESC"
+)
+
+
 def kept(url: str, cutoff: datetime) -> list[tuple[str, int, int]]:
     """(what, rows, bytes of row data) of the runs finished before `cutoff`: what maintenance kept."""
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
@@ -352,6 +360,8 @@ def simulate(
                 result["months"].append((day, total(figures(url))))
         result.update(replay_seconds=time.perf_counter() - began, runs=runs, live_days=live_days, rows=replayer.rows)
         result["final"] = figures(url)
+        with replayer.engine.connect() as connection:
+            result["layout"] = [tuple(row) for row in connection.execute(LAYOUT)]
         if cutoff is not None:
             pruned_days = sum(
                 1 for d in live_before if datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(days=1) <= cutoff
@@ -396,6 +406,9 @@ def report(label: str, result: dict[str, Any], retention_days: int, year_live_da
         print(
             f"  {'total':52} {sum(n for _, n, _ in rows) / pruned_days:8.1f} rows {sum(b for _, _, b in rows) / pruned_days / 1024:8.1f} KB"
         )
+    print("  where the bytes are (MB): table heap, TOAST, indexes")
+    for name, heap, toast, indexes in result.get("layout", []):
+        print(f"    {name:24} {heap / MB:8.2f} {toast / MB:8.2f} {indexes / MB:8.2f}")
     print("month by month (total MB of the six tables, maintenance on):")
     previous = None
     for day, size in result["months"]:
