@@ -14,6 +14,7 @@ import dagster as dg
 from xau_pipeline.alerts.sensor import Series, build_alert_sensor
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.catch_up import build_catch_up_sensor
+from xau_pipeline.maintenance import build_maintenance_schedule, dagster_maintenance
 from xau_pipeline.partitions import daily_partitions
 from xau_pipeline.publication_sensor import build_publication_sensor
 from xau_pipeline.repair import build_repair_sensor
@@ -30,13 +31,15 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Four assets per configured symbol (one per timeframe) with their checks; per timeframe one
     schedule, one publication sensor and one repair sensor over every symbol's asset; one history
-    catch-up sensor per symbol; one alert sensor over every series."""
+    catch-up sensor per symbol; one alert sensor over every series; the daily maintenance job of
+    Dagster's storage."""
     partitions = daily_partitions(settings.history_start)
     by_timeframe = {
         tf: {symbol: build_candle_asset(symbol, tf, partitions, settings) for symbol in settings.symbols}
         for tf in TIMEFRAMES
     }
     schedules = [build_candle_schedule(tf, assets, partitions) for tf, assets in by_timeframe.items()]
+    schedules.append(build_maintenance_schedule(settings))
     sensors = [build_repair_sensor(tf, assets, partitions) for tf, assets in by_timeframe.items()]
     sensors += [build_publication_sensor(tf, assets, partitions) for tf, assets in by_timeframe.items()]
     sensors += [
@@ -50,6 +53,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[asset for symbol in settings.symbols for asset in (by_timeframe[tf][symbol] for tf in TIMEFRAMES)],
         schedules=schedules,
+        jobs=[dagster_maintenance],
         sensors=sensors,
         resources=default_resources(settings),
         executor=dg.in_process_executor,

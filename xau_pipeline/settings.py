@@ -23,6 +23,7 @@ from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL
 
 DEFAULT_SYMBOLS = "XAU/USD"
 DEFAULT_HISTORY_START = "2024-01-01"  # the default of history_start below
+DEFAULT_DAGSTER_RETENTION_DAYS = 14  # the default of dagster_retention_days below
 
 
 BUDGET_VARIABLES = (
@@ -55,6 +56,7 @@ SETTING_VARIABLES = (
     "XAU_API_PORT",
     "XAU_API_TOKEN",
     "XAU_CATCH_UP",
+    "XAU_DAGSTER_RETENTION_DAYS",
     *ALERT_VARIABLES,
 )
 # Read only when XAU_DATABASE_URL is unset: where `make run`'s embedded PostgreSQL keeps its port.
@@ -103,6 +105,9 @@ class Settings:
     alert_smtp_url: str | None = field(default=None, repr=False)
     alert_email_to: tuple[str, ...] = ()
     alert_email_from: str | None = None
+    # Days Dagster's run, event and tick history is kept whole before the maintenance job prunes it
+    # (XAU_DAGSTER_RETENTION_DAYS; xau_pipeline/maintenance).
+    dagster_retention_days: int = DEFAULT_DAGSTER_RETENTION_DAYS
 
     @property
     def read_api_url(self) -> str:
@@ -149,6 +154,9 @@ class Settings:
             read_api_token=(env.get("XAU_API_TOKEN") or "").strip() or None,
             catch_up=_switch("XAU_CATCH_UP", get("XAU_CATCH_UP", "on")),
             **_alert_settings(get),
+            dagster_retention_days=_positive_int(
+                "XAU_DAGSTER_RETENTION_DAYS", get("XAU_DAGSTER_RETENTION_DAYS", str(DEFAULT_DAGSTER_RETENTION_DAYS))
+            ),
         )
 
     @classmethod
@@ -193,6 +201,16 @@ def _switch(name: str, value: str) -> bool:
     if lowered in ("off", "0", "false", "no"):
         return False
     raise SettingsError(f"{name} must be on or off, got {value!r}", name)
+
+
+def _positive_int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number of days, got {value!r}", name) from None
+    if number < 1:
+        raise SettingsError(f"{name} must be at least 1, got {value!r}", name)
+    return number
 
 
 def _port(name: str, value: str) -> int:

@@ -69,7 +69,9 @@ def test_many_symbols_share_one_schedule_and_one_repair_sensor_per_timeframe():
     defs = build_definitions(Settings.from_env({"XAU_SYMBOLS": symbols, "TWELVE_DATA_API_KEY": "placeholder"}))
     assert len(defs.resolve_all_asset_keys()) == 200
     schedules = {s.name: s for s in defs.schedules}
-    assert sorted(schedules) == sorted(f"candles_{tf}_on_close" for tf in ("m15", "h1", "h4", "d1"))
+    assert sorted(schedules) == sorted(
+        [*(f"candles_{tf}_on_close" for tf in ("m15", "h1", "h4", "d1")), "dagster_maintenance_daily"]
+    )
     repair = [s for s in defs.sensors if s.name.endswith("_gap_repair")]
     assert sorted(s.name for s in repair) == sorted(f"candles_{tf}_gap_repair" for tf in ("m15", "h1", "h4", "d1"))
     assert len([s for s in defs.sensors if s.name.endswith("_history_catch_up")]) == 50
