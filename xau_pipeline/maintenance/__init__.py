@@ -2,7 +2,7 @@
 
 The job is an op job of its own (no asset, no partition), tagged MAINTENANCE_TAG: dagster.yaml
 lets one such run go at a time and it takes no slot of the `twelvedata` pool (only the candle assets
-declare that pool). Its schedule ticks at 03:10 UTC, away from the :01/:16/:31/:46 minutes at which
+declare that pool). Its schedule ticks at 03:10 UTC, away from the :02/:17/:32/:47 minutes at which
 the candle schedules start their runs. What it deletes and keeps: xau_pipeline/maintenance/dagster_tables.py.
 """
 
