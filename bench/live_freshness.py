@@ -237,7 +237,8 @@ def main() -> None:
                 credits_per_minute=args.per_minute,
                 credits_per_day=per_day,
                 before_publication=mode,
-                **({"symbols": prices} if prices else {}),
+                # With many symbols a paid plan: none is refused as outside it.
+                **({"symbols": prices, "plan_gated": ()} if prices else {}),
             )
             run = Run(mode, StandIn(config).start())
             database = temporary_database(SERVER, f"xau_live_{mode}")
