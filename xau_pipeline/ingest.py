@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from xau_pipeline.bars import FetchedWindow, Interval
 from xau_pipeline.grid import Grid, new_york_close_grid, utc_grid
-from xau_pipeline.publication import covered_until, final_before
+from xau_pipeline.publication import PUBLICATION_WINDOW, covered_until, final_before
 from xau_pipeline.store.candle_store import CandleStore, WindowClaim
 from xau_pipeline.store.upsert import UpsertCounts
 from xau_pipeline.symbols import Symbol
@@ -134,13 +134,28 @@ def ingest(
             f"{symbol.api_symbol} {timeframe.name}: the market is closed throughout the missing window(s); no call"
         )
     planned = sum(p.calls_reaching(start) for p in planners)
+    # A live call also asks again for the bar before the newest missing one (the same credit): taken
+    # as final when it came 2 minutes after its close, it may have been served provisional if its
+    # publication was later; a changed bar is corrected (publication.py).
+    live = planners and planners[-1].end > now - timeframe.bar - PUBLICATION_WINDOW
+    revise = planners[-1].start - timeframe.bar if live else None
+    revise = revise if revise is not None and revise >= start else None  # within the window asked for
     done = 0
     try:
         for planner in planners:
             cursor, full = planner.end, False
             while cursor > max(planner.start, start):
                 cursor, called, full = _fetch_newest_missing(
-                    client, store, report, planner, cursor, force, policy, run_id, keep_closed=full
+                    client,
+                    store,
+                    report,
+                    planner,
+                    cursor,
+                    force,
+                    policy,
+                    run_id,
+                    keep_closed=full,
+                    revise_from=revise if cursor == planner.end else None,
                 )
                 if not called:
                     continue
@@ -180,6 +195,7 @@ def _fetch_newest_missing(
     policy,
     run_id: str | None,
     keep_closed: bool = False,
+    revise_from: datetime | None = None,
 ) -> tuple[datetime, bool, bool]:
     """Under a claim on the series: fetch and store the newest window still missing in
     [planner.start, cursor).
@@ -204,6 +220,8 @@ def _fetch_newest_missing(
         # The planner's slots are the calendar's, whatever is stored: its window ending at `ask_end`,
         # clipped to the missing span, is the window a run alone would ask for.
         ask_start = max(newest_start, planner.window_ending_at(ask_end)[0])
+        if revise_from is not None and revise_from < ask_start:
+            ask_start = revise_from
         asked_at = client.clock()
         as_of = asked_at - CLOSE_MARGIN
         calls_before, credits_before = client.calls, client.credits

@@ -208,3 +208,19 @@ def test_the_chart_draws_provisional_bars_apart_marks_the_last_price_and_leaves_
     assert line.y0 == float(price + 1)
     assert fig.layout.annotations[0].text == "last 2051.5 (not final yet)"
     assert fig.layout.xaxis.rangebreaks[0].bounds == ("2024-03-15T21:00:00Z", "2024-03-17T22:00:00Z")
+
+
+def test_a_bar_taken_as_final_but_served_provisional_is_corrected_by_the_next_live_call(stand_in, store):
+    # Published 5 minutes after its close: the schedule's call 2 minutes after it gets provisional values.
+    stand_in.configure(
+        publication_delay_seconds=(300.0, 300.0), publication_late_share=0.0, before_publication="provisional"
+    )
+    first = fetch(stand_in, store, CLOSE + SETTLE + timedelta(seconds=5))
+    assert first.calls == 1
+    truth = stand_in.bars(GOLD.api_symbol, M15.interval, BAR, CLOSE, final=True)[0]
+    taken_close, final = stored(store, BAR)
+    assert final and taken_close != truth["close"]  # what a time rule cannot tell
+    # The next bar's call, 15 minutes on, asks for the bar before it too: one call, corrected.
+    second = fetch(stand_in, store, CLOSE + M15.bar + SETTLE + timedelta(seconds=5))
+    assert second.calls == 1 and second.counts.updated >= 1
+    assert stored(store, BAR) == (truth["close"], True)
