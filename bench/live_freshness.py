@@ -167,6 +167,7 @@ def report(run: Run, began: datetime, ended: datetime, tail: timedelta) -> None:
         to_stored: list[float] = []
         to_final: list[float] = []
         late = 0
+        late_to_final: list[float] = []
         for symbol in SYMBOLS:
             grid = utc_grid(tf.bar)  # the stand-in serves UTC grids
             for slot, close in calendar(symbol.calendar).expected_slot_bounds(began - tf.bar, counted_until, grid):
@@ -175,7 +176,8 @@ def report(run: Run, began: datetime, ended: datetime, tail: timedelta) -> None:
                 closed += 1
                 seen = run.seen.get((symbol.name, tf.name, slot))
                 delay = run.stand_in.published_at(symbol.api_symbol, tf.interval, slot) - close
-                late += delay > timedelta(minutes=2)
+                is_late = delay > timedelta(minutes=2)
+                late += is_late
                 if seen is None or seen.first_stored is None:
                     continue
                 stored += 1
@@ -184,6 +186,8 @@ def report(run: Run, began: datetime, ended: datetime, tail: timedelta) -> None:
                     final += 1
                     to_final.append(seen.first_final - close.timestamp())
                     closes[close].append(seen.first_final)
+                    if is_late:
+                        late_to_final.append(seen.first_final - (close + delay).timestamp())
                 wrong += seen.wrong_after_grace
         all_closed += closed
         for moments in closes.values():
@@ -197,6 +201,11 @@ def report(run: Run, began: datetime, ended: datetime, tail: timedelta) -> None:
             f"p99 {percentile(to_final, 0.99):.0f} s max {max(to_final, default=math.nan):.0f} s; "
             f"live credits {credits} ({credits / closed if closed else math.nan:.2f} a closed bar); "
             f"provisional values 5 min after publication {wrong}"
+            + (
+                f"; late bars publication->final max {max(late_to_final):.0f} s ({len(late_to_final)})"
+                if late_to_final
+                else ""
+            )
         )
     print(f"  no_gaps evaluations with 'provider returned nothing': {empty}")
     if spreads:
@@ -216,6 +225,9 @@ def main() -> None:
     parser.add_argument("--modes", default="absent,provisional", help="before-publication behaviours, run at once")
     parser.add_argument("--symbols", type=int, default=1, help="how many symbols (default 1: XAU/USD)")
     parser.add_argument("--per-minute", type=int, default=8, help="credits a minute (default 8, the free plan)")
+    parser.add_argument(
+        "--late-share", type=float, default=0.02, help="share of bars published 150-420 s after their close (0.02)"
+    )
     parser.add_argument(
         "--tail-minutes",
         type=float,
@@ -237,6 +249,7 @@ def main() -> None:
                 credits_per_minute=args.per_minute,
                 credits_per_day=per_day,
                 before_publication=mode,
+                publication_late_share=args.late_share,
                 # With many symbols a paid plan: none is refused as outside it.
                 **({"symbols": prices, "plan_gated": ()} if prices else {}),
             )
