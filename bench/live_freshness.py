@@ -65,9 +65,8 @@ PROVISIONAL_GRACE = timedelta(minutes=5)
 RECENT = sa.text(
     'SELECT symbol, timeframe, "timestamp", open, high, low, close, final FROM candles WHERE "timestamp" >= :since'
 )
-LIVE_CREDITS = sa.text(
-    "SELECT interval, coalesce(sum(credits), 0) FROM api_calls WHERE kind = 'schedule' AND at >= :since GROUP BY 1"
-)
+# Live calls (the schedules' and the publication sensor's), each with the end of the window it asked for.
+LIVE_CALLS = sa.text("SELECT interval, window_end, credits FROM api_calls WHERE kind = 'schedule' AND at >= :since")
 CHECK_EVENTS = sa.text(
     "SELECT event FROM dagster.event_logs WHERE dagster_event_type = 'ASSET_CHECK_EVALUATION' AND timestamp >= :since"
 )
@@ -124,14 +123,16 @@ def poll(run: Run, since: datetime, stop: threading.Event) -> None:
     engine.dispose()
 
 
-def verdicts_and_credits(candles_url: str, since: datetime) -> tuple[int, dict[str, int]]:
+def verdicts_and_credits(candles_url: str, since: datetime, until: datetime) -> tuple[int, dict[str, int]]:
     """`no_gaps` evaluations since `since` that listed a bar as "provider returned nothing", and the
-    live credits (schedules and publication sensor) per interval."""
+    live credits (schedules and publication sensor) per interval spent on bars closing in [since, until]:
+    a live call asks up to the newest bar closed 30 s before it, so the bar it is for is the slot
+    holding its window's end."""
     count = 0
     engine = sa.create_engine(candles_url, poolclass=sa.pool.NullPool)
     with engine.connect() as connection:
         events = connection.execute(CHECK_EVENTS, {"since": since.replace(tzinfo=None)}).scalars().all()
-        live = dict(connection.execute(LIVE_CREDITS, {"since": since}).all())
+        calls = connection.execute(LIVE_CALLS, {"since": since}).all()
     engine.dispose()
 
     def find(node) -> int | None:
@@ -152,13 +153,19 @@ def verdicts_and_credits(candles_url: str, since: datetime) -> tuple[int, dict[s
     for text in events:
         if (find(json.loads(text)) or 0) > 0:
             count += 1
-    return count, {interval: int(n) for interval, n in live.items()}
+    live: dict[str, int] = defaultdict(int)
+    for interval, window_end, credits in calls:
+        bar = next(t.bar for t in TIMEFRAMES if t.interval == interval)
+        slot = utc_grid(bar).slot_of(window_end - timedelta(microseconds=1))[0]
+        if since <= slot + bar <= until:
+            live[interval] += credits
+    return count, dict(live)
 
 
 def report(run: Run, began: datetime, ended: datetime, tail: timedelta) -> None:
     counted_until = ended - tail
     print(f"\n== before publication: {run.mode}; bars closing {began:%H:%M:%S}..{counted_until:%H:%M:%S} UTC")
-    empty, live = verdicts_and_credits(run.candles_url, began)
+    empty, live = verdicts_and_credits(run.candles_url, began, counted_until)
     all_closed = 0
     spreads: list[float] = []
     for tf in TIMEFRAMES:
