@@ -63,24 +63,22 @@ def unsettled(
             else store.grid(symbol.name, timeframe, since=now - GRID_LOOKBACK).grid
         )
     oldest_close = now - PUBLICATION_WINDOW - LAST_CALL_GRACE
-    slots = [
-        (slot, close)
-        for slot, close in calendar(symbol.calendar).expected_slot_bounds(
-            oldest_close - timeframe.bar - timedelta(days=1), now, grid
-        )
-        if oldest_close < close <= now - SETTLE
-    ]
+    bounds = calendar(symbol.calendar).expected_slot_bounds(oldest_close - timeframe.bar - timedelta(days=1), now, grid)
+    slots = [(i, slot, close) for i, (slot, close) in enumerate(bounds) if oldest_close < close <= now - SETTLE]
     if not slots:
         return []
-    missing = store.missing(symbol.name, timeframe, slots[0][0], slots[-1][0] + timedelta(microseconds=1))
+    missing = store.missing(symbol.name, timeframe, slots[0][1], slots[-1][1] + timedelta(microseconds=1))
     found = []
-    for slot, close in slots:
+    for i, slot, close in slots:
         if not _inside(slot, missing):
             continue
         asked = store.last_asked(symbol.name, timeframe, slot, since=close)
         if asked is None:
             continue  # never asked since its close: the schedule's (or a backfill's) to ask first
-        found.append(Unsettled(slot, close, asked, now - asked >= REASK_EVERY))
+        # The bar before missing too: the feed is down, not late; re-asking every 40 s through an
+        # outage would spend the day's credits. The repair sensor retries such gaps on its backoff.
+        previous_missing = i > 0 and store.summary(symbol.name, timeframe, bounds[i - 1][0], slot)[0] == 0
+        found.append(Unsettled(slot, close, asked, not previous_missing and now - asked >= REASK_EVERY))
     return found
 
 

@@ -224,3 +224,13 @@ def test_a_bar_taken_as_final_but_served_provisional_is_corrected_by_the_next_li
     second = fetch(stand_in, store, CLOSE + M15.bar + SETTLE + timedelta(seconds=5))
     assert second.calls == 1 and second.counts.updated >= 1
     assert stored(store, BAR) == (truth["close"], True)
+
+
+def test_an_outage_is_not_re_asked_every_40_seconds(stand_in, store):
+    """The bar before is missing too: the feed is down, not late; the repair sensor's backoff handles it."""
+    published(stand_in, "absent")
+    stand_in.configure(holes=[(BAR - M15.bar, CLOSE)])
+    asked = CLOSE + timedelta(seconds=90)
+    fetch(stand_in, store, asked)
+    (pending,) = unsettled(store, GOLD, M15, asked + REASK_EVERY, utc_grid(M15.bar))
+    assert pending.slot == BAR and not pending.due
