@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from xau_pipeline.grid import Grid, utc_grid
+from xau_pipeline.grid import Grid
 from xau_pipeline.publication import PUBLICATION_WINDOW, SETTLE
-from xau_pipeline.store.gaps import detect_series_grid
+from xau_pipeline.store.gaps import recent_grid
 from xau_pipeline.store.quality import newest_stored
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.trading_calendar import TradingCalendar
@@ -24,8 +24,6 @@ FRESH, WAITING, STALE, NOTHING_EXPECTED = "fresh", "waiting for publication", "s
 # How far back the rule looks for expected bars, and ahead for the next one (a long holiday).
 LOOKBACK = timedelta(days=10)
 LOOKAHEAD = timedelta(days=10)
-# How far back an H4 or D1 grid is read off the stored bars: both DST seasons.
-GRID_LOOKBACK = timedelta(days=400)
 
 
 @dataclass(frozen=True)
@@ -73,9 +71,5 @@ def series_freshness(
     connection: sa.Connection, symbol: str, timeframe: Timeframe, calendar: TradingCalendar, now: datetime
 ) -> Freshness:
     """The freshness of a stored series (its grid read off its bars), for `/health` and `status`."""
-    grid = (
-        utc_grid(timeframe.bar)
-        if timeframe.bar <= timedelta(hours=1)
-        else detect_series_grid(connection, symbol, timeframe.name, timeframe.bar, since=now - GRID_LOOKBACK).grid
-    )
+    grid = recent_grid(connection, symbol, timeframe.name, timeframe.bar, now)
     return freshness(calendar, grid, newest_stored(connection, symbol, timeframe.name), now)

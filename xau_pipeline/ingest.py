@@ -137,9 +137,10 @@ def ingest(
     # A live call also asks again for the bar before the newest missing one (the same credit): taken
     # as final when it came 2 minutes after its close, it may have been served provisional if its
     # publication was later; a changed bar is corrected (publication.py).
+    revise = planners[-1].start - timeframe.bar if planners else None
     live = planners and planners[-1].end > now - timeframe.bar - PUBLICATION_WINDOW
-    revise = planners[-1].start - timeframe.bar if live else None
-    revise = revise if revise is not None and revise >= start else None  # within the window asked for
+    if not live or revise is None or revise < start:  # not live, or before the window asked for
+        revise = None
     done = 0
     try:
         for planner in planners:

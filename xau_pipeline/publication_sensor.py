@@ -23,7 +23,7 @@ import dagster as dg
 from xau_pipeline.bars import Interval
 from xau_pipeline.catch_up import IN_PROGRESS
 from xau_pipeline.credit_budget import credits_left
-from xau_pipeline.grid import Grid, utc_grid
+from xau_pipeline.grid import Grid
 from xau_pipeline.publication import LIVE_TAG, PUBLICATION_WINDOW, REASK_EVERY, SETTLE
 from xau_pipeline.repair import STALE_RUN_AFTER
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
@@ -34,8 +34,6 @@ from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.utc import utc_now
 
 SENSOR_INTERVAL_SECONDS = 30
-# How far back the sensor reads the stored bars to know an H4 or D1 grid: both DST seasons.
-GRID_LOOKBACK = timedelta(days=400)
 # Past the publication window, one more answer settles the slot (a provider gap): looked at this long.
 LAST_CALL_GRACE = timedelta(minutes=5)
 
@@ -56,13 +54,12 @@ def unsettled(
     """The expected bars of the series that closed between SETTLE and the publication window (and a
     last-call grace) before `now`, were asked for since, and are still unsettled, oldest first, each
     with its last answer and whether it is due to be asked again."""
-    if grid is None:
-        grid = (
-            utc_grid(timeframe.bar)
-            if timeframe.bar <= timedelta(hours=1)
-            else store.grid(symbol.name, timeframe, since=now - GRID_LOOKBACK).grid
-        )
     oldest_close = now - PUBLICATION_WINDOW - LAST_CALL_GRACE
+    # Only a slot asked for since its close can be due: no answer in that span, nothing to do (and no
+    # H4/D1 grid to read off the stored bars, at every tick).
+    if store.oldest_fetched_since(symbol.name, timeframe, oldest_close) is None:
+        return []
+    grid = grid or store.recent_grid(symbol.name, timeframe, now)
     bounds = calendar(symbol.calendar).expected_slot_bounds(oldest_close - timeframe.bar - timedelta(days=1), now, grid)
     slots = [(i, slot, close) for i, (slot, close) in enumerate(bounds) if oldest_close < close <= now - SETTLE]
     if not slots:

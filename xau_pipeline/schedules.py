@@ -11,7 +11,7 @@ M15 and H1 bars close on fixed UTC minutes whatever the feed's grid, so their cr
 then. Where H4 and D1 bars close depends on the series' grid (xau_pipeline.grid): 00/04/08... UTC
 on the UTC grid, 21:00 or 22:00 UTC for the 17:00 New York grid depending on DST. Their schedules
 therefore tick every hour at :02 and read the grid off the stored bars (`CandleStore.grid`, over the
-last GRID_LOOKBACK); a tick requests a run only when a bar of that grid closed two minutes before.
+last 400 days, `CandleStore.recent_grid`); a tick requests a run only when a bar of that grid closed two minutes before.
 Ticks at which no bar closes are skipped with a reason (no API call, no run). A cron derived from
 the grid at definition time was the alternative: it would need the database when the code loads,
 could not follow a UTC cron through DST, and would go stale when the feed's grid is first learnt.
@@ -33,8 +33,6 @@ from xau_pipeline.trading_calendar import calendar
 
 # The crons tick this long after a close (timeframes.py derives them from it).
 AFTER_CLOSE = SETTLE
-# How far back the schedules read the stored bars to know the grid: both DST seasons.
-GRID_LOOKBACK = timedelta(days=400)
 
 
 def closed_bar_open(tick: datetime, timeframe: Timeframe) -> datetime:
@@ -160,7 +158,7 @@ def build_candle_schedule(
     def on_grid_close(context: dg.ScheduleEvaluationContext, candle_store: CandleStoreResource):
         tick = context.scheduled_execution_time
         store = candle_store.store()
-        grids = {symbol: store.grid(symbol.name, timeframe, since=tick - GRID_LOOKBACK).grid for symbol in assets}
+        grids = {symbol: store.recent_grid(symbol.name, timeframe, tick) for symbol in assets}
         return tick_requests(assets, timeframe, tick, partitions_def, grids)
 
     return on_grid_close

@@ -408,6 +408,11 @@ class CandleStore:
         with self._connect() as connection:
             return gaps.detect_series_grid(connection, symbol, timeframe.name, timeframe.bar, since)
 
+    def recent_grid(self, symbol: str, timeframe: Timeframe, now: datetime) -> Grid:
+        """The grid the series' newest bars lie on (gaps.recent_grid)."""
+        with self._connect() as connection:
+            return gaps.recent_grid(connection, symbol, timeframe.name, timeframe.bar, now)
+
     def day_cover(self, symbol: str, start: datetime | None = None, end: datetime | None = None) -> DayCover:
         """The day each D1 bar of [start, end) holds, read off the H1 bars (default: the last 400 days)."""
         end = end or utc_now()

@@ -222,6 +222,19 @@ def detect_series_grid(
     return detect_grid(series_opens(connection, symbol, timeframe, since), bar)
 
 
+# How far back the live paths (schedules, publication sensor, freshness) read an H4 or D1 grid off
+# the stored bars: both DST seasons.
+GRID_LOOKBACK = timedelta(days=400)
+
+
+def recent_grid(connection: sa.Connection, symbol: str, timeframe: str, bar: timedelta, now: datetime) -> Grid:
+    """The grid the series' newest bars lie on: the UTC grid for bars dividing an hour (M15, H1, whatever
+    the feed), else the one its stored bars of the last GRID_LOOKBACK show."""
+    if timedelta(hours=1) % bar == timedelta(0):
+        return utc_grid(bar)
+    return detect_series_grid(connection, symbol, timeframe, bar, since=now - GRID_LOOKBACK).grid
+
+
 def find_gaps(
     connection: sa.Connection,
     symbol: str,
@@ -393,4 +406,5 @@ __all__ = [
     "find_gaps",
     "gap_reason",
     "grid_mismatch",
+    "recent_grid",
 ]
