@@ -5,9 +5,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-# Large backfills: batch Dagster's per-partition bookkeeping (see docs/architecture.md).
-export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= 1
-export DAGSTER_EVENT_BATCH_SIZE ?= 1000
 
 .PHONY: install run demo test test-fast lint bench standin migrate constraints calendar-table
 

@@ -14,20 +14,20 @@ import os
 import time
 from datetime import UTC, datetime
 
-os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
-os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
-
 import dagster as dg
 
 from xau_pipeline.assets import build_candle_asset
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.settings import apply_dagster_environment
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
 from xau_pipeline_dev.twelvedata_standin import StandIn, StandInConfig
+
+apply_dagster_environment()  # as `make run` does
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -24,15 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
-os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
-
 import dagster as dg
 import yaml
 
 from xau_pipeline.check_target import day_evaluation, log_day_evaluations
 from xau_pipeline.partitions import partition_range_tags
+from xau_pipeline.settings import apply_dagster_environment
 from xau_pipeline.store.database import temporary_database
+
+apply_dagster_environment()  # as `make run` does
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parent.parent

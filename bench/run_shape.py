@@ -3,7 +3,7 @@
 Each run is one run over a partition range with all four assets and their checks, the way a UI
 backfill with single-run policies launches it: the job's own executor (the one the Definitions
 give it), a PostgreSQL-backed Dagster instance on a temporary database, events batched as `make
-run` sets them (DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1, DAGSTER_EVENT_BATCH_SIZE=1000).
+run` sets them (settings.DAGSTER_ENVIRONMENT).
 The run worker is this process (`dg.execute_job`); the daemon's launch of a run worker process
 (a few seconds, the same for both jobs) is not included.
 
@@ -55,8 +55,6 @@ from contextlib import ExitStack, contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
-os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
-os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dagster as dg
@@ -69,6 +67,7 @@ from xau_pipeline.checks import CandleChecks, check_names
 from xau_pipeline.heap import long_lived_heap_frozen
 from xau_pipeline.ingest import ingest
 from xau_pipeline.partitions import daily_partitions, partition_range_tags
+from xau_pipeline.settings import apply_dagster_environment
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline.store.tables import metadata as candle_tables
@@ -76,6 +75,8 @@ from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES
 from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline.utc import utc_now
+
+apply_dagster_environment()  # as `make run` does
 
 FREE_PER_MINUTE = 8
 COUNT_CALLS = "SELECT count(*) FROM api_calls"

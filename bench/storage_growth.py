@@ -41,9 +41,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
-os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
-
 import dagster as dg
 import sqlalchemy as sa
 import yaml
@@ -53,10 +50,13 @@ from xau_pipeline.maintenance.dagster_tables import PRUNED_TABLES, prune, table_
 from xau_pipeline.partitions import daily_partitions
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.schedules import tick_request
+from xau_pipeline.settings import apply_dagster_environment
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES
+
+apply_dagster_environment()  # as `make run` does
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

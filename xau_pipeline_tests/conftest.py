@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from xau_pipeline.settings import apply_dagster_environment
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import normalize_url, temporary_database
+
+# The Dagster environment `make run` and deploy/ give the pipeline, whether pytest runs alone or
+# under `make test`.
+apply_dagster_environment()
 
 TEST_API_KEY = "td-test-key-5f3a9c1e"
 DEFAULT_TEST_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"

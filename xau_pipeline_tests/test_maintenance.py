@@ -202,6 +202,23 @@ def check_history(instance: dg.DagsterInstance, check: str, day: str) -> list[st
 
 
 @pytest.mark.slow
+def test_a_failed_ranged_run_shows_each_of_its_days_failed(instance, resources, stand_in):
+    """The UI's partition view is true of a failed backfill: Dagster marks a partition failed only from
+    a planned event of its own (not so under DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS)."""
+    refused = TwelveDataResource(api_key="wrong-key", base_url=stand_in.url, backoff_seconds=0.01, **NO_CREDIT_LIMITS)
+    failed = dg.materialize(
+        [M15],
+        instance=instance,
+        resources={**resources, "twelvedata": refused},
+        tags=partition_range_tags(DAYS[0], DAYS[2]),
+        raise_on_error=False,
+    )
+    assert not failed.success
+    partitions, _ = ui_views(instance, M15.key)
+    assert {day: partitions.get(day) for day in DAYS} == dict.fromkeys(DAYS[:3], "FAILED") | dict.fromkeys(DAYS[3:])
+
+
+@pytest.mark.slow
 def test_maintenance_prunes_old_debug_history_and_every_day_and_verdict_is_still_shown_after_a_cache_rebuild(
     instance, resources, stand_in
 ):

@@ -8,14 +8,19 @@ from collections.abc import Iterator, Mapping
 import pytest
 import yaml
 
-from xau_pipeline.settings import LOCAL_ONLY_VARIABLES, SECRET_VARIABLES, SETTING_VARIABLES, Settings
+from xau_pipeline.settings import (
+    DAGSTER_ENVIRONMENT,
+    LOCAL_ONLY_VARIABLES,
+    SECRET_VARIABLES,
+    SETTING_VARIABLES,
+    Settings,
+)
 from xau_pipeline_tests.topology import DEPLOY, compose, deploy_instance
 
 # Read by the instance files and Dagster, not by Settings: a run needs them as its daemon has them.
 INSTANCE_VARIABLES = (
     "XAU_DAGSTER_PG_URL",
-    "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS",
-    "DAGSTER_EVENT_BATCH_SIZE",
+    *DAGSTER_ENVIRONMENT,
 )
 FORWARDED = [name for name in SETTING_VARIABLES if name not in LOCAL_ONLY_VARIABLES]
 
@@ -109,4 +114,4 @@ def test_the_helm_values_give_every_setting_to_every_pod_and_run():
                 assert f"--from-literal={variable}=" in text, variable
             else:
                 assert variable in plain, variable
-        assert {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "DAGSTER_EVENT_BATCH_SIZE"} <= plain
+        assert set(DAGSTER_ENVIRONMENT) <= plain

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from xau_pipeline.pool import POOL, with_plan_limits
-from xau_pipeline.settings import Settings, SettingsError
+from xau_pipeline.settings import Settings, SettingsError, apply_dagster_environment
 from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
 
 EXIT_CONFIG = 2
@@ -458,9 +458,7 @@ def launch(mode: str) -> int:
             os.environ["XAU_DAGSTER_PG_URL"] = dagster_url
             settings = load_settings()
             os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(root, settings))
-            # Batch Dagster's per-partition bookkeeping for large backfills (docs/architecture.md).
-            os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
-            os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
+            apply_dagster_environment()
             migrate_candle_database(settings)
             if mode == "demo":
                 fill_demo_data(settings)
