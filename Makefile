@@ -66,7 +66,7 @@ constraints:
 	$(VENV)-pin/bin/python -m pip freeze --all --exclude-editable | grep -v '^pip==' > constraints.txt
 	rm -rf $(VENV)-pin
 
-# cme_gold's stored sessions (xau_pipeline/cme_gold_sessions.npz), after a pandas_market_calendars
+# cme_gold's stored sessions (xau_pipeline/market/cme_gold_sessions.npz), after a pandas_market_calendars
 # upgrade or a change to calendar_overrides.py (test_trading_calendar.py says when).
 calendar-table: $(STAMP)
-	$(BIN)/python -c "from xau_pipeline.trading_calendar import write_cme_table; write_cme_table()"
+	$(BIN)/python -c "from xau_pipeline.market.market_hours import write_cme_table; write_cme_table()"

@@ -6,11 +6,11 @@ import warnings
 
 import dagster as dg
 
-from xau_pipeline.alerts.sensor import Series, build_alert_sensor
-from xau_pipeline.resources import CandleStoreResource
+from xau_pipeline.defs.alerts.sensor import Series, build_alert_sensor
+from xau_pipeline.defs.resources import CandleStoreResource
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.settings import Settings
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from xau_pipeline.alerts.sensor import ALERTED_CHECKS
+from xau_pipeline.defs.alerts.sensor import ALERTED_CHECKS
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
 

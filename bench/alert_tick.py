@@ -25,16 +25,16 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from xau_pipeline.alerts.sensor import ALERTED_CHECKS, Series, build_alert_sensor
-from xau_pipeline.bars import Bar, FetchedWindow
-from xau_pipeline.resources import CandleStoreResource
+from xau_pipeline.clock import day_start
+from xau_pipeline.defs.alerts.sensor import ALERTED_CHECKS, Series, build_alert_sensor
+from xau_pipeline.defs.resources import CandleStoreResource
+from xau_pipeline.market.bars import Bar, FetchedWindow
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES
-from xau_pipeline.trading_calendar import calendar
-from xau_pipeline.utc import day_start
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parent.parent

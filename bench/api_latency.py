@@ -37,9 +37,9 @@ from pathlib import Path
 import requests
 import sqlalchemy as sa
 
+from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
-from xau_pipeline.trading_calendar import calendar
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 START, END = datetime(2016, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
@@ -97,7 +97,7 @@ def start_server(url: str, port: int) -> subprocess.Popen:
     env = {**os.environ, "XAU_DATABASE_URL": url, "XAU_API_HOST": "127.0.0.1", "XAU_API_PORT": str(port)}
     env.pop("XAU_API_TOKEN", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "xau_pipeline.cli", "serve"],
+        [sys.executable, "-m", "xau_pipeline.interfaces.cli", "serve"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -16,14 +16,14 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from xau_pipeline.assets import build_candle_asset
-from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
-from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.defs.candles.asset_factory import build_candle_asset
+from xau_pipeline.defs.candles.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
+from xau_pipeline.defs.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline.settings import apply_dagster_environment
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
 from xau_pipeline_dev.twelvedata_standin import StandIn, StandInConfig
 

@@ -28,7 +28,7 @@ import dagster as dg
 import yaml
 
 from xau_pipeline.check_target import day_evaluation, log_day_evaluations
-from xau_pipeline.partitions import partition_range_tags
+from xau_pipeline.defs.candles.partitions import partition_range_tags
 from xau_pipeline.settings import apply_dagster_environment
 from xau_pipeline.store.database import temporary_database
 

@@ -45,11 +45,11 @@ import sqlalchemy as sa
 # The check Partitions tab's GraphQL selection is the tests' (xau_pipeline_tests/check_statuses.py).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from xau_pipeline.catch_up import history_progress
+from xau_pipeline.defs.automation.catch_up_sensor import history_progress
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
 from xau_pipeline_tests.check_statuses import CHECK_PARTITION_STATUSES, statuses_by_check
 

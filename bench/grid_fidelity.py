@@ -17,14 +17,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from xau_pipeline.bars import Bar
-from xau_pipeline.grid import BarGrid, new_york_close_grid, utc_grid
+from xau_pipeline.market.bar_grid import BarGrid, new_york_close_grid, utc_grid
+from xau_pipeline.market.bars import Bar
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline.store.gaps import GRID_MISMATCH, NOT_CLOSED
 from xau_pipeline.store.upsert import upsert_bars
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.trading_calendar import calendar
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"

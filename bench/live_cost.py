@@ -1,11 +1,11 @@
 """The live credit cost per UTC day of the four on-close schedules for one symbol.
 
-Walks every tick of the schedule crons in `xau_pipeline.timeframes` (UTC) over whole weeks and
+Walks every tick of the schedule crons in `xau_pipeline.market.timeframes` (UTC) over whole weeks and
 counts a credit for each tick that asks for a bar: a tick requests the bar that closed one minute
 before it, and is skipped when that bar overlaps no session of the symbol's calendar. Each
 request is one API call (one day's partition of one timeframe is far below 5000 bars).
 
-The skip rule is `xau_pipeline.schedules.tick_request` when that module is importable (the rule
+The skip rule is `xau_pipeline.defs.automation.schedules.tick_request` when that module is importable (the rule
 the deployed schedules use); otherwise this script's own model of it (printed which). The two
 are compared tick by tick whenever both are available.
 
@@ -20,9 +20,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 
-from xau_pipeline.symbols import parse_symbol
-from xau_pipeline.timeframes import TIMEFRAMES, Timeframe
-from xau_pipeline.trading_calendar import calendar
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.symbols import parse_symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES, Timeframe
 
 UTC = UTC
 MINUTE = timedelta(minutes=1)
@@ -69,13 +69,13 @@ def own_rule(symbol, timeframe: Timeframe) -> Callable[[datetime], bool]:
 
 
 def schedule_rule(symbol, timeframe: Timeframe) -> Callable[[datetime], bool] | None:
-    """The deployed schedules' decision, if `xau_pipeline.schedules.tick_request` exists."""
+    """The deployed schedules' decision, if `xau_pipeline.defs.automation.schedules.tick_request` exists."""
     try:
         import dagster as dg
 
-        from xau_pipeline.grid import utc_grid
-        from xau_pipeline.partitions import daily_partitions
-        from xau_pipeline.schedules import grid_follows_the_store, tick_request
+        from xau_pipeline.defs.automation.schedules import grid_follows_the_store, tick_request
+        from xau_pipeline.defs.candles.partitions import daily_partitions
+        from xau_pipeline.market.bar_grid import utc_grid
     except ImportError:
         return None
     partitions = daily_partitions("2000-01-01")
@@ -101,9 +101,9 @@ def main() -> None:
     print(
         "skip rule: "
         + (
-            "xau_pipeline.schedules.tick_request (checked against this script's model)"
+            "xau_pipeline.defs.automation.schedules.tick_request (checked against this script's model)"
             if using_schedules
-            else "this script's model (xau_pipeline.schedules not importable)"
+            else "this script's model (xau_pipeline.defs.automation.schedules not importable)"
         )
     )
     full_days: list[tuple[int, str]] = []

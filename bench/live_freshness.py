@@ -50,12 +50,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from first_start import SERVER, free_port, launched, percentile, wait_for
 from scale import stand_in_prices, symbols_setting
 
-from xau_pipeline.grid import utc_grid
-from xau_pipeline.publication import PUBLICATION_WINDOW
+from xau_pipeline.market.bar_grid import utc_grid
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.publication import PUBLICATION_WINDOW
+from xau_pipeline.market.symbols import parse_symbols
+from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline.store.database import temporary_database
-from xau_pipeline.symbols import parse_symbols
-from xau_pipeline.timeframes import TIMEFRAMES
-from xau_pipeline.trading_calendar import calendar
 from xau_pipeline_dev.twelvedata_standin import StandIn, StandInConfig
 
 API_KEY = "bench-live-freshness-key"

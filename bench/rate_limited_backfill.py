@@ -24,15 +24,15 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
-from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
 from xau_pipeline.ingest import ingest
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import engine_for, temporary_database
 from xau_pipeline.store.migrate import migrate
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES
-from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.twelvedata.client import TwelveDataClient
+from xau_pipeline.twelvedata.credit_budget import BudgetSettings, CreditBudget
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
 from xau_pipeline_dev.twelvedata_standin import StandIn, StandInConfig
 

@@ -63,18 +63,18 @@ import yaml
 from twin import capture as twin_capture
 from twin import read_replay, reconstructable
 
-from xau_pipeline.checks import CandleChecks, check_names
-from xau_pipeline.heap import long_lived_heap_frozen
+from xau_pipeline.clock import utc_now
+from xau_pipeline.defs.candles.checks import CandleChecks, check_names
+from xau_pipeline.defs.candles.gc_freeze import long_lived_heap_frozen
+from xau_pipeline.defs.candles.partitions import daily_partitions, partition_range_tags
 from xau_pipeline.ingest import ingest
-from xau_pipeline.partitions import daily_partitions, partition_range_tags
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline.settings import apply_dagster_environment
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline.store.tables import metadata as candle_tables
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES
 from xau_pipeline.twelvedata.client import TwelveDataClient
-from xau_pipeline.utc import utc_now
 
 apply_dagster_environment()  # as `make run` does
 

@@ -48,15 +48,15 @@ import yaml
 from first_start import free_port, launched, percentile, wait_for
 from run_shape import stand_in_process
 
-from xau_pipeline.catch_up import history_progress
 from xau_pipeline.definitions import build_definitions
+from xau_pipeline.defs.automation.catch_up_sensor import history_progress
+from xau_pipeline.defs.candles.partitions import CATCH_UP_TAG
 from xau_pipeline.ingest import ingest
-from xau_pipeline.partitions import CATCH_UP_TAG
+from xau_pipeline.market.symbols import parse_symbols
+from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
-from xau_pipeline.symbols import parse_symbols
-from xau_pipeline.timeframes import TIMEFRAMES
 from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
 
@@ -560,10 +560,10 @@ LATER = timedelta(hours=2)
 @contextmanager
 def sensors_clock_ahead(ahead: timedelta) -> Iterator[None]:
     """The repair and catch-up sensors' clock `ahead` of the wall clock."""
-    import xau_pipeline.catch_up
-    import xau_pipeline.repair
+    import xau_pipeline.defs.automation.catch_up_sensor
+    import xau_pipeline.defs.automation.repair_sensor
 
-    modules = (xau_pipeline.repair, xau_pipeline.catch_up)
+    modules = (xau_pipeline.defs.automation.repair_sensor, xau_pipeline.defs.automation.catch_up_sensor)
     real = [module.utc_now for module in modules]
     for module, clock in zip(modules, real, strict=True):
         module.utc_now = lambda clock=clock: clock() + ahead  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ the in-process Twelve Data stand-in, on an instance of dagster.yaml's storage) i
 rows (`runs`, `run_tags`, `event_logs`, `asset_event_tags`, `asset_check_executions`) are copied,
 with new run ids, that day's partition key and shifted timestamps, straight into a fresh Dagster
 database once per run the schedules would start over a year (one run per closed bar whose bar
-overlaps a session of the symbol's calendar, `xau_pipeline.schedules.tick_request` on the UTC
+overlaps a session of the symbol's calendar, `xau_pipeline.defs.automation.schedules.tick_request` on the UTC
 grid). The payloads keep their recorded timestamps; everything maintenance reads is in columns.
 
 After each replayed day the maintenance pass runs as the daily job does (`prune` with the cutoff
@@ -18,7 +18,7 @@ nothing is ever deleted). What stays of each day past the age is then measured a
 the table sizes (`pg_total_relation_size`: with indexes and free space) month by month.
 
 50 symbols: a live run then carries the assets of all 50 symbols (one run per bar for every symbol:
-xau_pipeline.schedules); it is modelled by copying the recorded run's per-asset rows (those with a
+xau_pipeline.defs.automation.schedules); it is modelled by copying the recorded run's per-asset rows (those with a
 step or an asset key) 50 times under 50 asset keys. Only a few days are replayed (each is ~50x
 one symbol's), and the year is extrapolated from the per-day figures with and without maintenance.
 The 50 symbols' year with maintenance is estimated as: a retention age of full days (5 of 7 live)
@@ -45,16 +45,16 @@ import dagster as dg
 import sqlalchemy as sa
 import yaml
 
-from xau_pipeline.assets import build_candle_asset
-from xau_pipeline.maintenance.dagster_tables import PRUNED_TABLES, prune, table_figures
-from xau_pipeline.partitions import daily_partitions
-from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
-from xau_pipeline.schedules import tick_request
+from xau_pipeline.defs.automation.schedules import tick_request
+from xau_pipeline.defs.candles.asset_factory import build_candle_asset
+from xau_pipeline.defs.candles.partitions import daily_partitions
+from xau_pipeline.defs.maintenance.dagster_tables import PRUNED_TABLES, prune, table_figures
+from xau_pipeline.defs.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline.settings import apply_dagster_environment
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES
 
 apply_dagster_environment()  # as `make run` does
 

@@ -6,7 +6,7 @@ The twin has the same asset keys, daily partitions from the same start, the same
 - `old`: what the project had before issue #12, four `@asset`s and fifteen separate partitioned
   `@asset_check`s (19 steps), on Dagster's default (multiprocess) executor;
 - `new`: one `@multi_asset` per series with its checks as `check_specs` (4 steps), in-process,
-  each step with the run worker's heap frozen (`xau_pipeline.heap`), as `xau_pipeline.definitions`
+  each step with the run worker's heap frozen (`xau_pipeline.defs.candles.gc_freeze`), as `xau_pipeline.definitions`
   builds the real ones now. With `per_partition` it also logs, in a
   ranged run, one evaluation per partitioned check and day with bars (every day but Saturday),
   targeting that day's materialization and logged as one batch, as the real assets do;
@@ -32,7 +32,7 @@ from pathlib import Path
 import dagster as dg
 
 from xau_pipeline.check_target import day_evaluation, latest_materializations, log_day_evaluations
-from xau_pipeline.heap import long_lived_heap_frozen
+from xau_pipeline.defs.candles.gc_freeze import long_lived_heap_frozen
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -73,7 +73,7 @@ def _old_shape(partitions: dg.DailyPartitionsDefinition) -> dg.Definitions:
 
 def _series(name: str, partitions: dg.DailyPartitionsDefinition, step) -> dg.AssetsDefinition:
     """One series' twin, shaped as the real asset (keys, checks, partitions, backfill policy, pool),
-    running `step(context, key)` with the heap frozen as the real step does (xau_pipeline.heap)."""
+    running `step(context, key)` with the heap frozen as the real step does (xau_pipeline.defs.candles.gc_freeze)."""
     key = dg.AssetKey(["xauusd", name])
 
     @dg.multi_asset(

@@ -24,7 +24,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from xau_pipeline.bars import Bar
+from xau_pipeline.market.bars import Bar
 from xau_pipeline.store.database import engine_for, temporary_database
 from xau_pipeline.store.migrate import migrate
 from xau_pipeline.store.upsert import upsert_bars

@@ -13,17 +13,17 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from xau_pipeline.bars import FetchedWindow, Interval
-from xau_pipeline.grid import Grid, new_york_close_grid, utc_grid
-from xau_pipeline.publication import PUBLICATION_WINDOW, covered_until, final_before
+from xau_pipeline.market.bar_grid import Grid, new_york_close_grid, utc_grid
+from xau_pipeline.market.bars import FetchedWindow, Interval
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.publication import PUBLICATION_WINDOW, covered_until, final_before
+from xau_pipeline.market.quarantine_rule import Rejected, answer_phase, parse_values, screen
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import Timeframe
 from xau_pipeline.store.candle_store import CandleStore, WindowClaim
 from xau_pipeline.store.upsert import UpsertCounts
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import Timeframe
-from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.twelvedata.client import CLOSE_MARGIN, ONE_SECOND, TwelveDataClient
 from xau_pipeline.twelvedata.windows import WindowPlanner, merge_gaps
-from xau_pipeline.validation import Rejected, answer_phase, parse_values, screen
 
 logger = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from decimal import Decimal, InvalidOperation
 from email.utils import parseaddr
 from urllib.parse import SplitResult, urlsplit
 
-from xau_pipeline.api.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, parse_port
-from xau_pipeline.credit_budget import BudgetSettings
+from xau_pipeline.interfaces.http.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, parse_port
+from xau_pipeline.market.symbols import Symbol, parse_symbols
 from xau_pipeline.store.database import configured_database_url
-from xau_pipeline.symbols import Symbol, parse_symbols
 from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL
+from xau_pipeline.twelvedata.credit_budget import BudgetSettings
 
 DEFAULT_SYMBOLS = "XAU/USD"
 DEFAULT_HISTORY_START = "2024-01-01"  # the default of history_start below
@@ -114,7 +114,7 @@ class Settings:
     read_api_token: str | None = field(default=None, repr=False)
     # Whether the history catch-up sensor starts on (XAU_CATCH_UP); it can still be turned on in the UI.
     catch_up: bool = True
-    # Alert channels (xau_pipeline.alerts): off when unset. The URLs may hold a token or a password.
+    # Alert channels (xau_pipeline.defs.alerts): off when unset. The URLs may hold a token or a password.
     alert_webhook_url: str | None = field(default=None, repr=False)
     alert_smtp_url: str | None = field(default=None, repr=False)
     alert_email_to: tuple[str, ...] = ()

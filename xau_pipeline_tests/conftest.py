@@ -135,7 +135,7 @@ def dagster_instance():
 @pytest.fixture
 def resources(stand_in, store):
     """The pipeline's resources wired to the stand-in and the run's database."""
-    from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
+    from xau_pipeline.defs.resources import CandleStoreResource, TwelveDataResource
 
     return {
         "twelvedata": TwelveDataResource(

@@ -22,9 +22,8 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from xau_pipeline import cli
-from xau_pipeline.alerts.channels import EmailChannel, Notice, deliver, is_loopback
-from xau_pipeline.alerts.rules import (
+from xau_pipeline.defs.alerts.channels import EmailChannel, Notice, deliver, is_loopback
+from xau_pipeline.defs.alerts.rules import (
     FAILED_RUNS_IN_A_ROW,
     Finding,
     Incident,
@@ -33,14 +32,15 @@ from xau_pipeline.alerts.rules import (
     market_quiet,
     runs_failing,
 )
-from xau_pipeline.alerts.sensor import ALERTED_CHECKS, Series, build_alert_sensor
-from xau_pipeline.bars import Bar, FetchedWindow
-from xau_pipeline.partitions import CATCH_UP_TAG
-from xau_pipeline.resources import CandleStoreResource
+from xau_pipeline.defs.alerts.sensor import ALERTED_CHECKS, Series, build_alert_sensor
+from xau_pipeline.defs.candles.partitions import CATCH_UP_TAG
+from xau_pipeline.defs.resources import CandleStoreResource
+from xau_pipeline.interfaces import cli
+from xau_pipeline.market.bars import Bar, FetchedWindow
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.settings import Settings
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.trading_calendar import calendar
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 GOLD = Symbol("XAU/USD")
@@ -642,7 +642,7 @@ def test_guard_the_private_partition_key_filter_is_where_the_alerts_expect_it():
     """On failure after a Dagster upgrade: find where PartitionKeyFilter moved (or a public way to
     read one partition's newest check verdicts) and update alerts/sensor.py's partition_key_filter;
     until then the alerts on check verdicts are off (staleness and failing runs still alert)."""
-    from xau_pipeline.alerts.sensor import partition_key_filter
+    from xau_pipeline.defs.alerts.sensor import partition_key_filter
 
     found = partition_key_filter()
     assert found is not None and found(key="2024-03-13").key == "2024-03-13"

@@ -23,23 +23,23 @@ import requests
 import sqlalchemy as sa
 from pydantic import TypeAdapter
 
-from xau_pipeline import cli
-from xau_pipeline.api import queries
-from xau_pipeline.api.app import MAX_LIMIT, _database_problem
-from xau_pipeline.api.links import chart_url
-from xau_pipeline.api.models import CandleResponse
-from xau_pipeline.api.server import check_bind, is_loopback, serving_in_thread
-from xau_pipeline.assets import build_candle_asset
-from xau_pipeline.bars import Bar
+from xau_pipeline.defs.candles.asset_factory import build_candle_asset
+from xau_pipeline.defs.candles.partitions import PARTITION_RANGE_END_TAG as ASSET_PARTITION_RANGE_END_TAG
+from xau_pipeline.defs.candles.partitions import PARTITION_RANGE_START_TAG as ASSET_PARTITION_RANGE_START_TAG
+from xau_pipeline.defs.candles.partitions import daily_partitions
 from xau_pipeline.ingest import ingest
-from xau_pipeline.partitions import PARTITION_RANGE_END_TAG as ASSET_PARTITION_RANGE_END_TAG
-from xau_pipeline.partitions import PARTITION_RANGE_START_TAG as ASSET_PARTITION_RANGE_START_TAG
-from xau_pipeline.partitions import daily_partitions
+from xau_pipeline.interfaces import cli
+from xau_pipeline.interfaces.http import queries
+from xau_pipeline.interfaces.http.app import MAX_LIMIT, _database_problem
+from xau_pipeline.interfaces.http.links import chart_url
+from xau_pipeline.interfaces.http.models import CandleResponse
+from xau_pipeline.interfaces.http.server import check_bind, is_loopback, serving_in_thread
+from xau_pipeline.market.bars import Bar
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
 from xau_pipeline.store.upsert import upsert_bars
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
@@ -518,7 +518,10 @@ def test_xau_pipeline_serve_serves_until_interrupted(database_url, session_store
     env.pop("XAU_API_HOST", None)
     env.pop("XAU_API_TOKEN", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "xau_pipeline.cli", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "xau_pipeline.interfaces.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 30

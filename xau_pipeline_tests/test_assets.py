@@ -8,11 +8,11 @@ import pytest
 import sqlalchemy as sa
 
 from xau_pipeline import assets as assets_module
-from xau_pipeline.assets import build_candle_asset
-from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
-from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES
+from xau_pipeline.defs.candles.asset_factory import build_candle_asset
+from xau_pipeline.defs.candles.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
+from xau_pipeline.defs.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline_dev.twelvedata_standin import Fault
 from xau_pipeline_tests.conftest import NO_CREDIT_LIMITS, TEST_API_KEY
 

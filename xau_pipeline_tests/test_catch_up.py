@@ -7,9 +7,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from xau_pipeline import catch_up
-from xau_pipeline.assets import build_candle_asset
-from xau_pipeline.catch_up import (
+from xau_pipeline.defs.automation import catch_up_sensor as catch_up
+from xau_pipeline.defs.automation.catch_up_sensor import (
     SeriesProgress,
     build_catch_up_sensor,
     history_progress,
@@ -19,12 +18,13 @@ from xau_pipeline.catch_up import (
     stored_days_above,
     unmaterialized_days,
 )
-from xau_pipeline.credit_budget import BudgetSettings, minute_limit
-from xau_pipeline.partitions import CATCH_UP_TAG, daily_partitions
-from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES
-from xau_pipeline.trading_calendar import calendar
+from xau_pipeline.defs.candles.asset_factory import build_candle_asset
+from xau_pipeline.defs.candles.partitions import CATCH_UP_TAG, daily_partitions
+from xau_pipeline.defs.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES
+from xau_pipeline.twelvedata.credit_budget import BudgetSettings, minute_limit
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 # Dagster runs; the ledger's "today" is the database's.
@@ -238,8 +238,8 @@ def test_status_and_health_show_the_same_share(store, stand_in, dagster_instance
 
     import requests
 
-    from xau_pipeline.api.server import serving_in_thread
-    from xau_pipeline.cli import main
+    from xau_pipeline.interfaces.cli import main
+    from xau_pipeline.interfaces.http.server import serving_in_thread
 
     defs, resources = harness(store, stand_in, credits_per_day=4, schedule_credit_share=0.0)
     (request,) = tick(defs, dagster_instance)[0].run_requests
@@ -342,10 +342,10 @@ def test_a_schedule_tick_during_catch_up_finds_its_credit_in_its_minute():
 def test_the_rest_of_a_day_after_its_d1_bar_costs_no_call(store, stand_in):
     """D1 fetched until 12:40 of its day: the sliver to midnight holds no D1 open, so neither the
     catch-up's plan nor ingest asks for it (it cost a credit every tick before)."""
-    from xau_pipeline.bars import FetchedWindow
-    from xau_pipeline.catch_up import history_windows
+    from xau_pipeline.defs.automation.catch_up_sensor import history_windows
     from xau_pipeline.ingest import ingest
-    from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
+    from xau_pipeline.market.bars import FetchedWindow
+    from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
     from xau_pipeline.twelvedata.client import TwelveDataClient
 
     d1 = TIMEFRAMES_BY_NAME["D1"]

@@ -14,7 +14,7 @@ from xau_pipeline.check_target import (
     log_day_evaluations,
     stores_evaluations_in_batches,
 )
-from xau_pipeline.partitions import partition_range_tags
+from xau_pipeline.defs.candles.partitions import partition_range_tags
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline_tests.conftest import REPO
 

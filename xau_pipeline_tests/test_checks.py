@@ -6,12 +6,12 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from xau_pipeline.assets import build_candle_asset
-from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
+from xau_pipeline.defs.candles.asset_factory import build_candle_asset
+from xau_pipeline.defs.candles.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 
 # Dagster materializations.
 pytestmark = pytest.mark.slow
@@ -244,8 +244,8 @@ def test_a_day_without_bars_is_not_judged(instance, resources):
 
 
 def test_the_m15_bars_expected_per_bar_match_the_calendar(store):
-    from xau_pipeline.checks import CandleChecks
-    from xau_pipeline.trading_calendar import calendar
+    from xau_pipeline.defs.candles.checks import CandleChecks
+    from xau_pipeline.market.market_hours import calendar
 
     start, end = datetime(2024, 12, 23, tzinfo=UTC), datetime(2025, 1, 3, tzinfo=UTC)  # holidays, early closes
     for name in ("H1", "H4", "D1"):
@@ -258,7 +258,7 @@ def test_the_m15_bars_expected_per_bar_match_the_calendar(store):
 
 def test_a_range_is_judged_as_each_day_alone(instance, resources, stand_in, store):
     """The ranged run reads each check's range once; every day's verdict equals judging that day alone."""
-    from xau_pipeline.checks import CandleChecks, check_names
+    from xau_pipeline.defs.candles.checks import CandleChecks, check_names
 
     stand_in.configure(holes=[(datetime(2024, 2, 7, 10, tzinfo=UTC), datetime(2024, 2, 7, 11, tzinfo=UTC))])
     assert run(instance, resources, "2024-02-05", "2024-02-11").success
@@ -289,8 +289,8 @@ def test_phantom_gaps_beside_off_grid_bars_are_one_grid_mismatch_line(store):
     with one grid-mismatch line, and the empty 16:00 slot is not listed as a gap to fetch."""
     from decimal import Decimal
 
-    from xau_pipeline.bars import Bar
-    from xau_pipeline.checks import CandleChecks
+    from xau_pipeline.defs.candles.checks import CandleChecks
+    from xau_pipeline.market.bars import Bar
 
     h4, day = TIMEFRAMES_BY_NAME["H4"], datetime(2024, 2, 7, tzinfo=UTC)  # a Wednesday
     opens = [day + timedelta(hours=h) for h in (0, 4, 8, 12, 17, 20)]  # 16:00 stamped 17:00

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from xau_pipeline import cli
-from xau_pipeline.bars import Bar, FetchedWindow
+from xau_pipeline.interfaces import cli
+from xau_pipeline.market.bars import Bar, FetchedWindow
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.tables import api_calls
 from xau_pipeline.store.upsert import upsert_bars
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.trading_calendar import calendar
 
 UTC = UTC
 T0 = datetime(2024, 1, 2, tzinfo=UTC)
@@ -400,7 +400,7 @@ def test_bad_settings_are_usage_errors(capsys, monkeypatch):
 @pytest.mark.process
 def test_console_script_bad_timeframe_has_no_traceback():
     script = Path(sys.executable).with_name("xau-pipeline")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "xau_pipeline.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "xau_pipeline.interfaces.cli"]
     result = subprocess.run(
         [*command, "candles", "M5"],
         capture_output=True,

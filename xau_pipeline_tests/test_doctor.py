@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import make_url
 
-from xau_pipeline import cli
+from xau_pipeline.interfaces import cli
 from xau_pipeline.settings import ALERT_VARIABLES
 from xau_pipeline.store.migrate import alembic_config, current_revision, head_revision
 from xau_pipeline.store.tables import api_calls

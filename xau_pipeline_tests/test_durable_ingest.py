@@ -15,13 +15,13 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from xau_pipeline.credit_budget import LOST_OUTCOME, BudgetSettings
 from xau_pipeline.ingest import ingest
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.twelvedata.client import TwelveDataClient
+from xau_pipeline.twelvedata.credit_budget import LOST_OUTCOME, BudgetSettings
 from xau_pipeline.twelvedata.windows import WindowPlanner, merge_gaps
 from xau_pipeline_tests.conftest import REPO, TEST_API_KEY
 
@@ -66,11 +66,11 @@ def assert_windows_whole(store: CandleStore, stand_in) -> None:
 KILL_SCRIPT = """
 import json, sys
 from datetime import datetime
-from xau_pipeline.credit_budget import BudgetSettings
+from xau_pipeline.twelvedata.credit_budget import BudgetSettings
 from xau_pipeline.ingest import ingest
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.twelvedata.client import TwelveDataClient
 
 a = json.loads(sys.argv[1])
@@ -199,9 +199,13 @@ def test_a_database_lost_mid_run_gives_one_typed_error_and_no_half_written_windo
 ):
     import dagster as dg
 
-    from xau_pipeline.assets import build_candle_asset
-    from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
-    from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
+    from xau_pipeline.defs.candles.asset_factory import build_candle_asset
+    from xau_pipeline.defs.candles.partitions import (
+        PARTITION_RANGE_END_TAG,
+        PARTITION_RANGE_START_TAG,
+        daily_partitions,
+    )
+    from xau_pipeline.defs.resources import CandleStoreResource, TwelveDataResource
     from xau_pipeline_dev import embedded_postgres
 
     server = own_embedded_postgres["server"]

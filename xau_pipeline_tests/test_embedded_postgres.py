@@ -12,10 +12,10 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from xau_pipeline.bars import Bar
+from xau_pipeline.market.bars import Bar
+from xau_pipeline.market.timeframes import timeframe
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.migrate import current_revision, head_revision
-from xau_pipeline.timeframes import timeframe
 from xau_pipeline_dev import embedded_postgres
 from xau_pipeline_tests.conftest import REPO
 

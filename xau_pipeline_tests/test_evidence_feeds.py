@@ -10,14 +10,14 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from xau_pipeline import cli
-from xau_pipeline.api.server import serving_in_thread
-from xau_pipeline.checks import CandleChecks
+from xau_pipeline.defs.candles.checks import CandleChecks
+from xau_pipeline.defs.candles.partitions import daily_partitions
 from xau_pipeline.ingest import ingest
-from xau_pipeline.partitions import daily_partitions
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.trading_calendar import calendar
+from xau_pipeline.interfaces import cli
+from xau_pipeline.interfaces.http.server import serving_in_thread
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline_tests.conftest import TEST_API_KEY
 

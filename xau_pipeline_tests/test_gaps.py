@@ -3,11 +3,11 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from xau_pipeline.bars import Bar, FetchedWindow
+from xau_pipeline.market.bars import Bar, FetchedWindow
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, detect_phase, find_gaps
 from xau_pipeline.store.upsert import upsert_bars
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.trading_calendar import calendar
 
 UTC = UTC
 CME = calendar("cme_gold")

@@ -1,11 +1,11 @@
-"""Bar grids (xau_pipeline.grid): zoned slots across DST switches, and detection from stored bar opens."""
+"""Bar grids (xau_pipeline.market.bar_grid): zoned slots across DST switches, and detection from stored bar opens."""
 
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
 
-from xau_pipeline.grid import (
+from xau_pipeline.market.bar_grid import (
     BarGrid,
     MixedGrid,
     detect_day_cover,
@@ -14,7 +14,7 @@ from xau_pipeline.grid import (
     new_york_close_grid,
     utc_grid,
 )
-from xau_pipeline.trading_calendar import calendar
+from xau_pipeline.market.market_hours import calendar
 
 UTC = UTC
 H1, H4, D1, M15 = timedelta(hours=1), timedelta(hours=4), timedelta(days=1), timedelta(minutes=15)

@@ -14,18 +14,18 @@ from decimal import Decimal
 import dagster as dg
 import pytest
 
-from xau_pipeline import cli
-from xau_pipeline.assets import build_candle_asset
-from xau_pipeline.grid import new_york_close_grid, utc_grid
+from xau_pipeline.defs.automation.repair_sensor import plan_repairs
+from xau_pipeline.defs.automation.schedules import build_candle_schedule
+from xau_pipeline.defs.candles.asset_factory import build_candle_asset
+from xau_pipeline.defs.candles.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
+from xau_pipeline.defs.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.ingest import ingest
-from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
-from xau_pipeline.repair import plan_repairs
-from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
-from xau_pipeline.schedules import build_candle_schedule
+from xau_pipeline.interfaces import cli
+from xau_pipeline.market.bar_grid import new_york_close_grid, utc_grid
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.gaps import GRID_MISMATCH
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline.twelvedata.windows import WindowPlanner, merge_gaps
 from xau_pipeline_tests.conftest import TEST_API_KEY

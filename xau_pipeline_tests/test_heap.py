@@ -4,7 +4,7 @@ collect what the step throws away."""
 import gc
 import weakref
 
-from xau_pipeline.heap import long_lived_heap_frozen
+from xau_pipeline.defs.candles.gc_freeze import long_lived_heap_frozen
 
 
 class Node:

@@ -17,12 +17,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import sqlalchemy as sa
 
-from xau_pipeline.credit_budget import BudgetSettings
 from xau_pipeline.ingest import ingest
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.trading_calendar import calendar
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.quarantine_rule import CONFLICT, HIGH_LOW, NOT_POSITIVE, OFF_GRID, UNREADABLE, parse_datetime
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.twelvedata.client import TwelveDataClient, classify_error
+from xau_pipeline.twelvedata.credit_budget import BudgetSettings
 from xau_pipeline.twelvedata.errors import (
     InvalidRequestError,
     MalformedAnswerError,
@@ -30,7 +31,6 @@ from xau_pipeline.twelvedata.errors import (
     ServiceUnavailableError,
     UnknownSymbolError,
 )
-from xau_pipeline.validation import CONFLICT, HIGH_LOW, NOT_POSITIVE, OFF_GRID, UNREADABLE, parse_datetime
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 GOLD = Symbol("XAU/USD")
@@ -408,9 +408,9 @@ def test_a_wrong_base_url_scheme_is_refused_before_any_call():
 def test_a_run_reports_quarantined_bars_in_metadata_and_an_error_check(hostile, store, dagster_instance):
     import dagster as dg
 
-    from xau_pipeline.assets import build_candle_asset
-    from xau_pipeline.partitions import daily_partitions
-    from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
+    from xau_pipeline.defs.candles.asset_factory import build_candle_asset
+    from xau_pipeline.defs.candles.partitions import daily_partitions
+    from xau_pipeline.defs.resources import CandleStoreResource, TwelveDataResource
     from xau_pipeline.settings import Settings
     from xau_pipeline_tests.conftest import NO_CREDIT_LIMITS
 

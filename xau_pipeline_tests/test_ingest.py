@@ -4,8 +4,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from xau_pipeline.ingest import ingest
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline_tests.conftest import TEST_API_KEY
 

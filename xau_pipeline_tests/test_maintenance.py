@@ -9,20 +9,20 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from xau_pipeline.assets import build_candle_asset
-from xau_pipeline.maintenance import (
+from xau_pipeline.defs.candles.asset_factory import build_candle_asset
+from xau_pipeline.defs.candles.partitions import daily_partitions, partition_range_tags
+from xau_pipeline.defs.maintenance import (
     JOB_NAME,
     MAINTENANCE_TAG,
     build_maintenance_schedule,
     dagster_maintenance,
     dagster_tables,
 )
-from xau_pipeline.partitions import daily_partitions, partition_range_tags
-from xau_pipeline.resources import TwelveDataResource
+from xau_pipeline.defs.resources import TwelveDataResource
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.settings import Settings, SettingsError
 from xau_pipeline.store.database import temporary_database
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline_tests.check_statuses import CHECK_PARTITION_STATUSES, statuses_by_check
 from xau_pipeline_tests.conftest import NO_CREDIT_LIMITS, REPO
 from xau_pipeline_tests.test_check_partitions import storage_config
@@ -65,7 +65,7 @@ query Partitions($asset: AssetKeyInput!) {
 
 
 def test_the_tables_and_columns_pruned_are_dagsters_own():
-    """xau_pipeline/maintenance/dagster_tables.py deletes from Dagster's tables by name. When a Dagster
+    """xau_pipeline/defs/maintenance/dagster_tables.py deletes from Dagster's tables by name. When a Dagster
     upgrade renames or drops one, this fails: read the new `dagster._core.storage.*.schema` modules
     and Dagster's storage code for the rows the UI reads (materialized and failed partitions, check
     verdicts), adapt dagster_tables.py's statements and TABLE_COLUMNS, and rerun this file (its

@@ -54,7 +54,7 @@ def test_the_product_wheel_holds_the_pipeline_its_migrations_and_calendar_table_
     assert not [n for n in names if "standin" in n or "embedded_postgres" in n or n.endswith("launch.py")]
     assert "xau_pipeline/store/migrations/env.py" in names
     assert any(n.startswith("xau_pipeline/store/migrations/versions/0002") for n in names)
-    assert "xau_pipeline/cme_gold_sessions.npz" in names  # without it each run imports pandas for the calendar
+    assert "xau_pipeline/market/cme_gold_sessions.npz" in names  # without it each run imports pandas for the calendar
     runtime = {canonicalize_name(r.name) for r in _requirements(product_wheel) if not r.marker}
     assert not runtime & DEV_ONLY
 

@@ -3,8 +3,8 @@ from pathlib import Path
 import yaml
 from dagster._core.instance.config import dagster_instance_config
 
-from xau_pipeline.partitions import CATCH_UP_TAG
-from xau_pipeline.pool import pool_limits, with_plan_limits
+from xau_pipeline.defs.candles.partitions import CATCH_UP_TAG
+from xau_pipeline.defs.candles.twelvedata_pool import pool_limits, with_plan_limits
 
 REPO = Path(__file__).resolve().parent.parent
 

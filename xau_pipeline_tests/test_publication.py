@@ -12,17 +12,17 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from xau_pipeline.freshness import FRESH, STALE, WAITING, freshness
-from xau_pipeline.grid import utc_grid
+from xau_pipeline.clock import utc_now
+from xau_pipeline.defs.automation.publication_sensor import unsettled
 from xau_pipeline.ingest import ingest
-from xau_pipeline.publication import PUBLICATION_WINDOW, REASK_EVERY, SETTLE
-from xau_pipeline.publication_sensor import unsettled
+from xau_pipeline.market.bar_grid import utc_grid
+from xau_pipeline.market.freshness import FRESH, STALE, WAITING, freshness
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.publication import PUBLICATION_WINDOW, REASK_EVERY, SETTLE
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.gaps import NOT_PUBLISHED, PROVIDER_EMPTY
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.twelvedata.client import TwelveDataClient
-from xau_pipeline.utc import utc_now
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 M15 = TIMEFRAMES_BY_NAME["M15"]
@@ -159,10 +159,10 @@ def test_fresh_tells_waiting_for_publication_from_stale(newest_stored, now, stat
 def test_the_publication_sensor_requests_a_live_run_for_a_late_bar(stand_in, store, resources, monkeypatch):
     import dagster as dg
 
-    from xau_pipeline import publication_sensor
-    from xau_pipeline.assets import build_candle_asset, kind_of_work
-    from xau_pipeline.partitions import daily_partitions
-    from xau_pipeline.publication import LIVE_TAG
+    from xau_pipeline.defs.automation import publication_sensor
+    from xau_pipeline.defs.candles.asset_factory import build_candle_asset, kind_of_work
+    from xau_pipeline.defs.candles.partitions import daily_partitions
+    from xau_pipeline.market.publication import LIVE_TAG
 
     published(stand_in, "absent")
     asked = CLOSE + timedelta(seconds=90)
@@ -191,7 +191,7 @@ def test_the_publication_sensor_requests_a_live_run_for_a_late_bar(stand_in, sto
 def test_the_chart_draws_provisional_bars_apart_marks_the_last_price_and_leaves_out_closures():
     from types import SimpleNamespace
 
-    from xau_pipeline.api import chart
+    from xau_pipeline.interfaces.http import chart
 
     price = Decimal("2050.5")
     rows = [

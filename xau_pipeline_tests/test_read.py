@@ -4,8 +4,8 @@ from decimal import Decimal
 import pandas as pd
 import pytest
 
-from xau_pipeline.bars import Bar
-from xau_pipeline.read import load_candles, newest_candles, parse_time
+from xau_pipeline.interfaces.dataframes import load_candles, newest_candles, parse_time
+from xau_pipeline.market.bars import Bar
 from xau_pipeline.store.upsert import upsert_bars
 
 UTC = UTC

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from xau_pipeline.bars import Bar
-from xau_pipeline.cli import main
-from xau_pipeline.grid import new_york_close_grid, utc_grid
+from xau_pipeline.interfaces.cli import main
+from xau_pipeline.market.bar_grid import new_york_close_grid, utc_grid
+from xau_pipeline.market.bars import Bar
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, find_gaps
 from xau_pipeline.store.upsert import upsert_bars
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.trading_calendar import calendar
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 SYMBOL = "XAUUSD"

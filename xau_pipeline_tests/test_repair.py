@@ -5,11 +5,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from xau_pipeline import repair
-from xau_pipeline.assets import build_candle_asset
-from xau_pipeline.bars import Bar, FetchedWindow
-from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
-from xau_pipeline.repair import (
+from xau_pipeline.defs.automation import repair_sensor as repair
+from xau_pipeline.defs.automation.repair_sensor import (
     FULL_SCAN_EVERY,
     REPAIR_SERIES_TAG,
     RepairPlan,
@@ -17,11 +14,14 @@ from xau_pipeline.repair import (
     plan_repairs,
     repair_requests,
 )
-from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.defs.candles.asset_factory import build_candle_asset
+from xau_pipeline.defs.candles.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
+from xau_pipeline.defs.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.market.bars import Bar, FetchedWindow
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.tables import api_calls
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.trading_calendar import calendar
 
 # These tests count credits or partitions of "today": keep them clear of a UTC midnight.
 pytestmark = pytest.mark.usefixtures("away_from_midnight")

@@ -4,16 +4,16 @@ from decimal import Decimal
 import dagster as dg
 import pytest
 
-from xau_pipeline.assets import build_candle_asset
-from xau_pipeline.bars import Bar
-from xau_pipeline.grid import new_york_close_grid
-from xau_pipeline.partitions import daily_partitions
-from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
-from xau_pipeline.schedules import build_candle_schedule, grid_follows_the_store, tick_request
+from xau_pipeline.defs.automation.schedules import build_candle_schedule, grid_follows_the_store, tick_request
+from xau_pipeline.defs.candles.asset_factory import build_candle_asset
+from xau_pipeline.defs.candles.partitions import daily_partitions
+from xau_pipeline.defs.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.market.bar_grid import new_york_close_grid
+from xau_pipeline.market.bars import Bar
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES, TIMEFRAMES_BY_NAME
 from xau_pipeline.store.upsert import upsert_bars
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES, TIMEFRAMES_BY_NAME
-from xau_pipeline.trading_calendar import calendar
 
 UTC = UTC
 GOLD = Symbol("XAU/USD")

@@ -3,8 +3,8 @@ from decimal import Decimal
 
 import pytest
 
+from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.settings import Settings, SettingsError
-from xau_pipeline.symbols import Symbol
 
 SERVER = "postgresql://xau:pw@db.example:5432/candles"
 

@@ -2,9 +2,9 @@
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from xau_pipeline.markdown import ROWS_SHOWN, markdown_table
+from xau_pipeline.clock import day_start, iso_utc, next_utc_midnight, utc_label
+from xau_pipeline.defs.candles.markdown_tables import ROWS_SHOWN, markdown_table
 from xau_pipeline.redact import one_line, redact, url_password
-from xau_pipeline.utc import day_start, iso_utc, next_utc_midnight, utc_label
 
 
 def test_utc_helpers_convert_to_utc_first():

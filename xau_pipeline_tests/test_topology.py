@@ -17,7 +17,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from xau_pipeline.schedules import AFTER_CLOSE
+from xau_pipeline.defs.automation.schedules import AFTER_CLOSE
 from xau_pipeline.store.database import normalize_url, temporary_database
 from xau_pipeline_tests.conftest import DEFAULT_TEST_SERVER, NO_PUBLICATION_DELAY, TEST_API_KEY, _server_answers
 from xau_pipeline_tests.launch_graphql import BACKFILL_STATUS, LAUNCH_BACKFILL, LAUNCH_RUN

@@ -21,8 +21,8 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 import numpy as np
 import pytest
 
-from xau_pipeline import calendar_overrides
-from xau_pipeline.trading_calendar import (
+from xau_pipeline.market import calendar_overrides
+from xau_pipeline.market.market_hours import (
     CALENDAR_NAMES,
     CME_TABLE_YEARS,
     CmeGoldCalendar,
@@ -543,7 +543,7 @@ def test_cme_gold_holiday_closes(cme, trading_date, close, why):
 
 def test_library_warnings_do_not_escape():
     """Building a fresh CME schedule emits nothing, even with warnings turned into errors."""
-    from xau_pipeline.trading_calendar import CmeGoldCalendar
+    from xau_pipeline.market.market_hours import CmeGoldCalendar
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -551,7 +551,7 @@ def test_library_warnings_do_not_escape():
 
 
 def test_cme_schedule_is_built_once_per_span_and_cached(monkeypatch):
-    from xau_pipeline.trading_calendar import CmeGoldCalendar
+    from xau_pipeline.market.market_hours import CmeGoldCalendar
 
     cal = CmeGoldCalendar()
     calls = []
@@ -683,7 +683,7 @@ def test_the_stored_cme_sessions_are_what_the_library_and_the_overrides_build_no
         if not (np.array_equal(stored[year][0], built[year][0]) and np.array_equal(stored[year][1], built[year][1]))
     ]
     assert not stale, (
-        f"xau_pipeline/cme_gold_sessions.npz disagrees with pandas_market_calendars + calendar_overrides.py "
+        f"xau_pipeline/market/cme_gold_sessions.npz disagrees with pandas_market_calendars + calendar_overrides.py "
         f"for {stale}: run `make calendar-table` and commit the file"
     )
     # The file written back is read back the same.
@@ -696,7 +696,7 @@ def test_a_stored_year_is_read_without_pandas_and_a_later_one_is_built_by_the_li
     script = (
         "import sys\n"
         "from datetime import UTC, datetime\n"
-        "from xau_pipeline.trading_calendar import calendar\n"
+        "from xau_pipeline.market.market_hours import calendar\n"
         "cme = calendar('cme_gold')\n"
         "stored = cme.sessions(datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))\n"
         "print(len(stored), 'pandas' in sys.modules)\n"

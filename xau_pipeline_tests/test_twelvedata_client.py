@@ -12,11 +12,12 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from xau_pipeline.bars import Bar
+from xau_pipeline.clock import utc_now
 from xau_pipeline.ingest import ingest
+from xau_pipeline.market.bars import Bar
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.coverage import closed_until
-from xau_pipeline.symbols import Symbol
-from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline.twelvedata.errors import (
     AuthenticationError,
@@ -27,7 +28,6 @@ from xau_pipeline.twelvedata.errors import (
     ServiceUnavailableError,
     UnknownSymbolError,
 )
-from xau_pipeline.utc import utc_now
 from xau_pipeline_dev.twelvedata_standin import Fault
 from xau_pipeline_tests.conftest import TEST_API_KEY
 

@@ -4,7 +4,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from xau_pipeline.bars import Bar
+from xau_pipeline.market.bars import Bar
 from xau_pipeline.store import upsert
 from xau_pipeline.store.upsert import upsert_bars
 

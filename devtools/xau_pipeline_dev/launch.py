@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from xau_pipeline.pool import POOL, with_plan_limits
+from xau_pipeline.defs.candles.twelvedata_pool import POOL, with_plan_limits
 from xau_pipeline.settings import Settings, SettingsError, apply_dagster_environment
 from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
 
@@ -253,7 +253,7 @@ def demo_first_day() -> datetime:
 def fill_demo_data(settings: Settings) -> None:
     """Store the last DEMO_DAYS days of every timeframe, and tell Dagster those partitions are materialized."""
     from xau_pipeline.ingest import ingest
-    from xau_pipeline.timeframes import TIMEFRAMES
+    from xau_pipeline.market.timeframes import TIMEFRAMES
     from xau_pipeline.twelvedata.client import TwelveDataClient
 
     started = time.perf_counter()
@@ -380,7 +380,7 @@ def run_dagster(root: Path, env: dict[str, str], host: str, port: int) -> int:
 def start_api(stack: ExitStack, settings: Settings) -> None:
     """`xau-pipeline serve` beside Dagster (XAU_API_HOST, XAU_API_PORT, XAU_API_TOKEN), stopped when we
     stop. A problem with it is reported and Dagster starts anyway: the API is an extra."""
-    from xau_pipeline.api.server import check_bind
+    from xau_pipeline.interfaces.http.server import check_bind
 
     host, port = settings.read_api_host, settings.read_api_port
     try:
@@ -394,7 +394,7 @@ def start_api(stack: ExitStack, settings: Settings) -> None:
     except ValueError as exc:
         say(f"the HTTP API is not started: {exc}")
         return
-    command = [sys.executable, "-m", "xau_pipeline.cli", "serve", "--host", host, "--port", str(port)]
+    command = [sys.executable, "-m", "xau_pipeline.interfaces.cli", "serve", "--host", host, "--port", str(port)]
     # Its own process group, like Dagster's: Ctrl-C reaches us, and we stop it once, after Dagster.
     process = subprocess.Popen(command, env=dict(os.environ), process_group=0)
     stack.callback(_stop_api, process)

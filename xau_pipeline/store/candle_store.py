@@ -19,11 +19,13 @@ from decimal import Decimal
 import psycopg2
 import sqlalchemy as sa
 
-from xau_pipeline import credit_budget
-from xau_pipeline.bars import Bar, FetchedWindow, Interval, subtract
-from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
-from xau_pipeline.freshness import Freshness, series_freshness
-from xau_pipeline.grid import DayCover, Grid, GridDetection
+from xau_pipeline.clock import utc_now
+from xau_pipeline.market.bar_grid import DayCover, Grid, GridDetection
+from xau_pipeline.market.bars import Bar, FetchedWindow, Interval, subtract
+from xau_pipeline.market.freshness import Freshness, series_freshness
+from xau_pipeline.market.market_hours import TradingCalendar
+from xau_pipeline.market.quarantine_rule import Rejected
+from xau_pipeline.market.timeframes import Timeframe
 from xau_pipeline.store import gaps, migrate, quality, quarantine
 from xau_pipeline.store.coverage import (
     covered_intervals,
@@ -37,10 +39,8 @@ from xau_pipeline.store.errors import SchemaNotCurrentError, StoreUnavailableErr
 from xau_pipeline.store.gaps import GridMismatch
 from xau_pipeline.store.tables import candles
 from xau_pipeline.store.upsert import UpsertCounts, upsert_bars
-from xau_pipeline.timeframes import Timeframe
-from xau_pipeline.trading_calendar import TradingCalendar
-from xau_pipeline.utc import utc_now
-from xau_pipeline.validation import Rejected
+from xau_pipeline.twelvedata import credit_budget
+from xau_pipeline.twelvedata.credit_budget import BudgetSettings, CreditBudget
 
 __all__ = ["CandleStore", "SchemaNotCurrentError", "StoreUnavailableError", "WindowClaim"]
 
@@ -397,7 +397,7 @@ class CandleStore:
         with self._connect() as connection:
             return credit_budget.calls_of_run(connection, run_id, symbol, interval)
 
-    # -- bar grids (xau_pipeline.grid) ------------------------------------------------------------
+    # -- bar grids (xau_pipeline.market.bar_grid) ------------------------------------------------------------
 
     def grid(self, symbol: str, timeframe: Timeframe, since: datetime | None = None) -> GridDetection:
         """The series' bar grid as its stored bars (from `since`) show it; `.grid` is what to pass on.

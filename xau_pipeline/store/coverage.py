@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from xau_pipeline.bars import FetchedWindow, Interval
+from xau_pipeline.market.bars import FetchedWindow, Interval
 from xau_pipeline.store.tables import fetch_coverage
 
 SELECT_COVERED = sa.text(

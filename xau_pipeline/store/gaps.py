@@ -2,7 +2,7 @@
 
 Expected slots come from the trading calendar over the *requested* window, never from the
 span of rows that happen to exist, so a wholly missing day is still found. They lie on the
-series' bar grid (xau_pipeline.grid): a UTC grid is enumerated in SQL per session
+series' bar grid (xau_pipeline.market.bar_grid): a UTC grid is enumerated in SQL per session
 (generate_series on date_bin); a grid anchored in a zone (H4/D1 at 17:00 New York) is enumerated in
 Python, where its DST shifts are known, and passed to SQL as an array (a few thousand slots at most).
 
@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from xau_pipeline.grid import Grid, GridDetection, detect_grid, utc_grid
-from xau_pipeline.publication import PUBLICATION_WINDOW
-from xau_pipeline.trading_calendar import TradingCalendar
+from xau_pipeline.market.bar_grid import Grid, GridDetection, detect_grid, utc_grid
+from xau_pipeline.market.market_hours import TradingCalendar
+from xau_pipeline.market.publication import PUBLICATION_WINDOW
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -212,7 +212,7 @@ def series_opens(
 def detect_series_grid(
     connection: sa.Connection, symbol: str, timeframe: str, bar: timedelta, since: datetime | None = None
 ) -> GridDetection:
-    """The series' grid as its stored bars show it (xau_pipeline.grid.detect_grid), recomputed on each call.
+    """The series' grid as its stored bars show it (xau_pipeline.market.bar_grid.detect_grid), recomputed on each call.
 
     Bars dividing an hour: the dominant UTC phase in one SQL aggregate. H4 and D1: the opens are
     read and matched per DST stretch (tens of milliseconds over seven years).

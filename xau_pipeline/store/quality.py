@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from xau_pipeline.grid import DAY, DayCover, Grid, detect_day_cover
+from xau_pipeline.market.bar_grid import DAY, DayCover, Grid, detect_day_cover
 from xau_pipeline.store.gaps import EPOCH, PLAN_FOR_LONG_WINDOWS
 
 # Each bar with the close before it (the bar before the window included, so the first bar

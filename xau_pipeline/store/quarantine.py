@@ -7,8 +7,8 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from xau_pipeline.market.quarantine_rule import Rejected
 from xau_pipeline.store.tables import candle_quarantine
-from xau_pipeline.validation import Rejected
 
 
 def record_rejected(

@@ -74,7 +74,7 @@ candle_quarantine = sa.Table(
     sa.Index("candle_quarantine_series_idx", "symbol", "timeframe", "bar_time"),
 )
 
-# Alert incidents (xau_pipeline.alerts): one row per incident, with the channels still owed each notice.
+# Alert incidents (xau_pipeline.defs.alerts): one row per incident, with the channels still owed each notice.
 alert_incidents = sa.Table(
     "alert_incidents",
     metadata,

@@ -21,7 +21,7 @@ import psycopg2.errors
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from xau_pipeline.bars import Bar
+from xau_pipeline.market.bars import Bar
 from xau_pipeline.store.tables import candles
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")

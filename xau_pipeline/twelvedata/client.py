@@ -23,7 +23,9 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from xau_pipeline.bars import Bar, Interval
+from xau_pipeline.clock import next_utc_midnight, utc_now
+from xau_pipeline.market.bars import Bar, Interval
+from xau_pipeline.market.quarantine_rule import API_TIME_FORMAT, parse_values, screen
 from xau_pipeline.redact import redact
 from xau_pipeline.twelvedata.errors import (
     AuthenticationError,
@@ -39,11 +41,9 @@ from xau_pipeline.twelvedata.errors import (
     UnknownSymbolError,
 )
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
-from xau_pipeline.utc import next_utc_midnight, utc_now
-from xau_pipeline.validation import API_TIME_FORMAT, parse_values, screen
 
 if TYPE_CHECKING:
-    from xau_pipeline.credit_budget import CreditBudget
+    from xau_pipeline.twelvedata.credit_budget import CreditBudget
 
 DEFAULT_BASE_URL = "https://api.twelvedata.com"
 NO_DATA_MESSAGE = "No data is available"

@@ -6,11 +6,11 @@ from bisect import bisect_left
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from xau_pipeline.bars import Interval
+from xau_pipeline.market.bars import Interval
 
 if TYPE_CHECKING:
-    from xau_pipeline.grid import Grid
-    from xau_pipeline.trading_calendar import TradingCalendar
+    from xau_pipeline.market.bar_grid import Grid
+    from xau_pipeline.market.market_hours import TradingCalendar
 
 # Twelve Data returns at most 5000 bars per call (outputsize 1-5000).
 MAX_BARS_PER_CALL = 5000
@@ -29,7 +29,7 @@ def merge_gaps(
     A call costs one credit whatever its size, so neighbouring gaps share a call; bars
     refetched in between are harmless (the upsert leaves them unchanged). Gaps in which the
     market is closed throughout are dropped, unless `keep_closed` (the feed showed it sends bars
-    there: a page filled before its window's start). With the series' `grid` (xau_pipeline.grid) the
+    there: a page filled before its window's start). With the series' `grid` (xau_pipeline.market.bar_grid) the
     sizes count its slots; without, the UTC grid at phase 0 (a page filled early is handled by
     the client, which then ends the next window at the page's oldest bar).
     """

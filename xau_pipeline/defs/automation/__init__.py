@@ -1,0 +1,1 @@
+"""What launches runs unattended: the schedules at each close, the publication, repair and history catch-up sensors."""

@@ -1,0 +1,560 @@
+"""`xau-pipeline`: the command line beside the Dagster UI.
+
+Every failure is one `error: ...` line on stderr: exit status 2 for a usage or configuration
+error, 1 when the database cannot be reached. The database password is never printed.
+`doctor` instead prints one `ok`/`FAIL` line per check and exits 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
+import sqlalchemy as sa
+from alembic.script import ScriptDirectory
+
+from xau_pipeline.clock import iso_utc, utc_now
+from xau_pipeline.defs.alerts.channels import Notice, configured_channels, deliver
+from xau_pipeline.defs.automation.catch_up_sensor import SeriesProgress, eta_text, history_progress, progress_line
+from xau_pipeline.defs.candles.twelvedata_pool import POOL, pool_limits
+from xau_pipeline.interfaces.dataframes import newest_candles, parse_time
+from xau_pipeline.interfaces.http.links import parse_port
+from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import TIMEFRAMES, Timeframe, timeframe
+from xau_pipeline.redact import one_line, url_password
+from xau_pipeline.settings import ALERT_VARIABLES, BUDGET_VARIABLES, Settings, SettingsError
+from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
+from xau_pipeline.store.database import safe_url
+from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY
+from xau_pipeline.store.migrate import alembic_config, current_revision, head_revision
+from xau_pipeline.twelvedata.credit_budget import KINDS, credits_left
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 5000
+DEFAULT_GAP_WINDOW = timedelta(days=7)
+# `gaps` lists every missing slot: a window holds at most this many bar slots (about 11 years of M15,
+# 45 of H1), so its memory and output stay bounded (documented in the README).
+MAX_GAP_SLOTS = 400_000
+FORMATS = ("table", "csv", "json")
+
+
+class UsageError(Exception):
+    """A bad argument or setting: exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its errors are one line too (still exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _price(value: object) -> str:
+    return "" if value is None else format(value, "f")
+
+
+# ---- shared argument handling ----------------------------------------------------------------
+
+
+def _timeframe(name: str) -> Timeframe:
+    try:
+        return timeframe(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _window(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
+    try:
+        start = None if args.start is None else parse_time(args.start, "--start")
+        end = None if args.end is None else parse_time(args.end, "--end")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if start is not None and end is not None and start > end:
+        raise UsageError(f"--start {iso_utc(start)} is after --end {iso_utc(end)}")
+    return start, end
+
+
+def _store(settings: Settings) -> CandleStore:
+    """The candle store, its schema known to be current."""
+    store = CandleStore(settings.database_url)
+    store.require_current_schema()
+    return store
+
+
+# ---- commands ----------------------------------------------------------------------------------
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    store = CandleStore(settings.database_url)
+    print(f"{safe_url(store.url)}: schema at revision {store.migrate()}")
+    return 0
+
+
+def _limit(text: str) -> int:
+    try:
+        limit = int(text)
+    except ValueError:
+        raise UsageError(f"--limit must be a whole number from 1 to {MAX_LIMIT}, got {text!r}") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise UsageError(f"--limit must be from 1 to {MAX_LIMIT}, got {limit}")
+    return limit
+
+
+def _candles(args: argparse.Namespace, settings: Settings) -> int:
+    tf = _timeframe(args.timeframe)
+    start, end = _window(args)
+    limit = _limit(args.limit)
+    store = _store(settings)
+    frame = newest_candles(tf, start, end, symbol=args.symbol, store=store, limit=limit, final_only=args.final_only)
+    records: list[Any] = list(frame.itertuples(index=False))  # pandas.Timestamp is a datetime
+    rows: list[dict[str, str | None]] = [
+        {
+            "timestamp": iso_utc(row.timestamp),
+            **{c: _price(getattr(row, c)) for c in ("open", "high", "low", "close", "volume")},
+            "final": "yes" if row.final else "no",
+        }
+        for row in records
+    ]
+    columns = ["timestamp", "open", "high", "low", "close", "volume", "final"]
+    if args.format == "json":
+        for row, record in zip(rows, records):
+            row["volume"] = row["volume"] or None
+            row["final"] = bool(record.final)  # type: ignore[assignment]
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        cells = [[row[c] or "-" for c in columns] for row in rows]
+        widths = [max([len(c)] + [len(line[i]) for line in cells]) for i, c in enumerate(columns)]
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(columns, widths))))
+        for line in cells:
+            print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths))))
+        if not cells:
+            print(f"(no {args.symbol.replace('/', '').upper()} {tf.name} candles stored in that window)")
+    return 0
+
+
+def _gaps(args: argparse.Namespace, settings: Settings) -> int:
+    tf = _timeframe(args.timeframe)
+    start, end = _window(args)
+    symbol = args.symbol.replace("/", "").upper()
+    calendar_name = settings.calendar_of(symbol)
+    now = utc_now()
+    if end is None:
+        end = now if start is None or start <= now else start + DEFAULT_GAP_WINDOW
+    if start is None:
+        start = end - DEFAULT_GAP_WINDOW
+    slots = (end - start) // tf.bar
+    if slots > MAX_GAP_SLOTS:
+        raise UsageError(
+            f"the window {iso_utc(start)} .. {iso_utc(end)} spans {slots} {tf.name} bar slots; "
+            f"gaps reads at most {MAX_GAP_SLOTS} (about {MAX_GAP_SLOTS * tf.bar.total_seconds() / 86400 / 365.25:.0f} "
+            f"years of {tf.name}): narrow --start/--end"
+        )
+    store = _store(settings)
+    report = store.gaps(symbol, tf, calendar(calendar_name), start, end, now)
+    phase_minutes = int(report.phase.total_seconds()) // 60
+    shown = (NEVER_FETCHED, PROVIDER_EMPTY, NOT_PUBLISHED) + ((GRID_MISMATCH,) if report.count(GRID_MISMATCH) else ())
+    reasons = ", ".join(f"{reason} {report.count(reason)}" for reason in shown)
+    print(f"{symbol} {tf.name} from {iso_utc(start)} to {iso_utc(end)} (calendar {calendar_name})")
+    print(f"expected:    {report.expected}")
+    print(f"stored:      {report.present}")
+    print(f"missing:     {report.missing} ({reasons})")
+    print(f"off-session: {report.off_session}")
+    if report.grid is None or report.grid.is_utc:
+        print(f"phase:       +{phase_minutes // 60:02d}:{phase_minutes % 60:02d} from 00:00 UTC")
+    else:
+        print("phase:       none fixed in UTC (the grid is anchored in a zone)")
+    if report.grid is not None:
+        print(f"grid:        {report.grid.describe()}")
+    cover = store.day_cover(symbol, start, end) if tf.name == "D1" else None
+    if cover is not None and cover.compared:
+        print(f"day:         {cover.describe()}")
+    if report.mismatch is not None:
+        print(report.mismatch.line)
+    for gap in report.real_gaps:
+        print(f"{iso_utc(gap.slot)}  {gap.reason}")
+    return 0
+
+
+def _credits(args: argparse.Namespace, settings: Settings) -> int:
+    budget = settings.budget
+    store = _store(settings)
+    now = utc_now()
+    usage = store.credits_used_today(now)
+    used = {kind: credits for kind, (credits, _calls) in usage.items()}
+    left = credits_left(budget, used)
+    kinds = list(KINDS) + sorted(set(usage) - set(KINDS))
+    width = max(len(kind) for kind in kinds)
+    print(f"Twelve Data credits on {now:%Y-%m-%d} (UTC day)")
+    for kind in kinds:
+        credits, calls = usage.get(kind, (0, 0))
+        print(f"  {kind.ljust(width)}  {credits:>6}  ({calls} call{'s' if calls != 1 else ''})")
+    print(f"used:                {sum(used.values())} of {budget.per_day}")
+    print(f"left today:          {left['schedule']}")
+    print(f"kept for schedules:  {budget.reserved_for_schedules} ({budget.schedule_share:.0%} of the daily limit)")
+    print(f"left for backfill and repair: {left['backfill']}")
+    limits = pool_limits(budget.per_minute, max_concurrent_runs=-1)
+    print(
+        f"{POOL} pool:     {limits.twelvedata} runs at a time, {limits.catch_up} of them catch-up, for "
+        f"{budget.per_minute} credits a minute (at most the instance's max_concurrent_runs; docs/architecture.md, Scale)"
+    )
+    return 0
+
+
+def _histories(store: CandleStore, settings: Settings, now: datetime) -> list[tuple[Symbol, list[SeriesProgress], str]]:
+    """Each symbol's progress per series and when its history will be complete."""
+    used = {kind: credits for kind, (credits, _calls) in store.credits_used_today(now).items()}
+    backfill_left = credits_left(settings.budget, used)["backfill"]
+    start = datetime.combine(settings.history_start, datetime.min.time(), UTC)
+    histories = []
+    for symbol in settings.symbols:
+        progress = history_progress(store, symbol, start, now)
+        eta = eta_text(sum(p.credits_to_go for p in progress), settings.budget, backfill_left, now)
+        histories.append((symbol, progress, eta))
+    return histories
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    now = utc_now()
+    print(f"history since {settings.history_start}: closed bars the calendar expects, and how many are stored")
+    store = _store(settings)
+    histories = _histories(store, settings, now)
+    for symbol, progress, eta in histories:
+        for p in progress:
+            print(
+                f"  {symbol.api_symbol} {p.timeframe:<3}  {p.share:6.1%}  {p.stored:>9,} of {p.expected:>9,}  "
+                f"{p.credits_to_go} credit(s) to go"
+            )
+        print(f"  {symbol.api_symbol}: {eta}")
+    print("live: the newest bars (stale once a bar that closed over 10 minutes ago is missing)")
+    for symbol, _progress, _eta in histories:
+        for tf in TIMEFRAMES:
+            state = store.freshness(symbol.name, tf, calendar(symbol.calendar), now)
+            print(f"  {symbol.api_symbol} {tf.name:<3}  {state.line}")
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    # uvicorn and FastAPI load here, not for every command.
+    from xau_pipeline.interfaces.http.server import serve
+
+    try:
+        port = settings.read_api_port if args.port is None else parse_port(args.port)
+        host = args.host or settings.read_api_host
+        serve(
+            settings.database_url,
+            host,
+            port,
+            settings.read_api_token,
+            symbols=settings.symbols,
+            history_start=settings.history_start,
+        )
+    except ValueError as exc:
+        raise UsageError(f"serve: {exc}") from None
+    return 0
+
+
+# ---- doctor ------------------------------------------------------------------------------------
+
+DOCTOR_TIMEOUT_SECONDS = 5.0
+
+
+class _Check:
+    """One `ok`/`FAIL` line of `xau-pipeline doctor`."""
+
+    def __init__(self, name: str, passed: bool, detail: str):
+        self.name, self.passed, self.detail = name, passed, detail
+
+    def line(self) -> str:
+        return f"{'ok' if self.passed else 'FAIL':<4}  {self.name}: {self.detail}"
+
+
+def _reason(exc: BaseException) -> str:
+    """The cause of a failure, on one line: the driver's message for a database error."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig or exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+def _doctor_database(url: str, url_error: str | None) -> tuple[_Check, sa.Engine | None]:
+    """(check, engine or None): can we connect and run a query?"""
+    if url_error is not None:
+        return _Check("database", False, url_error), None
+    shown = safe_url(url)
+    # A plain engine: nothing but a connection and SELECT 1.
+    engine = sa.create_engine(
+        url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": int(DOCTOR_TIMEOUT_SECONDS)}
+    )
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except Exception as exc:
+        engine.dispose()
+        return _Check("database", False, f"{shown} unreachable: {_reason(exc)}"), None
+    return _Check("database", True, f"{shown} reachable"), engine
+
+
+def _doctor_migrations(engine: sa.Engine | None) -> _Check:
+    if engine is None:
+        return _Check("migrations", False, "not checked: the database is unreachable")
+    try:
+        current, head = current_revision(engine), head_revision()
+    except Exception as exc:
+        return _Check("migrations", False, f"cannot read the schema revision: {_reason(exc)}")
+    if current == head:
+        return _Check("migrations", True, f"schema at head revision {head}")
+    if current is None:
+        try:
+            tables = sa.inspect(engine).has_table("candles")
+        except Exception:
+            tables = False
+        what = "no schema revision recorded, though a candles table exists" if tables else "no schema yet"
+        return _Check("migrations", False, f"{what} (head revision is {head}); run: xau-pipeline migrate")
+    try:
+        known = ScriptDirectory.from_config(alembic_config()).get_revision(current) is not None
+    except Exception:
+        known = False
+    if not known:
+        return _Check(
+            "migrations",
+            False,
+            f"schema at revision {current}, unknown to this xau_pipeline (head {head}): was it migrated by a newer version?",
+        )
+    return _Check("migrations", False, f"schema at revision {current}, behind head {head}; run: xau-pipeline migrate")
+
+
+def _doctor_api_key(settings: Settings) -> _Check:
+    if settings.api_key_set:
+        return _Check("api key", True, "TWELVE_DATA_API_KEY is set")
+    return _Check("api key", False, "TWELVE_DATA_API_KEY is not set (a free key: https://twelvedata.com/pricing)")
+
+
+def _doctor_api(settings: Settings, problem: str | None) -> _Check:
+    if problem is not None:
+        return _Check("api", False, problem)
+    base = settings.api_base_url
+    # A plain GET of the base URL, without the key: it costs no credit, and any HTTP answer
+    # (even 404) shows that something is listening there.
+    try:
+        response = requests.get(base, timeout=DOCTOR_TIMEOUT_SECONDS, headers={"User-Agent": "xau-pipeline doctor"})
+    except requests.Timeout:
+        return _Check("api", False, f"{base} did not answer within {DOCTOR_TIMEOUT_SECONDS:g} s")
+    except requests.ConnectionError as exc:
+        cause = exc.args[0] if exc.args else exc
+        reason = getattr(cause, "reason", None) or cause
+        detail = _reason(reason) if isinstance(reason, BaseException) else reason
+        return _Check("api", False, f"{base} unreachable: {detail}")
+    except requests.RequestException as exc:
+        return _Check("api", False, f"{base} unusable: {type(exc).__name__}: {_reason(exc)}")
+    response.close()
+    return _Check("api", True, f"{base} reachable (HTTP {response.status_code} to a keyless GET, no credit spent)")
+
+
+def _doctor_credits(engine: sa.Engine | None, settings: Settings, problem: str | None) -> _Check:
+    if problem is not None:
+        return _Check("credits", False, problem)
+    if engine is None:
+        return _Check("credits", False, "not checked: the database is unreachable")
+    budget = settings.budget
+    try:
+        if not sa.inspect(engine).has_table("api_calls"):
+            return _Check("credits", False, "not checked: no credit ledger (api_calls) yet; run: xau-pipeline migrate")
+        usage = CandleStore(settings.database_url).credits_used_today(utc_now())
+    except Exception as exc:
+        return _Check("credits", False, f"cannot read today's ledger: {_reason(exc)}")
+    used = {kind: credits for kind, (credits, _calls) in usage.items()}
+    left = credits_left(budget, used)
+    kinds = list(KINDS) + sorted(set(used) - set(KINDS))
+    spent = ", ".join(f"{kind} {used.get(kind, 0)}" for kind in kinds)
+    open_to = ", ".join(f"{kind} {left[kind]}" for kind in KINDS)
+    return _Check(
+        "credits",
+        left["schedule"] > 0,
+        f"{left['schedule']} of {budget.per_day} left today (UTC day); left for: {open_to}; used: {spent}",
+    )
+
+
+def _doctor_history(engine: sa.Engine | None, settings: Settings) -> _Check:
+    if engine is None:
+        return _Check("history", False, "not checked: the database is unreachable")
+    try:
+        if not sa.inspect(engine).has_table("candles"):
+            return _Check("history", False, "not checked: no candles table yet; run: xau-pipeline migrate")
+        histories = _histories(CandleStore(settings.database_url), settings, utc_now())
+    except Exception as exc:
+        return _Check("history", False, f"cannot read the stored history: {_reason(exc)}")
+    # Catching up is not a fault: the check fails only when the history cannot be read.
+    return _Check(
+        "history",
+        True,
+        f"since {settings.history_start}: "
+        + "; ".join(f"{symbol.api_symbol} {progress_line(progress, eta)}" for symbol, progress, eta in histories),
+    )
+
+
+def _alert_problems(problems: list[SettingsError]) -> str | None:
+    """Every alert setting that cannot work, on one line (but the recipients reported missing their SMTP
+    URL only because that URL was itself at fault and set aside)."""
+    found = [p for p in problems if set(p.variables) & set(ALERT_VARIABLES)]
+    smtp_at_fault = any("XAU_ALERT_SMTP_URL" in p.variables for p in found)
+    shown = [
+        str(p)
+        for p in found
+        if not (smtp_at_fault and "XAU_ALERT_SMTP_URL" not in p.variables and "no XAU_ALERT_SMTP_URL" in str(p))
+    ]
+    return "; ".join(shown) or None
+
+
+def _doctor_alerts(settings: Settings, problem: str | None, send_test: bool) -> list[_Check]:
+    """Which alert channels are on (without their secrets); with `send_test`, one test notice to each."""
+    if problem is not None:
+        return [_Check("alerts", False, problem)]
+    channels = configured_channels(settings)
+    if not channels:
+        off = "off: neither XAU_ALERT_WEBHOOK_URL nor XAU_ALERT_SMTP_URL is set"
+        return [_Check("alerts", not send_test, off + ("; no test notice to send" if send_test else ""))]
+    checks = [_Check("alerts", True, "on: " + "; ".join(f"{c.name} {c.describe()}" for c in channels))]
+    if send_test:
+        notice = Notice(
+            "[xau-pipeline] test notice",
+            f"A test notice from `xau-pipeline doctor --send-test-alert` at {iso_utc(utc_now())}: this channel works.",
+        )
+        for channel in channels:
+            error = deliver(channel, notice, attempts=1)
+            detail = f"test notice sent to {channel.describe()}" if error is None else f"{channel.describe()}: {error}"
+            checks.append(_Check(f"alert {channel.name}", error is None, detail))
+    return checks
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    # Settings that cannot work are each reported by the check they belong to, the rest still run.
+    settings, problems = Settings.from_env_lenient()
+    by_variable = {name: f"{problem}" for problem in problems for name in problem.variables}
+    others = [
+        str(p)
+        for p in problems
+        if not set(p.variables) & {"XAU_DATABASE_URL", "TWELVE_DATA_BASE_URL", *BUDGET_VARIABLES, *ALERT_VARIABLES}
+    ]
+    url = os.environ.get("XAU_DATABASE_URL") if "XAU_DATABASE_URL" in by_variable else settings.database_url
+    database, engine = _doctor_database(url or "", by_variable.get("XAU_DATABASE_URL"))
+    try:
+        checks = [
+            database,
+            _doctor_migrations(engine),
+            _doctor_api_key(settings),
+            _doctor_api(settings, by_variable.get("TWELVE_DATA_BASE_URL")),
+            _doctor_credits(
+                engine, settings, next((by_variable[v] for v in BUDGET_VARIABLES if v in by_variable), None)
+            ),
+            _doctor_history(engine, settings),
+            *_doctor_alerts(
+                settings,
+                _alert_problems(problems),
+                args.send_test_alert,
+            ),
+        ]
+    finally:
+        if engine is not None:
+            engine.dispose()
+    checks += [_Check("settings", False, problem) for problem in others]
+    # No check prints the key; this guards against one pasted into a URL or setting.
+    secrets = (
+        os.environ.get("TWELVE_DATA_API_KEY", "").strip(),
+        url_password(url),
+        *(secret for channel in configured_channels(settings) for secret in channel.secrets()),
+    )
+    for check in checks:
+        check.detail = one_line(check.detail, *secrets)
+        print(check.line())
+    return 0 if all(check.passed for check in checks) else EXIT_FAILURE
+
+
+# ---- entry point ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="xau-pipeline", description="XAU/USD candle pipeline tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="apply the database migrations (XAU_DATABASE_URL)").set_defaults(run=_migrate)
+
+    dates = "YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS], UTC unless an offset is given"
+
+    candles = commands.add_parser("candles", help="print stored candles, newest first")
+    candles.add_argument("timeframe", metavar="TIMEFRAME", help="M15, H1, H4 or D1")
+    candles.add_argument("--start", metavar="DATE", help=f"first bar open to include ({dates})")
+    candles.add_argument("--end", metavar="DATE", help=f"bars opening at or after this are left out ({dates})")
+    candles.add_argument(
+        "--limit",
+        metavar="N",
+        default=str(DEFAULT_LIMIT),
+        help=f"at most N candles (default {DEFAULT_LIMIT}, max {MAX_LIMIT})",
+    )
+    candles.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    candles.add_argument("--symbol", default="XAUUSD", help="stored symbol name (default XAUUSD)")
+    candles.add_argument(
+        "--final-only", action="store_true", help="only final bars (leave out those that may still change)"
+    )
+    candles.set_defaults(run=_candles)
+
+    gaps = commands.add_parser("gaps", help="expected bars with no stored candle, and why")
+    gaps.add_argument("timeframe", metavar="TIMEFRAME", help="M15, H1, H4 or D1")
+    gaps.add_argument("--start", metavar="DATE", help=f"window start (default: 7 days before the end; {dates})")
+    gaps.add_argument("--end", metavar="DATE", help=f"window end, exclusive (default: now; {dates})")
+    gaps.add_argument("--symbol", default="XAUUSD", help="stored symbol name (default XAUUSD)")
+    gaps.set_defaults(run=_gaps)
+
+    serve = commands.add_parser("serve", help="serve the read-only HTTP API (and the chart pages)")
+    serve.add_argument("--host", help="address to bind (default XAU_API_HOST or 127.0.0.1; others need XAU_API_TOKEN)")
+    serve.add_argument("--port", help="port (default XAU_API_PORT or 8000)")
+    serve.set_defaults(run=_serve)
+
+    commands.add_parser("credits", help="Twelve Data credits used and left today").set_defaults(run=_credits)
+    commands.add_parser(
+        "status", help="how complete each series' history is, and when the catch-up will be done"
+    ).set_defaults(run=_status)
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the database, its schema, the API key, the API, today's credits, the history and the alert channels",
+    )
+    doctor.add_argument(
+        "--send-test-alert", action="store_true", help="send a test notice to each alert channel (exit 1 if one fails)"
+    )
+    doctor.set_defaults(run=_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    secrets: tuple[str | None, ...] = (url_password(os.environ.get("XAU_DATABASE_URL")),)
+    try:
+        if args.run is _doctor:
+            return _doctor(args)
+        settings = Settings.from_env()
+        secrets = (url_password(settings.database_url),)
+        return args.run(args, settings)
+    except (UsageError, SettingsError) as exc:
+        status, message = EXIT_USAGE, str(exc)
+    except (StoreUnavailableError, SchemaNotCurrentError) as exc:
+        status, message = EXIT_FAILURE, str(exc)
+    except sa.exc.DBAPIError as exc:
+        status, message = EXIT_FAILURE, f"database error: {getattr(exc, 'orig', None) or exc}"
+    print(f"error: {one_line(message, *secrets)}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
