@@ -30,9 +30,10 @@ from xau_pipeline.defs.candles.partitions import daily_partitions
 from xau_pipeline.ingest import ingest
 from xau_pipeline.interfaces import cli
 from xau_pipeline.interfaces.http import queries
-from xau_pipeline.interfaces.http.app import MAX_LIMIT, _database_problem
+from xau_pipeline.interfaces.http.errors import _database_problem
 from xau_pipeline.interfaces.http.links import chart_url
 from xau_pipeline.interfaces.http.models import CandleResponse
+from xau_pipeline.interfaces.http.params import MAX_LIMIT
 from xau_pipeline.interfaces.http.server import check_bind, is_loopback, serving_in_thread
 from xau_pipeline.market.bars import Bar
 from xau_pipeline.market.symbols import Symbol

@@ -1,0 +1,113 @@
+"""The API's request parameters: their types, limits and parsing, and the context routes read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import Path, Query, Request
+
+from xau_pipeline.interfaces.dataframes import parse_time
+from xau_pipeline.interfaces.http.models import TimeframeName, iso_utc
+from xau_pipeline.market.market_hours import TradingCalendar, calendar
+from xau_pipeline.market.symbols import DEFAULT_CALENDAR
+from xau_pipeline.market.timeframes import Timeframe
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 5000
+DEFAULT_CHART_BARS = 500
+DEFAULT_GAP_WINDOW = timedelta(days=7)
+# The most bar slots a gap report or chart checks at once: ten years and a few days of M15 (about
+# 0.1 s to check); as many H1, H4 or D1 slots cover 4, 16 and 96 times as long.
+MAX_GAP_WINDOW = timedelta(days=3660)
+MAX_GAP_SLOTS = MAX_GAP_WINDOW // timedelta(minutes=15)
+# And at most forty years whatever the bar: the calendar is built a year at a time.
+MAX_GAP_SPAN = 4 * MAX_GAP_WINDOW
+DEFAULT_STATEMENT_TIMEOUT_MS = 5000
+HEALTH_STATEMENT_TIMEOUT_MS = 2000
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+# parse_time's forms, spelled out for the OpenAPI schema: years 1970-2199, ASCII digits. (Which
+# day a month has, and start <= end, are checked by the server: a schema cannot say them.)
+TIME_PATTERN = (
+    r"^(19[7-9][0-9]|2[01][0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"([Tt]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?([Zz]|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])?)?$"
+)
+SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9/._-]{0,31}$"
+CSV_COLUMNS = ("symbol", "timeframe", "timestamp", "open", "high", "low", "close", "volume", "final")
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+
+
+class InputError(ValueError):
+    """A bad parameter: 400 with its message."""
+
+
+SymbolQuery = Annotated[
+    str, Query(pattern=SYMBOL_PATTERN, description="Stored symbol name (`XAU/USD` is read as `XAUUSD`).")
+]
+TimeframePath = Annotated[TimeframeName, Path(description="M15, H1, H4 or D1.")]
+
+
+def _time_query(description: str) -> Any:
+    return Query(
+        default=None,
+        pattern=TIME_PATTERN,
+        description=f"{description} `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM[:SS]`, UTC unless an offset (`Z`, `+02:00`) is given.",
+        examples=["2024-03-01", "2024-03-01T12:30:00Z"],
+    )
+
+
+def _time(value: str | None, what: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = parse_time(value, what)
+    except (ValueError, OverflowError) as exc:
+        raise InputError(str(exc) if isinstance(exc, ValueError) else f"{what} {value!r} is out of range") from None
+    if not EARLIEST <= moment <= LATEST:
+        raise InputError(f"{what} {value!r} is out of range: use dates from 1970-01-01 to 2200-01-01")
+    return moment
+
+
+def _window(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
+    start_at, end_at = _time(start, "start"), _time(end, "end")
+    if start_at is not None and end_at is not None and start_at > end_at:
+        raise InputError(f"start {iso_utc(start_at)} is after end {iso_utc(end_at)}")
+    return start_at, end_at
+
+
+def _symbol(text: str) -> str:
+    return text.replace("/", "").upper()
+
+
+def _check_span(tf: Timeframe, start: datetime, end: datetime) -> None:
+    longest = min(tf.bar * MAX_GAP_SLOTS, MAX_GAP_SPAN)
+    if end - start > longest:
+        raise InputError(
+            f"the window {iso_utc(start)} to {iso_utc(end)} is longer than {longest.days} days, the most "
+            f"{tf.name} gaps are checked for at once: ask in parts"
+        )
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """What every route reads: the engine, its statement timeout, the clock and the symbols' calendars."""
+
+    engine: sa.Engine
+    timeout_ms: int
+    password: str | None
+    clock: Callable[[], datetime]
+    calendars: dict[str, str]
+    health_series: list[tuple[str, str]]
+    since: datetime | None
+
+    def calendar_of(self, symbol: str) -> tuple[str, TradingCalendar]:
+        name = self.calendars.get(symbol, DEFAULT_CALENDAR)
+        return name, calendar(name)
+
+
+def api_context(request: Request) -> ApiContext:
+    return request.app.state.api

@@ -1,0 +1,78 @@
+"""GET /candles/{timeframe}/gaps: the expected bars with no stored candle in a window, and why."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from xau_pipeline.interfaces.http import queries
+from xau_pipeline.interfaces.http.models import GapReportResponse, MissingBar
+from xau_pipeline.interfaces.http.params import (
+    DEFAULT_GAP_WINDOW,
+    ApiContext,
+    SymbolQuery,
+    TimeframePath,
+    _check_span,
+    _symbol,
+    _time_query,
+    _window,
+    api_context,
+)
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
+from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, find_gaps
+from xau_pipeline.store.quality import day_cover
+
+router = APIRouter(tags=["candles"])
+
+
+@router.get(
+    "/candles/{timeframe}/gaps",
+    response_model=GapReportResponse,
+    summary="Expected bars with no stored candle, and why",
+)
+def get_gaps(
+    api: Annotated[ApiContext, Depends(api_context)],
+    timeframe: TimeframePath,
+    symbol: SymbolQuery = "XAUUSD",
+    start: str | None = _time_query("Window start (default: 7 days before the end)."),
+    end: str | None = _time_query("Window end, exclusive (default: now)."),
+) -> GapReportResponse:
+    tf = TIMEFRAMES_BY_NAME[timeframe.value]
+    start_at, end_at = _window(start, end)
+    name = _symbol(symbol)
+    calendar_name, trading_calendar = api.calendar_of(name)
+    now = api.clock()
+    # The defaults of `xau-pipeline gaps`.
+    if end_at is None:
+        end_at = now if start_at is None or start_at <= now else start_at + DEFAULT_GAP_WINDOW
+    if start_at is None:
+        start_at = end_at - DEFAULT_GAP_WINDOW
+    _check_span(tf, start_at, end_at)
+    with queries.read_only(api.engine, api.timeout_ms) as connection:
+        report = find_gaps(connection, name, tf.name, tf.bar, trading_calendar, start_at, end_at, now)
+        cover = day_cover(connection, name, start_at, end_at) if tf.name == "D1" else None
+    held = cover.describe() if cover is not None and cover.compared else None
+    return GapReportResponse(
+        symbol=name,
+        timeframe=tf.name,
+        calendar=calendar_name,
+        start=start_at,
+        end=end_at,
+        expected=report.expected,
+        stored=report.present,
+        missing=report.missing,
+        off_session=report.off_session,
+        missing_by_reason={reason: report.count(reason) for reason in (NEVER_FETCHED, PROVIDER_EMPTY, NOT_PUBLISHED)},
+        phase_minutes=int(report.phase.total_seconds()) // 60,
+        day_held=held,
+        missing_bars=[
+            MissingBar(
+                timestamp=gap.slot,
+                reason=gap.reason,  # type: ignore[arg-type]
+                fetches=gap.fetches,
+                last_fetched_at=gap.last_fetched_at,
+            )
+            for gap in report.gaps
+        ],
+    )
