@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from xau_pipeline import assets as assets_module
+from xau_pipeline.defs.candles import asset_factory as assets_module
 from xau_pipeline.defs.candles.asset_factory import build_candle_asset
 from xau_pipeline.defs.candles.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, daily_partitions
 from xau_pipeline.defs.resources import CandleStoreResource, TwelveDataResource
