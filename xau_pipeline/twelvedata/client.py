@@ -35,11 +35,11 @@ from xau_pipeline.twelvedata.errors import (
     MinuteLimitError,
     PlanNotAllowedError,
     RedirectRefusedError,
-    ServiceUnavailableError,
     TransientError,
     TwelveDataError,
     UnknownSymbolError,
 )
+from xau_pipeline.twelvedata.retry_policy import RetryPolicy, with_retries
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
 
 if TYPE_CHECKING:
@@ -55,8 +55,6 @@ CLOSE_MARGIN = timedelta(seconds=30)
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 DEFAULT_DEADLINE_SECONDS = 30.0
 CHUNK_BYTES = 64 * 1024
-# An answer that arrived whole but cannot be read is asked for once more, then given up.
-MALFORMED_ATTEMPTS = 2
 
 # "Unknown symbol" by meaning: the symbol parameter is missing/invalid, or a symbol was not found.
 UNKNOWN_SYMBOL = re.compile(
@@ -176,7 +174,8 @@ class _Exchange:
 
 
 class TwelveDataClient:
-    """Calls /time_series with the key in the Authorization header only, retrying what can pass."""
+    """Calls /time_series with the key in the Authorization header only, retrying what its
+    `RetryPolicy` retries."""
 
     def __init__(
         self,
@@ -208,10 +207,7 @@ class TwelveDataClient:
         # The total deadline of one attempt: connect, send and the whole body.
         self.timeout_seconds = timeout_seconds
         self.max_response_bytes = max_response_bytes
-        self.max_attempts = max_attempts
-        self.backoff_seconds = backoff_seconds
-        self.backoff_max_seconds = backoff_max_seconds
-        self.max_minute_waits = max_minute_waits
+        self.retry = RetryPolicy(max_attempts, backoff_seconds, backoff_max_seconds, max_minute_waits)
         self.clock = clock
         self.sleep = sleep
         self.log = log or logger
@@ -368,49 +364,15 @@ class TwelveDataClient:
             page.ticket = ticket
         return page
 
-    def _pause(self, attempt: int) -> float:
-        return min(self.backoff_seconds * 2 ** (attempt - 1), self.backoff_max_seconds)
-
     def _send_with_retries(self, params: dict[str, str], window: Interval, settle: bool) -> Page:
-        """`_send`, retrying transient failures with exponential backoff and waiting out minute limits.
+        """`_send` under the retry policy (retry_policy.py)."""
 
-        An answer that arrived whole but cannot be read is tried at most twice in all.
-        """
-        attempt = malformed = minute_waits = 0
-        while True:
-            attempt += 1
-            try:
-                page = self._send(params, window, settle)
-                page.attempts = attempt
-                return page
-            except MalformedAnswerError as exc:
-                malformed += 1
-                if malformed >= MALFORMED_ATTEMPTS or attempt >= self.max_attempts:
-                    raise MalformedAnswerError(f"{exc} ({attempt} attempts; not retried further)") from None
-                error: TwelveDataError = exc
-            except TransientError as exc:
-                if attempt >= self.max_attempts:
-                    raise ServiceUnavailableError(
-                        f"Twelve Data kept failing after {self.max_attempts} attempts: {exc}"
-                    ) from None
-                error = exc
-            except MinuteLimitError as exc:
-                minute_waits += 1
-                attempt -= 1  # the minute limit is waited out, not counted as a failed attempt
-                if minute_waits > self.max_minute_waits:
-                    raise MinuteLimitError(
-                        f"{exc} Still limited after waiting {self.max_minute_waits} minutes: "
-                        "another process is probably using the same key."
-                    ) from None
-                now = self.clock()
-                next_minute = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-                pause = (next_minute - now).total_seconds() + 1.0
-                self.log.warning(f"Twelve Data minute limit reached; waiting {pause:.1f} s for the next minute")
-                self.sleep(pause)
-                continue
-            pause = self._pause(attempt)
-            self.log.warning(f"{error}; retry {attempt} of {self.max_attempts - 1} in {pause:.1f} s")
-            self.sleep(pause)
+        def attempt(number: int) -> Page:
+            page = self._send(params, window, settle)
+            page.attempts = number
+            return page
+
+        return with_retries(attempt, self.retry, clock=self.clock, sleep=self.sleep, log=self.log)
 
     def time_series(self, symbol: str, interval: str, start: datetime, end: datetime, *, settle: bool = True) -> Page:
         """Bars opening in [start, end), one call (plus retries). `end` must be on a whole second."""
