@@ -15,14 +15,14 @@ from datetime import UTC, datetime, timedelta
 
 from xau_pipeline.market.bar_grid import Grid, new_york_close_grid, utc_grid
 from xau_pipeline.market.bars import FetchedWindow, Interval
-from xau_pipeline.market.market_hours import calendar
+from xau_pipeline.market.market_hours import TradingCalendar, calendar
 from xau_pipeline.market.publication import PUBLICATION_WINDOW, covered_until, final_before
 from xau_pipeline.market.quarantine_rule import Rejected, answer_phase, parse_values, screen
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import Timeframe
 from xau_pipeline.store.candle_store import CandleStore, WindowClaim
 from xau_pipeline.store.upsert import UpsertCounts
-from xau_pipeline.twelvedata.client import CLOSE_MARGIN, ONE_SECOND, TwelveDataClient
+from xau_pipeline.twelvedata.client import CLOSE_MARGIN, ONE_SECOND, Page, TwelveDataClient
 from xau_pipeline.twelvedata.windows import WindowPlanner, merge_gaps
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,15 @@ class IngestReport:
         self.counts = UpsertCounts(
             c.inserted + counts.inserted, c.updated + counts.updated, c.unchanged + counts.unchanged
         )
+
+    def record(self, window: FetchedWindow, counts: UpsertCounts, *, forming: int, rejected: list[Rejected]) -> None:
+        """A stored window: its rows, the still-forming bars left out and the bars quarantined."""
+        self.windows.append(window)
+        self.add(counts)
+        self.forming_dropped += forming
+        self.quarantined += len(rejected)
+        self.quarantine_samples += rejected[: max(QUARANTINE_SAMPLES - len(self.quarantine_samples), 0)]
+        self.quarantine_reasons.update(r.reason.split(":")[0].split(" (")[0] for r in rejected)
 
 
 def candidate_grids(claim: WindowClaim, timeframe: Timeframe, parsed) -> list[Grid]:
@@ -120,27 +129,27 @@ def ingest(
         )
         return report
     policy = calendar(symbol.calendar)
-    # Requests are sized in the series' own slots (H4 and D1 may be anchored at 17:00 New York).
-    grid = store.grid(symbol.name, timeframe).grid if timeframe.bar > ONE_HOUR else None
-    planners = [
-        planner
-        for span in merge_gaps(report.gaps, timeframe.bar, policy, grid=grid)
-        if span[1] > start
-        # A sliver in which no bar of the grid opens (the rest of a day after its D1 bar) costs no call.
-        and (planner := WindowPlanner(span, timeframe.bar, policy, grid=grid)).expected_calls
-    ]
-    if not planners:
-        log.info(
-            f"{symbol.api_symbol} {timeframe.name}: the market is closed throughout the missing window(s); no call"
-        )
-    planned = sum(p.calls_reaching(start) for p in planners)
-    # A live call also asks again for the bar before the newest missing one (the same credit): taken
-    # as final when it came 2 minutes after its close, it may have been served provisional if its
-    # publication was later; a changed bar is corrected (publication.py).
-    revise = planners[-1].start - timeframe.bar if planners else None
-    live = planners and planners[-1].end > now - timeframe.bar - PUBLICATION_WINDOW
-    if not live or revise is None or revise < start:  # not live, or before the window asked for
-        revise = None
+    planners, planned, revise = _plan(store, report, policy, start, now, log)
+    _fetch_all(client, store, report, planners, planned, revise, force, policy, run_id, log)
+    _log_totals(report, log)
+    return report
+
+
+def _fetch_all(
+    client: TwelveDataClient,
+    store: CandleStore,
+    report: IngestReport,
+    planners: list[WindowPlanner],
+    planned: int,
+    revise: datetime | None,
+    force: bool,
+    policy: TradingCalendar,
+    run_id: str | None,
+    log: logging.Logger | logging.LoggerAdapter,
+) -> None:
+    """Each planner's windows, newest first, until all are stored; the first failure stops the loop
+    and goes into the report."""
+    symbol, timeframe, start = report.symbol, report.timeframe, report.start
     done = 0
     try:
         for planner in planners:
@@ -171,6 +180,45 @@ def ingest(
             f"{symbol.name} {timeframe.name}: stopped after {len(report.windows)} stored window(s), "
             f"{report.counts.changed} row(s) written: {type(exc).__name__}: {exc}"
         )
+
+
+def _plan(
+    store: CandleStore,
+    report: IngestReport,
+    policy: TradingCalendar,
+    start: datetime,
+    now: datetime,
+    log: logging.Logger | logging.LoggerAdapter,
+) -> tuple[list[WindowPlanner], int, datetime | None]:
+    """The request windows over the report's gaps, the calls they need from `start` on, and the bar a
+    live call asks for again (None when the run is not live)."""
+    symbol, timeframe = report.symbol, report.timeframe
+    # Requests are sized in the series' own slots (H4 and D1 may be anchored at 17:00 New York).
+    grid = store.grid(symbol.name, timeframe).grid if timeframe.bar > ONE_HOUR else None
+    planners = [
+        planner
+        for span in merge_gaps(report.gaps, timeframe.bar, policy, grid=grid)
+        if span[1] > start
+        # A sliver in which no bar of the grid opens (the rest of a day after its D1 bar) costs no call.
+        and (planner := WindowPlanner(span, timeframe.bar, policy, grid=grid)).expected_calls
+    ]
+    if not planners:
+        log.info(
+            f"{symbol.api_symbol} {timeframe.name}: the market is closed throughout the missing window(s); no call"
+        )
+    planned = sum(p.calls_reaching(start) for p in planners)
+    # A live call also asks again for the bar before the newest missing one (the same credit): taken
+    # as final when it came 2 minutes after its close, it may have been served provisional if its
+    # publication was later; a changed bar is corrected (publication.py).
+    revise = planners[-1].start - timeframe.bar if planners else None
+    live = planners and planners[-1].end > now - timeframe.bar - PUBLICATION_WINDOW
+    if not live or revise is None or revise < start:  # not live, or before the window asked for
+        revise = None
+    return planners, planned, revise
+
+
+def _log_totals(report: IngestReport, log: logging.Logger | logging.LoggerAdapter) -> None:
+    symbol, timeframe = report.symbol, report.timeframe
     if report.quarantined:
         log.error(
             f"{symbol.name} {timeframe.name}: {report.quarantined} bar(s) quarantined, not stored: "
@@ -183,7 +231,25 @@ def ingest(
         + (f"; {report.provisional} bar(s) stored provisional, not yet final" if report.provisional else "")
         + (f"; {report.quarantined} quarantined" if report.quarantined else "")
     )
-    return report
+
+
+def _call(client: TwelveDataClient, report: IngestReport, start: datetime, end: datetime) -> Page:
+    """One call for [start, end), its calls and credits counted in the report whatever the outcome."""
+    calls_before, credits_before = client.calls, client.credits
+    try:
+        return client.time_series(report.symbol.api_symbol, report.timeframe.interval, start, end, settle=False)
+    finally:
+        report.calls += client.calls - calls_before
+        report.credits += client.credits - credits_before
+
+
+def _page_cover(full: bool, in_window: list, ask_start: datetime, ask_end: datetime) -> datetime:
+    """Where the answer's cover starts. A full page left the oldest bars out (Twelve Data keeps the
+    newest): it covers from its oldest bar to the end asked for, so a closed or empty stretch at the
+    end is not a seam that a rerun would pay for again."""
+    if full and in_window:
+        return max(ask_start, min(b.open_time for b, _ in in_window))
+    return ask_start
 
 
 def _fetch_newest_missing(
@@ -193,15 +259,13 @@ def _fetch_newest_missing(
     planner: WindowPlanner,
     cursor: datetime,
     force: bool,
-    policy,
+    policy: TradingCalendar,
     run_id: str | None,
     keep_closed: bool = False,
     revise_from: datetime | None = None,
 ) -> tuple[datetime, bool, bool]:
     """Under a claim on the series: fetch and store the newest window still missing in
-    [planner.start, cursor).
-
-    Returns where the rest of the span ends (its start when nothing is left), whether a call was
+    [planner.start, cursor). Returns where the rest of the span ends (its start when nothing is left), whether a call was
     made, and whether its page was full of more bars than the calendar expects there (a 24/7
     feed). After such a page (`keep_closed`) the rest is asked for even where the market is closed
     throughout: the feed sends bars there, and the stretch is the edge of a window being paid for.
@@ -225,22 +289,12 @@ def _fetch_newest_missing(
             ask_start = revise_from
         asked_at = client.clock()
         as_of = asked_at - CLOSE_MARGIN
-        calls_before, credits_before = client.calls, client.credits
-        try:
-            page = client.time_series(symbol.api_symbol, timeframe.interval, ask_start, ask_end, settle=False)
-        finally:
-            report.calls += client.calls - calls_before
-            report.credits += client.credits - credits_before
+        page = _call(client, report, ask_start, ask_end)
         parsed, rejected = parse_values(page.values)
         in_window = [(b, raw) for b, raw in parsed if ask_start <= b.open_time < ask_end]
         good, screened_out, _repeats = screen(in_window, candidate_grids(claim, timeframe, in_window))
         rejected += screened_out
-        covered_start, covered_end = ask_start, ask_end
-        if page.full and in_window:
-            # A full page left the oldest bars out (Twelve Data keeps the newest): it covers from its
-            # oldest bar to the end asked for, so a closed or empty stretch at the end is not a seam
-            # that a rerun would pay for again.
-            covered_start = max(ask_start, min(b.open_time for b, _ in in_window))
+        covered_start, covered_end = _page_cover(page.full, in_window, ask_start, ask_end), ask_end
         closed = [b for b in good if b.open_time + bar <= as_of]
         # Settled: the bars final by now, and the empty slots long enough after their close; bars
         # received sooner are stored provisional and their slots asked for again (publication.py).
@@ -251,14 +305,9 @@ def _fetch_newest_missing(
         settlement = (page.ticket, outcome, page.credits) if page.ticket is not None else None
         final_until = final_before(asked_at, bar)
         counts = claim.store(closed, rejected, fetched, asked_at, run_id, settlement, final_before=final_until)
-    report.provisional += sum(b.open_time >= final_until for b in closed)
     # Committed: only now does the window count as stored.
-    report.forming_dropped += len(good) - len(closed)
-    report.quarantined += len(rejected)
-    report.quarantine_samples += rejected[: max(QUARANTINE_SAMPLES - len(report.quarantine_samples), 0)]
-    report.quarantine_reasons.update(r.reason.split(":")[0].split(" (")[0] for r in rejected)
-    report.windows.append(fetched)
-    report.add(counts)
+    report.record(fetched, counts, forming=len(good) - len(closed), rejected=rejected)
+    report.provisional += sum(b.open_time >= final_until for b in closed)
     # More bars than the calendar expects where the page reached: the feed sends off-session bars.
     beyond = page.full and len(in_window) > policy.count_expected(covered_start, ask_end, bar, grid=planner.grid)
     return covered_start, True, beyond
