@@ -29,8 +29,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from xau_pipeline import launch_settings
 from xau_pipeline.pool import POOL, with_plan_limits
-from xau_pipeline.settings import Settings, SettingsError, apply_dagster_environment
+from xau_pipeline.settings import Settings, SettingsError, apply_dagster_environment, shared_settings
 from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
 
 EXIT_CONFIG = 2
@@ -130,7 +131,7 @@ def prepare_databases(root: Path, stack: ExitStack) -> tuple[str, str]:
     if candles_url is None:
         from xau_pipeline_dev import embedded_postgres
 
-        data_dir = Path(os.environ.get("XAU_PGDATA") or root / ".pgdata")
+        data_dir = embedded_data_dir(root)
         started = time.perf_counter()
         try:
             server = embedded_postgres.start(data_dir)
@@ -150,6 +151,19 @@ def prepare_databases(root: Path, stack: ExitStack) -> tuple[str, str]:
         dagster_url = _with_schema(candles_url, DAGSTER_SCHEMA)
     say(f"candles in {safe_url(candles_url)}; Dagster's runs and events in {safe_url(dagster_url)}")
     return candles_url, dagster_url
+
+
+def embedded_data_dir(root: Path) -> Path:
+    """Where the embedded PostgreSQL keeps its files: XAU_PGDATA, else <project>/.pgdata."""
+    return Path(os.environ.get("XAU_PGDATA") or root / ".pgdata")
+
+
+def share_settings(data_dir: Path, mode: str) -> Path:
+    """Writes the settings the pipeline runs with (none secret) beside the embedded database's port,
+    where the command line run from this folder reads them (xau_pipeline.launch_settings)."""
+    api_key = "the stand-in's demo key" if mode == "demo" else "TWELVE_DATA_API_KEY, set where `make run` runs"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return launch_settings.write(data_dir, f"make {mode}", api_key, shared_settings())
 
 
 def _stop_embedded(server) -> None:
@@ -453,10 +467,15 @@ def launch(mode: str) -> int:
                     # The demo's history is what it stores: no catch-up run over years it never filled.
                     os.environ["XAU_HISTORY_START"] = demo_first_day().date().isoformat()
                     say(f"demo history from {os.environ['XAU_HISTORY_START']} (set XAU_HISTORY_START for more)")
+            embedded = not os.environ.get("XAU_DATABASE_URL")
             candles_url, dagster_url = prepare_databases(root, stack)
             os.environ["XAU_DATABASE_URL"] = candles_url
             os.environ["XAU_DAGSTER_PG_URL"] = dagster_url
             settings = load_settings()
+            if embedded:
+                say(
+                    f"settings for the command line run from this folder in {share_settings(embedded_data_dir(root), mode)}"
+                )
             os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(root, settings))
             apply_dagster_environment()
             migrate_candle_database(settings)
