@@ -231,7 +231,10 @@ def _histories(store: CandleStore, settings: Settings, now: datetime) -> list[tu
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     now = utc_now()
     if settings.launched is not None:
-        print(f"settings of the `{settings.launched.command}` running from this folder ({settings.launched.path})")
+        print(
+            f"settings of the `{settings.launched.command}` running from this folder ({settings.launched.path}): "
+            f"Twelve Data at {settings.api_base_url}"
+        )
     print(f"history since {settings.history_start}: closed bars the calendar expects, and how many are stored")
     store = _store(settings)
     histories = _histories(store, settings, now)

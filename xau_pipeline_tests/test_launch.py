@@ -222,3 +222,78 @@ def test_a_given_database_holds_the_candles_and_dagster_in_its_own_schema(databa
         )).scalars())  # fmt: skip
     assert {"public.candles", "dagster.runs", "dagster.event_logs"} <= tables
     assert "public.runs" not in tables
+
+
+# ---- make demo -----------------------------------------------------------------------------------
+
+DEMO_VARIABLES = ("TWELVE_DATA_BASE_URL", "TWELVE_DATA_API_KEY", "XAU_HISTORY_START", "XAU_DEMO_STANDIN_PORT")
+
+
+def forget_on_teardown(monkeypatch, *names: str) -> None:
+    """Each of `names` unset now and put back as it was after the test (the launcher sets them itself)."""
+    for name in names:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
+def xau_pipeline(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """The CLI as a newcomer runs it from the project folder in a second shell: no setting in its environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "xau_pipeline.cli", *args],
+        cwd=cwd, env=clean_env(**env), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.process
+def test_the_cli_beside_make_demo_uses_the_demos_settings(embedded_postgres, tmp_path, monkeypatch):
+    """`status` and `doctor` run from the folder of a `make demo` see its history start and stand-in."""
+    from contextlib import ExitStack
+
+    import sqlalchemy as sa
+
+    from xau_pipeline.store.candle_store import CandleStore
+    from xau_pipeline.store.database import EMBEDDED_CANDLE_DATABASE
+    from xau_pipeline_dev import launch
+
+    folder = tmp_path / "project"
+    data_dir = folder / ".pgdata"
+    data_dir.mkdir(parents=True)
+    # The embedded database as the demo leaves it: migrated, its port in .pgdata/port.
+    CandleStore(embedded_postgres.ensure_database(EMBEDDED_CANDLE_DATABASE)).migrate()
+    (data_dir / "port").write_text(f"{embedded_postgres.port}\n")
+    forget_on_teardown(monkeypatch, *DEMO_VARIABLES, "XAU_PGDATA")
+    monkeypatch.setenv("XAU_DEMO_STANDIN_PORT", str(free_port()))
+    monkeypatch.setenv("XAU_DEMO_PUBLICATION_DELAY", "0")
+    try:
+        with ExitStack() as stack:
+            launch.start_demo(stack)
+            written = launch.share_settings(data_dir, "demo")
+            base_url, history_start = os.environ["TWELVE_DATA_BASE_URL"], os.environ["XAU_HISTORY_START"]
+            assert base_url.startswith("http://127.0.0.1:") and history_start != "2024-01-01"
+            assert launch.DEMO_KEY not in written.read_text()  # no key, not even the stand-in's
+
+            status = xau_pipeline("status", cwd=folder)
+            assert status.returncode == 0, status.stderr
+            assert (
+                f"`make demo` running from this folder (.pgdata/settings.json): Twelve Data at {base_url}"
+                in status.stdout
+            )
+            assert f"history since {history_start}:" in status.stdout, status.stdout
+
+            doctor = xau_pipeline("doctor", cwd=folder)
+            assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+            assert (
+                "ok    api key: the `make demo` running from this folder uses the stand-in's demo key" in doctor.stdout
+            )
+            assert f"ok    api: {base_url} reachable" in doctor.stdout
+            assert f"ok    history: since {history_start}:" in doctor.stdout
+            assert "api.twelvedata.com" not in doctor.stdout
+
+            # A variable set in the shell wins over the demo's.
+            own = xau_pipeline("status", cwd=folder, XAU_HISTORY_START="2025-06-02")
+            assert "history since 2025-06-02:" in own.stdout, own.stdout + own.stderr
+    finally:
+        engine = sa.create_engine(embedded_postgres.url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+        with engine.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{EMBEDDED_CANDLE_DATABASE}" WITH (FORCE)'))
+        engine.dispose()
