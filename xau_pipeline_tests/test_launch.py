@@ -297,3 +297,53 @@ def test_the_cli_beside_make_demo_uses_the_demos_settings(embedded_postgres, tmp
         with engine.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{EMBEDDED_CANDLE_DATABASE}" WITH (FORCE)'))
         engine.dispose()
+
+
+@pytest.mark.slow
+def test_the_demos_days_are_stored_by_a_run_that_judges_each_of_them(
+    database_url, store, stand_in, tmp_path, monkeypatch
+):
+    """Every day `make demo` stores has its checks' verdict in the check's Partitions tab, as after a backfill."""
+    from datetime import UTC, date, datetime, timedelta
+
+    import dagster as dg
+    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+
+    from xau_pipeline.settings import Settings
+    from xau_pipeline.store.database import temporary_database
+    from xau_pipeline.timeframes import TIMEFRAMES
+    from xau_pipeline_dev import launch
+    from xau_pipeline_tests.check_statuses import CHECK_PARTITION_STATUSES, statuses_by_check
+
+    first_day = launch.demo_first_day().date()
+    today = datetime.now(UTC).date()
+    with temporary_database(database_url, "xau_test_dagster") as dagster_url:
+        # The environment `make demo` gives the pipeline, on the test's databases and stand-in.
+        for name, value in {
+            "XAU_DATABASE_URL": store.url,
+            "XAU_DAGSTER_PG_URL": dagster_url,
+            "TWELVE_DATA_BASE_URL": stand_in.url,
+            "TWELVE_DATA_API_KEY": TEST_API_KEY,
+            "XAU_HISTORY_START": first_day.isoformat(),
+            "DAGSTER_HOME": str(tmp_path),
+            "XAU_SYMBOLS": "XAU/USD",
+        }.items():
+            monkeypatch.setenv(name, value)
+        settings = Settings.from_env()
+        launch.prepare_dagster_home(REPO, settings)
+        launch.fill_demo_data(settings)
+
+        with dg.DagsterInstance.get() as instance:
+            (run,) = instance.get_runs()
+            assert run.tags[launch.DEMO_TAG] == "seed"
+            with define_out_of_process_context(str(REPO / "xau_pipeline" / "definitions.py"), None, instance) as ctx:
+                days = [(first_day + timedelta(days=n)).isoformat() for n in range((today - first_day).days + 1)]
+                assert len(days) == launch.DEMO_DAYS + 1
+                for tf in TIMEFRAMES:
+                    path = ["xauusd", tf.key_suffix]
+                    result = execute_dagster_graphql(ctx, CHECK_PARTITION_STATUSES, {"asset": {"path": path}})
+                    no_gaps = statuses_by_check(result.data["assetNodeOrError"])["no_gaps"]
+                    assert [day for day in days if day not in no_gaps] == [], (tf.name, no_gaps)
+                    # Judged: passed, or skipped where no bar was expected (a Saturday); none failed.
+                    closed = {no_gaps[day] for day in days if date.fromisoformat(day) < today}
+                    assert closed <= {"SUCCEEDED", "SKIPPED"} and "SUCCEEDED" in closed, (tf.name, no_gaps)

@@ -298,7 +298,7 @@ def fill_demo_data(settings: Settings) -> None:
     defs = build_definitions(settings)
     with dg.DagsterInstance.get() as instance:
         result = dg.materialize(
-            list(defs.assets or ()),
+            [asset for asset in defs.assets or () if isinstance(asset, dg.AssetsDefinition)],
             instance=instance,
             resources=defs.resources,
             tags={**partition_range_tags(f"{first_day:%Y-%m-%d}", f"{today:%Y-%m-%d}"), DEMO_TAG: "seed"},
