@@ -9,8 +9,12 @@ run   Start the Dagster UI and daemon (`dagster dev`) on 127.0.0.1:3000 (XAU_UI_
 demo  The same, offline: a Twelve Data stand-in in this process (127.0.0.1:8765, key `demo-key`,
       the free plan's limits, each bar published 18-120 s after its close and now and then later:
       XAU_DEMO_PUBLICATION_DELAY, XAU_DEMO_BEFORE_PUBLICATION) and the last three weeks of every
-      timeframe stored first; the partitions start with those three weeks (unless XAU_HISTORY_START
-      says otherwise), so the history catch-up finds no history to fetch on the first start.
+      timeframe stored first, by one run of the candle assets (their checks judging each day); the
+      partitions start with those three weeks (unless XAU_HISTORY_START says otherwise), so the
+      history catch-up finds no history to fetch on the first start.
+
+Either writes the settings it runs with, none secret, beside its embedded database's port
+(.pgdata/settings.json), for the command line run from the same folder (xau_pipeline.launch_settings).
 
 Ctrl-C or SIGTERM stops Dagster, then the API, then the embedded PostgreSQL. Exit status 2: configuration.
 """
