@@ -3,21 +3,25 @@
 The code location (definitions.py) and the command line each call `Settings.from_env()` once and
 hand the result to what they build; nothing else reads the environment. The API key is not here:
 it reaches the Twelve Data resource as a Dagster `EnvVar`, so only its name is ever shown.
+Without XAU_DATABASE_URL, the command line uses the embedded database of a `make run`/`make demo`
+started from this folder, and that pipeline's settings (launch_settings.py) under its own variables.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from email.utils import parseaddr
 from urllib.parse import SplitResult, urlsplit
 
+from xau_pipeline import launch_settings
 from xau_pipeline.interfaces.http.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, parse_port
+from xau_pipeline.launch_settings import LaunchedPipeline
 from xau_pipeline.market.symbols import Symbol, parse_symbols
-from xau_pipeline.store.database import configured_database_url
+from xau_pipeline.store.database import configured_database_url, embedded_data_dir
 from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL
 from xau_pipeline.twelvedata.credit_budget import BudgetSettings
 
@@ -84,6 +88,11 @@ SECRET_VARIABLES = (
     "XAU_ALERT_SMTP_URL",
 )
 SMTP_SCHEMES = {"smtp": 587, "smtps": 465}
+# What `make run`/`make demo` shares with the command line beside it (launch_settings.py): every
+# setting but the secrets, the local ones and the alert channels (their SMTP URL is a secret).
+SHARED_VARIABLES = tuple(
+    name for name in SETTING_VARIABLES if name not in (*SECRET_VARIABLES, *LOCAL_ONLY_VARIABLES, *ALERT_VARIABLES)
+)
 
 
 class SettingsError(ValueError):
@@ -122,6 +131,8 @@ class Settings:
     # Days Dagster's run, event and tick history is kept whole before the maintenance job prunes it
     # (XAU_DAGSTER_RETENTION_DAYS; xau_pipeline/maintenance).
     dagster_retention_days: int = DEFAULT_DAGSTER_RETENTION_DAYS
+    # The `make run`/`make demo` whose embedded database and settings these are, when read from its file.
+    launched: LaunchedPipeline | None = None
 
     @property
     def read_api_url(self) -> str:
@@ -132,7 +143,13 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and check every variable; a SettingsError names the first one that cannot work."""
         env = os.environ if environ is None else environ
+        launched = _launched(env)
+        if launched is not None:
+            env = launch_settings.Layered(env, launched.variables)
+        return cls._read(env, launched)
 
+    @classmethod
+    def _read(cls, env: Mapping[str, str], launched: LaunchedPipeline | None) -> Settings:
         def get(name: str, default: str) -> str:
             return (env.get(name) or "").strip() or default
 
@@ -171,6 +188,7 @@ class Settings:
             dagster_retention_days=_positive_int(
                 "XAU_DAGSTER_RETENTION_DAYS", get("XAU_DAGSTER_RETENTION_DAYS", str(DEFAULT_DAGSTER_RETENTION_DAYS))
             ),
+            launched=launched,
         )
 
     @classmethod
@@ -178,13 +196,20 @@ class Settings:
         """Settings with each variable that cannot work replaced by its default, and what was wrong."""
         env = dict(os.environ if environ is None else environ)
         problems: list[SettingsError] = []
+        try:
+            launched = _launched(env)
+        except SettingsError as exc:
+            problems.append(exc)
+            launched = None
+        below = dict(launched.variables) if launched is not None else {}
         while True:
             try:
-                return cls.from_env(env), problems
+                return cls._read(launch_settings.Layered(env, below), launched), problems
             except SettingsError as exc:
                 problems.append(exc)
                 for name in exc.variables:
                     env.pop(name, None)
+                    below.pop(name, None)
 
     def calendar_of(self, stored_symbol: str) -> str:
         """The calendar policy of a stored symbol name (`XAUUSD`); the default for one not configured."""
@@ -192,6 +217,26 @@ class Settings:
             if symbol.name == stored_symbol:
                 return symbol.calendar
         return Symbol(stored_symbol).calendar
+
+
+def shared_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The SHARED_VARIABLES set in the environment, for `make run` to write beside its database."""
+    env = os.environ if environ is None else environ
+    return {name: value for name in SHARED_VARIABLES if (value := (env.get(name) or "").strip())}
+
+
+def _launched(env: Mapping[str, str]) -> LaunchedPipeline | None:
+    """The settings file of the `make run`/`make demo` whose embedded database is used (none with XAU_DATABASE_URL)."""
+    if (env.get("XAU_DATABASE_URL") or "").strip():
+        return None
+    try:
+        launched = launch_settings.read(embedded_data_dir(env))
+    except launch_settings.LaunchSettingsError as exc:
+        raise SettingsError(str(exc), "XAU_PGDATA") from None
+    if launched is None:
+        return None
+    shared = {name: launched.variables[name] for name in SHARED_VARIABLES if name in launched.variables}
+    return replace(launched, variables=shared)
 
 
 def _http_url(name: str, value: str) -> str:

@@ -222,3 +222,128 @@ def test_a_given_database_holds_the_candles_and_dagster_in_its_own_schema(databa
         )).scalars())  # fmt: skip
     assert {"public.candles", "dagster.runs", "dagster.event_logs"} <= tables
     assert "public.runs" not in tables
+
+
+# ---- make demo -----------------------------------------------------------------------------------
+
+DEMO_VARIABLES = ("TWELVE_DATA_BASE_URL", "TWELVE_DATA_API_KEY", "XAU_HISTORY_START", "XAU_DEMO_STANDIN_PORT")
+
+
+def forget_on_teardown(monkeypatch, *names: str) -> None:
+    """Each of `names` unset now and put back as it was after the test (the launcher sets them itself)."""
+    for name in names:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
+def xau_pipeline(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """The CLI as a newcomer runs it from the project folder in a second shell: no setting in its environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "xau_pipeline.interfaces.cli", *args],
+        cwd=cwd, env=clean_env(**env), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.process
+def test_the_cli_beside_make_demo_uses_the_demos_settings(embedded_postgres, tmp_path, monkeypatch):
+    """`status` and `doctor` run from the folder of a `make demo` see its history start and stand-in."""
+    from contextlib import ExitStack
+
+    import sqlalchemy as sa
+
+    from xau_pipeline.store.candle_store import CandleStore
+    from xau_pipeline.store.database import EMBEDDED_CANDLE_DATABASE
+    from xau_pipeline_dev import launch
+
+    folder = tmp_path / "project"
+    data_dir = folder / ".pgdata"
+    data_dir.mkdir(parents=True)
+    # The embedded database as the demo leaves it: migrated, its port in .pgdata/port.
+    CandleStore(embedded_postgres.ensure_database(EMBEDDED_CANDLE_DATABASE)).migrate()
+    (data_dir / "port").write_text(f"{embedded_postgres.port}\n")
+    forget_on_teardown(monkeypatch, *DEMO_VARIABLES, "XAU_PGDATA")
+    monkeypatch.setenv("XAU_DEMO_STANDIN_PORT", str(free_port()))
+    monkeypatch.setenv("XAU_DEMO_PUBLICATION_DELAY", "0")
+    try:
+        with ExitStack() as stack:
+            launch.start_demo(stack)
+            written = launch.share_settings(data_dir, "demo")
+            base_url, history_start = os.environ["TWELVE_DATA_BASE_URL"], os.environ["XAU_HISTORY_START"]
+            assert base_url.startswith("http://127.0.0.1:") and history_start != "2024-01-01"
+            assert launch.DEMO_KEY not in written.read_text()  # no key, not even the stand-in's
+
+            status = xau_pipeline("status", cwd=folder)
+            assert status.returncode == 0, status.stderr
+            assert (
+                f"`make demo` running from this folder (.pgdata/settings.json): Twelve Data at {base_url}"
+                in status.stdout
+            )
+            assert f"history since {history_start}:" in status.stdout, status.stdout
+
+            doctor = xau_pipeline("doctor", cwd=folder)
+            assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+            assert (
+                "ok    api key: the `make demo` running from this folder uses the stand-in's demo key" in doctor.stdout
+            )
+            assert f"ok    api: {base_url} reachable" in doctor.stdout
+            assert f"ok    history: since {history_start}:" in doctor.stdout
+            assert "api.twelvedata.com" not in doctor.stdout
+
+            # A variable set in the shell wins over the demo's.
+            own = xau_pipeline("status", cwd=folder, XAU_HISTORY_START="2025-06-02")
+            assert "history since 2025-06-02:" in own.stdout, own.stdout + own.stderr
+    finally:
+        engine = sa.create_engine(embedded_postgres.url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+        with engine.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{EMBEDDED_CANDLE_DATABASE}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_the_demos_days_are_stored_by_a_run_that_judges_each_of_them(
+    database_url, store, stand_in, tmp_path, monkeypatch
+):
+    """Every day `make demo` stores has its checks' verdict in the check's Partitions tab, as after a backfill."""
+    from datetime import UTC, date, datetime, timedelta
+
+    import dagster as dg
+    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+
+    from xau_pipeline.market.timeframes import TIMEFRAMES
+    from xau_pipeline.settings import Settings
+    from xau_pipeline.store.database import temporary_database
+    from xau_pipeline_dev import launch
+    from xau_pipeline_tests.check_statuses import CHECK_PARTITION_STATUSES, statuses_by_check
+
+    first_day = launch.demo_first_day().date()
+    today = datetime.now(UTC).date()
+    with temporary_database(database_url, "xau_test_dagster") as dagster_url:
+        # The environment `make demo` gives the pipeline, on the test's databases and stand-in.
+        for name, value in {
+            "XAU_DATABASE_URL": store.url,
+            "XAU_DAGSTER_PG_URL": dagster_url,
+            "TWELVE_DATA_BASE_URL": stand_in.url,
+            "TWELVE_DATA_API_KEY": TEST_API_KEY,
+            "XAU_HISTORY_START": first_day.isoformat(),
+            "DAGSTER_HOME": str(tmp_path),
+            "XAU_SYMBOLS": "XAU/USD",
+        }.items():
+            monkeypatch.setenv(name, value)
+        settings = Settings.from_env()
+        launch.prepare_dagster_home(REPO, settings)
+        launch.fill_demo_data(settings)
+
+        with dg.DagsterInstance.get() as instance:
+            (run,) = instance.get_runs()
+            assert run.tags[launch.DEMO_TAG] == "seed"
+            with define_out_of_process_context(str(REPO / "xau_pipeline" / "definitions.py"), None, instance) as ctx:
+                days = [(first_day + timedelta(days=n)).isoformat() for n in range((today - first_day).days + 1)]
+                assert len(days) == launch.DEMO_DAYS + 1
+                for tf in TIMEFRAMES:
+                    path = ["xauusd", tf.key_suffix]
+                    result = execute_dagster_graphql(ctx, CHECK_PARTITION_STATUSES, {"asset": {"path": path}})
+                    no_gaps = statuses_by_check(result.data["assetNodeOrError"])["no_gaps"]
+                    assert [day for day in days if day not in no_gaps] == [], (tf.name, no_gaps)
+                    # Judged: passed, or skipped where no bar was expected (a Saturday); none failed.
+                    closed = {no_gaps[day] for day in days if date.fromisoformat(day) < today}
+                    assert closed <= {"SUCCEEDED", "SKIPPED"} and "SUCCEEDED" in closed, (tf.name, no_gaps)

@@ -119,3 +119,59 @@ def test_an_alert_setting_that_cannot_work_is_named_without_its_secrets(env, var
         Settings.from_env(env)
     assert variable in info.value.variables
     assert "sEcReTt0ken" not in str(info.value) and "pa55word" not in str(info.value)
+
+
+def launched_folder(tmp_path, monkeypatch, **variables: str):
+    """This folder as `make demo` leaves it: its settings written beside the embedded database."""
+    from xau_pipeline import launch_settings
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".pgdata").mkdir()
+    return launch_settings.write(tmp_path / ".pgdata", "make demo", "the stand-in's demo key", variables)
+
+
+def test_the_settings_of_the_pipeline_launched_from_this_folder_are_read_under_the_environments(tmp_path, monkeypatch):
+    launched_folder(
+        tmp_path,
+        monkeypatch,
+        TWELVE_DATA_BASE_URL="http://127.0.0.1:8765",
+        XAU_HISTORY_START="2026-11-16",
+        XAU_SYMBOLS="XAU/USD, XAG/USD",
+        # Never written by the launcher; ignored if there.
+        XAU_DATABASE_URL="postgresql://other@db.example/x",
+        XAU_API_TOKEN="t" * 20,
+    )
+    settings = Settings.from_env({"XAU_SYMBOLS": "XAU/USD", "XAU_HISTORY_START": " "})
+    assert settings.api_base_url == "http://127.0.0.1:8765"
+    assert settings.history_start == date(2026, 11, 16)  # a blank variable is not set
+    assert settings.symbols == (Symbol("XAU/USD"),)  # the environment wins
+    assert settings.database_url == "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    assert settings.read_api_token is None and not settings.api_key_set
+    assert settings.launched is not None and settings.launched.command == "make demo"
+    # Pointed at another database, the command line does not take the embedded one's pipeline settings.
+    other = Settings.from_env({"XAU_DATABASE_URL": SERVER})
+    assert other.launched is None and other.history_start == date(2024, 1, 1)
+
+
+def test_a_bad_setting_in_the_file_is_reported_by_the_lenient_read_and_set_aside(tmp_path, monkeypatch):
+    launched_folder(tmp_path, monkeypatch, XAU_HISTORY_START="someday", TWELVE_DATA_BASE_URL="http://127.0.0.1:8765")
+    with pytest.raises(SettingsError, match="XAU_HISTORY_START"):
+        Settings.from_env({})
+    settings, problems = Settings.from_env_lenient({})
+    assert [p.variables for p in problems] == [("XAU_HISTORY_START",)]
+    assert settings.history_start == date(2024, 1, 1) and settings.api_base_url == "http://127.0.0.1:8765"
+
+
+def test_an_unreadable_file_is_one_settings_error(tmp_path, monkeypatch):
+    launched_folder(tmp_path, monkeypatch).write_text("{not json")
+    with pytest.raises(SettingsError, match="settings.json"):
+        Settings.from_env({})
+    settings, problems = Settings.from_env_lenient({})
+    assert settings.launched is None and [p.variables for p in problems] == [("XAU_PGDATA",)]
+
+
+def test_the_launcher_shares_no_secret():
+    from xau_pipeline.settings import ALERT_VARIABLES, SECRET_VARIABLES, shared_settings
+
+    everything = dict.fromkeys((*SECRET_VARIABLES, *ALERT_VARIABLES, "XAU_PGDATA", "XAU_HISTORY_START"), "x")
+    assert shared_settings(everything) == {"XAU_HISTORY_START": "x"}

@@ -9,8 +9,12 @@ run   Start the Dagster UI and daemon (`dagster dev`) on 127.0.0.1:3000 (XAU_UI_
 demo  The same, offline: a Twelve Data stand-in in this process (127.0.0.1:8765, key `demo-key`,
       the free plan's limits, each bar published 18-120 s after its close and now and then later:
       XAU_DEMO_PUBLICATION_DELAY, XAU_DEMO_BEFORE_PUBLICATION) and the last three weeks of every
-      timeframe stored first; the partitions start with those three weeks (unless XAU_HISTORY_START
-      says otherwise), so the history catch-up finds no history to fetch on the first start.
+      timeframe stored first, by one run of the candle assets (their checks judging each day); the
+      partitions start with those three weeks (unless XAU_HISTORY_START says otherwise), so the
+      history catch-up finds no history to fetch on the first start.
+
+Either writes the settings it runs with, none secret, beside its embedded database's port
+(.pgdata/settings.json), for the command line run from the same folder (xau_pipeline.launch_settings).
 
 Ctrl-C or SIGTERM stops Dagster, then the API, then the embedded PostgreSQL. Exit status 2: configuration.
 """
@@ -29,8 +33,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from xau_pipeline import launch_settings
 from xau_pipeline.defs.candles.twelvedata_pool import POOL, with_plan_limits
-from xau_pipeline.settings import Settings, SettingsError, apply_dagster_environment
+from xau_pipeline.settings import Settings, SettingsError, apply_dagster_environment, shared_settings
 from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
 
 EXIT_CONFIG = 2
@@ -38,6 +43,8 @@ EXIT_FAILURE = 1
 DEMO_PORT = 8765
 DEMO_KEY = "demo-key"
 DEMO_DAYS = 21
+# Tags the run that stores the demo's data, so the UI's run list says what it was.
+DEMO_TAG = "xau_pipeline/demo"
 DAGSTER_SCHEMA = "dagster"
 SHUTDOWN_GRACE_SECONDS = 60
 
@@ -130,7 +137,7 @@ def prepare_databases(root: Path, stack: ExitStack) -> tuple[str, str]:
     if candles_url is None:
         from xau_pipeline_dev import embedded_postgres
 
-        data_dir = Path(os.environ.get("XAU_PGDATA") or root / ".pgdata")
+        data_dir = embedded_data_dir(root)
         started = time.perf_counter()
         try:
             server = embedded_postgres.start(data_dir)
@@ -150,6 +157,19 @@ def prepare_databases(root: Path, stack: ExitStack) -> tuple[str, str]:
         dagster_url = _with_schema(candles_url, DAGSTER_SCHEMA)
     say(f"candles in {safe_url(candles_url)}; Dagster's runs and events in {safe_url(dagster_url)}")
     return candles_url, dagster_url
+
+
+def embedded_data_dir(root: Path) -> Path:
+    """Where the embedded PostgreSQL keeps its files: XAU_PGDATA, else <project>/.pgdata."""
+    return Path(os.environ.get("XAU_PGDATA") or root / ".pgdata")
+
+
+def share_settings(data_dir: Path, mode: str) -> Path:
+    """Writes the settings the pipeline runs with (none secret) beside the embedded database's port,
+    where the command line run from this folder reads them (xau_pipeline.launch_settings)."""
+    api_key = "the stand-in's demo key" if mode == "demo" else "TWELVE_DATA_API_KEY, set where `make run` runs"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return launch_settings.write(data_dir, f"make {mode}", api_key, shared_settings())
 
 
 def _stop_embedded(server) -> None:
@@ -245,59 +265,58 @@ def start_stand_in(stack: ExitStack) -> str:
     return stand_in.url
 
 
+def start_demo(stack: ExitStack) -> None:
+    """The stand-in started, and the environment pointed at it: its URL and key, the demo's history start."""
+    base_url = start_stand_in(stack)
+    if os.environ.get("TWELVE_DATA_API_KEY") and os.environ.get("TWELVE_DATA_API_KEY") != DEMO_KEY:
+        say("the demo uses the stand-in and its key, not your TWELVE_DATA_API_KEY")
+    os.environ["TWELVE_DATA_BASE_URL"] = base_url
+    os.environ["TWELVE_DATA_API_KEY"] = DEMO_KEY
+    if not os.environ.get("XAU_HISTORY_START"):
+        # The demo's history is what it stores: no catch-up run over years it never filled.
+        os.environ["XAU_HISTORY_START"] = demo_first_day().date().isoformat()
+        say(f"demo history from {os.environ['XAU_HISTORY_START']} (set XAU_HISTORY_START for more)")
+
+
 def demo_first_day() -> datetime:
     """The first UTC day `make demo` stores: DEMO_DAYS before today."""
     return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DEMO_DAYS)
 
 
 def fill_demo_data(settings: Settings) -> None:
-    """Store the last DEMO_DAYS days of every timeframe, and tell Dagster those partitions are materialized."""
-    from xau_pipeline.ingest import ingest
-    from xau_pipeline.market.timeframes import TIMEFRAMES
-    from xau_pipeline.twelvedata.client import TwelveDataClient
-
-    started = time.perf_counter()
-    now = datetime.now(UTC)
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    history_start = datetime.combine(settings.history_start, datetime.min.time(), UTC)
-    first_day = max(today - timedelta(days=DEMO_DAYS), history_start)
-    client = TwelveDataClient(DEMO_KEY, settings.api_base_url)
-    store = CandleStore(settings.database_url)
-    filled = []
-    for symbol in settings.symbols:
-        for tf in TIMEFRAMES:
-            report = ingest(client, store, symbol, tf, first_day, today + timedelta(days=1))
-            if not report.complete:
-                say(f"demo data for {symbol.api_symbol} {tf.name} is incomplete: {report.error}")
-            filled.append((symbol, tf))
-    say(f"demo data: {DEMO_DAYS} days of {', '.join(tf.name for tf in TIMEFRAMES)} stored "
-        f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
-    _report_demo_partitions(store, filled, first_day, today)
-
-
-def _report_demo_partitions(store, filled, first_day: datetime, today: datetime) -> None:
-    """Record the filled days as materialized (outside any run), so the UI shows them as such."""
+    """Store the last DEMO_DAYS days and today of every series by one run of every candle asset over
+    them, as a backfill from the UI runs: each day materialized and judged by its checks."""
     import warnings
 
     import dagster as dg
 
+    from xau_pipeline.definitions import build_definitions
+    from xau_pipeline.defs.candles.partitions import partition_range_tags
+
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    started = time.perf_counter()
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    history_start = datetime.combine(settings.history_start, datetime.min.time(), UTC)
+    first_day = max(today - timedelta(days=DEMO_DAYS), history_start)
+    defs = build_definitions(settings)
     with dg.DagsterInstance.get() as instance:
-        for symbol, tf in filled:
-            key = dg.AssetKey([symbol.key_prefix, tf.key_suffix])
-            day = first_day
-            while day <= today:
-                rows = store.summary(symbol.name, tf, day, day + timedelta(days=1))[0]
-                instance.report_runless_asset_event(
-                    dg.AssetMaterialization(
-                        asset_key=key,
-                        partition=day.strftime("%Y-%m-%d"),
-                        description="stored by `make demo` from the local stand-in",
-                        metadata={"dagster/row_count": rows, "source": "make demo"},
-                    )
-                )
-                day += timedelta(days=1)
+        result = dg.materialize(
+            [asset for asset in defs.assets or () if isinstance(asset, dg.AssetsDefinition)],
+            instance=instance,
+            resources=defs.resources,
+            tags={**partition_range_tags(f"{first_day:%Y-%m-%d}", f"{today:%Y-%m-%d}"), DEMO_TAG: "seed"},
+            raise_on_error=False,
+        )
+    days = (today - first_day).days + 1
+    if not result.success:
+        say(f"the demo data run {result.run_id} failed: see it in the UI (Runs)")
+        return
+    judged = sum(1 for evaluation in result.get_asset_check_evaluations() if evaluation.partition)
+    say(
+        f"demo data: {days} days of every series stored and judged ({judged} check results) by run "
+        f"{result.run_id[:8]} in {time.perf_counter() - started:.1f} s"
+    )
 
 
 # ---- dagster dev ---------------------------------------------------------------------------------
@@ -444,19 +463,16 @@ def launch(mode: str) -> int:
     with ExitStack() as stack:
         try:
             if mode == "demo":
-                base_url = start_stand_in(stack)
-                if os.environ.get("TWELVE_DATA_API_KEY") and os.environ.get("TWELVE_DATA_API_KEY") != DEMO_KEY:
-                    say("the demo uses the stand-in and its key, not your TWELVE_DATA_API_KEY")
-                os.environ["TWELVE_DATA_BASE_URL"] = base_url
-                os.environ["TWELVE_DATA_API_KEY"] = DEMO_KEY
-                if not os.environ.get("XAU_HISTORY_START"):
-                    # The demo's history is what it stores: no catch-up run over years it never filled.
-                    os.environ["XAU_HISTORY_START"] = demo_first_day().date().isoformat()
-                    say(f"demo history from {os.environ['XAU_HISTORY_START']} (set XAU_HISTORY_START for more)")
+                start_demo(stack)
+            embedded = not os.environ.get("XAU_DATABASE_URL")
             candles_url, dagster_url = prepare_databases(root, stack)
             os.environ["XAU_DATABASE_URL"] = candles_url
             os.environ["XAU_DAGSTER_PG_URL"] = dagster_url
             settings = load_settings()
+            if embedded:
+                say(
+                    f"settings for the command line run from this folder in {share_settings(embedded_data_dir(root), mode)}"
+                )
             os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(root, settings))
             apply_dagster_environment()
             migrate_candle_database(settings)

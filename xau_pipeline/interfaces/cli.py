@@ -230,6 +230,11 @@ def _histories(store: CandleStore, settings: Settings, now: datetime) -> list[tu
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     now = utc_now()
+    if settings.launched is not None:
+        print(
+            f"settings of the `{settings.launched.command}` running from this folder ({settings.launched.path}): "
+            f"Twelve Data at {settings.api_base_url}"
+        )
     print(f"history since {settings.history_start}: closed bars the calendar expects, and how many are stored")
     store = _store(settings)
     histories = _histories(store, settings, now)
@@ -340,6 +345,9 @@ def _doctor_migrations(engine: sa.Engine | None) -> _Check:
 def _doctor_api_key(settings: Settings) -> _Check:
     if settings.api_key_set:
         return _Check("api key", True, "TWELVE_DATA_API_KEY is set")
+    if settings.launched is not None:
+        launched = settings.launched
+        return _Check("api key", True, f"the `{launched.command}` running from this folder uses {launched.api_key}")
     return _Check("api key", False, "TWELVE_DATA_API_KEY is not set (a free key: https://twelvedata.com/pricing)")
 
 

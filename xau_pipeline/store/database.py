@@ -30,13 +30,18 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def embedded_data_dir(environ: Mapping[str, str]) -> Path:
+    """Where `make run` keeps its embedded PostgreSQL: XAU_PGDATA, else `.pgdata` in this folder."""
+    return Path(environ.get("XAU_PGDATA") or ".pgdata")
+
+
 def configured_database_url(environ: Mapping[str, str] | None = None) -> str:
     """`XAU_DATABASE_URL`, normalised; else the embedded PostgreSQL that `make run` started from
     this folder (its port is in `.pgdata/port`); else a local PostgreSQL."""
     env = os.environ if environ is None else environ
     if (env.get("XAU_DATABASE_URL") or "").strip():
         return normalize_url(env["XAU_DATABASE_URL"])
-    port_file = Path(env.get("XAU_PGDATA") or ".pgdata") / "port"
+    port_file = embedded_data_dir(env) / "port"
     if port_file.is_file():
         return f"postgresql+psycopg2://postgres@127.0.0.1:{port_file.read_text().strip()}/{EMBEDDED_CANDLE_DATABASE}"
     return DEFAULT_DATABASE_URL
