@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import socket
 import threading
 import time
@@ -23,21 +22,18 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from xau_pipeline.clock import next_utc_midnight, utc_now
+from xau_pipeline.clock import utc_now
 from xau_pipeline.market.bars import Bar, Interval
 from xau_pipeline.market.quarantine_rule import API_TIME_FORMAT, parse_values, screen
 from xau_pipeline.redact import redact
 from xau_pipeline.twelvedata.errors import (
     AuthenticationError,
-    DailyLimitError,
     InvalidRequestError,
     MalformedAnswerError,
-    MinuteLimitError,
-    PlanNotAllowedError,
     RedirectRefusedError,
     TransientError,
     TwelveDataError,
-    UnknownSymbolError,
+    classify_error,
 )
 from xau_pipeline.twelvedata.retry_policy import RetryPolicy, with_retries
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
@@ -56,14 +52,6 @@ DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 DEFAULT_DEADLINE_SECONDS = 30.0
 CHUNK_BYTES = 64 * 1024
 
-# "Unknown symbol" by meaning: the symbol parameter is missing/invalid, or a symbol was not found.
-UNKNOWN_SYMBOL = re.compile(
-    r"\bsymbol\b[^.]*\b(?:not found|missing or invalid|is invalid|invalid|not supported|unknown|does not exist)\b"
-    r"|\b(?:unknown|invalid|unsupported)\s+symbol\b"
-)
-# A symbol outside the key's plan: code 404 "This symbol is available starting with the Grow or
-# Venture plan. …" (XAG/USD on the free plan), not 403.
-PLAN_GATED = re.compile(r"\bavailable starting with (?:the )?(?P<plans>.+?) plans?\b")
 
 logger = logging.getLogger(__name__)
 
@@ -99,64 +87,6 @@ def _request_was_sent(exc: BaseException) -> bool:
 
 def _api_time(t: datetime) -> str:
     return t.astimezone(UTC).strftime(API_TIME_FORMAT)
-
-
-def _plain(message: str) -> str:
-    return message.replace("*", "").lower()
-
-
-def is_unknown_symbol(message: str) -> bool:
-    """Whether an error message says the symbol is unknown (not merely mentions a symbol)."""
-    return bool(UNKNOWN_SYMBOL.search(_plain(message)))
-
-
-def _plan_names(message: str, found: re.Match[str]) -> str:
-    """The plan names as the message spells them ("Grow or Venture")."""
-    plain = message.replace("*", "")
-    return plain[found.start("plans") : found.end("plans")]
-
-
-def classify_error(status: int, body: object, now: datetime, symbol: str = "") -> TwelveDataError | None:
-    """The error an answer stands for, by the body's `code` first and then the HTTP status; None if ok."""
-    code, message = status, ""
-    if isinstance(body, dict) and (body.get("status") == "error" or "code" in body):
-        try:
-            code = int(body.get("code") or status)
-        except (TypeError, ValueError):
-            code = status
-        message = str(body.get("message") or "")
-    elif status == 200:
-        return None
-    lowered = _plain(message)
-    if code == 401:
-        return AuthenticationError(
-            "Twelve Data rejected the API key (401). Check TWELVE_DATA_API_KEY; retrying cannot help."
-        )
-    if code in (400, 403, 404) and (gated := PLAN_GATED.search(lowered)):
-        plans = _plan_names(message, gated)
-        return PlanNotAllowedError(
-            f"Twelve Data's plan for this key does not include {symbol or 'this symbol'}: it needs the {plans} plan "
-            f"(code {code}): {message}"
-        )
-    if code == 403:
-        return PlanNotAllowedError(f"Twelve Data refused the request for this plan (403): {message}")
-    if code == 429:
-        if "for the day" in lowered:
-            resets_at = next_utc_midnight(now)
-            return DailyLimitError(
-                f"Twelve Data's daily API credits are used up: {message} "
-                f"The allowance resets at {resets_at:%Y-%m-%d %H:%M} UTC.",
-                resets_at,
-            )
-        return MinuteLimitError(f"Twelve Data's per-minute credits are used up: {message}")
-    if code in (400, 404) and is_unknown_symbol(message):
-        return UnknownSymbolError(f"Twelve Data does not know the symbol {symbol!r} (code {code}): {message}")
-    if code >= 500:
-        return TransientError(f"Twelve Data had a server error (code {code}): {message or 'no message'}")
-    if 400 <= code < 500:
-        hint = " (check TWELVE_DATA_BASE_URL)" if code == 404 else ""
-        return InvalidRequestError(f"Twelve Data rejected the request (code {code}){hint}: {message or 'no message'}")
-    return TransientError(f"Twelve Data answered with unexpected code {code}: {message}")
 
 
 @dataclass

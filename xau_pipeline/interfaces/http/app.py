@@ -33,6 +33,12 @@ from xau_pipeline.market.timeframes import TIMEFRAMES
 
 __all__ = ["DEFAULT_STATEMENT_TIMEOUT_MS", "create_app"]
 
+DESCRIPTION = (
+    "Stored XAU/USD OHLC candles (M15, H1, H4, D1) and their gaps, read-only. Prices are exact "
+    "decimal strings; timestamps are bar opens, ISO 8601 UTC (`YYYY-MM-DDTHH:MM:SSZ`). Errors are "
+    '`{"detail": "one line"}`.'
+)
+
 
 def create_app(
     database_url: str,
@@ -56,11 +62,7 @@ def create_app(
     app = FastAPI(
         title="xau_pipeline read API",
         version="1",
-        description=(
-            "Stored XAU/USD OHLC candles (M15, H1, H4, D1) and their gaps, read-only. Prices are exact "
-            "decimal strings; timestamps are bar opens, ISO 8601 UTC (`YYYY-MM-DDTHH:MM:SSZ`). Errors are "
-            '`{"detail": "one line"}`.'
-        ),
+        description=DESCRIPTION,
     )
     app.state.engine = engine
     app.state.api = ApiContext(

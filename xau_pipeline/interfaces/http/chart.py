@@ -76,28 +76,8 @@ def figure(
             annotation_text=f"last {last.close} ({state})",
             annotation_position="top left",
         )
-    gaps = report.gaps[-MAX_MARKERS:] if report else []
-    # A missing bar is marked at the close of the stored bar before it (else after it), so it sits on the price line.
-    stamps = [row.timestamp for row in rows]
-    closes = [row.close for row in rows]
-    for reason in (NEVER_FETCHED, PROVIDER_EMPTY, NOT_PUBLISHED):
-        slots = [gap.slot for gap in gaps if gap.reason == reason]
-        if not slots:
-            continue
-        levels = []
-        for slot in slots:
-            i = _index_before(stamps, slot)
-            levels.append(closes[i] if i >= 0 else (closes[0] if closes else 0))
-        fig.add_trace(
-            go.Scatter(
-                x=slots,
-                y=levels,
-                mode="markers",
-                name=missing_trace_name(reason, len(slots)),
-                marker={"color": REASON_COLOURS[reason], "symbol": REASON_SYMBOLS[reason], "size": 9},
-                hovertemplate="%{x|%Y-%m-%d %H:%M} UTC<br>" + html.escape(reason) + "<extra>missing bar</extra>",
-            )
-        )
+    for trace in _missing_traces(rows, report.gaps[-MAX_MARKERS:] if report else []):
+        fig.add_trace(trace)
     fig.update_layout(
         template="plotly_white",
         xaxis={
@@ -114,6 +94,33 @@ def figure(
     return fig
 
 
+def _missing_traces(rows: Sequence, gaps: Sequence) -> list[go.Scatter]:
+    """One marker trace per reason a bar is missing. A missing bar is marked at the close of the stored
+    bar before it (else after it), so it sits on the price line."""
+    stamps = [row.timestamp for row in rows]
+    closes = [row.close for row in rows]
+    traces = []
+    for reason in (NEVER_FETCHED, PROVIDER_EMPTY, NOT_PUBLISHED):
+        slots = [gap.slot for gap in gaps if gap.reason == reason]
+        if not slots:
+            continue
+        levels = []
+        for slot in slots:
+            i = _index_before(stamps, slot)
+            levels.append(closes[i] if i >= 0 else (closes[0] if closes else 0))
+        traces.append(
+            go.Scatter(
+                x=slots,
+                y=levels,
+                mode="markers",
+                name=missing_trace_name(reason, len(slots)),
+                marker={"color": REASON_COLOURS[reason], "symbol": REASON_SYMBOLS[reason], "size": 9},
+                hovertemplate="%{x|%Y-%m-%d %H:%M} UTC<br>" + html.escape(reason) + "<extra>missing bar</extra>",
+            )
+        )
+    return traces
+
+
 def _index_before(stamps: Sequence[datetime], slot: datetime) -> int:
     """Index of the last stamp before `slot` (stamps ascending), -1 if none."""
     lo, hi = 0, len(stamps)
@@ -124,6 +131,27 @@ def _index_before(stamps: Sequence[datetime], slot: datetime) -> int:
         else:
             hi = mid
     return lo - 1
+
+
+def _summary(rows: Sequence, report: GapReport | None) -> tuple[str, str]:
+    """The page's one-line summary: the bars shown, and the window's gaps."""
+    if rows:
+        shown = f"{len(rows)} bars from {iso_utc(rows[0].timestamp)} to {iso_utc(rows[-1].timestamp)}"
+        not_final = sum(not getattr(row, "final", True) for row in rows)
+        if not_final:
+            shown += f" ({not_final} not final yet)"
+    else:
+        shown = "no candles stored in this window"
+    if report is not None:
+        counts = ", ".join(
+            f"{reason} {report.count(reason)}" for reason in (NEVER_FETCHED, PROVIDER_EMPTY, NOT_PUBLISHED)
+        )
+        gaps = f"{report.expected} expected, {report.missing} missing ({counts}), {report.off_session} off-session"
+        if report.missing > MAX_MARKERS:
+            gaps += f"; the newest {MAX_MARKERS} missing bars are marked"
+    else:
+        gaps = "gaps not computed"
+    return shown, gaps
 
 
 def page(
@@ -147,22 +175,7 @@ def page(
         config={"responsive": True, "displaylogo": False},
     )
     start, end = (iso_utc(t) for t in window)
-    if rows:
-        shown = f"{len(rows)} bars from {iso_utc(rows[0].timestamp)} to {iso_utc(rows[-1].timestamp)}"
-        not_final = sum(not getattr(row, "final", True) for row in rows)
-        if not_final:
-            shown += f" ({not_final} not final yet)"
-    else:
-        shown = "no candles stored in this window"
-    if report is not None:
-        counts = ", ".join(
-            f"{reason} {report.count(reason)}" for reason in (NEVER_FETCHED, PROVIDER_EMPTY, NOT_PUBLISHED)
-        )
-        gaps = f"{report.expected} expected, {report.missing} missing ({counts}), {report.off_session} off-session"
-        if report.missing > MAX_MARKERS:
-            gaps += f"; the newest {MAX_MARKERS} missing bars are marked"
-    else:
-        gaps = "gaps not computed"
+    shown, gaps = _summary(rows, report)
     query = f"symbol={quote(symbol)}&start={quote(start)}&end={quote(end)}"
     tf = quote(timeframe)
     e = html.escape
