@@ -11,7 +11,6 @@ from pydantic import Field
 from xau_pipeline.api.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, chart_url
 from xau_pipeline.bars import subtract
 from xau_pipeline.catch_up import series_allotment
-from xau_pipeline.check_target import day_evaluation, latest_materializations, log_day_evaluations
 from xau_pipeline.checks import (
     DEFAULT_M15_TOLERANCE,
     DEFAULT_MAX_JUMP,
@@ -24,6 +23,7 @@ from xau_pipeline.checks import (
     check_specs,
 )
 from xau_pipeline.credit_budget import CreditBudgetExhausted
+from xau_pipeline.dagster_internals import day_evaluation, latest_materializations, log_day_evaluations
 from xau_pipeline.heap import long_lived_heap_frozen
 from xau_pipeline.ingest import IngestReport, ingest
 from xau_pipeline.markdown import markdown_table

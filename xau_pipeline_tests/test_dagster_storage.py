@@ -5,7 +5,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from xau_pipeline.dagster_storage import PooledPostgresStorage
+from xau_pipeline.dagster_internals.storage import PooledPostgresStorage
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline_tests.conftest import REPO
 
