@@ -4,9 +4,9 @@ A ranged run of a do-nothing asset with three checks logs one evaluation per day
 candle asset's ranged run does), on a fresh PostgreSQL-backed instance per case:
 
 - storage `postgres`: dagster-postgres's own (an event log connection per event; the Helm chart's);
-- storage `pooled`: dagster.yaml's (`xau_pipeline/dagster_storage.py`);
+- storage `pooled`: dagster.yaml's (`xau_pipeline/dagster_internals/storage.py`);
 - logged `one at a time`: `context.log_event` per evaluation;
-- logged `batch`: `xau_pipeline.check_target.log_day_evaluations` (one batch where the storage
+- logged `batch`: `xau_pipeline.dagster_internals.log_day_evaluations` (one batch where the storage
   stores batches of them; on `postgres` it falls back to one at a time).
 
 Each case times the logging of the evaluations inside the step (the materializations already
@@ -27,7 +27,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from xau_pipeline.check_target import day_evaluation, log_day_evaluations
+from xau_pipeline.dagster_internals import day_evaluation, log_day_evaluations
 from xau_pipeline.defs.candles.partitions import partition_range_tags
 from xau_pipeline.settings import apply_dagster_environment
 from xau_pipeline.store.database import temporary_database

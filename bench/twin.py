@@ -31,7 +31,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from xau_pipeline.check_target import day_evaluation, latest_materializations, log_day_evaluations
+from xau_pipeline.dagster_internals import day_evaluation, latest_materializations, log_day_evaluations
 from xau_pipeline.defs.candles.gc_freeze import long_lived_heap_frozen
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)

@@ -1,14 +1,12 @@
-"""What xau_pipeline/check_target.py takes from Dagster's internals is where and what it was: the evaluation's
-target type, and the batch a ranged run's per-day evaluations are stored in."""
-
-import importlib
+"""A ranged run's per-day evaluations (xau_pipeline/dagster_internals/evaluations.py): each targets its
+day's materialization, and all are stored as one batch in one transaction on the project's storage."""
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 import yaml
 
-from xau_pipeline.check_target import (
+from xau_pipeline.dagster_internals import (
     day_evaluation,
     latest_materializations,
     log_day_evaluations,
@@ -18,49 +16,14 @@ from xau_pipeline.defs.candles.partitions import partition_range_tags
 from xau_pipeline.store.database import temporary_database
 from xau_pipeline_tests.conftest import REPO
 
-PRIVATE_MODULE = "dagster._core.definitions.asset_checks.asset_check_evaluation"
-TYPE = "AssetCheckEvaluationTargetMaterializationData"
-WHAT_TO_DO = (
-    f"Dagster {dg.__version__} moved or changed {TYPE} (imported by xau_pipeline/check_target.py from "
-    f"{PRIVATE_MODULE}). Find where `dg.AssetCheckEvaluation`'s `target_materialization_data` type lives now "
-    "(or a public way to give a partition's evaluation its target materialization), update check_target.py, "
-    "and run test_check_partitions.py: without it every day a ranged run judges shows as skipped or missing "
-    "in the check's Partitions tab."
-)
-
-
-def test_the_target_materialization_type_is_where_check_target_imports_it():
-    try:
-        module = importlib.import_module(PRIVATE_MODULE)
-    except ImportError as exc:
-        raise AssertionError(f"{WHAT_TO_DO} ({exc})") from None
-    target_type = getattr(module, TYPE, None)
-    assert target_type is not None, WHAT_TO_DO
-    try:
-        target = target_type(storage_id=42, run_id="run", timestamp=1.5)
-        evaluation = dg.AssetCheckEvaluation(
-            asset_key=dg.AssetKey("a"),
-            check_name="no_gaps",
-            passed=True,
-            partition="2024-03-12",
-            target_materialization_data=target,
-        )
-    except TypeError as exc:
-        raise AssertionError(f"{WHAT_TO_DO} ({exc})") from None
-    stored = evaluation.target_materialization_data
-    assert (stored.storage_id, stored.run_id, stored.timestamp) == (42, "run", 1.5), WHAT_TO_DO
-    assert "target_materialization_data" in (dg.AssetCheckEvaluation.__doc__ or ""), (
-        f"{WHAT_TO_DO} The public docstring no longer documents target_materialization_data."
-    )
-
-
 BATCHING = (
     f"Dagster {dg.__version__} no longer stores a ranged run's per-day check evaluations as one batch through "
-    "xau_pipeline/check_target.py's `log_day_evaluations` (`DagsterEvent.from_step` with `DagsterEventBatchMetadata`, "
+    "xau_pipeline/dagster_internals/evaluations.py's `log_day_evaluations` (`DagsterEvent.from_step` with "
+    "`DagsterEventBatchMetadata`, "
     "buffered by `DagsterInstance.handle_new_event` up to DAGSTER_EVENT_BATCH_SIZE) and "
-    "xau_pipeline/dagster_storage.py's `PooledPostgresEventLogStorage.store_event_batch`. Read how the new version "
+    "xau_pipeline/dagster_internals/event_log.py's `PooledPostgresEventLogStorage.store_event_batch`. Read how the new version "
     "logs and batches events, update those two modules, and rerun this test and test_check_partitions.py; "
-    "until then a year's backfill writes each evaluation on its own (docs/architecture.md, "
+    "until then a year's backfill writes each evaluation on its own (docs/measurements.md, "
     "'Per-day evaluations: what they cost')."
 )
 DAYS = ["2024-03-11", "2024-03-12", "2024-03-13"]

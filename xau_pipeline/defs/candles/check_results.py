@@ -5,7 +5,7 @@ from typing import Any
 
 import dagster as dg
 
-from xau_pipeline.check_target import day_evaluation, latest_materializations, log_day_evaluations
+from xau_pipeline.dagster_internals import day_evaluation, latest_materializations, log_day_evaluations
 from xau_pipeline.defs.candles.checks import (
     SEVERITY,
     UNPARTITIONED,

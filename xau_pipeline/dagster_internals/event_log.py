@@ -1,40 +1,36 @@
-"""Dagster's PostgreSQL storage, with an event log that keeps its connection open between writes and
-stores a batch of check evaluations in two statements.
+"""dagster-postgres's event log holding one open connection and storing a batch of check evaluations
+in one transaction of two statements. Imported only by storage.py and evaluations.py, each inside a
+guard: its Dagster internals (registry.py: `EVENTS_TABLE`, `EXECUTIONS_TABLE`, `EVENT_TO_ROW`,
+`INDEX_TRANSACTION`, `STORE_CHECK_EVENT`) are imported or called here, and nowhere else.
 
-`dagster_postgres.PostgresEventLogStorage` opens a new connection for every event it stores
-(`poolclass=NullPool` in its `__init__`, with no setting to change it), and only the webserver
-switches it to a pool (`optimize_for_webserver`). A run worker writes every log line, every check
-evaluation and every materialization batch through that event log: a one-year backfill of the
-four series writes thousands of per-day check evaluations, each of which paid for a connection
-(a TCP handshake, authentication and a PostgreSQL backend started) of its own. Measured here:
-19.9 ms per stored evaluation without a pool, 3.7 ms with one (docs/architecture.md, "Per-day
-evaluations: what they cost").
+`PostgresEventLogStorage` opens a new connection for every event it stores (`poolclass=NullPool` in
+its `__init__`); only the webserver switches it to a pool (`optimize_for_webserver`, public). A run
+worker writes every log line, check evaluation and materialization batch through it: a one-year
+backfill's thousands of per-day evaluations each paid for a connection (docs/measurements.md,
+"Per-day evaluations: what they cost").
 
-Each check evaluation is still four statements (the event, a NOTIFY, a check that the checks table
-exists, the check's execution row), and Dagster's `store_event_batch` refuses check evaluations
-(`BATCH_WRITABLE_EVENTS` in `dagster/_core/events/__init__.py`). This event log accepts a batch of
-them, as `xau_pipeline.check_target.log_day_evaluations` sends a ranged run's per-day evaluations:
-one insert of the events and one upsert of their execution rows, in one transaction.
-
-Named in dagster.yaml as `storage: custom:` with the same `postgres_url` configuration as
-`storage: postgres:`. The runs and schedules storages are Dagster's own, unchanged.
+Dagster's `store_event_batch` refuses check evaluations (`BATCH_WRITABLE_EVENTS` in
+`dagster/_core/events/__init__.py`); this one stores a batch of them, as
+`evaluations.log_day_evaluations` sends a ranged run's per-day evaluations: one insert of the events
+and one upsert of their execution rows, in one transaction. The pool is AUTOCOMMIT (as
+`optimize_for_webserver` builds it), so the transaction is dagster-postgres's `index_transaction`
+(READ COMMITTED for its duration): if the upsert fails, no event stays, and Dagster's fallback
+(each event stored alone) writes each evaluation once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
-from dagster_postgres import DagsterPostgresStorage
-from dagster_postgres.event_log import PostgresEventLogStorage
-from dagster_postgres.run_storage import PostgresRunStorage
-from dagster_postgres.schedule_storage import PostgresScheduleStorage
-from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+from dagster_postgres import PostgresEventLogStorage
 from sqlalchemy.dialects.postgresql import distinct_on, insert
+
+from xau_pipeline.dagster_internals.evaluations import MaterializationTarget
 
 # One connection held per process; beyond it, threads writing at once (the daemon's) open
 # connections that close when returned, as without a pool.
@@ -67,14 +63,6 @@ UPSERT_EXECUTION = _EXECUTIONS.on_conflict_do_update(
         )
     },
 ).returning(AssetCheckExecutionsTable.c.id)
-
-
-class MaterializationTarget(NamedTuple):
-    """What a check evaluation's target names of a stored materialization (`EventLogRecord` has the same fields)."""
-
-    storage_id: int
-    run_id: str
-    timestamp: float
 
 
 _EVENTS = SqlEventLogStorageTable.c
@@ -141,7 +129,7 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         # Both statements are executed with many parameter sets, not as one statement of many VALUES:
         # SQLAlchemy compiles a bound parameter per value of the latter (about 20 us each, a second
         # for a thousand evaluations) and only once for the former (its "insertmanyvalues" batches).
-        with self._connect() as connection, connection.begin():
+        with self.index_transaction() as connection:
             ids = (
                 connection.execute(
                     SqlEventLogStorageTable.insert().returning(
@@ -216,35 +204,3 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
             "evaluation_event_storage_id": event_id,
             "materialization_event_storage_id": target.storage_id if target else None,
         }
-
-
-class PooledPostgresStorage(DagsterPostgresStorage):
-    """`DagsterPostgresStorage` whose event log is `PooledPostgresEventLogStorage`."""
-
-    def __init__(
-        self,
-        postgres_url: str,
-        should_autocreate_tables: bool = True,
-        inst_data: Any = None,
-        token_provider: Any = None,
-    ) -> None:
-        # The parent's __init__ builds dagster-postgres's own event log; the three storages are built
-        # here instead, the event log being ours.
-        self.postgres_url = postgres_url
-        self.should_autocreate_tables = should_autocreate_tables
-        self._inst_data = inst_data
-        self._run_storage = PostgresRunStorage(postgres_url, should_autocreate_tables, token_provider=token_provider)
-        self._event_log_storage = PooledPostgresEventLogStorage(postgres_url, should_autocreate_tables, token_provider)
-        self._schedule_storage = PostgresScheduleStorage(
-            postgres_url, should_autocreate_tables, token_provider=token_provider
-        )
-        super(DagsterPostgresStorage, self).__init__()
-
-    @classmethod  # the parent's builds a DagsterPostgresStorage by name
-    def from_config_value(cls, inst_data: Any, config_value: Any) -> PooledPostgresStorage:
-        return cls(
-            postgres_url=pg_url_from_config(config_value),
-            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-            inst_data=inst_data,
-            token_provider=get_token_provider_from_config(config_value),
-        )
