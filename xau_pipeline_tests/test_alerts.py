@@ -640,9 +640,9 @@ def test_doctor_names_every_alert_setting_that_cannot_work_without_its_secrets(c
 
 def test_guard_the_private_partition_key_filter_is_where_the_alerts_expect_it():
     """On failure after a Dagster upgrade: find where PartitionKeyFilter moved (or a public way to
-    read one partition's newest check verdicts) and update alerts/sensor.py's partition_key_filter;
+    read one partition's newest check verdicts) and update dagster_internals/registry.py's PARTITION_KEY_FILTER;
     until then the alerts on check verdicts are off (staleness and failing runs still alert)."""
-    from xau_pipeline.defs.alerts.sensor import partition_key_filter
+    from xau_pipeline.dagster_internals import partition_key_filter
 
     found = partition_key_filter()
     assert found is not None and found(key="2024-03-13").key == "2024-03-13"

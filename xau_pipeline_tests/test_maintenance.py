@@ -191,7 +191,9 @@ def ui_views(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> tuple[dict
 
 def check_history(instance: dg.DagsterInstance, check: str, day: str) -> list[str]:
     """The runs of a check's stored executions for one day, newest first (the check page's history)."""
-    from dagster._core.event_api import PartitionKeyFilter
+    from xau_pipeline.dagster_internals import partition_key_filter
+
+    PartitionKeyFilter = partition_key_filter()
 
     records = instance.event_log_storage.get_asset_check_execution_history(
         dg.AssetCheckKey(M15.key, check), limit=100, partition_filter=PartitionKeyFilter(key=day)

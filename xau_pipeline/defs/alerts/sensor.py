@@ -9,7 +9,6 @@ from Dagster's run records: a series' newest finished runs of each kind (live, r
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +17,7 @@ from typing import Any
 import dagster as dg
 
 from xau_pipeline.clock import day_start, utc_label, utc_now
+from xau_pipeline.dagster_internals import partition_key_filter
 
 # The filter for one partition's check evaluations; Dagster 1.13 exports it from no public module.
 from xau_pipeline.defs.alerts.channels import ATTEMPTS, BACKOFF_SECONDS, Channel, Notice, configured_channels, deliver
@@ -84,18 +84,6 @@ def verdict_detail(check: str, day: str, evaluation: dg.AssetCheckEvaluation) ->
     figures = [f"{name} {_value(metadata[name])}" for name in FIGURES if name in metadata]
     why = ", ".join(figures) or (evaluation.description or "")
     return f"{check} {'passed' if evaluation.passed else 'failed'} on {day}" + (f": {why}" if why else "")
-
-
-def partition_key_filter():
-    """Dagster's PartitionKeyFilter (private in 1.13, no public way to ask for one day's verdicts);
-    None, with one warning, if an upgrade moved it: the alerts on staleness and runs still work.
-    test_alerts.py's guard test says what to do then."""
-    try:
-        from dagster._core.event_api import PartitionKeyFilter
-    except ImportError as exc:
-        logging.getLogger(__name__).warning(f"check verdicts are not watched for alerts: {exc}")
-        return None
-    return PartitionKeyFilter
 
 
 def check_findings(instance: dg.DagsterInstance, series: Sequence[Series], now: datetime) -> list[Finding]:
