@@ -30,7 +30,7 @@ import dagster as dg
 
 from xau_pipeline.defs.alerts.sensor import ALERTED_CHECKS
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.database import temporary_database
+from xau_pipeline_dev.testing import temporary_database
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parent.parent

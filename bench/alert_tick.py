@@ -34,7 +34,7 @@ from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.database import temporary_database
+from xau_pipeline_dev.testing import temporary_database
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parent.parent

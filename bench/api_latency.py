@@ -39,7 +39,7 @@ import sqlalchemy as sa
 
 from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.database import temporary_database
+from xau_pipeline_dev.testing import temporary_database
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 START, END = datetime(2016, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)

@@ -23,8 +23,8 @@ from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline.settings import apply_dagster_environment
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.database import temporary_database
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
+from xau_pipeline_dev.testing import temporary_database
 from xau_pipeline_dev.twelvedata_standin import StandIn, StandInConfig
 
 apply_dagster_environment()  # as `make run` does

@@ -30,7 +30,7 @@ import yaml
 from xau_pipeline.dagster_internals import day_evaluation, log_day_evaluations
 from xau_pipeline.defs.candles.partitions import partition_range_tags
 from xau_pipeline.settings import apply_dagster_environment
-from xau_pipeline.store.database import temporary_database
+from xau_pipeline_dev.testing import temporary_database
 
 apply_dagster_environment()  # as `make run` does
 

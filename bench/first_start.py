@@ -49,8 +49,8 @@ from xau_pipeline.defs.automation.catch_up_sensor import history_progress
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.database import temporary_database
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
+from xau_pipeline_dev.testing import temporary_database
 from xau_pipeline_tests.check_statuses import CHECK_PARTITION_STATUSES, statuses_by_check
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -55,7 +55,7 @@ from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.publication import PUBLICATION_WINDOW
 from xau_pipeline.market.symbols import parse_symbols
 from xau_pipeline.market.timeframes import TIMEFRAMES
-from xau_pipeline.store.database import temporary_database
+from xau_pipeline_dev.testing import temporary_database
 from xau_pipeline_dev.twelvedata_standin import StandIn, StandInConfig
 
 API_KEY = "bench-live-freshness-key"

@@ -72,9 +72,9 @@ from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline.settings import apply_dagster_environment
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.database import temporary_database
 from xau_pipeline.store.tables import metadata as candle_tables
 from xau_pipeline.twelvedata.client import TwelveDataClient
+from xau_pipeline_dev.testing import temporary_database
 
 apply_dagster_environment()  # as `make run` does
 

@@ -56,9 +56,9 @@ from xau_pipeline.market.symbols import parse_symbols
 from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.database import temporary_database
 from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
+from xau_pipeline_dev.testing import temporary_database
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")

@@ -25,9 +25,10 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from xau_pipeline.market.bars import Bar
-from xau_pipeline.store.database import engine_for, temporary_database
+from xau_pipeline.store.database import engine_for
 from xau_pipeline.store.migrate import migrate
 from xau_pipeline.store.upsert import upsert_bars
+from xau_pipeline_dev.testing import temporary_database
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SYMBOL, TIMEFRAME = "XAUUSD", "M15"

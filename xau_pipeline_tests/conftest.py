@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from xau_pipeline.settings import apply_dagster_environment
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.database import normalize_url, temporary_database
+from xau_pipeline.store.database import normalize_url
+from xau_pipeline_dev.testing import temporary_database
 
 # The Dagster environment `make run` and deploy/ give the pipeline, whether pytest runs alone or
 # under `make test`.

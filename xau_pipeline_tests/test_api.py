@@ -34,7 +34,7 @@ from xau_pipeline.interfaces.http.errors import _database_problem
 from xau_pipeline.interfaces.http.links import chart_url
 from xau_pipeline.interfaces.http.models import CandleResponse
 from xau_pipeline.interfaces.http.params import MAX_LIMIT
-from xau_pipeline.interfaces.http.server import check_bind, is_loopback, serving_in_thread
+from xau_pipeline.interfaces.http.server import check_bind, is_loopback
 from xau_pipeline.market.bars import Bar
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
@@ -42,6 +42,7 @@ from xau_pipeline.settings import Settings
 from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
 from xau_pipeline.store.upsert import upsert_bars
 from xau_pipeline.twelvedata.client import TwelveDataClient
+from xau_pipeline_dev.testing import serving_in_thread
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 UTC = UTC
@@ -384,7 +385,7 @@ def test_database_down_is_503_without_secrets(session_store):
 
 
 def test_a_database_without_the_schema_is_reported_not_migrated(database_url):
-    from xau_pipeline.store.database import temporary_database
+    from xau_pipeline_dev.testing import temporary_database
 
     server = database_url.rsplit("/", 1)[0] + "/postgres"
     with temporary_database(server, "xau_test_empty") as empty, serving_in_thread(empty) as url:

@@ -14,13 +14,13 @@ from decimal import Decimal
 import pytest
 
 from xau_pipeline.ingest import ingest
-from xau_pipeline.interfaces.http.server import serving_in_thread
 from xau_pipeline.market.bars import Bar
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.gaps import PROVIDER_EMPTY
 from xau_pipeline.store.upsert import upsert_bars
 from xau_pipeline.twelvedata.client import TwelveDataClient
+from xau_pipeline_dev.testing import serving_in_thread
 from xau_pipeline_tests.conftest import TEST_API_KEY
 from xau_pipeline_tests.test_ui_browser import ARTIFACTS, chromium, open_browser, png_size
 

@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from xau_pipeline.interfaces.http.server import serving_in_thread
 from xau_pipeline.market.bars import Bar
 from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline.store.upsert import upsert_bars
+from xau_pipeline_dev.testing import serving_in_thread
 
 MAX_EXAMPLES = 40
 FIRST = datetime(2024, 1, 1, tzinfo=UTC)

@@ -7,8 +7,8 @@ from xau_pipeline.defs.resources import CandleStoreResource
 from xau_pipeline.market.bars import FetchedWindow
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
-from xau_pipeline.store.database import temporary_database
 from xau_pipeline.store.migrate import head_revision
+from xau_pipeline_dev.testing import temporary_database
 from xau_pipeline_tests.test_upsert import T0, bars
 
 H1 = TIMEFRAMES_BY_NAME["H1"]

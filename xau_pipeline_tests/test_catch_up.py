@@ -239,7 +239,7 @@ def test_status_and_health_show_the_same_share(store, stand_in, dagster_instance
     import requests
 
     from xau_pipeline.interfaces.cli import main
-    from xau_pipeline.interfaces.http.server import serving_in_thread
+    from xau_pipeline_dev.testing import serving_in_thread
 
     defs, resources = harness(store, stand_in, credits_per_day=4, schedule_credit_share=0.0)
     (request,) = tick(defs, dagster_instance)[0].run_requests

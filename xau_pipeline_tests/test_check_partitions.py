@@ -11,7 +11,7 @@ from xau_pipeline.defs.candles.asset_factory import build_candle_asset
 from xau_pipeline.defs.candles.partitions import daily_partitions, partition_range_tags
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.store.database import temporary_database
+from xau_pipeline_dev.testing import temporary_database
 from xau_pipeline_tests.check_statuses import CHECK_PARTITION_STATUSES, statuses_by_check
 from xau_pipeline_tests.conftest import REPO
 

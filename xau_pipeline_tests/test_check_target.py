@@ -13,7 +13,7 @@ from xau_pipeline.dagster_internals import (
     stores_evaluations_in_batches,
 )
 from xau_pipeline.defs.candles.partitions import partition_range_tags
-from xau_pipeline.store.database import temporary_database
+from xau_pipeline_dev.testing import temporary_database
 from xau_pipeline_tests.conftest import REPO
 
 BATCHING = (

@@ -413,7 +413,7 @@ def test_console_script_bad_timeframe_has_no_traceback():
 
 
 def test_an_unmigrated_database_is_one_line_saying_to_migrate(database_url, capsys, monkeypatch):
-    from xau_pipeline.store.database import temporary_database
+    from xau_pipeline_dev.testing import temporary_database
 
     with temporary_database(database_url, "xau_cli_unmigrated") as url:
         monkeypatch.setenv("XAU_DATABASE_URL", url)

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from xau_pipeline.dagster_internals import registry
 from xau_pipeline.dagster_internals.registry import INTERNALS, Internal, resolve, what_to_do
-from xau_pipeline.store.database import temporary_database
+from xau_pipeline_dev.testing import temporary_database
 from xau_pipeline_tests.conftest import REPO, TEST_API_KEY
 
 BY_NAME = {internal.name: internal for internal in INTERNALS}

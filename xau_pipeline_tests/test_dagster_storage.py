@@ -9,7 +9,7 @@ import sqlalchemy as sa
 import yaml
 
 from xau_pipeline.dagster_internals.storage import PooledPostgresStorage
-from xau_pipeline.store.database import temporary_database
+from xau_pipeline_dev.testing import temporary_database
 from xau_pipeline_tests.conftest import REPO
 
 APPLICATION = "xau_storage_test"

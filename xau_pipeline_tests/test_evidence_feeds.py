@@ -14,11 +14,11 @@ from xau_pipeline.defs.candles.checks import CandleChecks
 from xau_pipeline.defs.candles.partitions import daily_partitions
 from xau_pipeline.ingest import ingest
 from xau_pipeline.interfaces import cli
-from xau_pipeline.interfaces.http.server import serving_in_thread
 from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.twelvedata.client import TwelveDataClient
+from xau_pipeline_dev.testing import serving_in_thread
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 M15, H1, H4, D1 = (TIMEFRAMES_BY_NAME[n] for n in ("M15", "H1", "H4", "D1"))

@@ -311,8 +311,8 @@ def test_the_demos_days_are_stored_by_a_run_that_judges_each_of_them(
 
     from xau_pipeline.market.timeframes import TIMEFRAMES
     from xau_pipeline.settings import Settings
-    from xau_pipeline.store.database import temporary_database
     from xau_pipeline_dev import launch
+    from xau_pipeline_dev.testing import temporary_database
     from xau_pipeline_tests.check_statuses import CHECK_PARTITION_STATUSES, statuses_by_check
 
     first_day = launch.demo_first_day().date()

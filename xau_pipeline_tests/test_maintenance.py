@@ -22,7 +22,7 @@ from xau_pipeline.defs.resources import TwelveDataResource
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.settings import Settings, SettingsError
-from xau_pipeline.store.database import temporary_database
+from xau_pipeline_dev.testing import temporary_database
 from xau_pipeline_tests.check_statuses import CHECK_PARTITION_STATUSES, statuses_by_check
 from xau_pipeline_tests.conftest import NO_CREDIT_LIMITS, REPO
 from xau_pipeline_tests.test_check_partitions import storage_config

@@ -6,9 +6,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from xau_pipeline.store.database import temporary_database
 from xau_pipeline.store.migrate import VERSION_TABLE, migrate
 from xau_pipeline.store.tables import metadata
+from xau_pipeline_dev.testing import temporary_database
 
 
 def test_the_migrated_schema_is_exactly_tables_py(database_url):

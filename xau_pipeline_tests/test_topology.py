@@ -18,7 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from xau_pipeline.defs.automation.schedules import AFTER_CLOSE
-from xau_pipeline.store.database import normalize_url, temporary_database
+from xau_pipeline.store.database import normalize_url
+from xau_pipeline_dev.testing import temporary_database
 from xau_pipeline_tests.conftest import DEFAULT_TEST_SERVER, NO_PUBLICATION_DELAY, TEST_API_KEY, _server_answers
 from xau_pipeline_tests.launch_graphql import BACKFILL_STATUS, LAUNCH_BACKFILL, LAUNCH_RUN
 from xau_pipeline_tests.topology import Topology, deploy_instance, local_instance, wait_for

@@ -43,8 +43,3 @@ def covered_until(
     until = min(end, final_before(received_at, bar))
     unpublished_from = max(newest_end or start, received_at - PUBLICATION_WINDOW - bar + timedelta(microseconds=1))
     return max(start, min(until, unpublished_from))
-
-
-def is_final(open_time: datetime, bar: timedelta, received_at: datetime) -> bool:
-    """Whether a bar opening at `open_time`, received at `received_at`, is final."""
-    return open_time < final_before(received_at, bar)

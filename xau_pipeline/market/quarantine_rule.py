@@ -22,7 +22,6 @@ from xau_pipeline.market.bars import Bar
 API_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 API_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2})?", re.ASCII)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-PRICE_FIELDS = ("open", "high", "low", "close")
 
 OFF_GRID = "off grid"
 NOT_POSITIVE = "price not finite or not above 0"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import secrets
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -56,24 +54,3 @@ def safe_url(url: str) -> str:
 def engine_for(url: str) -> sa.Engine:
     """One pooled engine per URL per process."""
     return sa.create_engine(normalize_url(url), pool_pre_ping=True, future=True)
-
-
-@contextmanager
-def temporary_database(server_url: str, prefix: str) -> Iterator[str]:
-    """A database created on `server_url` for the duration of the block (tests, benchmarks), then dropped."""
-    server = make_url(normalize_url(server_url))
-    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        url = server.set(database=name).render_as_string(hide_password=False)
-        try:
-            yield url
-        finally:
-            engine_for(url).dispose()
-            with admin.connect() as connection:
-                # WITH (FORCE) ends sessions a crashed run left behind (PostgreSQL 13+).
-                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()

@@ -55,7 +55,6 @@ WATCHED_DAYS = 7
 STALE_LOOKBACK = timedelta(days=10)
 # Finished runs read per tick, newest first (a few hours of live runs for many symbols).
 RUNS_READ = 300
-RUN_KINDS = ("live", "repair", "catch-up")
 PREFIX = "[xau-pipeline]"
 # Figures of a failed verdict shown in its notice, when present.
 FIGURES = ("missing", "never_fetched", "provider_empty", "invalid_bars", "quarantined_bars")

@@ -8,10 +8,7 @@ once set, is required on every data route wherever the server is bound.
 from __future__ import annotations
 
 import ipaddress
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import date
 
 import uvicorn
@@ -44,7 +41,7 @@ def check_bind(host: str, token: str | None) -> None:
         )
 
 
-def _config(
+def server_config(
     database_url: str,
     host: str,
     port: int,
@@ -75,44 +72,9 @@ def serve(
 ) -> None:
     """Run the API until interrupted (Ctrl-C or SIGTERM). Raises ValueError for a refused bind."""
     server = uvicorn.Server(
-        _config(database_url, host, port, token, statement_timeout_ms, log_level, symbols, history_start)
+        server_config(database_url, host, port, token, statement_timeout_ms, log_level, symbols, history_start)
     )
     try:
         server.run()
     except KeyboardInterrupt:  # uvicorn has shut down gracefully, then re-raises the Ctrl-C
         pass
-
-
-@contextmanager
-def serving_in_thread(
-    database_url: str,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    token: str | None = None,
-    *,
-    statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
-    log_level: str = "warning",
-    symbols: Sequence[Symbol] = DEFAULT_SYMBOLS,
-    history_start: date | None = None,
-) -> Iterator[str]:
-    """The API on a real socket in a background thread (port 0: a free one); yields its base URL."""
-    config = _config(database_url, host, port, token, statement_timeout_ms, log_level, symbols, history_start)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="xau-api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError(f"the API did not start on {host}:{port}")
-        time.sleep(0.02)
-    bound = server.servers[0].sockets[0].getsockname()
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    try:
-        yield f"http://{shown}:{bound[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        engine = getattr(getattr(config.app, "state", None), "engine", None)
-        if engine is not None:
-            engine.dispose()
