@@ -18,9 +18,9 @@ from email.utils import parseaddr
 from urllib.parse import SplitResult, urlsplit
 
 from xau_pipeline import launch_settings
-from xau_pipeline.interfaces.http.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, parse_port
 from xau_pipeline.launch_settings import LaunchedPipeline
 from xau_pipeline.market.symbols import Symbol, parse_symbols
+from xau_pipeline.read_api_links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, parse_port
 from xau_pipeline.store.database import configured_database_url, embedded_data_dir
 from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL
 from xau_pipeline.twelvedata.credit_budget import BudgetSettings

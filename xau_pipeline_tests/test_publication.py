@@ -16,11 +16,11 @@ from xau_pipeline.clock import utc_now
 from xau_pipeline.defs.automation.publication_sensor import unsettled
 from xau_pipeline.ingest import ingest
 from xau_pipeline.market.bar_grid import utc_grid
-from xau_pipeline.market.freshness import FRESH, STALE, WAITING, freshness
 from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.publication import PUBLICATION_WINDOW, REASK_EVERY, SETTLE
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
+from xau_pipeline.store.freshness import FRESH, STALE, WAITING, freshness
 from xau_pipeline.store.gaps import NOT_PUBLISHED, PROVIDER_EMPTY
 from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline_tests.conftest import TEST_API_KEY

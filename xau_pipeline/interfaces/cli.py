@@ -24,10 +24,10 @@ from xau_pipeline.defs.alerts.channels import Notice, configured_channels, deliv
 from xau_pipeline.defs.automation.catch_up_sensor import SeriesProgress, eta_text, history_progress, progress_line
 from xau_pipeline.defs.candles.twelvedata_pool import POOL, pool_limits
 from xau_pipeline.interfaces.dataframes import newest_candles, parse_time
-from xau_pipeline.interfaces.http.links import parse_port
 from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES, Timeframe, timeframe
+from xau_pipeline.read_api_links import parse_port
 from xau_pipeline.redact import one_line, url_password
 from xau_pipeline.settings import ALERT_VARIABLES, BUDGET_VARIABLES, Settings, SettingsError
 from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError

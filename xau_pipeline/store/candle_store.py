@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from xau_pipeline.clock import utc_now
 from xau_pipeline.market.bar_grid import DayCover, Grid, GridDetection
 from xau_pipeline.market.bars import Bar, FetchedWindow, Interval, subtract
-from xau_pipeline.market.freshness import Freshness, series_freshness
 from xau_pipeline.market.market_hours import TradingCalendar
 from xau_pipeline.market.quarantine_rule import Rejected
 from xau_pipeline.market.timeframes import Timeframe
@@ -36,6 +35,7 @@ from xau_pipeline.store.coverage import (
 )
 from xau_pipeline.store.database import engine_for, safe_url
 from xau_pipeline.store.errors import SchemaNotCurrentError, StoreUnavailableError
+from xau_pipeline.store.freshness import Freshness, series_freshness
 from xau_pipeline.store.gaps import GridMismatch
 from xau_pipeline.store.tables import candles
 from xau_pipeline.store.upsert import UpsertCounts, upsert_bars

@@ -24,10 +24,10 @@ from xau_pipeline.defs.candles.materialization import _materialization, fully_fe
 from xau_pipeline.defs.candles.partitions import CATCH_UP_CREDITS_TAG, CATCH_UP_TAG
 from xau_pipeline.defs.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.ingest import IngestReport, ingest
-from xau_pipeline.interfaces.http.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, chart_url
 from xau_pipeline.market.publication import LIVE_TAG
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import Timeframe
+from xau_pipeline.read_api_links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, chart_url
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.twelvedata.credit_budget import CreditBudgetExhausted

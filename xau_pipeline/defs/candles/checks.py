@@ -18,11 +18,11 @@ import dagster as dg
 from xau_pipeline.clock import utc_label
 from xau_pipeline.defs.candles.markdown_tables import ROWS_SHOWN, markdown_table
 from xau_pipeline.market.bar_grid import DayCover, Grid
-from xau_pipeline.market.freshness import NOTHING_EXPECTED, freshness
 from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.store.candle_store import CandleStore, utc_day
+from xau_pipeline.store.freshness import NOTHING_EXPECTED, freshness
 from xau_pipeline.store.gaps import (
     GRID_MISMATCH,
     NEVER_FETCHED,

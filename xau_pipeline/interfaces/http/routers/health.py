@@ -13,10 +13,10 @@ from xau_pipeline.interfaces.http import queries
 from xau_pipeline.interfaces.http.errors import _database_problem
 from xau_pipeline.interfaces.http.models import HealthResponse, SeriesAge
 from xau_pipeline.interfaces.http.params import ApiContext, api_context
-from xau_pipeline.market.freshness import series_freshness
 from xau_pipeline.market.market_hours import TradingCalendar
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store import gaps
+from xau_pipeline.store.freshness import series_freshness
 
 HEALTH_STATEMENT_TIMEOUT_MS = 2000
 
