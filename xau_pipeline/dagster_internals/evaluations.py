@@ -21,7 +21,7 @@ at a time with `context.log_event`, and one warning line in the run's log.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import dagster as dg
 
@@ -37,6 +37,7 @@ from xau_pipeline.dagster_internals.registry import (
     resolve,
     warning_line,
 )
+from xau_pipeline.dagster_internals.targets import MaterializationTarget
 
 __all__ = [
     "MaterializationTarget",
@@ -45,14 +46,6 @@ __all__ = [
     "log_day_evaluations",
     "stores_evaluations_in_batches",
 ]
-
-
-class MaterializationTarget(NamedTuple):
-    """What a check evaluation's target names of a stored materialization (`EventLogRecord` has the same fields)."""
-
-    storage_id: int
-    run_id: str
-    timestamp: float
 
 
 def day_evaluation(

@@ -30,7 +30,7 @@ from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, Sq
 from dagster_postgres import PostgresEventLogStorage
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 
-from xau_pipeline.dagster_internals.evaluations import MaterializationTarget
+from xau_pipeline.dagster_internals.targets import MaterializationTarget
 
 # One connection held per process; beyond it, threads writing at once (the daemon's) open
 # connections that close when returned, as without a pool.
