@@ -5,15 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from xau_pipeline.market.bar_grid import (
-    BarGrid,
-    MixedGrid,
-    detect_day_cover,
-    detect_grid,
-    dst_switches,
-    new_york_close_grid,
-    utc_grid,
-)
+from xau_pipeline.market.bar_grid import BarGrid, new_york_close_grid, utc_grid
+from xau_pipeline.market.grid_detection import MixedGrid, detect_day_cover, detect_grid, dst_switches
 from xau_pipeline.market.market_hours import calendar
 
 UTC = UTC

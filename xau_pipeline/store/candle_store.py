@@ -20,8 +20,9 @@ import psycopg2
 import sqlalchemy as sa
 
 from xau_pipeline.clock import utc_now
-from xau_pipeline.market.bar_grid import DayCover, Grid, GridDetection
+from xau_pipeline.market.bar_grid import Grid
 from xau_pipeline.market.bars import Bar, FetchedWindow, Interval, subtract
+from xau_pipeline.market.grid_detection import DayCover, GridDetection
 from xau_pipeline.market.market_hours import TradingCalendar
 from xau_pipeline.market.quarantine_rule import Rejected
 from xau_pipeline.market.timeframes import Timeframe

@@ -20,7 +20,8 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from xau_pipeline.market.bar_grid import Grid, GridDetection, detect_grid, utc_grid
+from xau_pipeline.market.bar_grid import Grid, utc_grid
+from xau_pipeline.market.grid_detection import GridDetection, detect_grid
 from xau_pipeline.market.market_hours import TradingCalendar
 from xau_pipeline.market.publication import PUBLICATION_WINDOW
 
@@ -212,7 +213,7 @@ def series_opens(
 def detect_series_grid(
     connection: sa.Connection, symbol: str, timeframe: str, bar: timedelta, since: datetime | None = None
 ) -> GridDetection:
-    """The series' grid as its stored bars show it (xau_pipeline.market.bar_grid.detect_grid), recomputed on each call.
+    """The series' grid as its stored bars show it (xau_pipeline.market.grid_detection.detect_grid), recomputed on each call.
 
     Bars dividing an hour: the dominant UTC phase in one SQL aggregate. H4 and D1: the opens are
     read and matched per DST stretch (tens of milliseconds over seven years).

@@ -9,7 +9,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from xau_pipeline.market.bar_grid import DAY, DayCover, Grid, detect_day_cover
+from xau_pipeline.market.bar_grid import DAY, Grid
+from xau_pipeline.market.grid_detection import DayCover, detect_day_cover
 from xau_pipeline.store.gaps import EPOCH, PLAN_FOR_LONG_WINDOWS
 
 # Each bar with the close before it (the bar before the window included, so the first bar
@@ -104,7 +105,7 @@ class Mismatch:
 
 
 def day_cover(connection: sa.Connection, symbol: str, start: datetime, end: datetime) -> DayCover:
-    """The day the D1 bars of [start, end) hold, from the H1 bars around them (grid.detect_day_cover)."""
+    """The day the D1 bars of [start, end) hold, from the H1 bars around them (grid_detection.detect_day_cover)."""
 
     def prices(timeframe: str, lo: datetime, hi: datetime) -> list:
         rows = connection.execute(SERIES_PRICES, {"symbol": symbol, "timeframe": timeframe, "start": lo, "end": hi})

@@ -17,7 +17,8 @@ import dagster as dg
 
 from xau_pipeline.clock import utc_label
 from xau_pipeline.defs.candles.markdown_tables import ROWS_SHOWN, markdown_table
-from xau_pipeline.market.bar_grid import DayCover, Grid
+from xau_pipeline.market.bar_grid import Grid
+from xau_pipeline.market.grid_detection import DayCover
 from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME, Timeframe
