@@ -28,10 +28,10 @@ from xau_pipeline.market.market_hours import (
     CmeGoldCalendar,
     TradingCalendar,
     calendar,
-    slot_grid,
     stored_cme_years,
     write_cme_table,
 )
+from xau_pipeline.market.slot_arithmetic import slot_grid
 
 UTC = UTC
 M15 = timedelta(minutes=15)

@@ -39,18 +39,25 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from xau_pipeline.market import calendar_overrides
+from xau_pipeline.market.slot_arithmetic import (
+    EMPTY,
+    MICROSECOND,
+    bar_micros,
+    from_us,
+    grid_k_range,
+    merge_sessions,
+    to_us,
+)
 
 if TYPE_CHECKING:
     from xau_pipeline.market.bar_grid import Grid
 
 UTC = UTC
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NEW_YORK = ZoneInfo("America/New_York")
 CHICAGO = ZoneInfo("America/Chicago")
 
 CALENDAR_NAMES: tuple[str, ...] = ("cme_gold", "fx_24x5", "24x7")
 
-_MICROSECOND = timedelta(microseconds=1)
 # Sessions are looked up by calendar year; this margin covers a session that opens in the year
 # before the one its CME trade date (or fx week's Sunday) falls in, and vice versa.
 _YEAR_LOOKUP_MARGIN = timedelta(days=7)
@@ -61,88 +68,7 @@ _FOREVER_US = 2**62
 CME_SESSIONS_TABLE = Path(__file__).with_name("cme_gold_sessions.npz")
 CME_TABLE_YEARS = (2000, 2035)
 
-__all__ = ["CALENDAR_NAMES", "TradingCalendar", "calendar", "slot_grid"]
-
-
-# --------------------------------------------------------------------------------------------
-# Conversions and the slot grid
-# --------------------------------------------------------------------------------------------
-
-
-def _to_us(value: datetime, what: str) -> int:
-    """Microseconds since the epoch of an aware datetime."""
-    if not isinstance(value, datetime):
-        raise TypeError(f"{what} must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-        raise ValueError(f"{what} must be timezone-aware (UTC), got naive {value!r}")
-    return (value - EPOCH) // _MICROSECOND
-
-
-def _from_us(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=int(us))
-
-
-def _bar_us(bar: timedelta) -> int:
-    if not isinstance(bar, timedelta):
-        raise TypeError(f"bar must be a timedelta, got {type(bar).__name__}")
-    bar_us = bar // _MICROSECOND
-    if bar_us <= 0:
-        raise ValueError(f"bar must be positive, got {bar!r}")
-    return bar_us
-
-
-def _phase_us(phase: timedelta, bar_us: int) -> int:
-    """The grid's offset from the epoch, reduced into [0, bar)."""
-    if not isinstance(phase, timedelta):
-        raise TypeError(f"phase must be a timedelta, got {type(phase).__name__}")
-    return (phase // _MICROSECOND) % bar_us
-
-
-def _first_k_at_or_after(t_us: int, phase_us: int, bar_us: int) -> int:
-    """The smallest k with phase + k * bar >= t."""
-    return -((phase_us - t_us) // bar_us)
-
-
-def _grid_k_range(start: datetime, end: datetime, bar: timedelta, phase: timedelta) -> tuple[int, int, int, int]:
-    """(k_lo, k_hi_exclusive, phase_us, bar_us) of the grid slots opening in [start, end)."""
-    start_us = _to_us(start, "start")
-    end_us = _to_us(end, "end")
-    bar_us = _bar_us(bar)
-    phase_us = _phase_us(phase, bar_us)
-    k_lo = _first_k_at_or_after(start_us, phase_us, bar_us)
-    k_hi = _first_k_at_or_after(end_us, phase_us, bar_us)
-    return k_lo, max(k_lo, k_hi), phase_us, bar_us
-
-
-def slot_grid(start: datetime, end: datetime, bar: timedelta, phase: timedelta = timedelta(0)) -> list[datetime]:
-    """Every slot open t = epoch + phase + k * bar with start <= t < end, UTC-aware, ascending."""
-    k_lo, k_hi, phase_us, bar_us = _grid_k_range(start, end, bar, phase)
-    return [_from_us(phase_us + k * bar_us) for k in range(k_lo, k_hi)]
-
-
-# --------------------------------------------------------------------------------------------
-# Session arrays
-# --------------------------------------------------------------------------------------------
-
-_EMPTY = np.empty(0, dtype=np.int64)
-
-
-def _merge(opens: np.ndarray, closes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (by open) sessions with overlapping or touching ones merged; empty ones dropped."""
-    keep = closes > opens
-    if not keep.all():
-        opens, closes = opens[keep], closes[keep]
-    if len(opens) <= 1:
-        return opens, closes
-    # Sessions are sorted by open; one starts a new group when it opens after every earlier close.
-    running_close = np.maximum.accumulate(closes)
-    new_group = np.empty(len(opens), dtype=bool)
-    new_group[0] = True
-    new_group[1:] = opens[1:] > running_close[:-1]
-    if new_group.all():
-        return opens, closes
-    starts = np.flatnonzero(new_group)
-    return opens[starts], np.maximum.reduceat(closes, starts)
+__all__ = ["CALENDAR_NAMES", "TradingCalendar", "calendar"]
 
 
 class TradingCalendar(ABC):
@@ -162,16 +88,16 @@ class TradingCalendar(ABC):
     def sessions(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         """Trading sessions as UTC [open, close) intervals clipped to [start, end): sorted,
         non-overlapping, merged where they touch."""
-        start_us = _to_us(start, "start")
-        end_us = _to_us(end, "end")
+        start_us = to_us(start, "start")
+        end_us = to_us(end, "end")
         if start_us >= end_us:
             return []
         opens, closes = self._overlapping(start_us, end_us)
-        return [(_from_us(max(o, start_us)), _from_us(min(c, end_us))) for o, c in zip(opens.tolist(), closes.tolist())]
+        return [(from_us(max(o, start_us)), from_us(min(c, end_us))) for o, c in zip(opens.tolist(), closes.tolist())]
 
     def is_open(self, t: datetime) -> bool:
         """Whether `t` lies inside a session (opens are inside, closes are not)."""
-        t_us = _to_us(t, "t")
+        t_us = to_us(t, "t")
         opens, closes = self._sessions_us(t_us, t_us + 1)
         i = int(np.searchsorted(opens, t_us, side="right")) - 1
         return i >= 0 and t_us < int(closes[i])
@@ -191,7 +117,7 @@ class TradingCalendar(ABC):
         lows, highs, phase_us, bar_us = self._slot_k_ranges(start, end, bar, phase)
         slots: list[datetime] = []
         for k_lo, k_hi in zip(lows.tolist(), highs.tolist()):
-            slots.extend(_from_us(phase_us + k * bar_us) for k in range(k_lo, k_hi))
+            slots.extend(from_us(phase_us + k * bar_us) for k in range(k_lo, k_hi))
         return slots
 
     def count_expected(
@@ -215,17 +141,17 @@ class TradingCalendar(ABC):
             return {}
         ks = np.concatenate([np.arange(lo, hi, dtype=np.int64) for lo, hi in zip(lows.tolist(), highs.tolist())])
         opens = phase_us + ks * bar_us
-        coarse = opens - (opens - phase // _MICROSECOND) % _bar_us(slot)
+        coarse = opens - (opens - phase // MICROSECOND) % bar_micros(slot)
         held, counts = np.unique(coarse, return_counts=True)
-        return {_from_us(t): n for t, n in zip(held.tolist(), counts.tolist())}
+        return {from_us(t): n for t, n in zip(held.tolist(), counts.tolist())}
 
     def expected_slot_bounds(self, start: datetime, end: datetime, grid: Grid) -> list[tuple[datetime, datetime]]:
         """(open, close) of the `grid` slots opening in [start, end) that overlap a session, UTC, ascending."""
         slots = grid.slots(start, end)
         if not slots:
             return []
-        slot_opens = np.array([_to_us(o, "slot") for o, _ in slots], dtype=np.int64)
-        slot_closes = np.array([_to_us(c, "slot") for _, c in slots], dtype=np.int64)
+        slot_opens = np.array([to_us(o, "slot") for o, _ in slots], dtype=np.int64)
+        slot_closes = np.array([to_us(c, "slot") for _, c in slots], dtype=np.int64)
         opens, closes = self._overlapping(int(slot_opens[0]), int(slot_closes[-1]))
         if len(opens) == 0:
             return []
@@ -252,15 +178,15 @@ class TradingCalendar(ABC):
         self, start: datetime, end: datetime, bar: timedelta, phase: timedelta
     ) -> tuple[np.ndarray, np.ndarray, int, int]:
         """Disjoint, ascending half-open ranges [low, high) of grid indices k of expected slots."""
-        k_start, k_end, phase_us, bar_us = _grid_k_range(start, end, bar, phase)
+        k_start, k_end, phase_us, bar_us = grid_k_range(start, end, bar, phase)
         if k_start >= k_end:
-            return _EMPTY, _EMPTY, phase_us, bar_us
+            return EMPTY, EMPTY, phase_us, bar_us
         # Slots opening in [start, end) cover [first slot, last slot + bar).
         first_us = phase_us + k_start * bar_us
         stop_us = phase_us + k_end * bar_us  # = last slot open + bar
         opens, closes = self._overlapping(first_us, stop_us)
         if len(opens) == 0:
-            return _EMPTY, _EMPTY, phase_us, bar_us
+            return EMPTY, EMPTY, phase_us, bar_us
         # Slot k overlaps [o, c) iff o - bar < t_k < c, i.e. (o - phase) // bar <= k < ceil((c - phase) / bar).
         lows = np.maximum((opens - phase_us) // bar_us, k_start)
         highs = np.minimum(-((phase_us - closes) // bar_us), k_end)
@@ -295,14 +221,14 @@ class _YearCachedCalendar(TradingCalendar):
         return [self._years[y] for y in range(first, last + 1)]
 
     def _sessions_us(self, lo_us: int, hi_us: int) -> tuple[np.ndarray, np.ndarray]:
-        first = (_from_us(lo_us) - _YEAR_LOOKUP_MARGIN).year
-        last = (_from_us(max(hi_us, lo_us)) + _YEAR_LOOKUP_MARGIN).year
+        first = (from_us(lo_us) - _YEAR_LOOKUP_MARGIN).year
+        last = (from_us(max(hi_us, lo_us)) + _YEAR_LOOKUP_MARGIN).year
         parts = self._year_arrays(first, last)
         if len(parts) == 1:
             return parts[0]
         opens = np.concatenate([p[0] for p in parts])
         closes = np.concatenate([p[1] for p in parts])
-        return _merge(opens, closes)
+        return merge_sessions(opens, closes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,7 +237,7 @@ class _YearCachedCalendar(TradingCalendar):
 
 
 def _local_us(day: date, at: time, tz: ZoneInfo) -> int:
-    return _to_us(datetime.combine(day, at, tzinfo=tz), "local time")
+    return to_us(datetime.combine(day, at, tzinfo=tz), "local time")
 
 
 class CmeGoldCalendar(_YearCachedCalendar):
@@ -353,7 +279,7 @@ class CmeGoldCalendar(_YearCachedCalendar):
         built = {}
         for year in range(first, last + 1):
             mask = years == year
-            built[year] = _merge(opens[mask].copy(), closes[mask].copy())
+            built[year] = merge_sessions(opens[mask].copy(), closes[mask].copy())
         return built
 
 
@@ -392,7 +318,7 @@ def _apply_overrides(trading_dates: list[date], opens: np.ndarray, closes: np.nd
     last_table_year = calendar_overrides.HOLIDAY_HOURS_YEARS[-1]
     for k, day in enumerate(trading_dates):
         if day.year > last_table_year:
-            close = calendar_overrides.projected_close(day, _from_us(closes[k]).astimezone(chicago).time())
+            close = calendar_overrides.projected_close(day, from_us(closes[k]).astimezone(chicago).time())
             if close is not None:
                 closes[k] = max(int(opens[k]), _local_us(day, close, chicago))
     # The table decides its dates: a close replaces the library's (earlier or later), None drops the day.
