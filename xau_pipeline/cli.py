@@ -12,7 +12,7 @@ import csv
 import json
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -29,6 +29,7 @@ from xau_pipeline.redact import one_line, url_password
 from xau_pipeline.settings import ALERT_VARIABLES, BUDGET_VARIABLES, Settings, SettingsError
 from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.store.database import safe_url
+from xau_pipeline.store.gap_window import GapWindowTooLongError, check_gap_window, gap_window
 from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY
 from xau_pipeline.store.migrate import alembic_config, current_revision, head_revision
 from xau_pipeline.symbols import Symbol
@@ -41,10 +42,6 @@ EXIT_FAILURE = 1
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
-DEFAULT_GAP_WINDOW = timedelta(days=7)
-# `gaps` lists every missing slot: a window holds at most this many bar slots (about 11 years of M15,
-# 45 of H1), so its memory and output stay bounded (documented in the README).
-MAX_GAP_SLOTS = 400_000
 FORMATS = ("table", "csv", "json")
 
 
@@ -153,17 +150,11 @@ def _gaps(args: argparse.Namespace, settings: Settings) -> int:
     symbol = args.symbol.replace("/", "").upper()
     calendar_name = settings.calendar_of(symbol)
     now = utc_now()
-    if end is None:
-        end = now if start is None or start <= now else start + DEFAULT_GAP_WINDOW
-    if start is None:
-        start = end - DEFAULT_GAP_WINDOW
-    slots = (end - start) // tf.bar
-    if slots > MAX_GAP_SLOTS:
-        raise UsageError(
-            f"the window {iso_utc(start)} .. {iso_utc(end)} spans {slots} {tf.name} bar slots; "
-            f"gaps reads at most {MAX_GAP_SLOTS} (about {MAX_GAP_SLOTS * tf.bar.total_seconds() / 86400 / 365.25:.0f} "
-            f"years of {tf.name}): narrow --start/--end"
-        )
+    start, end = gap_window(start, end, now)
+    try:
+        check_gap_window(tf.name, tf.bar, start, end)
+    except GapWindowTooLongError as exc:
+        raise UsageError(str(exc)) from None
     store = _store(settings)
     report = store.gaps(symbol, tf, calendar(calendar_name), start, end, now)
     phase_minutes = int(report.phase.total_seconds()) // 60

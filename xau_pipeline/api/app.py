@@ -43,6 +43,7 @@ from xau_pipeline.api.models import (
 from xau_pipeline.freshness import series_freshness
 from xau_pipeline.read import parse_time
 from xau_pipeline.store import gaps
+from xau_pipeline.store.gap_window import DEFAULT_GAP_WINDOW, GapWindowTooLongError, check_gap_window, gap_window
 from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, find_gaps
 from xau_pipeline.store.quality import day_cover
 from xau_pipeline.symbols import DEFAULT_CALENDAR, Symbol
@@ -54,13 +55,6 @@ log = logging.getLogger("xau_pipeline.api")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
 DEFAULT_CHART_BARS = 500
-DEFAULT_GAP_WINDOW = timedelta(days=7)
-# The most bar slots a gap report or chart checks at once: ten years and a few days of M15 (about
-# 0.1 s to check); as many H1, H4 or D1 slots cover 4, 16 and 96 times as long.
-MAX_GAP_WINDOW = timedelta(days=3660)
-MAX_GAP_SLOTS = MAX_GAP_WINDOW // timedelta(minutes=15)
-# And at most forty years whatever the bar: the calendar is built a year at a time.
-MAX_GAP_SPAN = 4 * MAX_GAP_WINDOW
 DEFAULT_STATEMENT_TIMEOUT_MS = 5000
 HEALTH_STATEMENT_TIMEOUT_MS = 2000
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -366,11 +360,7 @@ def create_app(
         name = _symbol(symbol)
         calendar_name, trading_calendar = calendar_of(name)
         now = clock()
-        # The defaults of `xau-pipeline gaps`.
-        if end_at is None:
-            end_at = now if start_at is None or start_at <= now else start_at + DEFAULT_GAP_WINDOW
-        if start_at is None:
-            start_at = end_at - DEFAULT_GAP_WINDOW
+        start_at, end_at = gap_window(start_at, end_at, now)
         _check_span(tf, start_at, end_at)
         with queries.read_only(engine, timeout) as connection:
             report = find_gaps(connection, name, tf.name, tf.bar, trading_calendar, start_at, end_at, now)
@@ -555,12 +545,10 @@ def _wants_csv(accept: str) -> bool:
 
 
 def _check_span(tf: Timeframe, start: datetime, end: datetime) -> None:
-    longest = min(tf.bar * MAX_GAP_SLOTS, MAX_GAP_SPAN)
-    if end - start > longest:
-        raise InputError(
-            f"the window {iso_utc(start)} to {iso_utc(end)} is longer than {longest.days} days, the most "
-            f"{tf.name} gaps are checked for at once: ask in parts"
-        )
+    try:
+        check_gap_window(tf.name, tf.bar, start, end)
+    except GapWindowTooLongError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _chart_window(
