@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time
 import pandas as pd
 import sqlalchemy as sa
 
-from xau_pipeline.api.queries import COLUMNS, candle_query
+from xau_pipeline.store.candle_query import COLUMNS, candle_query
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import configured_database_url
 from xau_pipeline.timeframes import Timeframe

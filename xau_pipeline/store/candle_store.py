@@ -25,6 +25,7 @@ from xau_pipeline.credit_budget import BudgetSettings, CreditBudget
 from xau_pipeline.freshness import Freshness, series_freshness
 from xau_pipeline.grid import DayCover, Grid, GridDetection
 from xau_pipeline.store import gaps, migrate, quality, quarantine
+from xau_pipeline.store.candle_query import OHLC, candle_query
 from xau_pipeline.store.coverage import (
     covered_intervals,
     first_covered,
@@ -230,18 +231,7 @@ class CandleStore:
 
     def newest(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime, limit: int = 5) -> list[sa.Row]:
         """The newest stored candles opening in [start, end), newest first."""
-        query = (
-            sa.select(candles.c.timestamp, candles.c.open, candles.c.high, candles.c.low, candles.c.close)
-            .where(
-                candles.c.symbol == symbol,
-                candles.c.timeframe == timeframe.name,
-                candles.c.timestamp >= start,
-                candles.c.timestamp < end,
-            )
-            .order_by(candles.c.timestamp.desc())
-            .limit(limit)
-        )
-        return self.read(query)
+        return self.read(candle_query(symbol, timeframe.name, start, end, limit=limit, columns=OHLC))
 
     def summary(
         self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime

@@ -10,6 +10,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from xau_pipeline.grid import DAY, DayCover, Grid, detect_day_cover
+from xau_pipeline.store.candle_query import OHLC, candle_query
 from xau_pipeline.store.gaps import EPOCH, PLAN_FOR_LONG_WINDOWS
 
 # Each bar with the close before it (the bar before the window included, so the first bar
@@ -31,15 +32,6 @@ OHLC_ROWS = sa.text(
       AND (low > least(open, close) OR greatest(open, close) > high
            OR least(open, high, low, close) <= 0
            OR (prev_close > 0 AND abs(open - prev_close) / prev_close > :max_jump))
-    ORDER BY "timestamp"
-    """
-)
-
-# The OHLC of a series over [start, end), ascending (D1 and H1 for the day a D1 bar holds).
-SERIES_PRICES = sa.text(
-    """
-    SELECT "timestamp", open, high, low, close FROM candles
-    WHERE symbol = :symbol AND timeframe = :timeframe AND "timestamp" >= :start AND "timestamp" < :end
     ORDER BY "timestamp"
     """
 )
@@ -107,7 +99,7 @@ def day_cover(connection: sa.Connection, symbol: str, start: datetime, end: date
     """The day the D1 bars of [start, end) hold, from the H1 bars around them (grid.detect_day_cover)."""
 
     def prices(timeframe: str, lo: datetime, hi: datetime) -> list:
-        rows = connection.execute(SERIES_PRICES, {"symbol": symbol, "timeframe": timeframe, "start": lo, "end": hi})
+        rows = connection.execute(candle_query(symbol, timeframe, lo, hi, newest_first=False, columns=OHLC))
         return [(r.timestamp, (r.open, r.high, r.low, r.close)) for r in rows]
 
     return detect_day_cover(prices("D1", start, end), prices("H1", start - 2 * DAY, end + 2 * DAY))
