@@ -19,10 +19,11 @@ import sqlalchemy as sa
 from xau_pipeline.bars import Bar
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import temporary_database
-from xau_pipeline.store.gaps import EPOCH, MISSING_SLOTS, PLAN_FOR_LONG_WINDOWS, find_gaps
+from xau_pipeline.store.gaps import MISSING_SLOTS, PLAN_FOR_LONG_WINDOWS, find_gaps
 from xau_pipeline.store.upsert import upsert_bars
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.trading_calendar import calendar
+from xau_pipeline.utc import EPOCH
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 M15 = TIMEFRAMES_BY_NAME["M15"]

@@ -32,7 +32,7 @@ from xau_pipeline.store.database import safe_url
 from xau_pipeline.store.gap_window import GapWindowTooLongError, check_gap_window, gap_window
 from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY
 from xau_pipeline.store.migrate import alembic_config, current_revision, head_revision
-from xau_pipeline.symbols import Symbol
+from xau_pipeline.symbols import Symbol, stored_name
 from xau_pipeline.timeframes import TIMEFRAMES, Timeframe, timeframe
 from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.utc import iso_utc, utc_now
@@ -140,14 +140,14 @@ def _candles(args: argparse.Namespace, settings: Settings) -> int:
         for line in cells:
             print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths))))
         if not cells:
-            print(f"(no {args.symbol.replace('/', '').upper()} {tf.name} candles stored in that window)")
+            print(f"(no {stored_name(args.symbol)} {tf.name} candles stored in that window)")
     return 0
 
 
 def _gaps(args: argparse.Namespace, settings: Settings) -> int:
     tf = _timeframe(args.timeframe)
     start, end = _window(args)
-    symbol = args.symbol.replace("/", "").upper()
+    symbol = stored_name(args.symbol)
     calendar_name = settings.calendar_of(symbol)
     now = utc_now()
     start, end = gap_window(start, end, now)

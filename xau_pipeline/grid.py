@@ -32,7 +32,8 @@ from itertools import pairwise
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from xau_pipeline.utc import EPOCH
+
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
 NEW_YORK = "America/New_York"

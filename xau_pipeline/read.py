@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from xau_pipeline.store.candle_query import COLUMNS, candle_query
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import configured_database_url
+from xau_pipeline.symbols import stored_name
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.timeframes import timeframe as lookup_timeframe
 
@@ -72,8 +73,7 @@ def _series_query(
     start_at, end_at = _window(start, end)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    name = symbol.replace("/", "").upper()
-    return candle_query(name, tf.name, start_at, end_at, None, limit, newest_first, final_only)
+    return candle_query(stored_name(symbol), tf.name, start_at, end_at, None, limit, newest_first, final_only)
 
 
 def _frame(rows: list[sa.Row]) -> pd.DataFrame:

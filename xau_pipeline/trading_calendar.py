@@ -39,12 +39,12 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from xau_pipeline import calendar_overrides
+from xau_pipeline.utc import EPOCH
 
 if TYPE_CHECKING:
     from xau_pipeline.grid import Grid
 
 UTC = UTC
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NEW_YORK = ZoneInfo("America/New_York")
 CHICAGO = ZoneInfo("America/Chicago")
 

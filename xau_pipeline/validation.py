@@ -18,10 +18,10 @@ from typing import Any
 
 from xau_pipeline.bars import Bar
 from xau_pipeline.grid import Grid
+from xau_pipeline.utc import EPOCH
 
 API_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 API_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2})?", re.ASCII)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PRICE_FIELDS = ("open", "high", "low", "close")
 
 OFF_GRID = "off grid"

@@ -390,6 +390,25 @@ def test_api_and_cli_take_the_same_longest_gap_window(api, store, capsys, monkey
         assert err == f"error: {response.json()['detail']}\n"
 
 
+def test_a_symbol_is_stored_under_one_name_whoever_asks(api, store, capsys, monkeypatch):
+    """`xau/usd`, `XAU/USD` and `XAUUSD` name one stored series in the API, the CLI and load_candles."""
+    from xau_pipeline.read import load_candles
+    from xau_pipeline.symbols import Symbol, stored_name
+
+    assert stored_name("xau/usd") == Symbol("XAU/USD").name == "XAUUSD"
+    bar = Bar(datetime(2024, 1, 2, tzinfo=UTC), Decimal("2050"), Decimal("2051"), Decimal("2049"), Decimal("2050.5"))
+    with store.engine.begin() as connection:
+        upsert_bars(connection, "XAUUSD", "M15", [bar])
+    monkeypatch.setenv("XAU_DATABASE_URL", store.url)
+    for asked in ("xau/usd", "XAU/USD", "XAUUSD"):
+        items = get(api, "/candles/M15", params={"symbol": asked}).json()
+        assert [(item["symbol"], item["timestamp"]) for item in items] == [("XAUUSD", "2024-01-02T00:00:00Z")]
+        assert len(load_candles("M15", symbol=asked, store=store)) == 1
+        assert cli.main(["candles", "M15", "--symbol", asked, "--format", "csv"]) == 0
+        out, _ = capsys.readouterr()
+        assert "2024-01-02T00:00:00Z" in out
+
+
 def test_database_down_is_503_without_secrets(session_store):
     with serving_in_thread(UNREACHABLE) as url:
         for path in ("/candles/M15", "/candles/M15?format=csv", "/candles/M15/gaps", "/chart/M15", "/health"):

@@ -46,9 +46,10 @@ from xau_pipeline.store import gaps
 from xau_pipeline.store.gap_window import DEFAULT_GAP_WINDOW, GapWindowTooLongError, check_gap_window, gap_window
 from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, find_gaps
 from xau_pipeline.store.quality import day_cover
-from xau_pipeline.symbols import DEFAULT_CALENDAR, Symbol
+from xau_pipeline.symbols import DEFAULT_CALENDAR, Symbol, stored_name
 from xau_pipeline.timeframes import TIMEFRAMES, TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.trading_calendar import TradingCalendar, calendar
+from xau_pipeline.utc import EPOCH
 
 log = logging.getLogger("xau_pipeline.api")
 
@@ -57,7 +58,7 @@ MAX_LIMIT = 5000
 DEFAULT_CHART_BARS = 500
 DEFAULT_STATEMENT_TIMEOUT_MS = 5000
 HEALTH_STATEMENT_TIMEOUT_MS = 2000
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+EARLIEST = EPOCH
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 # parse_time's forms, spelled out for the OpenAPI schema: years 1970-2199, ASCII digits. (Which
 # day a month has, and start <= end, are checked by the server: a schema cannot say them.)
@@ -126,7 +127,7 @@ def _window(start: str | None, end: str | None) -> tuple[datetime | None, dateti
 
 
 def _symbol(text: str) -> str:
-    return text.replace("/", "").upper()
+    return stored_name(text)
 
 
 # ---- errors ------------------------------------------------------------------------------------

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from xau_pipeline.grid import Grid, GridDetection, detect_grid, utc_grid
 from xau_pipeline.publication import PUBLICATION_WINDOW
 from xau_pipeline.trading_calendar import TradingCalendar
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from xau_pipeline.utc import EPOCH
 
 # The expected slots (CTE `expected`) with no stored bar, each with how often its slot was fetched
 # closed and when last: shared by the UTC-grid and the listed-slot queries below.

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from xau_pipeline.grid import DAY, DayCover, Grid, detect_day_cover
 from xau_pipeline.store.candle_query import OHLC, candle_query
-from xau_pipeline.store.gaps import EPOCH, PLAN_FOR_LONG_WINDOWS
+from xau_pipeline.store.gaps import PLAN_FOR_LONG_WINDOWS
+from xau_pipeline.utc import EPOCH
 
 # Each bar with the close before it (the bar before the window included, so the first bar
 # of a day is compared with the previous day's last).
