@@ -289,6 +289,15 @@ class CreditBudget:
             ) from None
 
 
+LEDGER_CLOCK = sa.text("SELECT clock_timestamp()")
+
+
+def ledger_usage(connection: sa.Connection) -> tuple[datetime, dict[str, tuple[int, int]]]:
+    """The ledger's time (the database's clock, which stamps and gates every call) and usage_today of its day."""
+    now = connection.execute(LEDGER_CLOCK).scalar_one()
+    return now, usage_today(connection, now)
+
+
 def usage_today(connection: sa.Connection, now: datetime) -> dict[str, tuple[int, int]]:
     """(credits, calls) by kind of work for the UTC day of `now`."""
     rows = connection.execute(USAGE_BY_KIND, {"day_start": day_start(now)})

@@ -21,12 +21,11 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from xau_pipeline.bars import Interval
-from xau_pipeline.catch_up import IN_PROGRESS
 from xau_pipeline.credit_budget import credits_left
 from xau_pipeline.grid import Grid
 from xau_pipeline.publication import LIVE_TAG, PUBLICATION_WINDOW, REASK_EVERY, SETTLE
-from xau_pipeline.repair import STALE_RUN_AFTER
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.runs_in_progress import runs_in_progress
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import Timeframe
@@ -115,11 +114,7 @@ def build_publication_sensor(
             return dg.SkipReason(f"today's credits are spent ({sum(used.values())} of {settings.per_day})")
         busy = {
             run.tags[LIVE_TAG]
-            for run in context.instance.get_runs(
-                filters=dg.RunsFilter(
-                    tags={"dagster/sensor_name": name}, statuses=IN_PROGRESS, updated_after=now - STALE_RUN_AFTER
-                )
-            )
+            for run in runs_in_progress(context.instance, {"dagster/sensor_name": name}, now)
             if LIVE_TAG in run.tags
         }
         by_day: dict[str, list[tuple[Symbol, Unsettled]]] = {}

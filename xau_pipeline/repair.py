@@ -15,6 +15,7 @@ import dagster as dg
 from xau_pipeline.credit_budget import credits_left
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, partition_range_tags
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
+from xau_pipeline.runs_in_progress import runs_in_progress
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
 from xau_pipeline.symbols import Symbol
@@ -31,7 +32,6 @@ REPAIR_INTERVAL_SECONDS = 15 * 60
 # At most this many daily partitions in one repair run's retries, the newest first; older ones wait
 # for later ticks, within the repair share of the day's credits.
 MAX_PARTITIONS_PER_REPAIR_RUN = 14
-STALE_RUN_AFTER = timedelta(hours=6)
 # Each series is scanned from its oldest fetched window at least this often; in between, from where
 # something may have changed since its last scan (`scan_start`).
 FULL_SCAN_EVERY = timedelta(hours=24)
@@ -176,19 +176,7 @@ def repair_requests(
 
 def busy_series(instance: dg.DagsterInstance, sensor_name: str, now: datetime) -> dict[str, str]:
     """The series (`xauusd/candles_m15`) with a repair run of `sensor_name` in progress, and that run's id."""
-    runs = instance.get_runs(
-        filters=dg.RunsFilter(
-            tags={"dagster/sensor_name": sensor_name},
-            # A run not heard of for hours has died; run monitoring will mark it failed.
-            updated_after=now - STALE_RUN_AFTER,
-            statuses=[
-                dg.DagsterRunStatus.QUEUED,
-                dg.DagsterRunStatus.NOT_STARTED,
-                dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED,
-            ],
-        )
-    )
+    runs = runs_in_progress(instance, {"dagster/sensor_name": sensor_name}, now)
     return {run.tags[REPAIR_SERIES_TAG]: run.run_id for run in runs if REPAIR_SERIES_TAG in run.tags}
 
 

@@ -49,7 +49,7 @@ from xau_pipeline.store.quality import day_cover
 from xau_pipeline.symbols import DEFAULT_CALENDAR, Symbol, stored_name
 from xau_pipeline.timeframes import TIMEFRAMES, TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.trading_calendar import TradingCalendar, calendar
-from xau_pipeline.utc import EPOCH
+from xau_pipeline.utc import EPOCH, utc_now
 
 log = logging.getLogger("xau_pipeline.api")
 
@@ -84,10 +84,6 @@ AUTH_ERROR: dict[int | str, dict[str, Any]] = {
 
 class InputError(ValueError):
     """A bad parameter: 400 with its message."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 # ---- parameters ------------------------------------------------------------------------------
@@ -217,7 +213,7 @@ def create_app(
     token: str | None = None,
     *,
     statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
-    clock: Callable[[], datetime] = _now,
+    clock: Callable[[], datetime] = utc_now,
     symbols: Sequence[Symbol] = (Symbol("XAU/USD"),),
     history_start: date | None = None,
 ) -> FastAPI:

@@ -382,6 +382,11 @@ class CandleStore:
         with self._connect() as connection:
             return credit_budget.usage_today(connection, now)
 
+    def ledger_usage(self) -> tuple[datetime, dict[str, tuple[int, int]]]:
+        """The ledger's time and (credits, calls) by kind of work for its UTC day (credit_budget.ledger_usage)."""
+        with self._connect() as connection:
+            return credit_budget.ledger_usage(connection)
+
     def calls_of_run(self, run_id: str, symbol: str, interval: str) -> list[sa.Row]:
         """The ledger rows of one run's calls for one series, oldest first."""
         with self._connect() as connection:

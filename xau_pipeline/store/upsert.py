@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from xau_pipeline.bars import Bar
 from xau_pipeline.store.tables import candles
+from xau_pipeline.utc import utc_now
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 KEY_COLUMNS = ("symbol", "timeframe", "timestamp")
@@ -158,7 +159,7 @@ def upsert_bars(
     """
     if not bars:
         return UpsertCounts()
-    now = now or datetime.now(UTC)
+    now = now or utc_now()
     final_before = final_before or MAX_TIME
     connection.execute(LOCK_SERIES, {"series": f"{symbol}/{timeframe}"})
     dbapi_connection = connection.connection.dbapi_connection
