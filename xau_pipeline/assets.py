@@ -8,13 +8,11 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from xau_pipeline.api.links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, chart_url
+from xau_pipeline.api.links import chart_url
 from xau_pipeline.bars import subtract
 from xau_pipeline.catch_up import series_allotment
 from xau_pipeline.check_target import day_evaluation, latest_materializations, log_day_evaluations
 from xau_pipeline.checks import (
-    DEFAULT_M15_TOLERANCE,
-    DEFAULT_MAX_JUMP,
     M15,
     SEVERITY,
     UNPARTITIONED,
@@ -461,11 +459,9 @@ def build_candle_asset(
     """The asset keeping `symbol`'s `timeframe` candles, one daily partition per UTC day of bar opens,
     with its checks evaluated in the same step (one step per series)."""
     key = dg.AssetKey([symbol.key_prefix, timeframe.key_suffix])
-    chart = chart_url(
-        settings.read_api_url if settings else api_base_url(DEFAULT_HOST, DEFAULT_PORT), symbol.name, timeframe.name
-    )
-    max_jump = settings.max_jump if settings else DEFAULT_MAX_JUMP
-    m15_tolerance = settings.m15_tolerance if settings else DEFAULT_M15_TOLERANCE
+    settings = settings or Settings(database_url="")
+    chart = chart_url(settings.read_api_url, symbol.name, timeframe.name)
+    max_jump, m15_tolerance = settings.max_jump, settings.m15_tolerance
 
     @dg.multi_asset(
         # The op name an @asset of this key had: run config written for it (force_refetch) still applies.

@@ -18,6 +18,7 @@ import dagster as dg
 from xau_pipeline.freshness import NOTHING_EXPECTED, freshness
 from xau_pipeline.grid import DayCover, Grid
 from xau_pipeline.markdown import ROWS_SHOWN, markdown_table
+from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore, utc_day
 from xau_pipeline.store.gaps import (
     GRID_MISMATCH,
@@ -36,8 +37,6 @@ from xau_pipeline.utc import utc_label
 M15 = TIMEFRAMES_BY_NAME["M15"]
 # Quarantined bars read at most per ranged check run (they are rare: a hostile or broken feed).
 QUARANTINE_READ_LIMIT = 100_000
-DEFAULT_MAX_JUMP = Decimal("0.05")
-DEFAULT_M15_TOLERANCE = Decimal("0.0005")
 
 NO_GAPS, OHLC_VALID, FRESH, CONSISTENT_WITH_M15 = "no_gaps", "ohlc_valid", "fresh", "consistent_with_m15"
 QUARANTINE_EMPTY = "quarantine_empty"
@@ -128,8 +127,8 @@ class CandleChecks:
         timeframe: Timeframe,
         partitions_def: dg.TimeWindowPartitionsDefinition,
         now: datetime,
-        max_jump: Decimal = DEFAULT_MAX_JUMP,
-        m15_tolerance: Decimal = DEFAULT_M15_TOLERANCE,
+        max_jump: Decimal = Settings.max_jump,
+        m15_tolerance: Decimal = Settings.m15_tolerance,
         keys: Sequence[str] = (),
     ):
         self.store, self.symbol, self.timeframe, self.partitions_def = store, symbol, timeframe, partitions_def

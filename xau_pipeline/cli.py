@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +24,7 @@ from xau_pipeline.catch_up import SeriesProgress, eta_text, history_progress, pr
 from xau_pipeline.credit_budget import KINDS, credits_left
 from xau_pipeline.pool import POOL, pool_limits
 from xau_pipeline.read import newest_candles, parse_time
-from xau_pipeline.redact import one_line, url_password
+from xau_pipeline.redact import one_line
 from xau_pipeline.settings import ALERT_VARIABLES, BUDGET_VARIABLES, Settings, SettingsError
 from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.store.database import safe_url
@@ -440,8 +439,7 @@ def _doctor(args: argparse.Namespace) -> int:
         for p in problems
         if not set(p.variables) & {"XAU_DATABASE_URL", "TWELVE_DATA_BASE_URL", *BUDGET_VARIABLES, *ALERT_VARIABLES}
     ]
-    url = os.environ.get("XAU_DATABASE_URL") if "XAU_DATABASE_URL" in by_variable else settings.database_url
-    database, engine = _doctor_database(url or "", by_variable.get("XAU_DATABASE_URL"))
+    database, engine = _doctor_database(settings.database_url, by_variable.get("XAU_DATABASE_URL"))
     try:
         checks = [
             database,
@@ -464,8 +462,7 @@ def _doctor(args: argparse.Namespace) -> int:
     checks += [_Check("settings", False, problem) for problem in others]
     # No check prints the key; this guards against one pasted into a URL or setting.
     secrets = (
-        os.environ.get("TWELVE_DATA_API_KEY", "").strip(),
-        url_password(url),
+        *settings.secrets,
         *(secret for channel in configured_channels(settings) for secret in channel.secrets()),
     )
     for check in checks:
@@ -530,12 +527,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    secrets: tuple[str | None, ...] = (url_password(os.environ.get("XAU_DATABASE_URL")),)
+    secrets: tuple[str, ...] = ()  # a SettingsError's message is redacted by Settings
     try:
         if args.run is _doctor:
             return _doctor(args)
         settings = Settings.from_env()
-        secrets = (url_password(settings.database_url),)
+        secrets = settings.secrets
         return args.run(args, settings)
     except (UsageError, SettingsError) as exc:
         status, message = EXIT_USAGE, str(exc)

@@ -15,9 +15,9 @@ from datetime import UTC, date, datetime, time
 import pandas as pd
 import sqlalchemy as sa
 
+from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_query import COLUMNS, candle_query
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.database import configured_database_url
 from xau_pipeline.symbols import stored_name
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.timeframes import timeframe as lookup_timeframe
@@ -88,7 +88,7 @@ def _frame(rows: list[sa.Row]) -> pd.DataFrame:
 
 def _fetch(query: sa.Select, database_url: str | None, store: CandleStore | None) -> pd.DataFrame:
     if store is None:
-        store = CandleStore(database_url or configured_database_url())
+        store = CandleStore(database_url or Settings.from_env().database_url)
         store.require_current_schema()
     return _frame(store.read(query))
 

@@ -17,9 +17,10 @@ from datetime import date
 import uvicorn
 
 from xau_pipeline.api.app import DEFAULT_STATEMENT_TIMEOUT_MS, create_app
+from xau_pipeline.settings import Settings
 from xau_pipeline.symbols import Symbol
 
-DEFAULT_SYMBOLS = (Symbol("XAU/USD"),)
+DEFAULT_SYMBOLS = Settings(database_url="").symbols
 
 STARTUP_TIMEOUT_SECONDS = 20.0
 

@@ -30,10 +30,9 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def configured_database_url(environ: Mapping[str, str] | None = None) -> str:
+def configured_database_url(env: Mapping[str, str]) -> str:
     """`XAU_DATABASE_URL`, normalised; else the embedded PostgreSQL that `make run` started from
     this folder (its port is in `.pgdata/port`); else a local PostgreSQL."""
-    env = os.environ if environ is None else environ
     if (env.get("XAU_DATABASE_URL") or "").strip():
         return normalize_url(env["XAU_DATABASE_URL"])
     port_file = Path(env.get("XAU_PGDATA") or ".pgdata") / "port"
