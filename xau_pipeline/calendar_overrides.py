@@ -132,42 +132,46 @@ _NO_BARS = _seen("no bars")
 _M15_1330 = _seen("last M15 bar 13:15-13:30 CT")
 _H1_1330 = _seen("last H1 bar 13:00-14:00 CT")
 
+
+def _noon_closes_year(
+    new_year: str, mlk: str, presidents: str, good_friday: str, memorial: str, independence: str
+) -> tuple[HolidayHours, ...]:
+    """January to July of a year before 2022: closed on New Year's Day and Good Friday, 12:00 Chicago
+    on the other US holidays."""
+    return (
+        _hours(new_year, None, NEW_YEAR, LIBRARY),
+        _hours(mlk, "12:00", MLK, LEAN, LIBRARY),
+        _hours(presidents, "12:00", PRESIDENTS, LEAN, LIBRARY),
+        _hours(good_friday, None, GOOD_FRIDAY, LIBRARY),
+        _hours(memorial, "12:00", MEMORIAL, LEAN, LIBRARY),
+        _hours(independence, "12:00", INDEPENDENCE, LEAN, LIBRARY),
+    )
+
+
+def _late_year(
+    labor: str, thanksgiving: str, after_thanksgiving: str, christmas_eve: str | None, christmas: str
+) -> tuple[HolidayHours, ...]:
+    """September to December of a year before 2022: 12:00 Chicago on Labor Day and Thanksgiving, 12:45
+    the day after and on Christmas Eve (when it is a trading day), closed on Christmas."""
+    return (
+        _hours(labor, "12:00", LABOR, LEAN, LIBRARY),
+        _hours(thanksgiving, "12:00", THANKSGIVING, LEAN, LIBRARY),
+        _hours(after_thanksgiving, "12:45", AFTER_THANKSGIVING, LEAN, LIBRARY),
+        *(() if christmas_eve is None else (_hours(christmas_eve, "12:45", CHRISTMAS_EVE, LEAN),)),
+        _hours(christmas, None, CHRISTMAS, LIBRARY),
+    )
+
+
 HOLIDAY_HOURS: tuple[HolidayHours, ...] = (
-    # 2019: every US-holiday early close at 12:00 Chicago (Lean: 13:00 ET).
-    _hours("2019-01-01", None, NEW_YEAR, LIBRARY),
-    _hours("2019-01-21", "12:00", MLK, LEAN, LIBRARY),
-    _hours("2019-02-18", "12:00", PRESIDENTS, LEAN, LIBRARY),
-    _hours("2019-04-19", None, GOOD_FRIDAY, LIBRARY),
-    _hours("2019-05-27", "12:00", MEMORIAL, LEAN, LIBRARY),
-    _hours("2019-07-04", "12:00", INDEPENDENCE, LEAN, LIBRARY),
-    _hours("2019-09-02", "12:00", LABOR, LEAN, LIBRARY),
-    _hours("2019-11-28", "12:00", THANKSGIVING, LEAN, LIBRARY),
-    _hours("2019-11-29", "12:45", AFTER_THANKSGIVING, LEAN, LIBRARY),
-    _hours("2019-12-24", "12:45", CHRISTMAS_EVE, LEAN),
-    _hours("2019-12-25", None, CHRISTMAS, LIBRARY),
-    # 2020
-    _hours("2020-01-01", None, NEW_YEAR, LIBRARY),
-    _hours("2020-01-20", "12:00", MLK, LEAN, LIBRARY),
-    _hours("2020-02-17", "12:00", PRESIDENTS, LEAN, LIBRARY),
-    _hours("2020-04-10", None, GOOD_FRIDAY, LIBRARY),
-    _hours("2020-05-25", "12:00", MEMORIAL, LEAN, LIBRARY),
-    _hours("2020-07-03", "12:00", INDEPENDENCE, LEAN, LIBRARY),  # observed (July 4 a Saturday)
-    _hours("2020-09-07", "12:00", LABOR, LEAN, LIBRARY),
-    _hours("2020-11-26", "12:00", THANKSGIVING, LEAN, LIBRARY),
-    _hours("2020-11-27", "12:45", AFTER_THANKSGIVING, LEAN, LIBRARY),
-    _hours("2020-12-24", "12:45", CHRISTMAS_EVE, LEAN),
-    _hours("2020-12-25", None, CHRISTMAS, LIBRARY),
-    # 2021
-    _hours("2021-01-01", None, NEW_YEAR, LIBRARY),
-    _hours("2021-01-18", "12:00", MLK, LEAN, LIBRARY),
-    _hours("2021-02-15", "12:00", PRESIDENTS, LEAN, LIBRARY),
-    _hours("2021-04-02", None, GOOD_FRIDAY, LIBRARY),
-    _hours("2021-05-31", "12:00", MEMORIAL, LEAN, LIBRARY),
-    _hours("2021-07-05", "12:00", INDEPENDENCE, LEAN, LIBRARY),  # observed (July 4 a Sunday)
-    _hours("2021-09-06", "12:00", LABOR, LEAN, LIBRARY),
-    _hours("2021-11-25", "12:00", THANKSGIVING, LEAN, LIBRARY),
-    _hours("2021-11-26", "12:45", AFTER_THANKSGIVING, LEAN, LIBRARY),
-    _hours("2021-12-24", None, CHRISTMAS, LIBRARY),  # observed (Dec 25 a Saturday)
+    # 2019-2021: every US-holiday early close at 12:00 Chicago (Lean: 13:00 ET).
+    *_noon_closes_year("2019-01-01", "2019-01-21", "2019-02-18", "2019-04-19", "2019-05-27", "2019-07-04"),
+    *_late_year("2019-09-02", "2019-11-28", "2019-11-29", "2019-12-24", "2019-12-25"),
+    # 2020: Independence Day observed on Friday July 3 (July 4 a Saturday)
+    *_noon_closes_year("2020-01-01", "2020-01-20", "2020-02-17", "2020-04-10", "2020-05-25", "2020-07-03"),
+    *_late_year("2020-09-07", "2020-11-26", "2020-11-27", "2020-12-24", "2020-12-25"),
+    # 2021: Independence Day observed on Monday July 5, Christmas on Friday December 24 (both on a weekend)
+    *_noon_closes_year("2021-01-01", "2021-01-18", "2021-02-15", "2021-04-02", "2021-05-31", "2021-07-05"),
+    *_late_year("2021-09-06", "2021-11-25", "2021-11-26", None, "2021-12-24"),
     # 2022: US-holiday early closes move to 13:30 Chicago (Lean: 14:30 ET). New Year's Day is a Saturday.
     _hours("2022-01-17", "12:00", MLK, _seen("last H1 bar 11:00-12:00 CT (Lean lists 13:30)")),
     _hours("2022-02-21", "13:30", PRESIDENTS, LEAN, LIBRARY, _H1_1330),

@@ -29,6 +29,7 @@ from xau_pipeline.store.gaps import (
     GapReport,
     closed_horizon,
 )
+from xau_pipeline.store.quality import M15Comparison
 from xau_pipeline.symbols import Symbol
 from xau_pipeline.timeframes import TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.trading_calendar import calendar
@@ -192,7 +193,7 @@ class CandleChecks:
         expected = self.policy.count_expected(start, end, self.timeframe.bar, grid=grid) if start < end else 0
         # The range's mismatch counts the whole range: a day with phantoms is asked about alone (rare).
         mismatch = (
-            self.store.grid_mismatch(self.symbol.name, self.timeframe, self.policy, start, end, self.now, grid=grid)
+            self.store.gaps(self.symbol.name, self.timeframe, self.policy, start, end, self.now, grid=grid).mismatch
             if any(g.reason == GRID_MISMATCH for g in gaps)
             else None
         )
@@ -330,16 +331,15 @@ class CandleChecks:
         def m15_expected(slot: datetime) -> int:
             return counts[slot]
 
+        comparison = M15Comparison(self.m15_tolerance, m15_expected, self.grid, held=held)
         if self._range is None:
-            mismatches, compared, incomplete = self.store.grid_m15_mismatches(
-                self.symbol.name, self.timeframe, self.grid, *self.window(key), self.m15_tolerance, m15_expected, held
+            mismatches, compared, incomplete = self.store.m15_mismatches(
+                self.symbol.name, self.timeframe, *self.window(key), comparison
             )
         else:
             by_day = self._once(
                 CONSISTENT_WITH_M15,
-                lambda: self.store.m15_mismatches_by_day(
-                    self.symbol.name, self.timeframe, self.grid, *self._range, self.m15_tolerance, m15_expected, held
-                ),
+                lambda: self.store.m15_mismatches_by_day(self.symbol.name, self.timeframe, *self._range, comparison),
             )
             mismatches, compared, incomplete = by_day.get(key, ([], 0, 0))
         if compared == 0 and incomplete == 0:

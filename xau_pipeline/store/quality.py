@@ -119,30 +119,22 @@ def invalid_ohlc(
     return list(connection.execute(OHLC_ROWS, params))
 
 
-def m15_mismatches(
-    connection: sa.Connection,
-    symbol: str,
-    timeframe: str,
-    bar: timedelta,
-    phase: timedelta,
-    start: datetime,
-    end: datetime,
-    tolerance: Decimal,
-    m15_expected: Callable[[datetime], int],
-    grid: Grid | None = None,
-    held: Callable[[datetime], tuple[datetime, datetime]] | None = None,
-) -> tuple[list[Mismatch], int, int]:
-    """Bars of `timeframe` whose OHLC differ from their M15 bars by more than `tolerance` (relative).
+@dataclass(frozen=True)
+class M15Comparison:
+    """How bars of a higher timeframe are compared with their M15 bars.
 
-    Only bars whose M15 bars are all stored (`m15_expected(slot)` of them) are compared.
-    Returns the mismatches, how many bars were compared and how many were skipped as incomplete.
-    The M15 bars are grouped by `grid`'s slots when given (a zoned grid's slot runs to its next
-    open: pass an `m15_expected` that counts up to `grid.slot_of(slot)[1]`), else by the UTC grid `phase`.
+    Only bars whose M15 bars are all stored (`m15_expected(slot)` of them) are compared, each price
+    within `tolerance` (relative). The M15 bars are grouped by `grid`'s slots when given (a zoned
+    grid's slot runs to its next open: `m15_expected` then counts up to `grid.slot_of(slot)[1]`),
+    else by the UTC grid `phase`; with `held`, the bar stored at each slot of `grid` holds the M15
+    bars of `held(slot)` (D1 bars stored at their date, holding a day that does not start at 00:00 UTC).
     """
-    by_day = m15_mismatches_by_day(
-        connection, symbol, timeframe, bar, phase, start, end, tolerance, m15_expected, lambda _: "", grid, held
-    )
-    return by_day.get("", ([], 0, 0))
+
+    tolerance: Decimal
+    m15_expected: Callable[[datetime], int]
+    grid: Grid | None = None
+    phase: timedelta = timedelta(0)
+    held: Callable[[datetime], tuple[datetime, datetime]] | None = None
 
 
 def m15_mismatches_by_day(
@@ -150,20 +142,15 @@ def m15_mismatches_by_day(
     symbol: str,
     timeframe: str,
     bar: timedelta,
-    phase: timedelta,
     start: datetime,
     end: datetime,
-    tolerance: Decimal,
-    m15_expected: Callable[[datetime], int],
+    comparison: M15Comparison,
     day_of: Callable[[datetime], str],
-    grid: Grid | None = None,
-    held: Callable[[datetime], tuple[datetime, datetime]] | None = None,
 ) -> dict[str, tuple[list[Mismatch], int, int]]:
-    """m15_mismatches over [start, end) in one query, per `day_of(bar open)`; days without bars absent.
-
-    The M15 bars are grouped by `grid`'s slots when given, else by the UTC grid `phase`; with `held`,
-    the bar stored at each slot of `grid` holds the M15 bars of `held(slot)` (D1 bars stored at their
-    date, holding a day that does not start at 00:00 UTC)."""
+    """Per `day_of(bar open)`, the bars of [start, end) whose OHLC differ from their M15 bars (see
+    M15Comparison), how many were compared and how many skipped as incomplete, in one query; days
+    without bars absent."""
+    grid, held, tolerance = comparison.grid, comparison.held, comparison.tolerance
     params = {
         "symbol": symbol,
         "timeframe": timeframe,
@@ -171,7 +158,7 @@ def m15_mismatches_by_day(
         "end": end,
         "end_of_last_bar": end + bar,
         "bar": bar,
-        "origin": EPOCH + phase,
+        "origin": EPOCH + comparison.phase,
     }
     query = M15_AGGREGATES
     if grid is not None and grid.is_utc:
@@ -192,7 +179,7 @@ def m15_mismatches_by_day(
     for row in connection.execute(query, params):
         key = day_of(row.timestamp)
         mismatches, compared, incomplete = days.get(key, ([], 0, 0))
-        if row.bars is None or row.bars < m15_expected(row.timestamp):
+        if row.bars is None or row.bars < comparison.m15_expected(row.timestamp):
             days[key] = (mismatches, compared, incomplete + 1)
             continue
         bar_values = (row.open, row.high, row.low, row.close)
