@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from xau_pipeline.bars import Interval
-from xau_pipeline.credit_budget import BudgetSettings, credits_left
+from xau_pipeline.credit_budget import BudgetSettings, credits_by_kind, credits_left
 from xau_pipeline.partitions import CATCH_UP_CREDITS_TAG, CATCH_UP_PROGRESS_TAG, CATCH_UP_TAG, partition_range_tags
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.runs_in_progress import runs_in_progress
@@ -271,7 +271,7 @@ def build_catch_up_sensor(
         budget = twelvedata.budget_settings()
         # Credits are counted on the ledger's clock, which stamps and gates every call: the database's.
         today, usage = store.ledger_usage()
-        used = {kind: credits for kind, (credits, _calls) in usage.items()}
+        used = credits_by_kind(usage)
         backfill_left = credits_left(budget, used)["backfill"]
         end = catch_up_end(now)
         # A complete history (the usual case, rechecked every 15 min) is told from the ledger alone: the

@@ -21,7 +21,7 @@ from alembic.script import ScriptDirectory
 from xau_pipeline.alerts.channels import Notice, configured_channels, deliver
 from xau_pipeline.api.links import parse_port
 from xau_pipeline.catch_up import SeriesProgress, eta_text, history_progress, progress_line
-from xau_pipeline.credit_budget import KINDS, credits_left
+from xau_pipeline.credit_budget import KINDS, credits_by_kind, credits_left
 from xau_pipeline.pool import POOL, pool_limits
 from xau_pipeline.read import newest_candles, parse_time
 from xau_pipeline.redact import one_line
@@ -185,7 +185,7 @@ def _credits(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     now = utc_now()
     usage = store.credits_used_today(now)
-    used = {kind: credits for kind, (credits, _calls) in usage.items()}
+    used = credits_by_kind(usage)
     left = credits_left(budget, used)
     kinds = list(KINDS) + sorted(set(usage) - set(KINDS))
     width = max(len(kind) for kind in kinds)
@@ -207,7 +207,7 @@ def _credits(args: argparse.Namespace, settings: Settings) -> int:
 
 def _histories(store: CandleStore, settings: Settings, now: datetime) -> list[tuple[Symbol, list[SeriesProgress], str]]:
     """Each symbol's progress per series and when its history will be complete."""
-    used = {kind: credits for kind, (credits, _calls) in store.credits_used_today(now).items()}
+    used = credits_by_kind(store.credits_used_today(now))
     backfill_left = credits_left(settings.budget, used)["backfill"]
     start = datetime.combine(settings.history_start, datetime.min.time(), UTC)
     histories = []
@@ -366,7 +366,7 @@ def _doctor_credits(engine: sa.Engine | None, settings: Settings, problem: str |
         usage = CandleStore(settings.database_url).credits_used_today(utc_now())
     except Exception as exc:
         return _Check("credits", False, f"cannot read today's ledger: {_reason(exc)}")
-    used = {kind: credits for kind, (credits, _calls) in usage.items()}
+    used = credits_by_kind(usage)
     left = credits_left(budget, used)
     kinds = list(KINDS) + sorted(set(used) - set(KINDS))
     spent = ", ".join(f"{kind} {used.get(kind, 0)}" for kind in kinds)

@@ -166,6 +166,11 @@ def minute_limit(settings: BudgetSettings, kind: str, now: datetime) -> tuple[in
     return settings.per_minute - reserve, until
 
 
+def credits_by_kind(usage: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+    """The credits of a day's (credits, calls) by kind of work (usage_today)."""
+    return {kind: credits for kind, (credits, _calls) in usage.items()}
+
+
 def credits_left(settings: BudgetSettings, used: Mapping[str, int]) -> dict[str, int]:
     """Credits each kind of work may still spend today, given the credits `used` today by kind.
 

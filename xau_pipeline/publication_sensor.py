@@ -21,13 +21,13 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from xau_pipeline.bars import Interval
-from xau_pipeline.credit_budget import credits_left
 from xau_pipeline.grid import Grid
 from xau_pipeline.publication import LIVE_TAG, PUBLICATION_WINDOW, REASK_EVERY, SETTLE
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.runs_in_progress import runs_in_progress
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.symbols import Symbol
+from xau_pipeline.timeframe_sensors import credits_today, timeframe_sensor
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.utc import utc_now
@@ -89,28 +89,23 @@ def build_publication_sensor(
 ) -> dg.SensorDefinition:
     """Every 30 s, over every symbol's `timeframe` asset: one run per day for the bars that closed but
     are not final yet (absent or provisional), once their last answer is REASK_EVERY old."""
+    description = (
+        f"{timeframe.name} of {len(assets)} symbol(s): a bar that closed but is not final yet (not published "
+        f"when its schedule asked, or stored provisional) is asked for again every {REASK_EVERY.seconds} s "
+        f"until it is, for {int(PUBLICATION_WINDOW.total_seconds() // 60)} minutes after its close; then it is "
+        "a provider gap."
+    )
     name = f"{timeframe.key_suffix}_publication"
 
-    @dg.sensor(
-        name=name,
-        target=list(assets.values()),
-        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=(
-            f"{timeframe.name} of {len(assets)} symbol(s): a bar that closed but is not final yet (not published "
-            f"when its schedule asked, or stored provisional) is asked for again every {REASK_EVERY.seconds} s "
-            f"until it is, for {int(PUBLICATION_WINDOW.total_seconds() // 60)} minutes after its close; then it is "
-            "a provider gap."
-        ),
-    )
+    @timeframe_sensor(name, assets, SENSOR_INTERVAL_SECONDS, description)
     def publication(
         context: dg.SensorEvaluationContext, candle_store: CandleStoreResource, twelvedata: TwelveDataResource
     ):
         now = utc_now()
         store = candle_store.store()
         settings = twelvedata.budget_settings()
-        used = {kind: credits for kind, (credits, _calls) in store.credits_used_today(now).items()}
-        if credits_left(settings, used)["schedule"] <= 0:
+        used, left = credits_today(store, settings, now)
+        if left["schedule"] <= 0:
             return dg.SkipReason(f"today's credits are spent ({sum(used.values())} of {settings.per_day})")
         busy = {
             run.tags[LIVE_TAG]

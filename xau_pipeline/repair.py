@@ -12,13 +12,13 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from xau_pipeline.credit_budget import credits_left
 from xau_pipeline.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, partition_range_tags
 from xau_pipeline.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.runs_in_progress import runs_in_progress
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
 from xau_pipeline.symbols import Symbol
+from xau_pipeline.timeframe_sensors import credits_today, timeframe_sensor
 from xau_pipeline.timeframes import Timeframe
 from xau_pipeline.trading_calendar import calendar
 from xau_pipeline.utc import day_start, utc_now
@@ -190,17 +190,13 @@ def build_repair_sensor(
     tick, newest first, one series' repair in progress at a time."""
     name = f"{timeframe.key_suffix}_gap_repair"
 
-    @dg.sensor(
-        name=name,
-        target=list(assets.values()),
-        minimum_interval_seconds=REPAIR_INTERVAL_SECONDS,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=(
-            f"{timeframe.name} of {len(assets)} symbol(s): retry bars the provider did not have after 1 h, 1 day, "
-            f"1 week, then leave them; at most {MAX_PARTITIONS_PER_REPAIR_RUN} partitions a series and tick, "
-            "newest first. Never-fetched history is the history catch-up sensors'."
-        ),
+    description = (
+        f"{timeframe.name} of {len(assets)} symbol(s): retry bars the provider did not have after 1 h, 1 day, "
+        f"1 week, then leave them; at most {MAX_PARTITIONS_PER_REPAIR_RUN} partitions a series and tick, "
+        "newest first. Never-fetched history is the history catch-up sensors'."
     )
+
+    @timeframe_sensor(name, assets, REPAIR_INTERVAL_SECONDS, description)
     def gap_repair(
         context: dg.SensorEvaluationContext, candle_store: CandleStoreResource, twelvedata: TwelveDataResource
     ):
@@ -208,8 +204,8 @@ def build_repair_sensor(
         busy = busy_series(context.instance, name, now)
         store = candle_store.store()
         settings = twelvedata.budget_settings()
-        used = {kind: credits for kind, (credits, _calls) in store.credits_used_today(now).items()}
-        if credits_left(settings, used)["repair"] <= 0:
+        used, left = credits_today(store, settings, now)
+        if left["repair"] <= 0:
             return dg.SkipReason(
                 f"the repair share of today's credits is spent ({used.get('repair', 0)} of {settings.repair_cap} "
                 f"used by repairs, {sum(used.values())} of {settings.per_day} in all)"
