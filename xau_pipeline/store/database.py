@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -71,3 +71,12 @@ def temporary_database(server_url: str, prefix: str) -> Iterator[str]:
                 connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+def insert_series_rows(
+    connection: sa.Connection, table: sa.Table, symbol: str, timeframe: str, rows: Iterable[Mapping[str, object]]
+) -> None:
+    """Insert `rows` of one series into `table`, in the caller's transaction (nothing when there are none)."""
+    values = [{"symbol": symbol, "timeframe": timeframe, **row} for row in rows]
+    if values:
+        connection.execute(table.insert(), values)
