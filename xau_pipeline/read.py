@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, time
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -103,9 +104,10 @@ def load_candles(
     limit: int | None = None,
     store: CandleStore | None = None,
     final_only: bool = False,
+    newest_first: bool = False,
 ) -> pd.DataFrame:
     """Stored candles opening in [start, end), oldest first (at most `limit`, the oldest ones; final
-    ones only with `final_only`).
+    ones only with `final_only`; the newest ones, newest first, with `newest_first`).
 
     Columns: timestamp (UTC), open, high, low, close, volume (Decimal or None), final (False while
     the bar may still change: received before Twelve Data's publication delay had passed). `database_url`
@@ -113,24 +115,16 @@ def load_candles(
     date or limit, StoreUnavailableError when the database cannot be reached and SchemaNotCurrentError
     before `xau-pipeline migrate` has run.
     """
-    query = _series_query(timeframe, start, end, symbol, limit, newest_first=False, final_only=final_only)
+    query = _series_query(timeframe, start, end, symbol, limit, newest_first, final_only)
     return _fetch(query, database_url, store)
 
 
 def newest_candles(
-    timeframe: str | Timeframe,
-    start: TimeLike = None,
-    end: TimeLike = None,
-    *,
-    symbol: str = "XAUUSD",
-    database_url: str | None = None,
-    limit: int | None = 100,
-    store: CandleStore | None = None,
-    final_only: bool = False,
+    timeframe: str | Timeframe, start: TimeLike = None, end: TimeLike = None, *, limit: int | None = 100, **options: Any
 ) -> pd.DataFrame:
-    """The newest `limit` candles opening in [start, end), newest first; columns as `load_candles`."""
-    query = _series_query(timeframe, start, end, symbol, limit, newest_first=True, final_only=final_only)
-    return _fetch(query, database_url, store)
+    """The newest `limit` candles opening in [start, end), newest first; the other keywords and the
+    columns as `load_candles`."""
+    return load_candles(timeframe, start, end, limit=limit, newest_first=True, **options)
 
 
 __all__ = ["COLUMNS", "load_candles", "newest_candles", "parse_time"]
