@@ -21,12 +21,12 @@ from xau_pipeline import launch_settings
 from xau_pipeline.launch_settings import LaunchedPipeline
 from xau_pipeline.market.symbols import Symbol, parse_symbols
 from xau_pipeline.read_api_links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, parse_port
+from xau_pipeline.redact import redact, url_password
 from xau_pipeline.store.database import configured_database_url, embedded_data_dir
 from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL
 from xau_pipeline.twelvedata.credit_budget import BudgetSettings
 
 DEFAULT_SYMBOLS = "XAU/USD"
-DEFAULT_HISTORY_START = "2024-01-01"  # the default of history_start below
 DEFAULT_DAGSTER_RETENTION_DAYS = 14  # the default of dagster_retention_days below
 
 # Dagster's own variables the project runs with, everywhere it runs Dagster (`make run`, deploy/,
@@ -133,6 +133,8 @@ class Settings:
     dagster_retention_days: int = DEFAULT_DAGSTER_RETENTION_DAYS
     # The `make run`/`make demo` whose embedded database and settings these are, when read from its file.
     launched: LaunchedPipeline | None = None
+    # What no message may show: the database password, the API key and the API token as set.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def read_api_url(self) -> str:
@@ -143,13 +145,19 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and check every variable; a SettingsError names the first one that cannot work."""
         env = os.environ if environ is None else environ
-        launched = _launched(env)
-        if launched is not None:
-            env = launch_settings.Layered(env, launched.variables)
-        return cls._read(env, launched)
+        secrets = secrets_of(env)
+        try:
+            launched = _launched(env)
+            if launched is not None:
+                env = launch_settings.Layered(env, launched.variables)
+            return cls._read(env, launched, secrets)
+        except SettingsError as exc:
+            raise SettingsError(redact(str(exc), *secrets), *exc.variables) from None
 
     @classmethod
-    def _read(cls, env: Mapping[str, str], launched: LaunchedPipeline | None) -> Settings:
+    def _read(cls, env: Mapping[str, str], launched: LaunchedPipeline | None, secrets: tuple[str, ...]) -> Settings:
+        default = cls(database_url="")
+
         def get(name: str, default: str) -> str:
             return (env.get(name) or "").strip() or default
 
@@ -159,10 +167,10 @@ class Settings:
             raise SettingsError(f"bad XAU_DATABASE_URL: {exc}", "XAU_DATABASE_URL") from None
         try:
             budget = BudgetSettings(
-                per_minute=int(get("TWELVE_DATA_CREDITS_PER_MINUTE", "8")),
-                per_day=int(get("TWELVE_DATA_CREDITS_PER_DAY", "800")),
-                schedule_share=float(get("XAU_SCHEDULE_CREDIT_SHARE", "0.2")),
-                repair_share=float(get("XAU_REPAIR_CREDIT_SHARE", "0.1")),
+                per_minute=int(get("TWELVE_DATA_CREDITS_PER_MINUTE", str(default.budget.per_minute))),
+                per_day=int(get("TWELVE_DATA_CREDITS_PER_DAY", str(default.budget.per_day))),
+                schedule_share=float(get("XAU_SCHEDULE_CREDIT_SHARE", str(default.budget.schedule_share))),
+                repair_share=float(get("XAU_REPAIR_CREDIT_SHARE", str(default.budget.repair_share))),
             )
         except ValueError as exc:
             raise SettingsError(f"bad credit budget setting: {exc}", *BUDGET_VARIABLES) from None
@@ -173,28 +181,30 @@ class Settings:
         return cls(
             database_url=database_url,
             database_url_from_env=bool((env.get("XAU_DATABASE_URL") or "").strip()),
-            api_base_url=_http_url("TWELVE_DATA_BASE_URL", get("TWELVE_DATA_BASE_URL", DEFAULT_BASE_URL)),
+            api_base_url=_http_url("TWELVE_DATA_BASE_URL", get("TWELVE_DATA_BASE_URL", default.api_base_url)),
             api_key_set=bool((env.get("TWELVE_DATA_API_KEY") or "").strip()),
             symbols=symbols,
-            history_start=_date("XAU_HISTORY_START", get("XAU_HISTORY_START", DEFAULT_HISTORY_START)),
+            history_start=_date("XAU_HISTORY_START", get("XAU_HISTORY_START", default.history_start.isoformat())),
             budget=budget,
-            max_jump=_positive_decimal("XAU_MAX_JUMP", get("XAU_MAX_JUMP", "0.05")),
-            m15_tolerance=_positive_decimal("XAU_M15_TOLERANCE", get("XAU_M15_TOLERANCE", "0.0005")),
-            read_api_host=get("XAU_API_HOST", DEFAULT_HOST),
-            read_api_port=_port("XAU_API_PORT", get("XAU_API_PORT", str(DEFAULT_PORT))),
+            max_jump=_positive_decimal("XAU_MAX_JUMP", get("XAU_MAX_JUMP", str(default.max_jump))),
+            m15_tolerance=_positive_decimal("XAU_M15_TOLERANCE", get("XAU_M15_TOLERANCE", str(default.m15_tolerance))),
+            read_api_host=get("XAU_API_HOST", default.read_api_host),
+            read_api_port=_port("XAU_API_PORT", get("XAU_API_PORT", str(default.read_api_port))),
             read_api_token=(env.get("XAU_API_TOKEN") or "").strip() or None,
-            catch_up=_switch("XAU_CATCH_UP", get("XAU_CATCH_UP", "on")),
+            catch_up=_switch("XAU_CATCH_UP", get("XAU_CATCH_UP", "on" if default.catch_up else "off")),
             **_alert_settings(get),
             dagster_retention_days=_positive_int(
-                "XAU_DAGSTER_RETENTION_DAYS", get("XAU_DAGSTER_RETENTION_DAYS", str(DEFAULT_DAGSTER_RETENTION_DAYS))
+                "XAU_DAGSTER_RETENTION_DAYS", get("XAU_DAGSTER_RETENTION_DAYS", str(default.dagster_retention_days))
             ),
             launched=launched,
+            secrets=secrets,
         )
 
     @classmethod
     def from_env_lenient(cls, environ: Mapping[str, str] | None = None) -> tuple[Settings, list[SettingsError]]:
         """Settings with each variable that cannot work replaced by its default, and what was wrong."""
         env = dict(os.environ if environ is None else environ)
+        secrets = secrets_of(env)
         problems: list[SettingsError] = []
         try:
             launched = _launched(env)
@@ -204,7 +214,7 @@ class Settings:
         below = dict(launched.variables) if launched is not None else {}
         while True:
             try:
-                return cls._read(launch_settings.Layered(env, below), launched), problems
+                return cls._read(launch_settings.Layered(env, below), launched, secrets), problems
             except SettingsError as exc:
                 problems.append(exc)
                 for name in exc.variables:
@@ -237,6 +247,16 @@ def _launched(env: Mapping[str, str]) -> LaunchedPipeline | None:
         return None
     shared = {name: launched.variables[name] for name in SHARED_VARIABLES if name in launched.variables}
     return replace(launched, variables=shared)
+
+
+def secrets_of(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The values in `env` no message may show: the password in XAU_DATABASE_URL, the API key and token."""
+    values = (
+        url_password((env.get("XAU_DATABASE_URL") or "").strip()),
+        (env.get("TWELVE_DATA_API_KEY") or "").strip(),
+        (env.get("XAU_API_TOKEN") or "").strip(),
+    )
+    return tuple(value for value in values if value)
 
 
 def _http_url(name: str, value: str) -> str:

@@ -371,6 +371,46 @@ def test_bad_input_is_a_400_with_one_clear_line(api, store, path, fragment):
     assert "\n" not in body["detail"] and "Traceback" not in response.text
 
 
+@pytest.mark.parametrize(("name", "days"), [("M15", 3660), ("H1", 14640), ("D1", 14640)])
+def test_api_and_cli_take_the_same_longest_gap_window(api, store, capsys, monkeypatch, name, days):
+    """One limit: the API and `xau-pipeline gaps` take the same longest window, and refuse one bar
+    more with the same line."""
+    monkeypatch.setenv("XAU_DATABASE_URL", store.url)
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    for end, refused in (
+        (start + timedelta(days=days), False),
+        (start + timedelta(days=days) + TIMEFRAMES_BY_NAME[name].bar, True),
+    ):
+        response = get(api, f"/candles/{name}/gaps", params={"start": iso(start), "end": iso(end)})
+        status = cli.main(["gaps", name, "--start", iso(start), "--end", iso(end)])
+        _, err = capsys.readouterr()
+        if not refused:
+            assert (response.status_code, status) == (200, 0), (response.text, err)
+            continue
+        assert (response.status_code, status) == (400, cli.EXIT_USAGE)
+        assert f"is longer than {days} days, the most {name} gaps" in err
+        assert err == f"error: {response.json()['detail']}\n"
+
+
+def test_a_symbol_is_stored_under_one_name_whoever_asks(api, store, capsys, monkeypatch):
+    """`xau/usd`, `XAU/USD` and `XAUUSD` name one stored series in the API, the CLI and load_candles."""
+    from xau_pipeline.interfaces.dataframes import load_candles
+    from xau_pipeline.market.symbols import Symbol, stored_name
+
+    assert stored_name("xau/usd") == Symbol("XAU/USD").name == "XAUUSD"
+    bar = Bar(datetime(2024, 1, 2, tzinfo=UTC), Decimal("2050"), Decimal("2051"), Decimal("2049"), Decimal("2050.5"))
+    with store.engine.begin() as connection:
+        upsert_bars(connection, "XAUUSD", "M15", [bar])
+    monkeypatch.setenv("XAU_DATABASE_URL", store.url)
+    for asked in ("xau/usd", "XAU/USD", "XAUUSD"):
+        items = get(api, "/candles/M15", params={"symbol": asked}).json()
+        assert [(item["symbol"], item["timestamp"]) for item in items] == [("XAUUSD", "2024-01-02T00:00:00Z")]
+        assert len(load_candles("M15", symbol=asked, store=store)) == 1
+        assert cli.main(["candles", "M15", "--symbol", asked, "--format", "csv"]) == 0
+        out, _ = capsys.readouterr()
+        assert "2024-01-02T00:00:00Z" in out
+
+
 def test_database_down_is_503_without_secrets(session_store):
     with serving_in_thread(UNREACHABLE) as url:
         for path in ("/candles/M15", "/candles/M15?format=csv", "/candles/M15/gaps", "/chart/M15", "/health"):

@@ -382,3 +382,23 @@ def test_xau_catch_up_off_starts_the_sensor_stopped_and_a_bad_value_is_refused()
     assert SENSOR.default_status == dg.DefaultSensorStatus.RUNNING
     with pytest.raises(SettingsError, match="XAU_CATCH_UP must be on or off"):
         Settings.from_env({**env, "XAU_CATCH_UP": "sometimes"})
+
+
+def test_a_tick_reads_the_clock_once(store, stand_in, monkeypatch):
+    """One "now" a tick: the history, the run key and the wait after a failure all use it (credits
+    are counted on the ledger's own clock, the database's)."""
+    reads = []
+
+    def clock():
+        reads.append(NOW)
+        return NOW
+
+    monkeypatch.setattr(catch_up, "utc_now", clock)
+    with dg.DagsterInstance.ephemeral() as instance:
+        defs, resources = harness(store, stand_in, api_key="not-the-key")
+        (request,) = tick(defs, instance)[0].run_requests
+        assert reads == [NOW] and request.run_key.endswith(f"{NOW:%Y-%m-%dT%H:%M:%S}")
+        assert not execute(request, instance, resources, raise_on_error=False).success
+        reads.clear()
+        result, _ = tick(defs, instance)
+        assert reads == [NOW] and "failed (see its log); next try at" in result.skip_message

@@ -240,10 +240,22 @@ def test_gaps_refuses_a_window_above_its_maximum_at_once(db, capsys, monkeypatch
     began = time.monotonic()
     status, out, err = run(capsys, "gaps", "M15", "--start", "1900-01-01", "--end", "2100-01-01")
     assert status == 2 and out == ""
-    assert len(err.strip().splitlines()) == 1 and "at most 400000" in err and "narrow --start/--end" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "is longer than 3660 days, the most M15 gaps are checked for at once: ask in parts" in err
     assert time.monotonic() - began < 5
-    status, _, err = run(capsys, "gaps", "D1", "--start", "1900-01-01", "--end", "2100-01-01")
-    assert status == 0, err  # 73,000 D1 slots are within the maximum
+    status, _, err = run(capsys, "gaps", "D1", "--start", "1990-01-01", "--end", "2026-01-01")
+    assert status == 0, err  # 13,150 D1 slots are within the maximum
+
+
+@pytest.mark.parametrize(("name", "days"), [("M15", 3660), ("H1", 14640), ("D1", 14640)])
+def test_gaps_takes_its_longest_window_and_refuses_one_bar_more(db, capsys, name, days):
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    longest = start + timedelta(days=days)
+    status, _, err = run(capsys, "gaps", name, "--start", start.isoformat(), "--end", longest.isoformat())
+    assert status == 0, err
+    beyond = longest + TIMEFRAMES_BY_NAME[name].bar
+    status, _, err = run(capsys, "gaps", name, "--start", start.isoformat(), "--end", beyond.isoformat())
+    assert status == 2 and f"is longer than {days} days, the most {name} gaps" in err
 
 
 def test_candles_reads_at_most_its_limit_however_wide_the_window(db, capsys):

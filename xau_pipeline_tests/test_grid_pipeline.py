@@ -26,6 +26,7 @@ from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.gaps import GRID_MISMATCH
+from xau_pipeline.store.quality import M15Comparison
 from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline.twelvedata.windows import WindowPlanner, merge_gaps
 from xau_pipeline_tests.conftest import TEST_API_KEY
@@ -166,15 +167,16 @@ def test_h4_on_the_new_york_grid_agrees_with_its_m15_bars(stand_in, store):
     def m15_expected(slot: datetime) -> int:
         return policy.count_expected(slot, grid.slot_of(slot)[1], timedelta(minutes=15))
 
-    mismatches, compared, incomplete = store.grid_m15_mismatches(
-        symbol.name, H4, grid, start, end, Decimal("0.000001"), m15_expected
+    mismatches, compared, incomplete = store.m15_mismatches(
+        symbol.name, H4, start, end, M15Comparison(Decimal("0.000001"), m15_expected, grid)
     )
     served = stand_in.bars("XAU/USD", "4h", start, end)
     assert (mismatches, compared, incomplete) == ([], len(served), 0)
     # On the fixed UTC phase, the bars of the other DST season fall between its slots: half of the
     # 60 bars cannot be compared.
+    phase = store.bar_phase(symbol.name, H4)
     _, compared_before, incomplete_before = store.m15_mismatches(
-        symbol.name, H4, store.bar_phase(symbol.name, H4), start, end, Decimal("0.000001"), m15_expected
+        symbol.name, H4, start, end, M15Comparison(Decimal("0.000001"), m15_expected, phase=phase)
     )
     assert (compared_before, incomplete_before, len(served)) == (30, 30, 60)
 
@@ -184,7 +186,7 @@ def test_repair_skips_phantom_gaps_even_on_a_fixed_phase(stand_in, store, monkey
     "missing" H4 slots would all be grid mismatches: nothing is planned, no credit spent."""
     symbol, start, end = load(stand_in, store, "new_york", H4, "march")
     phase, now = store.bar_phase(symbol.name, H4), end + timedelta(hours=2)
-    mismatch = store.grid_mismatch(symbol.name, H4, calendar(symbol.calendar), start, end, now, phase=phase)
+    mismatch = store.gaps(symbol.name, H4, calendar(symbol.calendar), start, end, now, phase=phase).mismatch
     assert mismatch is not None and mismatch.line == (
         "grid mismatch: 31 slot(s) of the 4h anchored UTC 01:00 grid are empty beside 30 stored bar(s) off it; "
         "the stored bars fit 4h anchored America/New_York 17:00. Not gaps: nothing to fetch."

@@ -123,3 +123,29 @@ def test_parse_time_formats():
     for bad in ("2024-3-5", "05/03/2024", "2024-03-05 07:08", "2024-03-05T7", ""):
         with pytest.raises(ValueError):
             parse_time(bad)
+
+
+def test_every_form_of_the_candle_read_selects_the_same_bars(store):
+    """One read query: load_candles, the API's JSON page and CSV rows, and CandleStore.newest pick
+    the same bars of a window (final ones only where asked), in their order."""
+    import json
+
+    from xau_pipeline.interfaces.http import queries
+    from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
+
+    bars = m15_bars(10)
+    with store.engine.begin() as connection:  # the last four not final yet
+        upsert_bars(connection, "XAUUSD", "M15", bars, final_before=T0 + 6 * M15)
+    start, end, before = T0 + M15, T0 + 9 * M15, T0 + 8 * M15
+    for final_only, expected in ((False, range(1, 8)), (True, range(1, 6))):
+        newest_first = [T0 + i * M15 for i in reversed(expected)]
+        frame = load_candles("M15", start, before, database_url=store.url, final_only=final_only)
+        assert list(frame["timestamp"]) == [pd.Timestamp(t) for t in reversed(newest_first)]
+        with queries.read_only(store.engine, 5000) as connection:
+            page = queries.json_page(connection, "XAUUSD", "M15", start, end, before, 100, final_only)
+            text = connection.execute(queries.text_rows_query("XAUUSD", "M15", start, end, before, None, final_only))
+            csv_times = [row.timestamp for row in text]
+        assert [parse_time(item["timestamp"]) for item in json.loads(page.body)] == newest_first
+        assert [parse_time(t) for t in csv_times] == newest_first
+    newest = store.newest("XAUUSD", TIMEFRAMES_BY_NAME["M15"], start, before, limit=3)
+    assert [row.timestamp for row in newest] == [T0 + i * M15 for i in (7, 6, 5)]

@@ -175,3 +175,46 @@ def test_the_launcher_shares_no_secret():
 
     everything = dict.fromkeys((*SECRET_VARIABLES, *ALERT_VARIABLES, "XAU_PGDATA", "XAU_HISTORY_START"), "x")
     assert shared_settings(everything) == {"XAU_HISTORY_START": "x"}
+
+
+def test_settings_hold_the_secrets_no_message_may_show_and_redact_their_own_errors():
+    from xau_pipeline.settings import Settings, SettingsError
+
+    env = {
+        "XAU_DATABASE_URL": "postgresql://xau:pw-in-url@127.0.0.1/x",
+        "TWELVE_DATA_API_KEY": " key-123 ",
+        "XAU_API_TOKEN": "token-456",
+    }
+    assert Settings.from_env(env).secrets == ("pw-in-url", "key-123", "token-456")
+    settings, problems = Settings.from_env_lenient({**env, "XAU_MAX_JUMP": "-1"})
+    assert settings.secrets == ("pw-in-url", "key-123", "token-456") and problems
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({**env, "TWELVE_DATA_BASE_URL": "ftp://key-123@example.com"})
+    assert "key-123" not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_only_settings_reads_the_environment():
+    import pathlib
+    import re
+
+    import xau_pipeline
+
+    package = pathlib.Path(xau_pipeline.__file__).parent
+    readers = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if re.search(r"os\.environ|getenv\(", path.read_text()) and path.name != "settings.py"
+    ]
+    assert readers == []
+
+
+def test_defaults_live_in_settings():
+    from xau_pipeline.defs.resources import TwelveDataResource
+    from xau_pipeline.settings import Settings
+
+    default = Settings(database_url="")
+    assert Settings.from_env({"XAU_DATABASE_URL": "postgresql://u@h/x"}) == Settings(
+        database_url="postgresql+psycopg2://u@h/x", database_url_from_env=True
+    )
+    resource = TwelveDataResource(api_key="k")
+    assert resource.budget_settings() == default.budget

@@ -12,6 +12,9 @@ from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, TwelveDataClient
 from xau_pipeline.twelvedata.credit_budget import BudgetSettings, CreditBudget
 
+# The budget's defaults are Settings' (XAU_* and TWELVE_DATA_* unset).
+DEFAULT_BUDGET = Settings(database_url="").budget
+
 
 class TwelveDataResource(dg.ConfigurableResource):
     """Twelve Data REST API; the key travels only in the Authorization header."""
@@ -28,13 +31,19 @@ class TwelveDataResource(dg.ConfigurableResource):
         default=5, description="Attempts for transient failures (5xx, HTML, deadlines); unreadable answers get 2."
     )
     backoff_seconds: float = Field(default=2.0, description="First backoff between attempts; doubles each time.")
-    credits_per_minute: int = Field(default=8, description="TWELVE_DATA_CREDITS_PER_MINUTE: the plan's minute limit.")
-    credits_per_day: int = Field(default=800, description="TWELVE_DATA_CREDITS_PER_DAY: the plan's daily limit.")
+    credits_per_minute: int = Field(
+        default=DEFAULT_BUDGET.per_minute, description="TWELVE_DATA_CREDITS_PER_MINUTE: the plan's minute limit."
+    )
+    credits_per_day: int = Field(
+        default=DEFAULT_BUDGET.per_day, description="TWELVE_DATA_CREDITS_PER_DAY: the plan's daily limit."
+    )
     schedule_credit_share: float = Field(
-        default=0.2, description="XAU_SCHEDULE_CREDIT_SHARE: share of each day's credits kept for the schedules."
+        default=DEFAULT_BUDGET.schedule_share,
+        description="XAU_SCHEDULE_CREDIT_SHARE: share of each day's credits kept for the schedules.",
     )
     repair_credit_share: float = Field(
-        default=0.1, description="XAU_REPAIR_CREDIT_SHARE: most of each day's credits gap repair may spend."
+        default=DEFAULT_BUDGET.repair_share,
+        description="XAU_REPAIR_CREDIT_SHARE: most of each day's credits gap repair may spend.",
     )
 
     scheduled_symbols: int = Field(

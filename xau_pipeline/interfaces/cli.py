@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -25,26 +24,23 @@ from xau_pipeline.defs.automation.catch_up_sensor import SeriesProgress, eta_tex
 from xau_pipeline.defs.candles.twelvedata_pool import POOL, pool_limits
 from xau_pipeline.interfaces.dataframes import newest_candles, parse_time
 from xau_pipeline.market.market_hours import calendar
-from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.symbols import Symbol, stored_name
 from xau_pipeline.market.timeframes import TIMEFRAMES, Timeframe, timeframe
 from xau_pipeline.read_api_links import parse_port
-from xau_pipeline.redact import one_line, url_password
+from xau_pipeline.redact import one_line
 from xau_pipeline.settings import ALERT_VARIABLES, BUDGET_VARIABLES, Settings, SettingsError
 from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.store.database import safe_url
+from xau_pipeline.store.gap_window import GapWindowTooLongError, check_gap_window, gap_window
 from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY
 from xau_pipeline.store.migrate import alembic_config, current_revision, head_revision
-from xau_pipeline.twelvedata.credit_budget import KINDS, credits_left
+from xau_pipeline.twelvedata.credit_budget import KINDS, credits_by_kind, credits_left
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
-DEFAULT_GAP_WINDOW = timedelta(days=7)
-# `gaps` lists every missing slot: a window holds at most this many bar slots (about 11 years of M15,
-# 45 of H1), so its memory and output stay bounded (documented in the README).
-MAX_GAP_SLOTS = 400_000
 FORMATS = ("table", "csv", "json")
 
 
@@ -143,27 +139,21 @@ def _candles(args: argparse.Namespace, settings: Settings) -> int:
         for line in cells:
             print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths))))
         if not cells:
-            print(f"(no {args.symbol.replace('/', '').upper()} {tf.name} candles stored in that window)")
+            print(f"(no {stored_name(args.symbol)} {tf.name} candles stored in that window)")
     return 0
 
 
 def _gaps(args: argparse.Namespace, settings: Settings) -> int:
     tf = _timeframe(args.timeframe)
     start, end = _window(args)
-    symbol = args.symbol.replace("/", "").upper()
+    symbol = stored_name(args.symbol)
     calendar_name = settings.calendar_of(symbol)
     now = utc_now()
-    if end is None:
-        end = now if start is None or start <= now else start + DEFAULT_GAP_WINDOW
-    if start is None:
-        start = end - DEFAULT_GAP_WINDOW
-    slots = (end - start) // tf.bar
-    if slots > MAX_GAP_SLOTS:
-        raise UsageError(
-            f"the window {iso_utc(start)} .. {iso_utc(end)} spans {slots} {tf.name} bar slots; "
-            f"gaps reads at most {MAX_GAP_SLOTS} (about {MAX_GAP_SLOTS * tf.bar.total_seconds() / 86400 / 365.25:.0f} "
-            f"years of {tf.name}): narrow --start/--end"
-        )
+    start, end = gap_window(start, end, now)
+    try:
+        check_gap_window(tf.name, tf.bar, start, end)
+    except GapWindowTooLongError as exc:
+        raise UsageError(str(exc)) from None
     store = _store(settings)
     report = store.gaps(symbol, tf, calendar(calendar_name), start, end, now)
     phase_minutes = int(report.phase.total_seconds()) // 60
@@ -195,7 +185,7 @@ def _credits(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     now = utc_now()
     usage = store.credits_used_today(now)
-    used = {kind: credits for kind, (credits, _calls) in usage.items()}
+    used = credits_by_kind(usage)
     left = credits_left(budget, used)
     kinds = list(KINDS) + sorted(set(usage) - set(KINDS))
     width = max(len(kind) for kind in kinds)
@@ -217,7 +207,7 @@ def _credits(args: argparse.Namespace, settings: Settings) -> int:
 
 def _histories(store: CandleStore, settings: Settings, now: datetime) -> list[tuple[Symbol, list[SeriesProgress], str]]:
     """Each symbol's progress per series and when its history will be complete."""
-    used = {kind: credits for kind, (credits, _calls) in store.credits_used_today(now).items()}
+    used = credits_by_kind(store.credits_used_today(now))
     backfill_left = credits_left(settings.budget, used)["backfill"]
     start = datetime.combine(settings.history_start, datetime.min.time(), UTC)
     histories = []
@@ -384,7 +374,7 @@ def _doctor_credits(engine: sa.Engine | None, settings: Settings, problem: str |
         usage = CandleStore(settings.database_url).credits_used_today(utc_now())
     except Exception as exc:
         return _Check("credits", False, f"cannot read today's ledger: {_reason(exc)}")
-    used = {kind: credits for kind, (credits, _calls) in usage.items()}
+    used = credits_by_kind(usage)
     left = credits_left(budget, used)
     kinds = list(KINDS) + sorted(set(used) - set(KINDS))
     spent = ", ".join(f"{kind} {used.get(kind, 0)}" for kind in kinds)
@@ -457,8 +447,7 @@ def _doctor(args: argparse.Namespace) -> int:
         for p in problems
         if not set(p.variables) & {"XAU_DATABASE_URL", "TWELVE_DATA_BASE_URL", *BUDGET_VARIABLES, *ALERT_VARIABLES}
     ]
-    url = os.environ.get("XAU_DATABASE_URL") if "XAU_DATABASE_URL" in by_variable else settings.database_url
-    database, engine = _doctor_database(url or "", by_variable.get("XAU_DATABASE_URL"))
+    database, engine = _doctor_database(settings.database_url, by_variable.get("XAU_DATABASE_URL"))
     try:
         checks = [
             database,
@@ -481,8 +470,7 @@ def _doctor(args: argparse.Namespace) -> int:
     checks += [_Check("settings", False, problem) for problem in others]
     # No check prints the key; this guards against one pasted into a URL or setting.
     secrets = (
-        os.environ.get("TWELVE_DATA_API_KEY", "").strip(),
-        url_password(url),
+        *settings.secrets,
         *(secret for channel in configured_channels(settings) for secret in channel.secrets()),
     )
     for check in checks:
@@ -547,12 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    secrets: tuple[str | None, ...] = (url_password(os.environ.get("XAU_DATABASE_URL")),)
+    secrets: tuple[str, ...] = ()  # a SettingsError's message is redacted by Settings
     try:
         if args.run is _doctor:
             return _doctor(args)
         settings = Settings.from_env()
-        secrets = (url_password(settings.database_url),)
+        secrets = settings.secrets
         return args.run(args, settings)
     except (UsageError, SettingsError) as exc:
         status, message = EXIT_USAGE, str(exc)

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, time
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
-from xau_pipeline.interfaces.http.queries import COLUMNS, candle_query
+from xau_pipeline.market.symbols import stored_name
 from xau_pipeline.market.timeframes import Timeframe
 from xau_pipeline.market.timeframes import timeframe as lookup_timeframe
+from xau_pipeline.settings import Settings
+from xau_pipeline.store.candle_query import COLUMNS, candle_query
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.database import configured_database_url
 
 UTC = UTC
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
@@ -72,8 +74,7 @@ def _series_query(
     start_at, end_at = _window(start, end)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    name = symbol.replace("/", "").upper()
-    return candle_query(name, tf.name, start_at, end_at, None, limit, newest_first, final_only)
+    return candle_query(stored_name(symbol), tf.name, start_at, end_at, None, limit, newest_first, final_only)
 
 
 def _frame(rows: list[sa.Row]) -> pd.DataFrame:
@@ -88,7 +89,7 @@ def _frame(rows: list[sa.Row]) -> pd.DataFrame:
 
 def _fetch(query: sa.Select, database_url: str | None, store: CandleStore | None) -> pd.DataFrame:
     if store is None:
-        store = CandleStore(database_url or configured_database_url())
+        store = CandleStore(database_url or Settings.from_env().database_url)
         store.require_current_schema()
     return _frame(store.read(query))
 
@@ -103,9 +104,10 @@ def load_candles(
     limit: int | None = None,
     store: CandleStore | None = None,
     final_only: bool = False,
+    newest_first: bool = False,
 ) -> pd.DataFrame:
     """Stored candles opening in [start, end), oldest first (at most `limit`, the oldest ones; final
-    ones only with `final_only`).
+    ones only with `final_only`; the newest ones, newest first, with `newest_first`).
 
     Columns: timestamp (UTC), open, high, low, close, volume (Decimal or None), final (False while
     the bar may still change: received before Twelve Data's publication delay had passed). `database_url`
@@ -113,24 +115,16 @@ def load_candles(
     date or limit, StoreUnavailableError when the database cannot be reached and SchemaNotCurrentError
     before `xau-pipeline migrate` has run.
     """
-    query = _series_query(timeframe, start, end, symbol, limit, newest_first=False, final_only=final_only)
+    query = _series_query(timeframe, start, end, symbol, limit, newest_first, final_only)
     return _fetch(query, database_url, store)
 
 
 def newest_candles(
-    timeframe: str | Timeframe,
-    start: TimeLike = None,
-    end: TimeLike = None,
-    *,
-    symbol: str = "XAUUSD",
-    database_url: str | None = None,
-    limit: int | None = 100,
-    store: CandleStore | None = None,
-    final_only: bool = False,
+    timeframe: str | Timeframe, start: TimeLike = None, end: TimeLike = None, *, limit: int | None = 100, **options: Any
 ) -> pd.DataFrame:
-    """The newest `limit` candles opening in [start, end), newest first; columns as `load_candles`."""
-    query = _series_query(timeframe, start, end, symbol, limit, newest_first=True, final_only=final_only)
-    return _fetch(query, database_url, store)
+    """The newest `limit` candles opening in [start, end), newest first; the other keywords and the
+    columns as `load_candles`."""
+    return load_candles(timeframe, start, end, limit=limit, newest_first=True, **options)
 
 
 __all__ = ["COLUMNS", "load_candles", "newest_candles", "parse_time"]

@@ -26,7 +26,8 @@ from functools import cached_property, lru_cache
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from xau_pipeline.clock import EPOCH
+
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
 NEW_YORK = "America/New_York"

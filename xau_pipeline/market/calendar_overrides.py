@@ -132,42 +132,70 @@ _NO_BARS = _seen("no bars")
 _M15_1330 = _seen("last M15 bar 13:15-13:30 CT")
 _H1_1330 = _seen("last H1 bar 13:00-14:00 CT")
 
+
+# The holidays of a year before 2022, in order: (holiday, close in Chicago or None, sources).
+_BEFORE_2022 = (
+    (NEW_YEAR, None, (LIBRARY,)),
+    (MLK, "12:00", (LEAN, LIBRARY)),
+    (PRESIDENTS, "12:00", (LEAN, LIBRARY)),
+    (GOOD_FRIDAY, None, (LIBRARY,)),
+    (MEMORIAL, "12:00", (LEAN, LIBRARY)),
+    (INDEPENDENCE, "12:00", (LEAN, LIBRARY)),
+    (LABOR, "12:00", (LEAN, LIBRARY)),
+    (THANKSGIVING, "12:00", (LEAN, LIBRARY)),
+    (AFTER_THANKSGIVING, "12:45", (LEAN, LIBRARY)),
+    (CHRISTMAS_EVE, "12:45", (LEAN,)),
+    (CHRISTMAS, None, (LIBRARY,)),
+)
+
+
+def _year_before_2022(days: str) -> tuple[HolidayHours, ...]:
+    """The hours of a year before 2022: its holidays' trade dates in _BEFORE_2022's order, `-` where
+    the holiday is not a trading day."""
+    return _listed(days, _BEFORE_2022)
+
+
+def _listed(days: str, holidays: tuple[tuple[str, str | None, tuple[str, ...]], ...]) -> tuple[HolidayHours, ...]:
+    """The hours of `holidays` on the trade dates `days` (in their order; `-` for one not a trading day)."""
+    return tuple(
+        _hours(day, close, holiday, *sources)
+        for day, (holiday, close, sources) in zip(days.split(), holidays, strict=True)
+        if day != "-"
+    )
+
+
+# New Year's Day to Juneteenth as the M15 data of 2024 and 2025 shows them.
+_FIRST_HALF_SEEN_IN_M15 = (
+    (NEW_YEAR, None, (LIBRARY, _NO_BARS)),
+    (MLK, "13:30", (LEAN, LIBRARY, _M15_1330)),
+    (PRESIDENTS, "13:30", (LEAN, LIBRARY, _M15_1330)),
+    (GOOD_FRIDAY, None, (LIBRARY, _NO_BARS)),
+    (MEMORIAL, "13:30", (LEAN, LIBRARY, _M15_1330)),
+    (JUNETEENTH, "13:30", (LEAN, LIBRARY, _M15_1330)),
+)
+
+
+def _first_half_seen_in_m15(days: str) -> tuple[HolidayHours, ...]:
+    """New Year's Day to Juneteenth of 2024 or 2025: their trade dates in _FIRST_HALF_SEEN_IN_M15's order."""
+    return _listed(days, _FIRST_HALF_SEEN_IN_M15)
+
+
 HOLIDAY_HOURS: tuple[HolidayHours, ...] = (
-    # 2019: every US-holiday early close at 12:00 Chicago (Lean: 13:00 ET).
-    _hours("2019-01-01", None, NEW_YEAR, LIBRARY),
-    _hours("2019-01-21", "12:00", MLK, LEAN, LIBRARY),
-    _hours("2019-02-18", "12:00", PRESIDENTS, LEAN, LIBRARY),
-    _hours("2019-04-19", None, GOOD_FRIDAY, LIBRARY),
-    _hours("2019-05-27", "12:00", MEMORIAL, LEAN, LIBRARY),
-    _hours("2019-07-04", "12:00", INDEPENDENCE, LEAN, LIBRARY),
-    _hours("2019-09-02", "12:00", LABOR, LEAN, LIBRARY),
-    _hours("2019-11-28", "12:00", THANKSGIVING, LEAN, LIBRARY),
-    _hours("2019-11-29", "12:45", AFTER_THANKSGIVING, LEAN, LIBRARY),
-    _hours("2019-12-24", "12:45", CHRISTMAS_EVE, LEAN),
-    _hours("2019-12-25", None, CHRISTMAS, LIBRARY),
-    # 2020
-    _hours("2020-01-01", None, NEW_YEAR, LIBRARY),
-    _hours("2020-01-20", "12:00", MLK, LEAN, LIBRARY),
-    _hours("2020-02-17", "12:00", PRESIDENTS, LEAN, LIBRARY),
-    _hours("2020-04-10", None, GOOD_FRIDAY, LIBRARY),
-    _hours("2020-05-25", "12:00", MEMORIAL, LEAN, LIBRARY),
-    _hours("2020-07-03", "12:00", INDEPENDENCE, LEAN, LIBRARY),  # observed (July 4 a Saturday)
-    _hours("2020-09-07", "12:00", LABOR, LEAN, LIBRARY),
-    _hours("2020-11-26", "12:00", THANKSGIVING, LEAN, LIBRARY),
-    _hours("2020-11-27", "12:45", AFTER_THANKSGIVING, LEAN, LIBRARY),
-    _hours("2020-12-24", "12:45", CHRISTMAS_EVE, LEAN),
-    _hours("2020-12-25", None, CHRISTMAS, LIBRARY),
-    # 2021
-    _hours("2021-01-01", None, NEW_YEAR, LIBRARY),
-    _hours("2021-01-18", "12:00", MLK, LEAN, LIBRARY),
-    _hours("2021-02-15", "12:00", PRESIDENTS, LEAN, LIBRARY),
-    _hours("2021-04-02", None, GOOD_FRIDAY, LIBRARY),
-    _hours("2021-05-31", "12:00", MEMORIAL, LEAN, LIBRARY),
-    _hours("2021-07-05", "12:00", INDEPENDENCE, LEAN, LIBRARY),  # observed (July 4 a Sunday)
-    _hours("2021-09-06", "12:00", LABOR, LEAN, LIBRARY),
-    _hours("2021-11-25", "12:00", THANKSGIVING, LEAN, LIBRARY),
-    _hours("2021-11-26", "12:45", AFTER_THANKSGIVING, LEAN, LIBRARY),
-    _hours("2021-12-24", None, CHRISTMAS, LIBRARY),  # observed (Dec 25 a Saturday)
+    # 2019-2021: every US-holiday early close at 12:00 Chicago (Lean: 13:00 ET).
+    *_year_before_2022(
+        "2019-01-01 2019-01-21 2019-02-18 2019-04-19 2019-05-27 2019-07-04 "
+        "2019-09-02 2019-11-28 2019-11-29 2019-12-24 2019-12-25"
+    ),
+    # 2020: Independence Day observed on Friday July 3 (July 4 a Saturday)
+    *_year_before_2022(
+        "2020-01-01 2020-01-20 2020-02-17 2020-04-10 2020-05-25 2020-07-03 "
+        "2020-09-07 2020-11-26 2020-11-27 2020-12-24 2020-12-25"
+    ),
+    # 2021: Independence Day observed on Monday July 5, Christmas on Friday December 24 (both on a weekend)
+    *_year_before_2022(
+        "2021-01-01 2021-01-18 2021-02-15 2021-04-02 2021-05-31 2021-07-05 "
+        "2021-09-06 2021-11-25 2021-11-26 - 2021-12-24"
+    ),
     # 2022: US-holiday early closes move to 13:30 Chicago (Lean: 14:30 ET). New Year's Day is a Saturday.
     _hours("2022-01-17", "12:00", MLK, _seen("last H1 bar 11:00-12:00 CT (Lean lists 13:30)")),
     _hours("2022-02-21", "13:30", PRESIDENTS, LEAN, LIBRARY, _H1_1330),
@@ -192,12 +220,7 @@ HOLIDAY_HOURS: tuple[HolidayHours, ...] = (
     _hours("2023-11-24", "12:00", AFTER_THANKSGIVING, _seen("last H1 bar 11:00-12:00 CT (Lean lists 12:45)")),
     _hours("2023-12-25", None, CHRISTMAS, LIBRARY, _NO_BARS),
     # 2024 (M15 data from 2024-01-05)
-    _hours("2024-01-01", None, NEW_YEAR, LIBRARY, _NO_BARS),
-    _hours("2024-01-15", "13:30", MLK, LEAN, LIBRARY, _M15_1330),
-    _hours("2024-02-19", "13:30", PRESIDENTS, LEAN, LIBRARY, _M15_1330),
-    _hours("2024-03-29", None, GOOD_FRIDAY, LIBRARY, _NO_BARS),
-    _hours("2024-05-27", "13:30", MEMORIAL, LEAN, LIBRARY, _M15_1330),
-    _hours("2024-06-19", "13:30", JUNETEENTH, LEAN, LIBRARY, _M15_1330),
+    *_first_half_seen_in_m15("2024-01-01 2024-01-15 2024-02-19 2024-03-29 2024-05-27 2024-06-19"),
     _hours("2024-07-04", "13:30", INDEPENDENCE, DTN, LEAN, LIBRARY, _M15_1330),
     _hours("2024-09-02", "13:30", LABOR, LEAN, _M15_1330),  # library: 12:00
     _hours("2024-11-28", "13:30", THANKSGIVING, LEAN, LIBRARY, _M15_1330),
@@ -206,12 +229,7 @@ HOLIDAY_HOURS: tuple[HolidayHours, ...] = (
     _hours("2024-12-24", "12:45", CHRISTMAS_EVE, LEAN, _seen("last M15 bar 12:30-12:45 CT")),
     _hours("2024-12-25", None, CHRISTMAS, LIBRARY, _NO_BARS),
     # 2025
-    _hours("2025-01-01", None, NEW_YEAR, LIBRARY, _NO_BARS),
-    _hours("2025-01-20", "13:30", MLK, LEAN, LIBRARY, _M15_1330),
-    _hours("2025-02-17", "13:30", PRESIDENTS, LEAN, LIBRARY, _M15_1330),
-    _hours("2025-04-18", None, GOOD_FRIDAY, LIBRARY, _NO_BARS),
-    _hours("2025-05-26", "13:30", MEMORIAL, LEAN, LIBRARY, _M15_1330),
-    _hours("2025-06-19", "13:30", JUNETEENTH, LEAN, LIBRARY, _M15_1330),
+    *_first_half_seen_in_m15("2025-01-01 2025-01-20 2025-02-17 2025-04-18 2025-05-26 2025-06-19"),
     _hours("2025-07-04", "12:00", INDEPENDENCE, LEAN, _seen("last M15 bar 11:45-12:00 CT")),  # library: 13:30
     _hours("2025-09-01", "13:30", LABOR, LEAN, _M15_1330),  # library: 12:00
     _hours("2025-11-27", "13:30", THANKSGIVING, LEAN, LIBRARY, _M15_1330),

@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from xau_pipeline.clock import EPOCH
 from xau_pipeline.market.bar_grid import Grid
 from xau_pipeline.market.bars import Bar
 
 API_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 API_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2})?", re.ASCII)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 OFF_GRID = "off grid"
 NOT_POSITIVE = "price not finite or not above 0"

@@ -9,6 +9,11 @@ from xau_pipeline.market.market_hours import CALENDAR_NAMES
 DEFAULT_CALENDAR = "cme_gold"
 
 
+def stored_name(symbol: str) -> str:
+    """The name a symbol's candles are stored under: `XAU/USD` and `xauusd` are `XAUUSD`."""
+    return symbol.replace("/", "").upper()
+
+
 @dataclass(frozen=True)
 class Symbol:
     """An instrument: Twelve Data's symbol (`XAU/USD`), the name we store (`XAUUSD`), its trading calendar."""
@@ -18,7 +23,7 @@ class Symbol:
 
     @property
     def name(self) -> str:
-        return self.api_symbol.replace("/", "").upper()
+        return stored_name(self.api_symbol)
 
     @property
     def key_prefix(self) -> str:

@@ -27,6 +27,7 @@ from xau_pipeline.market.market_hours import TradingCalendar
 from xau_pipeline.market.quarantine_rule import Rejected
 from xau_pipeline.market.timeframes import Timeframe
 from xau_pipeline.store import gaps, migrate, quality, quarantine
+from xau_pipeline.store.candle_query import OHLC, candle_query
 from xau_pipeline.store.coverage import (
     covered_intervals,
     first_covered,
@@ -37,7 +38,6 @@ from xau_pipeline.store.coverage import (
 from xau_pipeline.store.database import engine_for, safe_url
 from xau_pipeline.store.errors import SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.store.freshness import Freshness, series_freshness
-from xau_pipeline.store.gaps import GridMismatch
 from xau_pipeline.store.tables import candles
 from xau_pipeline.store.upsert import UpsertCounts, upsert_bars
 from xau_pipeline.twelvedata import credit_budget
@@ -231,18 +231,7 @@ class CandleStore:
 
     def newest(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime, limit: int = 5) -> list[sa.Row]:
         """The newest stored candles opening in [start, end), newest first."""
-        query = (
-            sa.select(candles.c.timestamp, candles.c.open, candles.c.high, candles.c.low, candles.c.close)
-            .where(
-                candles.c.symbol == symbol,
-                candles.c.timeframe == timeframe.name,
-                candles.c.timestamp >= start,
-                candles.c.timestamp < end,
-            )
-            .order_by(candles.c.timestamp.desc())
-            .limit(limit)
-        )
-        return self.read(query)
+        return self.read(candle_query(symbol, timeframe.name, start, end, limit=limit, columns=OHLC))
 
     def summary(
         self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime
@@ -309,61 +298,27 @@ class CandleStore:
             return quality.invalid_ohlc(connection, symbol, timeframe.name, start, end, max_jump)
 
     def m15_mismatches(
-        self,
-        symbol: str,
-        timeframe: Timeframe,
-        phase: timedelta,
-        start: datetime,
-        end: datetime,
-        tolerance: Decimal,
-        m15_expected: Callable[[datetime], int],
-        grid: Grid | None = None,
-        held: Callable[[datetime], tuple[datetime, datetime]] | None = None,
+        self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime, comparison: quality.M15Comparison
     ) -> tuple[list[quality.Mismatch], int, int]:
-        """Bars of [start, end) that disagree with their M15 bars (see store/quality.py), the M15 bars
-        grouped by `grid`'s slots when given (or by the span `held(slot)`), else by the UTC grid `phase`."""
-        with self._connect() as connection:
-            return quality.m15_mismatches(
-                connection,
-                symbol,
-                timeframe.name,
-                timeframe.bar,
-                phase,
-                start,
-                end,
-                tolerance,
-                m15_expected,
-                grid,
-                held,
-            )
+        """Bars of [start, end) that disagree with their M15 bars (see store/quality.py): the mismatches,
+        how many bars were compared and how many skipped as incomplete."""
+        by_day = self.m15_mismatches_by_day(symbol, timeframe, start, end, comparison, lambda _: "")
+        return by_day.get("", ([], 0, 0))
 
     def m15_mismatches_by_day(
         self,
         symbol: str,
         timeframe: Timeframe,
-        grid: Grid,
         start: datetime,
         end: datetime,
-        tolerance: Decimal,
-        m15_expected: Callable[[datetime], int],
-        held: Callable[[datetime], tuple[datetime, datetime]] | None = None,
+        comparison: quality.M15Comparison,
+        day_of: Callable[[datetime], str] | None = None,
     ) -> dict[str, tuple[list[quality.Mismatch], int, int]]:
-        """m15_mismatches per UTC day (`YYYY-MM-DD`) of [start, end) on `grid`'s slots, in one query;
+        """m15_mismatches per `day_of` (default: UTC day, `YYYY-MM-DD`) of [start, end), in one query;
         days without bars absent."""
         with self._connect() as connection:
             return quality.m15_mismatches_by_day(
-                connection,
-                symbol,
-                timeframe.name,
-                timeframe.bar,
-                timedelta(0),
-                start,
-                end,
-                tolerance,
-                m15_expected,
-                utc_day,
-                grid,
-                held,
+                connection, symbol, timeframe.name, timeframe.bar, start, end, comparison, day_of or utc_day
             )
 
     def bars_per_day(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime) -> dict[str, int]:
@@ -393,6 +348,11 @@ class CandleStore:
         with self._connect() as connection:
             return credit_budget.usage_today(connection, now)
 
+    def ledger_usage(self) -> tuple[datetime, dict[str, tuple[int, int]]]:
+        """The ledger's time and (credits, calls) by kind of work for its UTC day (credit_budget.ledger_usage)."""
+        with self._connect() as connection:
+            return credit_budget.ledger_usage(connection)
+
     def calls_of_run(self, run_id: str, symbol: str, interval: str) -> list[sa.Row]:
         """The ledger rows of one run's calls for one series, oldest first."""
         with self._connect() as connection:
@@ -419,35 +379,6 @@ class CandleStore:
         end = end or utc_now()
         with self._connect() as connection:
             return quality.day_cover(connection, symbol, start or end - timedelta(days=400), end)
-
-    def grid_m15_mismatches(
-        self,
-        symbol: str,
-        timeframe: Timeframe,
-        grid: Grid,
-        start: datetime,
-        end: datetime,
-        tolerance: Decimal,
-        m15_expected: Callable[[datetime], int],
-        held: Callable[[datetime], tuple[datetime, datetime]] | None = None,
-    ) -> tuple[list[quality.Mismatch], int, int]:
-        """m15_mismatches with the M15 bars grouped by `grid`'s slots (zoned grids included)."""
-        return self.m15_mismatches(symbol, timeframe, timedelta(0), start, end, tolerance, m15_expected, grid, held)
-
-    def grid_mismatch(
-        self,
-        symbol: str,
-        timeframe: Timeframe,
-        calendar: TradingCalendar,
-        start: datetime,
-        end: datetime,
-        now: datetime,
-        phase: timedelta | None = None,
-        grid: Grid | None = None,
-    ) -> GridMismatch | None:
-        """Whether the window's missing slots (on `grid`, the UTC grid `phase`, or the detected grid)
-        sit beside stored bars off that grid: one GridMismatch whose `line` names the grid they fit."""
-        return self.gaps(symbol, timeframe, calendar, start, end, now, phase, grid).mismatch
 
     # -- per-day figures ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from xau_pipeline.market.bars import FetchedWindow, Interval
+from xau_pipeline.store.database import insert_series_rows
 from xau_pipeline.store.tables import fetch_coverage
 
 SELECT_COVERED = sa.text(
@@ -62,23 +63,17 @@ def record_windows(
     connection: sa.Connection, symbol: str, timeframe: str, bar: timedelta, windows: list[FetchedWindow]
 ) -> None:
     """Record fetched windows, in the caller's transaction (with the bars they brought)."""
-    if not windows:
-        return
-    connection.execute(
-        fetch_coverage.insert(),
-        [
-            {
-                "symbol": symbol,
-                "timeframe": timeframe,
-                "window_start": w.start,
-                "window_end": w.end,
-                "closed_until": closed_until(w, bar),
-                "fetched_at": w.fetched_at,
-                "bars": w.bars,
-            }
-            for w in windows
-        ],
+    rows = (
+        {
+            "window_start": w.start,
+            "window_end": w.end,
+            "closed_until": closed_until(w, bar),
+            "fetched_at": w.fetched_at,
+            "bars": w.bars,
+        }
+        for w in windows
     )
+    insert_series_rows(connection, fetch_coverage, symbol, timeframe, rows)
 
 
 def covered_intervals(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,10 +32,9 @@ def embedded_data_dir(environ: Mapping[str, str]) -> Path:
     return Path(environ.get("XAU_PGDATA") or ".pgdata")
 
 
-def configured_database_url(environ: Mapping[str, str] | None = None) -> str:
+def configured_database_url(env: Mapping[str, str]) -> str:
     """`XAU_DATABASE_URL`, normalised; else the embedded PostgreSQL that `make run` started from
     this folder (its port is in `.pgdata/port`); else a local PostgreSQL."""
-    env = os.environ if environ is None else environ
     if (env.get("XAU_DATABASE_URL") or "").strip():
         return normalize_url(env["XAU_DATABASE_URL"])
     port_file = embedded_data_dir(env) / "port"
@@ -54,3 +52,12 @@ def safe_url(url: str) -> str:
 def engine_for(url: str) -> sa.Engine:
     """One pooled engine per URL per process."""
     return sa.create_engine(normalize_url(url), pool_pre_ping=True, future=True)
+
+
+def insert_series_rows(
+    connection: sa.Connection, table: sa.Table, symbol: str, timeframe: str, rows: Iterable[Mapping[str, object]]
+) -> None:
+    """Insert `rows` of one series into `table`, in the caller's transaction (nothing when there are none)."""
+    values = [{"symbol": symbol, "timeframe": timeframe, **row} for row in rows]
+    if values:
+        connection.execute(table.insert(), values)

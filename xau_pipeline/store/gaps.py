@@ -16,16 +16,15 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from xau_pipeline.clock import EPOCH
 from xau_pipeline.market.bar_grid import Grid, utc_grid
 from xau_pipeline.market.grid_detection import GridDetection, detect_grid
 from xau_pipeline.market.market_hours import TradingCalendar
 from xau_pipeline.market.publication import PUBLICATION_WINDOW
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # The expected slots (CTE `expected`) with no stored bar, each with how often its slot was fetched
 # closed and when last: shared by the UTC-grid and the listed-slot queries below.

@@ -9,9 +9,11 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from xau_pipeline.clock import EPOCH
 from xau_pipeline.market.bar_grid import DAY, Grid
 from xau_pipeline.market.grid_detection import DayCover, detect_day_cover
-from xau_pipeline.store.gaps import EPOCH, PLAN_FOR_LONG_WINDOWS
+from xau_pipeline.store.candle_query import OHLC, candle_query
+from xau_pipeline.store.gaps import PLAN_FOR_LONG_WINDOWS
 
 # Each bar with the close before it (the bar before the window included, so the first bar
 # of a day is compared with the previous day's last).
@@ -32,15 +34,6 @@ OHLC_ROWS = sa.text(
       AND (low > least(open, close) OR greatest(open, close) > high
            OR least(open, high, low, close) <= 0
            OR (prev_close > 0 AND abs(open - prev_close) / prev_close > :max_jump))
-    ORDER BY "timestamp"
-    """
-)
-
-# The OHLC of a series over [start, end), ascending (D1 and H1 for the day a D1 bar holds).
-SERIES_PRICES = sa.text(
-    """
-    SELECT "timestamp", open, high, low, close FROM candles
-    WHERE symbol = :symbol AND timeframe = :timeframe AND "timestamp" >= :start AND "timestamp" < :end
     ORDER BY "timestamp"
     """
 )
@@ -108,7 +101,7 @@ def day_cover(connection: sa.Connection, symbol: str, start: datetime, end: date
     """The day the D1 bars of [start, end) hold, from the H1 bars around them (grid_detection.detect_day_cover)."""
 
     def prices(timeframe: str, lo: datetime, hi: datetime) -> list:
-        rows = connection.execute(SERIES_PRICES, {"symbol": symbol, "timeframe": timeframe, "start": lo, "end": hi})
+        rows = connection.execute(candle_query(symbol, timeframe, lo, hi, newest_first=False, columns=OHLC))
         return [(r.timestamp, (r.open, r.high, r.low, r.close)) for r in rows]
 
     return detect_day_cover(prices("D1", start, end), prices("H1", start - 2 * DAY, end + 2 * DAY))
@@ -127,30 +120,22 @@ def invalid_ohlc(
     return list(connection.execute(OHLC_ROWS, params))
 
 
-def m15_mismatches(
-    connection: sa.Connection,
-    symbol: str,
-    timeframe: str,
-    bar: timedelta,
-    phase: timedelta,
-    start: datetime,
-    end: datetime,
-    tolerance: Decimal,
-    m15_expected: Callable[[datetime], int],
-    grid: Grid | None = None,
-    held: Callable[[datetime], tuple[datetime, datetime]] | None = None,
-) -> tuple[list[Mismatch], int, int]:
-    """Bars of `timeframe` whose OHLC differ from their M15 bars by more than `tolerance` (relative).
+@dataclass(frozen=True)
+class M15Comparison:
+    """How bars of a higher timeframe are compared with their M15 bars.
 
-    Only bars whose M15 bars are all stored (`m15_expected(slot)` of them) are compared.
-    Returns the mismatches, how many bars were compared and how many were skipped as incomplete.
-    The M15 bars are grouped by `grid`'s slots when given (a zoned grid's slot runs to its next
-    open: pass an `m15_expected` that counts up to `grid.slot_of(slot)[1]`), else by the UTC grid `phase`.
+    Only bars whose M15 bars are all stored (`m15_expected(slot)` of them) are compared, each price
+    within `tolerance` (relative). The M15 bars are grouped by `grid`'s slots when given (a zoned
+    grid's slot runs to its next open: `m15_expected` then counts up to `grid.slot_of(slot)[1]`),
+    else by the UTC grid `phase`; with `held`, the bar stored at each slot of `grid` holds the M15
+    bars of `held(slot)` (D1 bars stored at their date, holding a day that does not start at 00:00 UTC).
     """
-    by_day = m15_mismatches_by_day(
-        connection, symbol, timeframe, bar, phase, start, end, tolerance, m15_expected, lambda _: "", grid, held
-    )
-    return by_day.get("", ([], 0, 0))
+
+    tolerance: Decimal
+    m15_expected: Callable[[datetime], int]
+    grid: Grid | None = None
+    phase: timedelta = timedelta(0)
+    held: Callable[[datetime], tuple[datetime, datetime]] | None = None
 
 
 def m15_mismatches_by_day(
@@ -158,20 +143,15 @@ def m15_mismatches_by_day(
     symbol: str,
     timeframe: str,
     bar: timedelta,
-    phase: timedelta,
     start: datetime,
     end: datetime,
-    tolerance: Decimal,
-    m15_expected: Callable[[datetime], int],
+    comparison: M15Comparison,
     day_of: Callable[[datetime], str],
-    grid: Grid | None = None,
-    held: Callable[[datetime], tuple[datetime, datetime]] | None = None,
 ) -> dict[str, tuple[list[Mismatch], int, int]]:
-    """m15_mismatches over [start, end) in one query, per `day_of(bar open)`; days without bars absent.
-
-    The M15 bars are grouped by `grid`'s slots when given, else by the UTC grid `phase`; with `held`,
-    the bar stored at each slot of `grid` holds the M15 bars of `held(slot)` (D1 bars stored at their
-    date, holding a day that does not start at 00:00 UTC)."""
+    """Per `day_of(bar open)`, the bars of [start, end) whose OHLC differ from their M15 bars (see
+    M15Comparison), how many were compared and how many skipped as incomplete, in one query; days
+    without bars absent."""
+    grid, held, tolerance = comparison.grid, comparison.held, comparison.tolerance
     params = {
         "symbol": symbol,
         "timeframe": timeframe,
@@ -179,7 +159,7 @@ def m15_mismatches_by_day(
         "end": end,
         "end_of_last_bar": end + bar,
         "bar": bar,
-        "origin": EPOCH + phase,
+        "origin": EPOCH + comparison.phase,
     }
     query = M15_AGGREGATES
     if grid is not None and grid.is_utc:
@@ -200,7 +180,7 @@ def m15_mismatches_by_day(
     for row in connection.execute(query, params):
         key = day_of(row.timestamp)
         mismatches, compared, incomplete = days.get(key, ([], 0, 0))
-        if row.bars is None or row.bars < m15_expected(row.timestamp):
+        if row.bars is None or row.bars < comparison.m15_expected(row.timestamp):
             days[key] = (mismatches, compared, incomplete + 1)
             continue
         bar_values = (row.open, row.high, row.low, row.close)

@@ -8,6 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from xau_pipeline.market.quarantine_rule import Rejected
+from xau_pipeline.store.database import insert_series_rows
 from xau_pipeline.store.tables import candle_quarantine
 
 
@@ -20,23 +21,11 @@ def record_rejected(
     run_id: str | None,
 ) -> None:
     """Quarantine `rejected` bars, in the caller's transaction."""
-    if not rejected:
-        return
-    connection.execute(
-        candle_quarantine.insert(),
-        [
-            {
-                "symbol": symbol,
-                "timeframe": timeframe,
-                "bar_time": r.open_time,
-                "raw": r.raw,
-                "reason": r.reason,
-                "fetched_at": fetched_at,
-                "run_id": run_id,
-            }
-            for r in rejected
-        ],
+    rows = (
+        {"bar_time": r.open_time, "raw": r.raw, "reason": r.reason, "fetched_at": fetched_at, "run_id": run_id}
+        for r in rejected
     )
+    insert_series_rows(connection, candle_quarantine, symbol, timeframe, rows)
 
 
 def quarantined(

@@ -21,6 +21,7 @@ import psycopg2.errors
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from xau_pipeline.clock import utc_now
 from xau_pipeline.market.bars import Bar
 from xau_pipeline.store.tables import candles
 
@@ -158,7 +159,7 @@ def upsert_bars(
     """
     if not bars:
         return UpsertCounts()
-    now = now or datetime.now(UTC)
+    now = now or utc_now()
     final_before = final_before or MAX_TIME
     connection.execute(LOCK_SERIES, {"series": f"{symbol}/{timeframe}"})
     dbapi_connection = connection.connection.dbapi_connection

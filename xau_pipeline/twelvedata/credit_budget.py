@@ -166,6 +166,11 @@ def minute_limit(settings: BudgetSettings, kind: str, now: datetime) -> tuple[in
     return settings.per_minute - reserve, until
 
 
+def credits_by_kind(usage: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+    """The credits of a day's (credits, calls) by kind of work (usage_today)."""
+    return {kind: credits for kind, (credits, _calls) in usage.items()}
+
+
 def credits_left(settings: BudgetSettings, used: Mapping[str, int]) -> dict[str, int]:
     """Credits each kind of work may still spend today, given the credits `used` today by kind.
 
@@ -287,6 +292,15 @@ class CreditBudget:
             raise StoreUnavailableError(
                 f"the candle database was lost while settling a call: {str(exc.orig).strip()}"
             ) from None
+
+
+LEDGER_CLOCK = sa.text("SELECT clock_timestamp()")
+
+
+def ledger_usage(connection: sa.Connection) -> tuple[datetime, dict[str, tuple[int, int]]]:
+    """The ledger's time (the database's clock, which stamps and gates every call) and usage_today of its day."""
+    now = connection.execute(LEDGER_CLOCK).scalar_one()
+    return now, usage_today(connection, now)
 
 
 def usage_today(connection: sa.Connection, now: datetime) -> dict[str, tuple[int, int]]:

@@ -25,8 +25,19 @@ FAILED_RUNS_IN_A_ROW = 3
 STALE = "stale"
 
 
+class _OfSeriesAndKind:
+    """Keyed by (series, kind): one incident at a time each."""
+
+    series: str
+    kind: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.series, self.kind
+
+
 @dataclass(frozen=True)
-class Finding:
+class Finding(_OfSeriesAndKind):
     """What this tick saw of one (series, kind): failing or not, and why, in words for the notice."""
 
     series: str
@@ -34,13 +45,9 @@ class Finding:
     failing: bool
     detail: str
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.series, self.kind
-
 
 @dataclass(frozen=True)
-class Incident:
+class Incident(_OfSeriesAndKind):
     """An open incident as stored."""
 
     id: int
@@ -48,10 +55,6 @@ class Incident:
     kind: str
     opened_at: datetime
     detail: str
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.series, self.kind
 
 
 @dataclass

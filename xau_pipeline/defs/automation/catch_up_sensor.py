@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from xau_pipeline.clock import day_start, next_utc_midnight, utc_now
+from xau_pipeline.defs.automation.runs_in_progress import runs_in_progress
 from xau_pipeline.defs.candles.partitions import (
     CATCH_UP_CREDITS_TAG,
     CATCH_UP_PROGRESS_TAG,
@@ -32,7 +33,7 @@ from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES, TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.twelvedata.credit_budget import BudgetSettings, credits_left
+from xau_pipeline.twelvedata.credit_budget import BudgetSettings, credits_by_kind, credits_left
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL, WindowPlanner, merge_gaps
 
 CATCH_UP_INTERVAL_SECONDS = 30
@@ -43,14 +44,6 @@ SCHEDULES_OWN = timedelta(hours=1)
 ONE_DAY = timedelta(days=1)
 ONE_HOUR = timedelta(hours=1)
 FOUR_WEEKS = timedelta(weeks=4)
-IN_PROGRESS = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-# A run not heard of for hours has died; run monitoring will mark it failed.
-STALE_RUN_AFTER = timedelta(hours=6)
 # After a failed catch-up run (a wrong key, an API that keeps failing) the next waits this long:
 # a rejected call still costs a credit, so failures are not retried every tick.
 AFTER_A_FAILURE = timedelta(minutes=10)
@@ -281,9 +274,9 @@ def build_catch_up_sensor(
             )
         store = candle_store.store()
         budget = twelvedata.budget_settings()
-        # The ledger's day is the wall clock's (every call is stamped by the database's clock).
-        today = datetime.now(UTC)
-        used = {kind: credits for kind, (credits, _calls) in store.credits_used_today(today).items()}
+        # Credits are counted on the ledger's clock, which stamps and gates every call: the database's.
+        today, usage = store.ledger_usage()
+        used = credits_by_kind(usage)
         backfill_left = credits_left(budget, used)["backfill"]
         end = catch_up_end(now)
         # A complete history (the usual case, rechecked every 15 min) is told from the ledger alone: the
@@ -305,12 +298,7 @@ def build_catch_up_sensor(
             context.update_cursor(json.dumps({"complete_at": now.isoformat()}))
             return dg.SkipReason(line)
         context.update_cursor(json.dumps({}))
-        busy = context.instance.get_runs(
-            filters=dg.RunsFilter(
-                tags={CATCH_UP_TAG: symbol.name}, statuses=IN_PROGRESS, updated_after=now - STALE_RUN_AFTER
-            ),
-            limit=1,
-        )
+        busy = runs_in_progress(context.instance, {CATCH_UP_TAG: symbol.name}, now, limit=1)
         if busy:
             return dg.SkipReason(f"catch-up run {busy[0].run_id[:8]} in progress; {line}")
         failed = context.instance.get_run_records(
@@ -318,7 +306,7 @@ def build_catch_up_sensor(
             limit=1,
         )
         ended = failed[0].end_time if failed else None
-        if ended is not None and datetime.now(UTC).timestamp() - ended < AFTER_A_FAILURE.total_seconds():
+        if ended is not None and now.timestamp() - ended < AFTER_A_FAILURE.total_seconds():
             retry_at = datetime.fromtimestamp(ended, UTC) + AFTER_A_FAILURE
             return dg.SkipReason(
                 f"catch-up run {failed[0].dagster_run.run_id[:8]} failed (see its log); next try at "

@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from xau_pipeline.clock import utc_now
-from xau_pipeline.defs.automation.catch_up_sensor import IN_PROGRESS
-from xau_pipeline.defs.automation.repair_sensor import STALE_RUN_AFTER
+from xau_pipeline.defs.automation.runs_in_progress import runs_in_progress
+from xau_pipeline.defs.automation.timeframe_sensors import credits_today, timeframe_sensor
 from xau_pipeline.defs.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.market.bar_grid import Grid
 from xau_pipeline.market.bars import Interval
@@ -31,7 +31,6 @@ from xau_pipeline.market.publication import LIVE_TAG, PUBLICATION_WINDOW, REASK_
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import Timeframe
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.twelvedata.credit_budget import credits_left
 
 SENSOR_INTERVAL_SECONDS = 30
 # Past the publication window, one more answer settles the slot (a provider gap): looked at this long.
@@ -90,36 +89,27 @@ def build_publication_sensor(
 ) -> dg.SensorDefinition:
     """Every 30 s, over every symbol's `timeframe` asset: one run per day for the bars that closed but
     are not final yet (absent or provisional), once their last answer is REASK_EVERY old."""
+    description = (
+        f"{timeframe.name} of {len(assets)} symbol(s): a bar that closed but is not final yet (not published "
+        f"when its schedule asked, or stored provisional) is asked for again every {REASK_EVERY.seconds} s "
+        f"until it is, for {int(PUBLICATION_WINDOW.total_seconds() // 60)} minutes after its close; then it is "
+        "a provider gap."
+    )
     name = f"{timeframe.key_suffix}_publication"
 
-    @dg.sensor(
-        name=name,
-        target=list(assets.values()),
-        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=(
-            f"{timeframe.name} of {len(assets)} symbol(s): a bar that closed but is not final yet (not published "
-            f"when its schedule asked, or stored provisional) is asked for again every {REASK_EVERY.seconds} s "
-            f"until it is, for {int(PUBLICATION_WINDOW.total_seconds() // 60)} minutes after its close; then it is "
-            "a provider gap."
-        ),
-    )
+    @timeframe_sensor(name, assets, SENSOR_INTERVAL_SECONDS, description)
     def publication(
         context: dg.SensorEvaluationContext, candle_store: CandleStoreResource, twelvedata: TwelveDataResource
     ):
         now = utc_now()
         store = candle_store.store()
         settings = twelvedata.budget_settings()
-        used = {kind: credits for kind, (credits, _calls) in store.credits_used_today(now).items()}
-        if credits_left(settings, used)["schedule"] <= 0:
+        used, left = credits_today(store, settings, now)
+        if left["schedule"] <= 0:
             return dg.SkipReason(f"today's credits are spent ({sum(used.values())} of {settings.per_day})")
         busy = {
             run.tags[LIVE_TAG]
-            for run in context.instance.get_runs(
-                filters=dg.RunsFilter(
-                    tags={"dagster/sensor_name": name}, statuses=IN_PROGRESS, updated_after=now - STALE_RUN_AFTER
-                )
-            )
+            for run in runs_in_progress(context.instance, {"dagster/sensor_name": name}, now)
             if LIVE_TAG in run.tags
         }
         by_day: dict[str, list[tuple[Symbol, Unsettled]]] = {}

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from xau_pipeline.clock import day_start, utc_now
+from xau_pipeline.defs.automation.runs_in_progress import runs_in_progress
+from xau_pipeline.defs.automation.timeframe_sensors import credits_today, timeframe_sensor
 from xau_pipeline.defs.candles.partitions import (
     PARTITION_RANGE_END_TAG,
     PARTITION_RANGE_START_TAG,
@@ -24,7 +26,6 @@ from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import Timeframe
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
-from xau_pipeline.twelvedata.credit_budget import credits_left
 
 # A bar the provider had nothing for is asked for again this long after the last try, then
 # left alone (and reported by the no_gaps check).
@@ -35,7 +36,6 @@ REPAIR_INTERVAL_SECONDS = 15 * 60
 # At most this many daily partitions in one repair run's retries, the newest first; older ones wait
 # for later ticks, within the repair share of the day's credits.
 MAX_PARTITIONS_PER_REPAIR_RUN = 14
-STALE_RUN_AFTER = timedelta(hours=6)
 # Each series is scanned from its oldest fetched window at least this often; in between, from where
 # something may have changed since its last scan (`scan_start`).
 FULL_SCAN_EVERY = timedelta(hours=24)
@@ -180,19 +180,7 @@ def repair_requests(
 
 def busy_series(instance: dg.DagsterInstance, sensor_name: str, now: datetime) -> dict[str, str]:
     """The series (`xauusd/candles_m15`) with a repair run of `sensor_name` in progress, and that run's id."""
-    runs = instance.get_runs(
-        filters=dg.RunsFilter(
-            tags={"dagster/sensor_name": sensor_name},
-            # A run not heard of for hours has died; run monitoring will mark it failed.
-            updated_after=now - STALE_RUN_AFTER,
-            statuses=[
-                dg.DagsterRunStatus.QUEUED,
-                dg.DagsterRunStatus.NOT_STARTED,
-                dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED,
-            ],
-        )
-    )
+    runs = runs_in_progress(instance, {"dagster/sensor_name": sensor_name}, now)
     return {run.tags[REPAIR_SERIES_TAG]: run.run_id for run in runs if REPAIR_SERIES_TAG in run.tags}
 
 
@@ -206,17 +194,13 @@ def build_repair_sensor(
     tick, newest first, one series' repair in progress at a time."""
     name = f"{timeframe.key_suffix}_gap_repair"
 
-    @dg.sensor(
-        name=name,
-        target=list(assets.values()),
-        minimum_interval_seconds=REPAIR_INTERVAL_SECONDS,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=(
-            f"{timeframe.name} of {len(assets)} symbol(s): retry bars the provider did not have after 1 h, 1 day, "
-            f"1 week, then leave them; at most {MAX_PARTITIONS_PER_REPAIR_RUN} partitions a series and tick, "
-            "newest first. Never-fetched history is the history catch-up sensors'."
-        ),
+    description = (
+        f"{timeframe.name} of {len(assets)} symbol(s): retry bars the provider did not have after 1 h, 1 day, "
+        f"1 week, then leave them; at most {MAX_PARTITIONS_PER_REPAIR_RUN} partitions a series and tick, "
+        "newest first. Never-fetched history is the history catch-up sensors'."
     )
+
+    @timeframe_sensor(name, assets, REPAIR_INTERVAL_SECONDS, description)
     def gap_repair(
         context: dg.SensorEvaluationContext, candle_store: CandleStoreResource, twelvedata: TwelveDataResource
     ):
@@ -224,8 +208,8 @@ def build_repair_sensor(
         busy = busy_series(context.instance, name, now)
         store = candle_store.store()
         settings = twelvedata.budget_settings()
-        used = {kind: credits for kind, (credits, _calls) in store.credits_used_today(now).items()}
-        if credits_left(settings, used)["repair"] <= 0:
+        used, left = credits_today(store, settings, now)
+        if left["repair"] <= 0:
             return dg.SkipReason(
                 f"the repair share of today's credits is spent ({used.get('repair', 0)} of {settings.repair_cap} "
                 f"used by repairs, {sum(used.values())} of {settings.per_day} in all)"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from functools import partial
 
 import dagster as dg
 
@@ -132,28 +133,24 @@ def build_candle_schedule(
     cron = cron_schedule or timeframe.schedule_cron
     targets = list(assets.values())
 
-    if not grid_follows_the_store(timeframe):
-
-        @dg.schedule(
-            name=name,
-            target=targets,
-            cron_schedule=cron,
-            execution_timezone="UTC",
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-            description=description,
-        )
-        def on_close(context: dg.ScheduleEvaluationContext):
-            return tick_requests(assets, timeframe, context.scheduled_execution_time, partitions_def)
-
-        return on_close
-
-    @dg.schedule(
+    schedule = partial(
+        dg.schedule,
         name=name,
         target=targets,
         cron_schedule=cron,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=description + " Ticks hourly; a bar closes when the grid of each series' stored bars says so.",
+    )
+    if not grid_follows_the_store(timeframe):
+
+        @schedule(description=description)
+        def on_close(context: dg.ScheduleEvaluationContext):
+            return tick_requests(assets, timeframe, context.scheduled_execution_time, partitions_def)
+
+        return on_close
+
+    @schedule(
+        description=description + " Ticks hourly; a bar closes when the grid of each series' stored bars says so."
     )
     def on_grid_close(context: dg.ScheduleEvaluationContext, candle_store: CandleStoreResource):
         tick = context.scheduled_execution_time

@@ -13,8 +13,6 @@ from xau_pipeline.clock import utc_now
 from xau_pipeline.defs.automation.catch_up_sensor import series_allotment
 from xau_pipeline.defs.candles.check_results import check_results, judge_run
 from xau_pipeline.defs.candles.checks import (
-    DEFAULT_M15_TOLERANCE,
-    DEFAULT_MAX_JUMP,
     M15,
     CandleChecks,
     check_specs,
@@ -27,7 +25,7 @@ from xau_pipeline.ingest import IngestReport, ingest
 from xau_pipeline.market.publication import LIVE_TAG
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import Timeframe
-from xau_pipeline.read_api_links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, chart_url
+from xau_pipeline.read_api_links import chart_url
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.twelvedata.credit_budget import CreditBudgetExhausted
@@ -200,17 +198,9 @@ def build_candle_asset(
     """The asset keeping `symbol`'s `timeframe` candles, one daily partition per UTC day of bar opens,
     with its checks evaluated in the same step (one step per series)."""
     key = dg.AssetKey([symbol.key_prefix, timeframe.key_suffix])
-    chart = chart_url(
-        settings.read_api_url if settings else api_base_url(DEFAULT_HOST, DEFAULT_PORT), symbol.name, timeframe.name
-    )
-    series = CandleSeries(
-        symbol,
-        timeframe,
-        key,
-        partitions_def,
-        settings.max_jump if settings else DEFAULT_MAX_JUMP,
-        settings.m15_tolerance if settings else DEFAULT_M15_TOLERANCE,
-    )
+    settings = settings or Settings(database_url="")
+    chart = chart_url(settings.read_api_url, symbol.name, timeframe.name)
+    series = CandleSeries(symbol, timeframe, key, partitions_def, settings.max_jump, settings.m15_tolerance)
 
     @dg.multi_asset(
         # The op name an @asset of this key had: run config written for it (force_refetch) still applies.

@@ -22,6 +22,7 @@ from xau_pipeline.market.grid_detection import DayCover
 from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME, Timeframe
+from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore, utc_day
 from xau_pipeline.store.freshness import NOTHING_EXPECTED, freshness
 from xau_pipeline.store.gaps import (
@@ -33,12 +34,11 @@ from xau_pipeline.store.gaps import (
     GapReport,
     closed_horizon,
 )
+from xau_pipeline.store.quality import M15Comparison
 
 M15 = TIMEFRAMES_BY_NAME["M15"]
 # Quarantined bars read at most per ranged check run (they are rare: a hostile or broken feed).
 QUARANTINE_READ_LIMIT = 100_000
-DEFAULT_MAX_JUMP = Decimal("0.05")
-DEFAULT_M15_TOLERANCE = Decimal("0.0005")
 
 NO_GAPS, OHLC_VALID, FRESH, CONSISTENT_WITH_M15 = "no_gaps", "ohlc_valid", "fresh", "consistent_with_m15"
 QUARANTINE_EMPTY = "quarantine_empty"
@@ -129,8 +129,8 @@ class CandleChecks:
         timeframe: Timeframe,
         partitions_def: dg.TimeWindowPartitionsDefinition,
         now: datetime,
-        max_jump: Decimal = DEFAULT_MAX_JUMP,
-        m15_tolerance: Decimal = DEFAULT_M15_TOLERANCE,
+        max_jump: Decimal = Settings.max_jump,
+        m15_tolerance: Decimal = Settings.m15_tolerance,
         keys: Sequence[str] = (),
     ):
         self.store, self.symbol, self.timeframe, self.partitions_def = store, symbol, timeframe, partitions_def
@@ -194,7 +194,7 @@ class CandleChecks:
         expected = self.policy.count_expected(start, end, self.timeframe.bar, grid=grid) if start < end else 0
         # The range's mismatch counts the whole range: a day with phantoms is asked about alone (rare).
         mismatch = (
-            self.store.grid_mismatch(self.symbol.name, self.timeframe, self.policy, start, end, self.now, grid=grid)
+            self.store.gaps(self.symbol.name, self.timeframe, self.policy, start, end, self.now, grid=grid).mismatch
             if any(g.reason == GRID_MISMATCH for g in gaps)
             else None
         )
@@ -332,16 +332,15 @@ class CandleChecks:
         def m15_expected(slot: datetime) -> int:
             return counts[slot]
 
+        comparison = M15Comparison(self.m15_tolerance, m15_expected, self.grid, held=held)
         if self._range is None:
-            mismatches, compared, incomplete = self.store.grid_m15_mismatches(
-                self.symbol.name, self.timeframe, self.grid, *self.window(key), self.m15_tolerance, m15_expected, held
+            mismatches, compared, incomplete = self.store.m15_mismatches(
+                self.symbol.name, self.timeframe, *self.window(key), comparison
             )
         else:
             by_day = self._once(
                 CONSISTENT_WITH_M15,
-                lambda: self.store.m15_mismatches_by_day(
-                    self.symbol.name, self.timeframe, self.grid, *self._range, self.m15_tolerance, m15_expected, held
-                ),
+                lambda: self.store.m15_mismatches_by_day(self.symbol.name, self.timeframe, *self._range, comparison),
             )
             mismatches, compared, incomplete = by_day.get(key, ([], 0, 0))
         if compared == 0 and incomplete == 0:

@@ -6,10 +6,11 @@ declare that pool). Its schedule ticks at 03:10 UTC, away from the :02/:17/:32/:
 the candle schedules start their runs. What it deletes and keeps: xau_pipeline/defs/maintenance/dagster_tables.py.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import dagster as dg
 
+from xau_pipeline.clock import utc_now
 from xau_pipeline.defs.maintenance.dagster_tables import PRUNED_TABLES, PruneReport, prune, storage_url
 from xau_pipeline.settings import DEFAULT_DAGSTER_RETENTION_DAYS, Settings
 
@@ -45,7 +46,7 @@ def prune_dagster_storage(context: dg.OpExecutionContext, config: MaintenanceCon
     verdicts, runs left with nothing and finished ticks older than `retention_days`, then VACUUM."""
     if config.retention_days < 1 or config.batch_size < 1:
         raise dg.Failure("retention_days and batch_size must be at least 1")
-    cutoff = datetime.now(UTC) - timedelta(days=config.retention_days)
+    cutoff = utc_now() - timedelta(days=config.retention_days)
     report = prune(storage_url(context.instance), cutoff, batch_size=config.batch_size, log=context.log.info)
     before, after = report.total_bytes(report.before), report.total_bytes(report.after)
     context.log.info(

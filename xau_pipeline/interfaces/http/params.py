@@ -4,31 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import Path, Query, Request
 
+from xau_pipeline.clock import EPOCH
 from xau_pipeline.interfaces.dataframes import parse_time
 from xau_pipeline.interfaces.http.models import TimeframeName, iso_utc
 from xau_pipeline.market.market_hours import TradingCalendar, calendar
-from xau_pipeline.market.symbols import DEFAULT_CALENDAR
+from xau_pipeline.market.symbols import DEFAULT_CALENDAR, stored_name
 from xau_pipeline.market.timeframes import Timeframe
+from xau_pipeline.store.gap_window import GapWindowTooLongError, check_gap_window
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
 DEFAULT_CHART_BARS = 500
-DEFAULT_GAP_WINDOW = timedelta(days=7)
-# The most bar slots a gap report or chart checks at once: ten years and a few days of M15 (about
-# 0.1 s to check); as many H1, H4 or D1 slots cover 4, 16 and 96 times as long.
-MAX_GAP_WINDOW = timedelta(days=3660)
-MAX_GAP_SLOTS = MAX_GAP_WINDOW // timedelta(minutes=15)
-# And at most forty years whatever the bar: the calendar is built a year at a time.
-MAX_GAP_SPAN = 4 * MAX_GAP_WINDOW
 DEFAULT_STATEMENT_TIMEOUT_MS = 5000
 HEALTH_STATEMENT_TIMEOUT_MS = 2000
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+EARLIEST = EPOCH
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 # parse_time's forms, spelled out for the OpenAPI schema: years 1970-2199, ASCII digits. (Which
 # day a month has, and start <= end, are checked by the server: a schema cannot say them.)
@@ -80,16 +75,14 @@ def _window(start: str | None, end: str | None) -> tuple[datetime | None, dateti
 
 
 def _symbol(text: str) -> str:
-    return text.replace("/", "").upper()
+    return stored_name(text)
 
 
 def _check_span(tf: Timeframe, start: datetime, end: datetime) -> None:
-    longest = min(tf.bar * MAX_GAP_SLOTS, MAX_GAP_SPAN)
-    if end - start > longest:
-        raise InputError(
-            f"the window {iso_utc(start)} to {iso_utc(end)} is longer than {longest.days} days, the most "
-            f"{tf.name} gaps are checked for at once: ask in parts"
-        )
+    try:
+        check_gap_window(tf.name, tf.bar, start, end)
+    except GapWindowTooLongError as exc:
+        raise InputError(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ from datetime import datetime
 import psycopg2
 import sqlalchemy as sa
 
+from xau_pipeline.store.candle_query import COLUMNS, candle_query
 from xau_pipeline.store.database import normalize_url
-from xau_pipeline.store.tables import candles
 
-COLUMNS = ("timestamp", "open", "high", "low", "close", "volume", "final")
+__all__ = ["COLUMNS", "candle_query"]
+
 CONNECT_TIMEOUT_SECONDS = 5
 POOL_SIZE = 8
 POOL_OVERFLOW = 8
@@ -39,20 +40,17 @@ TIMESTAMP_TEXT = """(overlay(left((c."timestamp" AT TIME ZONE 'UTC')::text, 19) 
 # twice a COPY of the same rows, where Decimal, datetime and Pydantic objects cost ten times and
 # a string_agg of the JSON in SQL three. The fields and their order are CandleResponse's, and the
 # tests compare the two byte for byte.
-JSON_LINES = """
-SELECT concat(c."timestamp", E'\\x01', c.open, E'\\x02', c.high, E'\\x03', c.low, E'\\x04', c.close,
-              E'\\x05', c.volume, E'\\x07', c.final)
-FROM candles c
-WHERE {where} ORDER BY c."timestamp" DESC LIMIT %(limit)s
-"""
+JSON_LINE: sa.ColumnElement[str] = sa.literal_column(
+    """concat(c."timestamp", E'\\x01', c.open, E'\\x02', c.high, E'\\x03', c.low, E'\\x04', c.close,
+              E'\\x05', c.volume, E'\\x07', c.final)"""
+)
 
 # The same rows as text columns, for CSV.
-TEXT_ROWS = """
-SELECT {timestamp} AS "timestamp", c.open::text AS open, c.high::text AS high, c.low::text AS low,
-       c.close::text AS close, c.volume::text AS volume, CASE WHEN c.final THEN 'true' ELSE 'false' END AS final
-FROM candles c
-WHERE {where} ORDER BY c."timestamp" DESC {limit}
-"""
+TEXT_COLUMNS: tuple[sa.ColumnElement[str], ...] = (
+    sa.literal_column(TIMESTAMP_TEXT).label("timestamp"),
+    *(sa.literal_column(f"c.{name}::text").label(name) for name in ("open", "high", "low", "close", "volume")),
+    sa.literal_column("CASE WHEN c.final THEN 'true' ELSE 'false' END").label("final"),
+)
 
 # The newest stored bar of each (symbol, timeframe) asked for: one primary-key probe each.
 NEWEST_BARS = sa.text(
@@ -99,31 +97,6 @@ def read_only(engine: sa.Engine, timeout_ms: int) -> Iterator[sa.Connection]:
             transaction.rollback()
 
 
-def candle_query(
-    symbol: str,
-    timeframe: str,
-    start: datetime | None,
-    end: datetime | None,
-    before: datetime | None,
-    limit: int | None,
-    newest_first: bool = True,
-    final_only: bool = False,
-) -> sa.Select:
-    """Candles of one series opening in [start, end) and before `before`, newest first, at most `limit`
-    (final ones only with `final_only`): the one candle query of the API, the CLI and `load_candles`."""
-    conditions = [candles.c.symbol == symbol, candles.c.timeframe == timeframe]
-    if final_only:
-        conditions.append(candles.c.final)
-    if start is not None:
-        conditions.append(candles.c.timestamp >= start)
-    for bound in (end, before):
-        if bound is not None:
-            conditions.append(candles.c.timestamp < bound)
-    order = candles.c.timestamp.desc() if newest_first else candles.c.timestamp.asc()
-    query = sa.select(*(candles.c[name] for name in COLUMNS)).where(*conditions).order_by(order)
-    return query if limit is None else query.limit(limit)
-
-
 def stream_rows(engine: sa.Engine, timeout_ms: int, query: sa.Executable) -> Iterator[Sequence[sa.Row]]:
     """Chunks of rows from a server-side cursor, in one read-only transaction held until exhausted or closed.
 
@@ -159,26 +132,6 @@ class JsonPage:
     oldest: str | None
 
 
-def _where(
-    symbol: str,
-    timeframe: str,
-    start: datetime | None,
-    end: datetime | None,
-    before: datetime | None,
-    placeholder: str = ":{}",
-    final_only: bool = False,
-) -> tuple[str, dict[str, object]]:
-    clauses = [f"c.symbol = {placeholder.format('symbol')}", f"c.timeframe = {placeholder.format('timeframe')}"]
-    if final_only:
-        clauses.append("c.final")
-    params: dict[str, object] = {"symbol": symbol, "timeframe": timeframe}
-    for name, bound, op in (("start", start, ">="), ("end", end, "<"), ("before", before, "<")):
-        if bound is not None:
-            clauses.append(f'c."timestamp" {op} {placeholder.format(name)}')
-            params[name] = bound
-    return " AND ".join(clauses), params
-
-
 def json_page(
     connection: sa.Connection,
     symbol: str,
@@ -191,13 +144,12 @@ def json_page(
 ) -> JsonPage:
     """The newest `limit` candles of [start, end) opening before `before`, as a JSON array, newest first
     (final ones only with `final_only`)."""
-    where, params = _where(symbol, timeframe, start, end, before, placeholder="%({})s", final_only=final_only)
+    query = candle_query(symbol, timeframe, start, end, before, limit, final_only=final_only, columns=(JSON_LINE,))
+    compiled = query.compile(dialect=connection.dialect)
     dbapi = connection.connection.dbapi_connection
     assert dbapi is not None
     cursor = dbapi.cursor()
-    copy = (
-        "COPY (" + cursor.mogrify(JSON_LINES.format(where=where), {**params, "limit": limit}).decode() + ") TO STDOUT"
-    )
+    copy = "COPY (" + cursor.mogrify(compiled.string, compiled.params).decode() + ") TO STDOUT"
     buffer = io.BytesIO()
     try:
         cursor.copy_expert(copy, buffer)
@@ -230,11 +182,9 @@ def text_rows_query(
     before: datetime | None,
     limit: int | None,
     final_only: bool = False,
-) -> sa.TextClause:
+) -> sa.Select:
     """Candles as text columns (timestamp, open, high, low, close, volume, final), newest first."""
-    where, params = _where(symbol, timeframe, start, end, before, final_only=final_only)
-    sql = TEXT_ROWS.format(timestamp=TIMESTAMP_TEXT, where=where, limit="" if limit is None else "LIMIT :limit")
-    return sa.text(sql).bindparams(**params, **({} if limit is None else {"limit": limit}))
+    return candle_query(symbol, timeframe, start, end, before, limit, final_only=final_only, columns=TEXT_COLUMNS)
 
 
 def newest_bars(connection: sa.Connection, series: Sequence[tuple[str, str]]) -> list[tuple[str, str, datetime | None]]:

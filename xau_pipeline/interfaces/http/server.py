@@ -15,8 +15,9 @@ import uvicorn
 
 from xau_pipeline.interfaces.http.app import DEFAULT_STATEMENT_TIMEOUT_MS, create_app
 from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.settings import Settings
 
-DEFAULT_SYMBOLS = (Symbol("XAU/USD"),)
+DEFAULT_SYMBOLS = Settings(database_url="").symbols
 
 STARTUP_TIMEOUT_SECONDS = 20.0
 

@@ -13,7 +13,6 @@ from fastapi.responses import HTMLResponse, Response
 
 from xau_pipeline.interfaces.http import chart, queries
 from xau_pipeline.interfaces.http.params import (
-    DEFAULT_GAP_WINDOW,
     MAX_LIMIT,
     ApiContext,
     SymbolQuery,
@@ -25,6 +24,7 @@ from xau_pipeline.interfaces.http.params import (
     api_context,
 )
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME, Timeframe
+from xau_pipeline.store.gap_window import DEFAULT_GAP_WINDOW
 from xau_pipeline.store.gaps import find_gaps
 
 DEFAULT_CHART_BARS = 500

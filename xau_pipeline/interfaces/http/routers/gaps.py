@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends
 from xau_pipeline.interfaces.http import queries
 from xau_pipeline.interfaces.http.models import GapReportResponse, MissingBar
 from xau_pipeline.interfaces.http.params import (
-    DEFAULT_GAP_WINDOW,
     ApiContext,
     SymbolQuery,
     TimeframePath,
@@ -20,6 +19,7 @@ from xau_pipeline.interfaces.http.params import (
     api_context,
 )
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
+from xau_pipeline.store.gap_window import gap_window
 from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, find_gaps
 from xau_pipeline.store.quality import day_cover
 
@@ -43,11 +43,7 @@ def get_gaps(
     name = _symbol(symbol)
     calendar_name, trading_calendar = api.calendar_of(name)
     now = api.clock()
-    # The defaults of `xau-pipeline gaps`.
-    if end_at is None:
-        end_at = now if start_at is None or start_at <= now else start_at + DEFAULT_GAP_WINDOW
-    if start_at is None:
-        start_at = end_at - DEFAULT_GAP_WINDOW
+    start_at, end_at = gap_window(start_at, end_at, now)
     _check_span(tf, start_at, end_at)
     with queries.read_only(api.engine, api.timeout_ms) as connection:
         report = find_gaps(connection, name, tf.name, tf.bar, trading_calendar, start_at, end_at, now)
