@@ -105,18 +105,21 @@ LAST_OLD_EVENT = sa.text("SELECT max(e.id) FROM event_logs e JOIN xau_old_runs o
 FIRST_EVENT = sa.text("SELECT min(id) FROM event_logs")
 # The id `n` rows past `lo` (the end of a window of n rows), none when fewer remain.
 EVENT_WINDOW_END = sa.text("SELECT id FROM event_logs WHERE id >= :lo ORDER BY id OFFSET :n LIMIT 1")
-DELETE_EVENTS = sa.text(
-    "DELETE FROM event_logs e WHERE e.id >= :lo AND e.id < :hi "
-    "AND e.run_id IN (SELECT run_id FROM xau_old_runs) "
-    "AND NOT EXISTS (SELECT 1 FROM xau_kept_events k WHERE k.id = e.id) RETURNING e.id"
-)
+
+
+def _delete_old_rows(table: str, kept: str, returning: str = "") -> sa.TextClause:
+    """Delete the rows of `table` in an id window [:lo, :hi) that belong to old runs and are not in `kept`."""
+    return sa.text(
+        f"DELETE FROM {table} t WHERE t.id >= :lo AND t.id < :hi "
+        "AND t.run_id IN (SELECT run_id FROM xau_old_runs) "
+        f"AND NOT EXISTS (SELECT 1 FROM {kept} k WHERE k.id = t.id){returning}"
+    )
+
+
+DELETE_EVENTS = _delete_old_rows("event_logs", "xau_kept_events", " RETURNING t.id")
 DELETE_EVENT_TAGS = sa.text("DELETE FROM asset_event_tags WHERE event_id = ANY(:ids)")
 CHECK_ID_RANGE = sa.text("SELECT min(id), max(id) FROM asset_check_executions")
-DELETE_CHECKS = sa.text(
-    "DELETE FROM asset_check_executions c WHERE c.id >= :lo AND c.id < :hi "
-    "AND c.run_id IN (SELECT run_id FROM xau_old_runs) "
-    "AND NOT EXISTS (SELECT 1 FROM xau_newest_checks n WHERE n.id = c.id)"
-)
+DELETE_CHECKS = _delete_old_rows("asset_check_executions", "xau_newest_checks")
 DOOMED_RUNS = sa.text(
     "SELECT o.run_id FROM xau_old_runs o "
     "WHERE NOT EXISTS (SELECT 1 FROM event_logs e WHERE e.run_id = o.run_id) "

@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import Path, Query, Request
+from fastapi import Depends, Path, Query, Request
 
 from xau_pipeline.clock import EPOCH
 from xau_pipeline.interfaces.dataframes import parse_time
 from xau_pipeline.interfaces.http.models import TimeframeName, iso_utc
 from xau_pipeline.market.market_hours import TradingCalendar, calendar
 from xau_pipeline.market.symbols import DEFAULT_CALENDAR, stored_name
-from xau_pipeline.market.timeframes import Timeframe
+from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.store.gap_window import GapWindowTooLongError, check_gap_window
 
 DEFAULT_LIMIT = 100
@@ -104,3 +104,28 @@ class ApiContext:
 
 def api_context(request: Request) -> ApiContext:
     return request.app.state.api
+
+
+@dataclass(frozen=True)
+class AskedSeries:
+    """The series a gaps or chart request asks about: its timeframe, stored symbol name and
+    calendar, the moment it was asked, and the API's context."""
+
+    api: ApiContext
+    tf: Timeframe
+    name: str
+    calendar_name: str
+    calendar: TradingCalendar
+    now: datetime
+
+
+def asked_series(
+    api: Annotated[ApiContext, Depends(api_context)], timeframe: TimeframePath, symbol: SymbolQuery = "XAUUSD"
+) -> AskedSeries:
+    """A dependency of the routes that read one series."""
+    name = _symbol(symbol)
+    calendar_name, trading_calendar = api.calendar_of(name)
+    return AskedSeries(api, TIMEFRAMES_BY_NAME[timeframe.value], name, calendar_name, trading_calendar, api.clock())
+
+
+SeriesParameters = Annotated[AskedSeries, Depends(asked_series)]

@@ -8,22 +8,18 @@ from functools import lru_cache
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
 
 from xau_pipeline.interfaces.http import chart, queries
 from xau_pipeline.interfaces.http.params import (
     MAX_LIMIT,
-    ApiContext,
-    SymbolQuery,
-    TimeframePath,
+    SeriesParameters,
     _check_span,
-    _symbol,
     _time_query,
     _window,
-    api_context,
 )
-from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME, Timeframe
+from xau_pipeline.market.timeframes import Timeframe
 from xau_pipeline.store.gap_window import DEFAULT_GAP_WINDOW
 from xau_pipeline.store.gaps import find_gaps
 
@@ -43,9 +39,7 @@ script_router = APIRouter()
     summary="Candlestick chart with the missing bars marked",
 )
 def get_chart(
-    api: Annotated[ApiContext, Depends(api_context)],
-    timeframe: TimeframePath,
-    symbol: SymbolQuery = "XAUUSD",
+    asked: SeriesParameters,
     start: str | None = _time_query("Window start (default: as far back as `limit` bars reach)."),
     end: str | None = _time_query("Window end, exclusive (default: just after the newest bar shown)."),
     limit: Annotated[
@@ -53,11 +47,9 @@ def get_chart(
     ] = DEFAULT_CHART_BARS,
     final_only: Annotated[bool, Query(description="Only final bars (bars not final yet are drawn apart).")] = False,
 ) -> HTMLResponse:
-    tf = TIMEFRAMES_BY_NAME[timeframe.value]
+    api = asked.api
+    tf, name, trading_calendar, now = asked.tf, asked.name, asked.calendar, asked.now
     start_at, end_at = _window(start, end)
-    name = _symbol(symbol)
-    calendar_name, trading_calendar = api.calendar_of(name)
-    now = api.clock()
     query = queries.candle_query(name, tf.name, start_at, end_at, None, limit, True, final_only)
     with queries.read_only(api.engine, api.timeout_ms) as connection:
         rows = list(reversed(connection.execute(query).all()))
@@ -72,7 +64,7 @@ def get_chart(
         off_session = {row.timestamp for row in rows if row.timestamp not in expected}
     # From a week before the window: the closure the window opens in is left out too.
     closed = chart.closures(trading_calendar.sessions(window[0] - timedelta(days=7), window[1] + tf.bar), tf.bar)
-    return HTMLResponse(chart.page(name, tf.name, rows, off_session, report, window, calendar_name, closed))
+    return HTMLResponse(chart.page(name, tf.name, rows, off_session, report, window, asked.calendar_name, closed))
 
 
 @script_router.get(chart.PLOTLY_JS_ROUTE, include_in_schema=False)

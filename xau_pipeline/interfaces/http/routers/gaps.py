@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from xau_pipeline.interfaces.http import queries
 from xau_pipeline.interfaces.http.models import GapReportResponse, MissingBar
 from xau_pipeline.interfaces.http.params import (
-    ApiContext,
-    SymbolQuery,
-    TimeframePath,
+    SeriesParameters,
     _check_span,
-    _symbol,
     _time_query,
     _window,
-    api_context,
 )
-from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.gap_window import gap_window
 from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, find_gaps
 from xau_pipeline.store.quality import day_cover
@@ -32,18 +25,13 @@ router = APIRouter(tags=["candles"])
     summary="Expected bars with no stored candle, and why",
 )
 def get_gaps(
-    api: Annotated[ApiContext, Depends(api_context)],
-    timeframe: TimeframePath,
-    symbol: SymbolQuery = "XAUUSD",
+    asked: SeriesParameters,
     start: str | None = _time_query("Window start (default: 7 days before the end)."),
     end: str | None = _time_query("Window end, exclusive (default: now)."),
 ) -> GapReportResponse:
-    tf = TIMEFRAMES_BY_NAME[timeframe.value]
-    start_at, end_at = _window(start, end)
-    name = _symbol(symbol)
-    calendar_name, trading_calendar = api.calendar_of(name)
-    now = api.clock()
-    start_at, end_at = gap_window(start_at, end_at, now)
+    api = asked.api
+    tf, name, trading_calendar, now = asked.tf, asked.name, asked.calendar, asked.now
+    start_at, end_at = gap_window(*_window(start, end), now)
     _check_span(tf, start_at, end_at)
     with queries.read_only(api.engine, api.timeout_ms) as connection:
         report = find_gaps(connection, name, tf.name, tf.bar, trading_calendar, start_at, end_at, now)
@@ -52,7 +40,7 @@ def get_gaps(
     return GapReportResponse(
         symbol=name,
         timeframe=tf.name,
-        calendar=calendar_name,
+        calendar=asked.calendar_name,
         start=start_at,
         end=end_at,
         expected=report.expected,
