@@ -24,7 +24,7 @@ from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.gaps import GRID_MISMATCH, NOT_CLOSED
 from xau_pipeline.store.upsert import upsert_bars
-from xau_pipeline_dev.testing import temporary_database
+from xau_pipeline_dev.testing import bar_phase, temporary_database
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
@@ -74,7 +74,7 @@ def main() -> None:
                 store.migrate()
                 with store.engine.begin() as connection:
                     upsert_bars(connection, "XAUUSD", name, bars)
-                phase = store.bar_phase("XAUUSD", tf)
+                phase = bar_phase(store, "XAUUSD", tf)
                 before = store.gaps("XAUUSD", tf, cme, start, end, now, phase=phase)
                 began = time.perf_counter()
                 detected = store.grid("XAUUSD", tf)

@@ -20,8 +20,9 @@ from xau_pipeline.market.publication import PUBLICATION_WINDOW, covered_until, f
 from xau_pipeline.market.quarantine_rule import Rejected, answer_phase, parse_values, screen
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import Timeframe
-from xau_pipeline.store.candle_store import CandleStore, WindowClaim
+from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.upsert import UpsertCounts
+from xau_pipeline.store.window_claim import WindowClaim
 from xau_pipeline.twelvedata.client import CLOSE_MARGIN, ONE_SECOND, Page, TwelveDataClient
 from xau_pipeline.twelvedata.windows import WindowPlanner, merge_gaps
 

@@ -6,7 +6,8 @@ import sqlalchemy as sa
 from xau_pipeline.market.bars import Bar, FetchedWindow
 from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, detect_phase, find_gaps
+from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, find_gaps
+from xau_pipeline.store.series_grid import detect_phase
 from xau_pipeline.store.upsert import upsert_bars
 
 UTC = UTC

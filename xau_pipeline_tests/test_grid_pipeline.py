@@ -29,6 +29,7 @@ from xau_pipeline.store.gaps import GRID_MISMATCH
 from xau_pipeline.store.quality import M15Comparison
 from xau_pipeline.twelvedata.client import TwelveDataClient
 from xau_pipeline.twelvedata.windows import WindowPlanner, merge_gaps
+from xau_pipeline_dev.testing import bar_phase
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 UTC = UTC
@@ -93,7 +94,7 @@ def test_each_grid_loads_exactly_with_no_false_gap_across_the_dst_switch(stand_i
     # The default (no phase, no grid) detects the same grid.
     assert store.gaps(symbol.name, timeframe, policy, start, end, now).missing == 0
 
-    before = store.gaps(symbol.name, timeframe, policy, start, end, now, phase=store.bar_phase(symbol.name, timeframe))
+    before = store.gaps(symbol.name, timeframe, policy, start, end, now, phase=bar_phase(store, symbol.name, timeframe))
     assert (before.missing, before.off_session) == FIXED_PHASE_BEFORE[(feed, timeframe.name)][week]
     if before.missing:
         # Phase 4: every phantom gap is one grid-mismatch line, none is fetched.
@@ -174,7 +175,7 @@ def test_h4_on_the_new_york_grid_agrees_with_its_m15_bars(stand_in, store):
     assert (mismatches, compared, incomplete) == ([], len(served), 0)
     # On the fixed UTC phase, the bars of the other DST season fall between its slots: half of the
     # 60 bars cannot be compared.
-    phase = store.bar_phase(symbol.name, H4)
+    phase = bar_phase(store, symbol.name, H4)
     _, compared_before, incomplete_before = store.m15_mismatches(
         symbol.name, H4, start, end, M15Comparison(Decimal("0.000001"), m15_expected, phase=phase)
     )
@@ -185,7 +186,7 @@ def test_repair_skips_phantom_gaps_even_on_a_fixed_phase(stand_in, store, monkey
     """Were the repair sensor's gap report taken on the fixed UTC phase (as before grids), its 31
     "missing" H4 slots would all be grid mismatches: nothing is planned, no credit spent."""
     symbol, start, end = load(stand_in, store, "new_york", H4, "march")
-    phase, now = store.bar_phase(symbol.name, H4), end + timedelta(hours=2)
+    phase, now = bar_phase(store, symbol.name, H4), end + timedelta(hours=2)
     mismatch = store.gaps(symbol.name, H4, calendar(symbol.calendar), start, end, now, phase=phase).mismatch
     assert mismatch is not None and mismatch.line == (
         "grid mismatch: 31 slot(s) of the 4h anchored UTC 01:00 grid are empty beside 30 stored bar(s) off it; "

@@ -26,6 +26,7 @@ from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, find_gaps
 from xau_pipeline.store.upsert import upsert_bars
+from xau_pipeline_dev.testing import bar_phase
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 SYMBOL = "XAUUSD"
@@ -186,7 +187,7 @@ def test_real_bars_on_either_grid_have_no_false_gap(
     assert detected.grid == grid
     after = store.gaps(SYMBOL, tf, cme, start, end, now, grid=detected.grid)
     assert (after.missing, after.off_session, after.stored) == (0, 0, bars - 1)
-    before = store.gaps(SYMBOL, tf, cme, start, end, now, phase=store.bar_phase(SYMBOL, tf))
+    before = store.gaps(SYMBOL, tf, cme, start, end, now, phase=bar_phase(store, SYMBOL, tf))
     assert (before.missing, before.off_session, before.count(GRID_MISMATCH)) == (
         fixed_phase_missing,
         fixed_phase_off_session,

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, timedelta
 
 import sqlalchemy as sa
 import uvicorn
@@ -17,7 +17,10 @@ from sqlalchemy.engine import make_url
 from xau_pipeline.interfaces.http.app import DEFAULT_STATEMENT_TIMEOUT_MS
 from xau_pipeline.interfaces.http.server import DEFAULT_SYMBOLS, STARTUP_TIMEOUT_SECONDS, server_config
 from xau_pipeline.market.symbols import Symbol
+from xau_pipeline.market.timeframes import Timeframe
+from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import engine_for, normalize_url
+from xau_pipeline.store.series_grid import detect_phase
 
 
 @contextmanager
@@ -74,3 +77,9 @@ def serving_in_thread(
         engine = getattr(getattr(config.app, "state", None), "engine", None)
         if engine is not None:
             engine.dispose()
+
+
+def bar_phase(store: CandleStore, symbol: str, timeframe: Timeframe) -> timedelta:
+    """The series' bar grid offset from the UTC epoch grid, as its stored bars show it."""
+    with store.engine.connect() as connection:
+        return detect_phase(connection, symbol, timeframe.name, timeframe.bar)

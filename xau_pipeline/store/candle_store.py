@@ -24,9 +24,8 @@ from xau_pipeline.market.bar_grid import Grid
 from xau_pipeline.market.bars import Bar, FetchedWindow, Interval, subtract
 from xau_pipeline.market.grid_detection import DayCover, GridDetection
 from xau_pipeline.market.market_hours import TradingCalendar
-from xau_pipeline.market.quarantine_rule import Rejected
 from xau_pipeline.market.timeframes import Timeframe
-from xau_pipeline.store import gaps, migrate, quality, quarantine
+from xau_pipeline.store import gaps, migrate, quality, quarantine, series_grid
 from xau_pipeline.store.candle_query import OHLC, candle_query
 from xau_pipeline.store.coverage import (
     covered_intervals,
@@ -40,6 +39,7 @@ from xau_pipeline.store.errors import SchemaNotCurrentError, StoreUnavailableErr
 from xau_pipeline.store.freshness import Freshness, series_freshness
 from xau_pipeline.store.tables import candles
 from xau_pipeline.store.upsert import UpsertCounts, upsert_bars
+from xau_pipeline.store.window_claim import CLAIM_SERIES, WindowClaim
 from xau_pipeline.twelvedata import credit_budget
 from xau_pipeline.twelvedata.credit_budget import BudgetSettings, CreditBudget
 
@@ -52,55 +52,6 @@ _current_lock = threading.Lock()
 
 # A lost server shows as SQLAlchemy's wrapped errors, or as psycopg2's own from raw-cursor COPYs.
 CONNECTION_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg2.OperationalError, psycopg2.InterfaceError)
-
-# Transaction-scoped: one process at a time works on (re-reads, fetches, stores) a series' window.
-CLAIM_SERIES = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:series, 1))")
-
-
-class WindowClaim:
-    """A series claimed for one window, inside the transaction that will store the window's answer."""
-
-    def __init__(self, connection: sa.Connection, symbol: str, timeframe: Timeframe):
-        self.connection = connection
-        self.symbol = symbol
-        self.timeframe = timeframe
-
-    def missing(self, start: datetime, end: datetime) -> list[Interval]:
-        """Parts of [start, end) never fetched closed, as of now (after the claim)."""
-        covered = covered_intervals(self.connection, self.symbol, self.timeframe.name, start, end)
-        return subtract((start, end), covered)
-
-    def stored_phase(self) -> timedelta | None:
-        """The grid offset the stored bars show, None when none is stored."""
-        row = self.connection.execute(
-            gaps.DOMINANT_PHASE,
-            {
-                "symbol": self.symbol,
-                "timeframe": self.timeframe.name,
-                "bar_seconds": int(self.timeframe.bar.total_seconds()),
-            },
-        ).first()
-        return timedelta(seconds=row.phase_seconds) if row else None
-
-    def store(
-        self,
-        bars: list[Bar],
-        rejected: list[Rejected],
-        window: FetchedWindow,
-        fetched_at: datetime,
-        run_id: str | None,
-        settlement: tuple[int, str, int] | None,
-        final_before: datetime | None = None,
-    ) -> UpsertCounts:
-        """The window's bars (those opening before `final_before` final, the rest provisional),
-        quarantined bars, coverage and ledger settlement (id, outcome, credits); committed together
-        when the claim ends."""
-        counts = upsert_bars(self.connection, self.symbol, self.timeframe.name, bars, final_before=final_before)
-        quarantine.record_rejected(self.connection, self.symbol, self.timeframe.name, rejected, fetched_at, run_id)
-        record_windows(self.connection, self.symbol, self.timeframe.name, self.timeframe.bar, [window])
-        if settlement is not None:
-            credit_budget.settle_call(self.connection, *settlement)
-        return counts
 
 
 class CandleStore:
@@ -258,11 +209,6 @@ class CandleStore:
 
     # -- gaps and quality ----------------------------------------------------------------------
 
-    def bar_phase(self, symbol: str, timeframe: Timeframe) -> timedelta:
-        """The series' bar grid offset from the UTC epoch grid, as the stored bars show it."""
-        with self._connect() as connection:
-            return gaps.detect_phase(connection, symbol, timeframe.name, timeframe.bar)
-
     def gaps(
         self,
         symbol: str,
@@ -287,7 +233,7 @@ class CandleStore:
     ) -> tuple[int, int]:
         """(expected, stored) closed bars of [start, now) on the series' detected grid (see store/gaps.py)."""
         with self._connect() as connection:
-            grid = gaps.detect_series_grid(connection, symbol, timeframe.name, timeframe.bar).grid
+            grid = series_grid.detect_series_grid(connection, symbol, timeframe.name, timeframe.bar).grid
             return gaps.stored_share(connection, symbol, timeframe.name, timeframe.bar, calendar, start, now, grid)
 
     def invalid_bars(
@@ -367,12 +313,12 @@ class CandleStore:
         tens of milliseconds), so it follows the feed without a table to keep in step.
         """
         with self._connect() as connection:
-            return gaps.detect_series_grid(connection, symbol, timeframe.name, timeframe.bar, since)
+            return series_grid.detect_series_grid(connection, symbol, timeframe.name, timeframe.bar, since)
 
     def recent_grid(self, symbol: str, timeframe: Timeframe, now: datetime) -> Grid:
-        """The grid the series' newest bars lie on (gaps.recent_grid)."""
+        """The grid the series' newest bars lie on (series_grid.recent_grid)."""
         with self._connect() as connection:
-            return gaps.recent_grid(connection, symbol, timeframe.name, timeframe.bar, now)
+            return series_grid.recent_grid(connection, symbol, timeframe.name, timeframe.bar, now)
 
     def day_cover(self, symbol: str, start: datetime | None = None, end: datetime | None = None) -> DayCover:
         """The day each D1 bar of [start, end) holds, read off the H1 bars (default: the last 400 days)."""

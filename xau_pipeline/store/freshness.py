@@ -17,8 +17,8 @@ from xau_pipeline.market.bar_grid import Grid
 from xau_pipeline.market.market_hours import TradingCalendar
 from xau_pipeline.market.publication import PUBLICATION_WINDOW, SETTLE
 from xau_pipeline.market.timeframes import Timeframe
-from xau_pipeline.store.gaps import recent_grid
 from xau_pipeline.store.quality import newest_stored
+from xau_pipeline.store.series_grid import recent_grid
 
 FRESH, WAITING, STALE, NOTHING_EXPECTED = "fresh", "waiting for publication", "stale", "no bar expected"
 # How far back the rule looks for expected bars, and ahead for the next one (a long holiday).

@@ -22,9 +22,14 @@ import sqlalchemy as sa
 
 from xau_pipeline.clock import EPOCH
 from xau_pipeline.market.bar_grid import Grid, utc_grid
-from xau_pipeline.market.grid_detection import GridDetection, detect_grid
+from xau_pipeline.market.grid_detection import detect_grid
 from xau_pipeline.market.market_hours import TradingCalendar
 from xau_pipeline.market.publication import PUBLICATION_WINDOW
+from xau_pipeline.store.series_grid import (
+    detect_phase,
+    detect_series_grid,
+    recent_grid,
+)
 
 # The expected slots (CTE `expected`) with no stored bar, each with how often its slot was fetched
 # closed and when last: shared by the UTC-grid and the listed-slot queries below.
@@ -95,14 +100,6 @@ STORED_OPENS = sa.text(
     """
 )
 
-# Every stored open of a series (H4 and D1: about 11,000 and 2,000 rows over seven years).
-SERIES_OPENS = sa.text(
-    """
-    SELECT "timestamp" FROM candles
-    WHERE symbol = :symbol AND timeframe = :timeframe AND "timestamp" >= :since
-    ORDER BY "timestamp"
-    """
-)
 
 # PostgreSQL cannot estimate how many rows generate_series yields per session (it guesses 5), so
 # over a long window it probes the candles index once per slot; a merge anti join over one
@@ -116,16 +113,6 @@ STORED_COUNT = sa.text(
     """
 )
 
-# The most common offset of stored bar opens from the epoch grid: Twelve Data's 4h phase and the
-# hour its 1day bars carry are undocumented, so they are read off the data.
-DOMINANT_PHASE = sa.text(
-    """
-    SELECT mod(floor(extract(epoch FROM "timestamp"))::bigint, :bar_seconds) AS phase_seconds, count(*) AS bars
-    FROM candles
-    WHERE symbol = :symbol AND timeframe = :timeframe
-    GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1
-    """
-)
 
 NEVER_FETCHED = "never fetched"
 PROVIDER_EMPTY = "provider returned nothing"
@@ -191,48 +178,6 @@ class GapReport:
     def real_gaps(self) -> list[Gap]:
         """The gaps that are not phantoms of a grid mismatch."""
         return [gap for gap in self.gaps if gap.reason != GRID_MISMATCH]
-
-
-def detect_phase(connection: sa.Connection, symbol: str, timeframe: str, bar: timedelta) -> timedelta:
-    """The bar grid's offset as the stored bars show it (0 when nothing is stored yet)."""
-    row = connection.execute(
-        DOMINANT_PHASE, {"symbol": symbol, "timeframe": timeframe, "bar_seconds": int(bar.total_seconds())}
-    ).first()
-    return timedelta(seconds=row.phase_seconds) if row else timedelta(0)
-
-
-def series_opens(
-    connection: sa.Connection, symbol: str, timeframe: str, since: datetime | None = None
-) -> list[datetime]:
-    """Every stored bar open of a series (from `since`), ascending."""
-    params = {"symbol": symbol, "timeframe": timeframe, "since": since or EPOCH}
-    return list(connection.execute(SERIES_OPENS, params).scalars())
-
-
-def detect_series_grid(
-    connection: sa.Connection, symbol: str, timeframe: str, bar: timedelta, since: datetime | None = None
-) -> GridDetection:
-    """The series' grid as its stored bars show it (xau_pipeline.market.grid_detection.detect_grid), recomputed on each call.
-
-    Bars dividing an hour: the dominant UTC phase in one SQL aggregate. H4 and D1: the opens are
-    read and matched per DST stretch (tens of milliseconds over seven years).
-    """
-    if timedelta(hours=1) % bar == timedelta(0) and since is None:
-        return GridDetection(utc_grid(bar, detect_phase(connection, symbol, timeframe, bar)), 0)
-    return detect_grid(series_opens(connection, symbol, timeframe, since), bar)
-
-
-# How far back the live paths (schedules, publication sensor, freshness) read an H4 or D1 grid off
-# the stored bars: both DST seasons.
-GRID_LOOKBACK = timedelta(days=400)
-
-
-def recent_grid(connection: sa.Connection, symbol: str, timeframe: str, bar: timedelta, now: datetime) -> Grid:
-    """The grid the series' newest bars lie on: the UTC grid for bars dividing an hour (M15, H1, whatever
-    the feed), else the one its stored bars of the last GRID_LOOKBACK show."""
-    if timedelta(hours=1) % bar == timedelta(0):
-        return utc_grid(bar)
-    return detect_series_grid(connection, symbol, timeframe, bar, since=now - GRID_LOOKBACK).grid
 
 
 def find_gaps(

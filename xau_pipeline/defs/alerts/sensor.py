@@ -25,6 +25,7 @@ from xau_pipeline.defs.alerts.incidents import OPENING, IncidentStore, PendingNo
 from xau_pipeline.defs.alerts.rules import (
     FAILED_RUNS_IN_A_ROW,
     STALE,
+    Decision,
     Finding,
     decide,
     is_stale,
@@ -257,6 +258,29 @@ def deliver_pending(
     return sent, failures
 
 
+def _description(channels: Sequence[Any]) -> str:
+    return (
+        "One notice per incident and one when it clears, to "
+        + (", ".join(c.describe() for c in channels) or "no channel (set XAU_ALERT_WEBHOOK_URL or XAU_ALERT_SMTP_URL)")
+        + f": a failed {', '.join(ALERTED_CHECKS)} on one of the last {WATCHED_DAYS} days, a stale series "
+        f"(twice the bar plus 5 min), {FAILED_RUNS_IN_A_ROW} failed runs in a row of a kind; nothing while the "
+        "market is closed. README: Alerts."
+    )
+
+
+def _summary(decision: Decision, open_now: int, sent: int, failures: Sequence[str], quiet_series: Sequence[str]) -> str:
+    """The tick's one line: incidents opened, resolved and open, notices sent, what was not delivered."""
+    summary = (
+        f"{len(decision.opened)} incident(s) opened, {len(decision.resolved)} resolved, {open_now} open; "
+        f"{sent} notice(s) sent"
+    )
+    if failures:
+        summary += "; not delivered (next tick): " + "; ".join(failures)
+    if quiet_series:
+        summary += f"; market closed for {', '.join(quiet_series[:4])}{' ...' if len(quiet_series) > 4 else ''}"
+    return summary
+
+
 def build_alert_sensor(
     settings: Settings,
     series: Sequence[Series],
@@ -275,16 +299,7 @@ def build_alert_sensor(
         name=ALERT_SENSOR_NAME,
         minimum_interval_seconds=ALERT_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=(
-            "One notice per incident and one when it clears, to "
-            + (
-                ", ".join(c.describe() for c in channels)
-                or "no channel (set XAU_ALERT_WEBHOOK_URL or XAU_ALERT_SMTP_URL)"
-            )
-            + f": a failed {', '.join(ALERTED_CHECKS)} on one of the last {WATCHED_DAYS} days, a stale series "
-            "(twice the bar plus "
-            f"5 min), {FAILED_RUNS_IN_A_ROW} failed runs in a row of a kind; nothing while the market is closed. README: Alerts."
-        ),
+        description=_description(channels),
     )
     def alerts(context: dg.SensorEvaluationContext, candle_store: CandleStoreResource):
         """Findings -> incidents opened and resolved (committed one by one) -> owed notices delivered."""
@@ -315,16 +330,8 @@ def build_alert_sensor(
         sent, failures = deliver_pending(
             incidents, channels, context.log, tries, wait, (url_password(settings.database_url),)
         )
-        open_now = len(incidents.open_incidents())
-        summary = (
-            f"{len(decision.opened)} incident(s) opened, {len(decision.resolved)} resolved, {open_now} open; "
-            f"{sent} notice(s) sent"
-        )
-        if failures:
-            summary += "; not delivered (next tick): " + "; ".join(failures)
         quiet_series = sorted(name for name, q in quiet_cache.items() if q)
-        if quiet_series:
-            summary += f"; market closed for {', '.join(quiet_series[:4])}{' ...' if len(quiet_series) > 4 else ''}"
+        summary = _summary(decision, len(incidents.open_incidents()), sent, failures, quiet_series)
         return dg.SkipReason(summary)
 
     return alerts

@@ -238,6 +238,132 @@ def progress_line(progress: Sequence[SeriesProgress], eta: str) -> str:
     return "history " + ", ".join(parts) + "; " + eta
 
 
+def _why_wait(
+    context: dg.SensorEvaluationContext,
+    symbol: Symbol,
+    now: datetime,
+    today: datetime,
+    line: str,
+    used: dict[str, int],
+    budget: BudgetSettings,
+    backfill_left: int,
+    orphans: bool,
+) -> dg.SkipReason | None:
+    """Why no catch-up run starts now (one in progress, a recent failure, the day's share spent), if so."""
+    busy = runs_in_progress(context.instance, {CATCH_UP_TAG: symbol.name}, now, limit=1)
+    if busy:
+        return dg.SkipReason(f"catch-up run {busy[0].run_id[:8]} in progress; {line}")
+    failed = context.instance.get_run_records(
+        filters=dg.RunsFilter(tags={CATCH_UP_TAG: symbol.name}, statuses=[dg.DagsterRunStatus.FAILURE]),
+        limit=1,
+    )
+    ended = failed[0].end_time if failed else None
+    if ended is not None and now.timestamp() - ended < AFTER_A_FAILURE.total_seconds():
+        retry_at = datetime.fromtimestamp(ended, UTC) + AFTER_A_FAILURE
+        return dg.SkipReason(
+            f"catch-up run {failed[0].dagster_run.run_id[:8]} failed (see its log); next try at "
+            f"{retry_at:%H:%M} UTC; {line}"
+        )
+    if backfill_left <= 0 and not orphans:  # an orphans run makes no call
+        return dg.SkipReason(
+            f"the backfill share of today's credits is spent ({sum(used.values())} of {budget.per_day} used "
+            f"today); catch-up continues after {next_utc_midnight(today):%Y-%m-%d %H:%M} UTC; {line}"
+        )
+    return None
+
+
+def _run_request(
+    symbol: Symbol,
+    assets: Sequence[dg.AssetsDefinition],
+    plan: CatchUpPlan,
+    progress: Sequence[SeriesProgress],
+    line: str,
+    now: datetime,
+) -> dg.RunRequest:
+    """The run over the plan's days, each series allotted its planned credits."""
+    assert plan.first_day is not None and plan.last_day is not None
+    # Each series stops at its planned windows even where the feed fills pages earlier than the
+    # calendar expects: one series' extra calls never take another's credits (the next run goes on).
+    # M15 gets one credit more: H1, H4 and D1 depend on it, and a series stopped short of its range
+    # leaves its dependents skipped in that run (a spare credit is only spent if it is needed).
+    allotments = [
+        spare_for_an_unknown_feed(symbol, p, n, now) + n + (1 if p.timeframe == M15.name and n else 0)
+        for p, n in zip(progress, plan.credits_by_series, strict=True)
+    ]
+    tags = {
+        CATCH_UP_TAG: symbol.name,
+        CATCH_UP_CREDITS_TAG: catch_up_credits_tag(allotments),
+        CATCH_UP_PROGRESS_TAG: line[:250],
+    }
+    run_key = f"catch-up:{symbol.name}:{plan.first_day}..{plan.last_day}:{now:%Y-%m-%dT%H:%M:%S}"
+    keys = [asset.key for asset in assets]
+    if plan.first_day == plan.last_day:
+        # One day as that partition, so its check results are tied to its materialization.
+        return dg.RunRequest(run_key=run_key, partition_key=plan.first_day, tags=tags, asset_selection=keys)
+    return dg.RunRequest(
+        run_key=run_key, tags={**tags, **partition_range_tags(plan.first_day, plan.last_day)}, asset_selection=keys
+    )
+
+
+def _catch_up_tick(
+    context: dg.SensorEvaluationContext,
+    candle_store: CandleStoreResource,
+    twelvedata: TwelveDataResource,
+    symbol: Symbol,
+    assets: Sequence[dg.AssetsDefinition],
+    history_start: datetime,
+) -> dg.SkipReason | dg.RunRequest:
+    """One tick of a symbol's history catch-up sensor."""
+    now = utc_now()
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    idle_since = datetime.fromisoformat(cursor["complete_at"]) if cursor.get("complete_at") else None
+    if idle_since is not None and now - idle_since < IDLE_RECHECK:
+        return dg.SkipReason(
+            f"history complete at {idle_since:%Y-%m-%d %H:%M} UTC; next look at {idle_since + IDLE_RECHECK:%H:%M} UTC"
+        )
+    store = candle_store.store()
+    budget = twelvedata.budget_settings()
+    # Credits are counted on the ledger's clock, which stamps and gates every call: the database's.
+    today, usage = store.ledger_usage()
+    used = credits_by_kind(usage)
+    backfill_left = credits_left(budget, used)["backfill"]
+    end = catch_up_end(now)
+    # A complete history (the usual case, rechecked every 15 min) is told from the ledger alone: the
+    # stored share per series (a count over its whole history) is read only while something is left.
+    complete = not any(history_windows(store, symbol, tf, history_start, end) for tf in TIMEFRAMES)
+    if complete:
+        progress: list[SeriesProgress] = []
+        to_go = 0
+        line = f"history complete: every closed bar since {history_start:%Y-%m-%d} was fetched"
+    else:
+        progress = history_progress(store, symbol, history_start, now)
+        to_go = sum(p.credits_to_go for p in progress)
+        line = progress_line(progress, eta_text(to_go, budget, backfill_left, today))
+    materialized = [context.instance.get_materialized_partitions(asset.key) for asset in assets] if to_go == 0 else []
+    orphans = newest_stretch(unmaterialized_days(materialized, history_start, end)) if to_go == 0 else []
+    if to_go == 0 and not orphans:
+        context.update_cursor(json.dumps({"complete_at": now.isoformat()}))
+        return dg.SkipReason(line)
+    context.update_cursor(json.dumps({}))
+    waiting = _why_wait(context, symbol, now, today, line, used, budget, backfill_left, bool(orphans))
+    if waiting is not None:
+        return waiting
+    if orphans:  # fetched, never materialized: a run without calls
+        progress = progress or history_progress(store, symbol, history_start, now)
+        line = progress_line(progress, eta_text(to_go, budget, backfill_left, today))
+        plan = CatchUpPlan(orphans[0], orphans[-1], 0, 0, tuple(0 for _ in progress))
+    else:
+        plan = plan_catch_up([p.windows for p in progress], history_start, min(budget.per_minute, backfill_left))
+        assert plan.last_day is not None
+        # A run's oldest window is a whole page reaching into older history: the days it fetched whole
+        # below the run's range belong to the next run's range, or no run would ever materialize them.
+        materialized = [context.instance.get_materialized_partitions(asset.key) for asset in assets]
+        plan = replace(plan, last_day=stored_days_above(materialized, plan.last_day, end))
+    assert plan.first_day is not None and plan.last_day is not None
+    context.log.info(f"catch-up run over {plan.first_day} .. {plan.last_day} ({plan.credits} credit(s)); {line}")
+    return _run_request(symbol, assets, plan, progress, line, now)
+
+
 def build_catch_up_sensor(
     symbol: Symbol,
     assets: Sequence[dg.AssetsDefinition],
@@ -264,92 +390,6 @@ def build_catch_up_sensor(
     def history_catch_up(
         context: dg.SensorEvaluationContext, candle_store: CandleStoreResource, twelvedata: TwelveDataResource
     ):
-        now = utc_now()
-        cursor = json.loads(context.cursor) if context.cursor else {}
-        idle_since = datetime.fromisoformat(cursor["complete_at"]) if cursor.get("complete_at") else None
-        if idle_since is not None and now - idle_since < IDLE_RECHECK:
-            return dg.SkipReason(
-                f"history complete at {idle_since:%Y-%m-%d %H:%M} UTC; next look at "
-                f"{idle_since + IDLE_RECHECK:%H:%M} UTC"
-            )
-        store = candle_store.store()
-        budget = twelvedata.budget_settings()
-        # Credits are counted on the ledger's clock, which stamps and gates every call: the database's.
-        today, usage = store.ledger_usage()
-        used = credits_by_kind(usage)
-        backfill_left = credits_left(budget, used)["backfill"]
-        end = catch_up_end(now)
-        # A complete history (the usual case, rechecked every 15 min) is told from the ledger alone: the
-        # stored share per series (a count over its whole history) is read only while something is left.
-        complete = not any(history_windows(store, symbol, tf, history_start, end) for tf in TIMEFRAMES)
-        if complete:
-            progress: list[SeriesProgress] = []
-            to_go = 0
-            line = f"history complete: every closed bar since {history_start:%Y-%m-%d} was fetched"
-        else:
-            progress = history_progress(store, symbol, history_start, now)
-            to_go = sum(p.credits_to_go for p in progress)
-            line = progress_line(progress, eta_text(to_go, budget, backfill_left, today))
-        materialized = (
-            [context.instance.get_materialized_partitions(asset.key) for asset in assets] if to_go == 0 else []
-        )
-        orphans = newest_stretch(unmaterialized_days(materialized, history_start, end)) if to_go == 0 else []
-        if to_go == 0 and not orphans:
-            context.update_cursor(json.dumps({"complete_at": now.isoformat()}))
-            return dg.SkipReason(line)
-        context.update_cursor(json.dumps({}))
-        busy = runs_in_progress(context.instance, {CATCH_UP_TAG: symbol.name}, now, limit=1)
-        if busy:
-            return dg.SkipReason(f"catch-up run {busy[0].run_id[:8]} in progress; {line}")
-        failed = context.instance.get_run_records(
-            filters=dg.RunsFilter(tags={CATCH_UP_TAG: symbol.name}, statuses=[dg.DagsterRunStatus.FAILURE]),
-            limit=1,
-        )
-        ended = failed[0].end_time if failed else None
-        if ended is not None and now.timestamp() - ended < AFTER_A_FAILURE.total_seconds():
-            retry_at = datetime.fromtimestamp(ended, UTC) + AFTER_A_FAILURE
-            return dg.SkipReason(
-                f"catch-up run {failed[0].dagster_run.run_id[:8]} failed (see its log); next try at "
-                f"{retry_at:%H:%M} UTC; {line}"
-            )
-        if backfill_left <= 0 and not orphans:  # an orphans run makes no call
-            return dg.SkipReason(
-                f"the backfill share of today's credits is spent ({sum(used.values())} of {budget.per_day} used "
-                f"today); catch-up continues after {next_utc_midnight(today):%Y-%m-%d %H:%M} UTC; {line}"
-            )
-        if orphans:  # fetched, never materialized: a run without calls
-            progress = progress or history_progress(store, symbol, history_start, now)
-            line = progress_line(progress, eta_text(to_go, budget, backfill_left, today))
-            plan = CatchUpPlan(orphans[0], orphans[-1], 0, 0, tuple(0 for _ in progress))
-        else:
-            plan = plan_catch_up([p.windows for p in progress], history_start, min(budget.per_minute, backfill_left))
-            assert plan.last_day is not None
-            # A run's oldest window is a whole page reaching into older history: the days it fetched whole
-            # below the run's range belong to the next run's range, or no run would ever materialize them.
-            materialized = [context.instance.get_materialized_partitions(asset.key) for asset in assets]
-            plan = replace(plan, last_day=stored_days_above(materialized, plan.last_day, end))
-        assert plan.first_day is not None and plan.last_day is not None
-        context.log.info(f"catch-up run over {plan.first_day} .. {plan.last_day} ({plan.credits} credit(s)); {line}")
-        # Each series stops at its planned windows even where the feed fills pages earlier than the
-        # calendar expects: one series' extra calls never take another's credits (the next run goes on).
-        # M15 gets one credit more: H1, H4 and D1 depend on it, and a series stopped short of its range
-        # leaves its dependents skipped in that run (a spare credit is only spent if it is needed).
-        allotments = [
-            spare_for_an_unknown_feed(symbol, p, n, now) + n + (1 if p.timeframe == M15.name and n else 0)
-            for p, n in zip(progress, plan.credits_by_series, strict=True)
-        ]
-        tags = {
-            CATCH_UP_TAG: symbol.name,
-            CATCH_UP_CREDITS_TAG: catch_up_credits_tag(allotments),
-            CATCH_UP_PROGRESS_TAG: line[:250],
-        }
-        run_key = f"catch-up:{symbol.name}:{plan.first_day}..{plan.last_day}:{now:%Y-%m-%dT%H:%M:%S}"
-        keys = [asset.key for asset in assets]
-        if plan.first_day == plan.last_day:
-            # One day as that partition, so its check results are tied to its materialization.
-            return dg.RunRequest(run_key=run_key, partition_key=plan.first_day, tags=tags, asset_selection=keys)
-        return dg.RunRequest(
-            run_key=run_key, tags={**tags, **partition_range_tags(plan.first_day, plan.last_day)}, asset_selection=keys
-        )
+        return _catch_up_tick(context, candle_store, twelvedata, symbol, assets, history_start)
 
     return history_catch_up

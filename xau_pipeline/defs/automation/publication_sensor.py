@@ -82,6 +82,64 @@ def _inside(moment: datetime, intervals: list[Interval]) -> bool:
     return any(start <= moment < end for start, end in intervals)
 
 
+def _due_by_day(
+    store: CandleStore,
+    timeframe: Timeframe,
+    assets: Mapping[Symbol, dg.AssetsDefinition],
+    busy: set[str],
+    now: datetime,
+) -> tuple[dict[str, list[tuple[Symbol, Unsettled]]], list[str]]:
+    """The bars due to be asked for again, by UTC day, and a note per series waiting for another reason."""
+    by_day: dict[str, list[tuple[Symbol, Unsettled]]] = {}
+    notes = []
+    for symbol, asset in assets.items():
+        path = asset.key.to_user_string()
+        pending = unsettled(store, symbol, timeframe, now)
+        if not pending:
+            continue
+        newest = pending[-1]
+        if any(path in series.split(",") for series in busy):
+            notes.append(f"{path}: {len(pending)} bar(s) not final yet; a run asking for them is in progress")
+            continue
+        due = [u for u in pending if u.due]
+        if not due:
+            notes.append(
+                f"{path}: {len(pending)} bar(s) not final yet, the newest opening {newest.slot:%Y-%m-%d %H:%M} UTC; "
+                f"asked for again {REASK_EVERY.seconds} s after the last answer"
+            )
+            continue
+        for u in due:
+            by_day.setdefault(u.slot.strftime("%Y-%m-%d"), []).append((symbol, u))
+    return by_day, notes
+
+
+def _run_requests(
+    name: str,
+    assets: Mapping[Symbol, dg.AssetsDefinition],
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    by_day: dict[str, list[tuple[Symbol, Unsettled]]],
+    now: datetime,
+) -> list[dg.RunRequest]:
+    """One run per day over the symbols with bars due that day."""
+    first_key = partitions_def.get_first_partition_key()
+    requests = []
+    for day, members in sorted(by_day.items()):
+        if first_key is None or day < first_key:
+            continue
+        symbols = sorted({symbol for symbol, _ in members}, key=lambda s: s.name)
+        paths = ",".join(assets[s].key.to_user_string() for s in symbols)
+        newest_slot = max(u.slot for _, u in members)
+        requests.append(
+            dg.RunRequest(
+                partition_key=day,
+                run_key=f"{name}:{day}:{newest_slot:%H%M}:{now:%Y-%m-%dT%H:%M:%S}",
+                asset_selection=[assets[s].key for s in symbols],
+                tags={LIVE_TAG: paths, "xau/bar_open": newest_slot.isoformat()},
+            )
+        )
+    return requests
+
+
 def build_publication_sensor(
     timeframe: Timeframe,
     assets: Mapping[Symbol, dg.AssetsDefinition],
@@ -112,42 +170,8 @@ def build_publication_sensor(
             for run in runs_in_progress(context.instance, {"dagster/sensor_name": name}, now)
             if LIVE_TAG in run.tags
         }
-        by_day: dict[str, list[tuple[Symbol, Unsettled]]] = {}
-        notes = []
-        for symbol, asset in assets.items():
-            path = asset.key.to_user_string()
-            pending = unsettled(store, symbol, timeframe, now)
-            if not pending:
-                continue
-            newest = pending[-1]
-            if any(path in series.split(",") for series in busy):
-                notes.append(f"{path}: {len(pending)} bar(s) not final yet; a run asking for them is in progress")
-                continue
-            due = [u for u in pending if u.due]
-            if not due:
-                notes.append(
-                    f"{path}: {len(pending)} bar(s) not final yet, the newest opening {newest.slot:%Y-%m-%d %H:%M} UTC; "
-                    f"asked for again {REASK_EVERY.seconds} s after the last answer"
-                )
-                continue
-            for u in due:
-                by_day.setdefault(u.slot.strftime("%Y-%m-%d"), []).append((symbol, u))
-        first_key = partitions_def.get_first_partition_key()
-        requests = []
-        for day, members in sorted(by_day.items()):
-            if first_key is None or day < first_key:
-                continue
-            symbols = sorted({symbol for symbol, _ in members}, key=lambda s: s.name)
-            paths = ",".join(assets[s].key.to_user_string() for s in symbols)
-            newest_slot = max(u.slot for _, u in members)
-            requests.append(
-                dg.RunRequest(
-                    partition_key=day,
-                    run_key=f"{name}:{day}:{newest_slot:%H%M}:{now:%Y-%m-%dT%H:%M:%S}",
-                    asset_selection=[assets[s].key for s in symbols],
-                    tags={LIVE_TAG: paths, "xau/bar_open": newest_slot.isoformat()},
-                )
-            )
+        by_day, notes = _due_by_day(store, timeframe, assets, busy, now)
+        requests = _run_requests(name, assets, partitions_def, by_day, now)
         if requests:
             return requests
         return dg.SkipReason("; ".join(notes[:3]) if notes else "every closed bar is final or not due yet")

@@ -6,7 +6,7 @@ History never fetched is the catch-up's (xau_pipeline.defs.automation.catch_up_s
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -248,6 +248,29 @@ def scan_states(cursor: str | None) -> dict[str, ScanState | None]:
         return {}
 
 
+def _nothing_due(planned: RepairPlan, since: datetime, first: datetime, full: bool) -> str:
+    """Why a series has no repair run this tick."""
+    if not full:
+        return f"no provider gap due for a retry (scanned from {since:%Y-%m-%d}; {UNCHANGED_BEFORE})"
+    never = (
+        f"; never-fetched day(s) ({len(planned.never_fetched)} since {since:%Y-%m-%d}"
+        + (", and all before" if since > first else "")
+        + ") are the history catch-up's"
+        if planned.never_fetched or since > first
+        else ""
+    )
+    return f"no provider gap due for a retry{never}"
+
+
+def _days_requested(requests: Sequence[dg.RunRequest]) -> int:
+    return sum(
+        _days_between(r.tags[PARTITION_RANGE_START_TAG], r.tags[PARTITION_RANGE_END_TAG])
+        if r.partition_key is None
+        else 1
+        for r in requests
+    )
+
+
 def series_repairs(
     context: dg.SensorEvaluationContext,
     store: CandleStore,
@@ -286,23 +309,8 @@ def series_repairs(
         )
     requests = repair_requests(plan, asset.op.name, path, now)
     if not requests:
-        if not full:
-            return [], f"no provider gap due for a retry (scanned from {since:%Y-%m-%d}; {UNCHANGED_BEFORE})", scanned
-        never = (
-            f"; never-fetched day(s) ({len(planned.never_fetched)} since {since:%Y-%m-%d}"
-            + (", and all before" if since > first else "")
-            + ") are the history catch-up's"
-            if planned.never_fetched or since > first
-            else ""
-        )
-        return [], f"no provider gap due for a retry{never}", scanned
-    requested = sum(
-        _days_between(r.tags[PARTITION_RANGE_START_TAG], r.tags[PARTITION_RANGE_END_TAG])
-        if r.partition_key is None
-        else 1
-        for r in requests
-    )
-    waiting = len(plan.never_fetched) + len(plan.provider_retry) - requested
+        return [], _nothing_due(planned, since, first, full), scanned
+    waiting = len(plan.never_fetched) + len(plan.provider_retry) - _days_requested(requests)
     if waiting > 0:
         context.log.info(
             f"{path}: up to {waiting} older partition(s) to repair wait for later ticks "

@@ -15,7 +15,7 @@ from xau_pipeline.interfaces.http.models import HealthResponse, SeriesAge
 from xau_pipeline.interfaces.http.params import ApiContext, api_context
 from xau_pipeline.market.market_hours import TradingCalendar
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline.store import gaps
+from xau_pipeline.store import gaps, series_grid
 from xau_pipeline.store.freshness import series_freshness
 
 HEALTH_STATEMENT_TIMEOUT_MS = 2000
@@ -86,7 +86,7 @@ def history_share(
     """(expected, stored): the closed bars one series' calendar expects since the history start, and how
     many of them are stored (xau_pipeline.defs.automation.catch_up_sensor's progress)."""
     tf = TIMEFRAMES_BY_NAME[tf_name]
-    grid = gaps.detect_series_grid(connection, symbol, tf.name, tf.bar).grid
+    grid = series_grid.detect_series_grid(connection, symbol, tf.name, tf.bar).grid
     return gaps.stored_share(connection, symbol, tf.name, tf.bar, policy, since, now, grid)
 
 
