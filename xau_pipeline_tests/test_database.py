@@ -25,15 +25,13 @@ def test_safe_url_hides_the_password():
     assert "s3cret" not in safe_url("postgresql://u:s3cret@h/db")
 
 
-def test_commands_find_the_embedded_database_of_make_run(monkeypatch, tmp_path):
+def test_commands_find_the_embedded_database_of_make_run(tmp_path):
     """Without XAU_DATABASE_URL, the CLI reads the port `make run`'s embedded PostgreSQL left in .pgdata/."""
     from xau_pipeline.store.database import DEFAULT_DATABASE_URL
     from xau_pipeline.store.database import configured_database_url as database_url
 
-    monkeypatch.delenv("XAU_DATABASE_URL", raising=False)
-    monkeypatch.setenv("XAU_PGDATA", str(tmp_path))
-    assert database_url() == DEFAULT_DATABASE_URL
+    env = {"XAU_PGDATA": str(tmp_path)}
+    assert database_url(env) == DEFAULT_DATABASE_URL
     (tmp_path / "port").write_text("54329\n")
-    assert database_url() == "postgresql+psycopg2://postgres@127.0.0.1:54329/xau"
-    monkeypatch.setenv("XAU_DATABASE_URL", "postgresql://u@h/db")
-    assert database_url() == "postgresql+psycopg2://u@h/db"
+    assert database_url(env) == "postgresql+psycopg2://postgres@127.0.0.1:54329/xau"
+    assert database_url({**env, "XAU_DATABASE_URL": "postgresql://u@h/db"}) == "postgresql+psycopg2://u@h/db"

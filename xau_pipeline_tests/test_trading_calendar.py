@@ -31,7 +31,7 @@ from xau_pipeline.market.market_hours import (
     stored_cme_years,
     write_cme_table,
 )
-from xau_pipeline.market.slot_arithmetic import slot_grid
+from xau_pipeline_dev.testing import slot_grid
 
 UTC = UTC
 M15 = timedelta(minutes=15)

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 import uvicorn
@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from xau_pipeline.interfaces.http.app import DEFAULT_STATEMENT_TIMEOUT_MS
 from xau_pipeline.interfaces.http.server import DEFAULT_SYMBOLS, STARTUP_TIMEOUT_SECONDS, server_config
+from xau_pipeline.market.slot_arithmetic import from_us, grid_k_range
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import Timeframe
 from xau_pipeline.store.candle_store import CandleStore
@@ -83,3 +84,9 @@ def bar_phase(store: CandleStore, symbol: str, timeframe: Timeframe) -> timedelt
     """The series' bar grid offset from the UTC epoch grid, as its stored bars show it."""
     with store.engine.connect() as connection:
         return detect_phase(connection, symbol, timeframe.name, timeframe.bar)
+
+
+def slot_grid(start: datetime, end: datetime, bar: timedelta, phase: timedelta = timedelta(0)) -> list[datetime]:
+    """Every slot open t = epoch + phase + k * bar with start <= t < end, UTC-aware, ascending."""
+    k_lo, k_hi, phase_us, bar_us = grid_k_range(start, end, bar, phase)
+    return [from_us(phase_us + k * bar_us) for k in range(k_lo, k_hi)]

@@ -56,12 +56,6 @@ def grid_k_range(start: datetime, end: datetime, bar: timedelta, phase: timedelt
     return k_lo, max(k_lo, k_hi), phase_us, bar_us
 
 
-def slot_grid(start: datetime, end: datetime, bar: timedelta, phase: timedelta = timedelta(0)) -> list[datetime]:
-    """Every slot open t = epoch + phase + k * bar with start <= t < end, UTC-aware, ascending."""
-    k_lo, k_hi, phase_us, bar_us = grid_k_range(start, end, bar, phase)
-    return [from_us(phase_us + k * bar_us) for k in range(k_lo, k_hi)]
-
-
 EMPTY = np.empty(0, dtype=np.int64)
 
 
