@@ -29,10 +29,10 @@ from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES
 from xau_pipeline.store.candle_store import CandleStore
+from xau_pipeline.store.credit_budget import BudgetSettings, CreditBudget
 from xau_pipeline.store.database import engine_for
 from xau_pipeline.store.migrate import migrate
 from xau_pipeline.twelvedata.client import TwelveDataClient
-from xau_pipeline.twelvedata.credit_budget import BudgetSettings, CreditBudget
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
 from xau_pipeline_dev.testing import temporary_database
 from xau_pipeline_dev.twelvedata_standin import StandIn, StandInConfig

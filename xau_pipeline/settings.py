@@ -22,9 +22,9 @@ from xau_pipeline.launch_settings import LaunchedPipeline
 from xau_pipeline.market.symbols import Symbol, parse_symbols
 from xau_pipeline.read_api_links import DEFAULT_HOST, DEFAULT_PORT, api_base_url, parse_port
 from xau_pipeline.redact import redact, url_password
+from xau_pipeline.store.credit_budget import BudgetSettings
 from xau_pipeline.store.database import configured_database_url, embedded_data_dir
 from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL
-from xau_pipeline.twelvedata.credit_budget import BudgetSettings
 
 DEFAULT_SYMBOLS = "XAU/USD"
 DEFAULT_DAGSTER_RETENTION_DAYS = 14  # the default of dagster_retention_days below

@@ -24,7 +24,7 @@ from xau_pipeline.defs.resources import CandleStoreResource, TwelveDataResource
 from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES
-from xau_pipeline.twelvedata.credit_budget import BudgetSettings, minute_limit
+from xau_pipeline.store.credit_budget import BudgetSettings, minute_limit
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 # Dagster runs; the ledger's "today" is the database's.

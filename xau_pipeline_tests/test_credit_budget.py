@@ -6,14 +6,14 @@ import sqlalchemy as sa
 
 from xau_pipeline.clock import utc_now
 from xau_pipeline.settings import Settings, SettingsError
-from xau_pipeline.store.tables import api_calls
-from xau_pipeline.twelvedata.credit_budget import (
+from xau_pipeline.store.credit_budget import (
     LOST_OUTCOME,
     BudgetSettings,
     CreditBudget,
     CreditBudgetExhausted,
     credits_left,
 )
+from xau_pipeline.store.tables import api_calls
 
 # These tests count credits or partitions of "today": keep them clear of a UTC midnight.
 pytestmark = pytest.mark.usefixtures("away_from_midnight")

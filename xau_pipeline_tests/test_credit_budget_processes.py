@@ -24,9 +24,9 @@ from xau_pipeline.clock import utc_now
 from xau_pipeline.ingest import ingest
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
+from xau_pipeline.store.credit_budget import MINUTE_WINDOW
 from xau_pipeline.store.tables import api_calls
 from xau_pipeline.twelvedata.client import TwelveDataClient
-from xau_pipeline.twelvedata.credit_budget import MINUTE_WINDOW
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 # These tests count credits or partitions of "today": keep them clear of a UTC midnight.
@@ -84,8 +84,8 @@ def call_for_a_while(index: int, database_url: str, base_url: str, barrier, resu
     """In a spawned process: call the API through the shared budget until `seconds` have passed."""
     report = {"index": index, "pid": os.getpid(), "fetched": [], "errors": []}
     try:
+        from xau_pipeline.store.credit_budget import BudgetSettings, CreditBudget
         from xau_pipeline.store.database import engine_for
-        from xau_pipeline.twelvedata.credit_budget import BudgetSettings, CreditBudget
 
         deadline = 0.0
 

@@ -20,8 +20,8 @@ from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
+from xau_pipeline.store.credit_budget import LOST_OUTCOME, BudgetSettings
 from xau_pipeline.twelvedata.client import TwelveDataClient
-from xau_pipeline.twelvedata.credit_budget import LOST_OUTCOME, BudgetSettings
 from xau_pipeline.twelvedata.windows import WindowPlanner, merge_gaps
 from xau_pipeline_tests.conftest import REPO, TEST_API_KEY
 
@@ -66,7 +66,7 @@ def assert_windows_whole(store: CandleStore, stand_in) -> None:
 KILL_SCRIPT = """
 import json, sys
 from datetime import datetime
-from xau_pipeline.twelvedata.credit_budget import BudgetSettings
+from xau_pipeline.store.credit_budget import BudgetSettings
 from xau_pipeline.ingest import ingest
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.market.symbols import Symbol

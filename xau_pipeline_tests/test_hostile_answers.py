@@ -22,8 +22,8 @@ from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.quarantine_rule import CONFLICT, HIGH_LOW, NOT_POSITIVE, OFF_GRID, UNREADABLE, parse_datetime
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
+from xau_pipeline.store.credit_budget import BudgetSettings
 from xau_pipeline.twelvedata.client import TwelveDataClient
-from xau_pipeline.twelvedata.credit_budget import BudgetSettings
 from xau_pipeline.twelvedata.errors import (
     InvalidRequestError,
     MalformedAnswerError,

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from xau_pipeline.store.credit_budget import BudgetSettings, CreditBudget
 from xau_pipeline.store.tables import api_calls
 from xau_pipeline.twelvedata.client import TwelveDataClient
-from xau_pipeline.twelvedata.credit_budget import BudgetSettings, CreditBudget
 from xau_pipeline.twelvedata.errors import (
     AuthenticationError,
     DailyLimitError,

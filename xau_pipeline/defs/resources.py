@@ -9,8 +9,8 @@ from pydantic import Field
 
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore
+from xau_pipeline.store.credit_budget import BudgetSettings, CreditBudget
 from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, TwelveDataClient
-from xau_pipeline.twelvedata.credit_budget import BudgetSettings, CreditBudget
 
 # The budget's defaults are Settings' (XAU_* and TWELVE_DATA_* unset).
 DEFAULT_BUDGET = Settings(database_url="").budget

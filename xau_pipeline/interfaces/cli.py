@@ -31,10 +31,10 @@ from xau_pipeline.read_api_links import parse_port
 from xau_pipeline.redact import one_line
 from xau_pipeline.settings import Settings, SettingsError
 from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
+from xau_pipeline.store.credit_budget import KINDS, credits_by_kind, credits_left
 from xau_pipeline.store.database import safe_url
 from xau_pipeline.store.gap_window import GapWindowTooLongError, check_gap_window, gap_window
 from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY
-from xau_pipeline.twelvedata.credit_budget import KINDS, credits_by_kind, credits_left
 
 EXIT_USAGE = 2
 

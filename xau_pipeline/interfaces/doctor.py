@@ -16,9 +16,9 @@ from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.redact import one_line
 from xau_pipeline.settings import ALERT_VARIABLES, BUDGET_VARIABLES, Settings, SettingsError
 from xau_pipeline.store.candle_store import CandleStore
+from xau_pipeline.store.credit_budget import KINDS, credits_by_kind, credits_left
 from xau_pipeline.store.database import safe_url
 from xau_pipeline.store.migrate import alembic_config, current_revision, head_revision
-from xau_pipeline.twelvedata.credit_budget import KINDS, credits_by_kind, credits_left
 
 EXIT_FAILURE = 1
 DOCTOR_TIMEOUT_SECONDS = 5.0

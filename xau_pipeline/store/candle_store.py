@@ -25,7 +25,7 @@ from xau_pipeline.market.bars import Bar, FetchedWindow, Interval, subtract
 from xau_pipeline.market.grid_detection import DayCover, GridDetection
 from xau_pipeline.market.market_hours import TradingCalendar
 from xau_pipeline.market.timeframes import Timeframe
-from xau_pipeline.store import gaps, migrate, quality, quarantine, series_grid
+from xau_pipeline.store import credit_budget, gaps, migrate, quality, quarantine, series_grid
 from xau_pipeline.store.candle_query import OHLC, candle_query
 from xau_pipeline.store.coverage import (
     covered_intervals,
@@ -34,14 +34,13 @@ from xau_pipeline.store.coverage import (
     oldest_fetched_since,
     record_windows,
 )
+from xau_pipeline.store.credit_budget import BudgetSettings, CreditBudget
 from xau_pipeline.store.database import engine_for, safe_url
 from xau_pipeline.store.errors import SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.store.freshness import Freshness, series_freshness
 from xau_pipeline.store.tables import candles
 from xau_pipeline.store.upsert import UpsertCounts, upsert_bars
 from xau_pipeline.store.window_claim import CLAIM_SERIES, WindowClaim
-from xau_pipeline.twelvedata import credit_budget
-from xau_pipeline.twelvedata.credit_budget import BudgetSettings, CreditBudget
 
 __all__ = ["CandleStore", "SchemaNotCurrentError", "StoreUnavailableError", "WindowClaim"]
 

@@ -9,13 +9,12 @@ import sqlalchemy as sa
 from xau_pipeline.market.bars import Bar, FetchedWindow, Interval, subtract
 from xau_pipeline.market.quarantine_rule import Rejected
 from xau_pipeline.market.timeframes import Timeframe
-from xau_pipeline.store import quarantine, series_grid
+from xau_pipeline.store import credit_budget, quarantine, series_grid
 from xau_pipeline.store.coverage import (
     covered_intervals,
     record_windows,
 )
 from xau_pipeline.store.upsert import UpsertCounts, upsert_bars
-from xau_pipeline.twelvedata import credit_budget
 
 # Transaction-scoped: one process at a time works on (re-reads, fetches, stores) a series' window.
 CLAIM_SERIES = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:series, 1))")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -38,8 +38,20 @@ from xau_pipeline.twelvedata.errors import (
 from xau_pipeline.twelvedata.retry_policy import RetryPolicy, with_retries
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL
 
-if TYPE_CHECKING:
-    from xau_pipeline.twelvedata.credit_budget import CreditBudget
+
+class CreditBudget(Protocol):
+    """What the client needs of a credit budget (store/credit_budget.py has the ledger's)."""
+
+    def acquire(
+        self, credits: int, symbol: str, interval: str, window_start: datetime | None, window_end: datetime | None
+    ) -> int:
+        """Take `credits` now (waiting while this minute's are spent); returns the ticket to settle."""
+        ...
+
+    def settle(self, ledger_id: int, outcome: str, credits: int) -> None:
+        """Record how the call ended and what it really cost."""
+        ...
+
 
 DEFAULT_BASE_URL = "https://api.twelvedata.com"
 NO_DATA_MESSAGE = "No data is available"

@@ -33,7 +33,7 @@ from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES, TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.twelvedata.credit_budget import BudgetSettings, credits_by_kind, credits_left
+from xau_pipeline.store.credit_budget import BudgetSettings, credits_by_kind, credits_left
 from xau_pipeline.twelvedata.windows import MAX_BARS_PER_CALL, WindowPlanner, merge_gaps
 
 CATCH_UP_INTERVAL_SECONDS = 30

@@ -11,7 +11,7 @@ import dagster as dg
 
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.twelvedata.credit_budget import BudgetSettings, credits_by_kind, credits_left
+from xau_pipeline.store.credit_budget import BudgetSettings, credits_by_kind, credits_left
 
 
 def timeframe_sensor(

@@ -28,7 +28,7 @@ from xau_pipeline.market.timeframes import Timeframe
 from xau_pipeline.read_api_links import chart_url
 from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
-from xau_pipeline.twelvedata.credit_budget import CreditBudgetExhausted
+from xau_pipeline.store.credit_budget import CreditBudgetExhausted
 from xau_pipeline.twelvedata.errors import TwelveDataError
 
 
