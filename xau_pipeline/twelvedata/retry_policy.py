@@ -31,10 +31,14 @@ T = TypeVar("T")
 class RetryPolicy:
     """How many attempts, and the pauses between them."""
 
+    # Attempts in all for a transient failure: a 5xx, a timeout, a dropped connection.
     max_attempts: int = 5
+    # The first pause, doubled after each failed attempt up to the cap.
     backoff_seconds: float = 2.0
     backoff_max_seconds: float = 60.0
+    # Minutes waited out for a 429 before giving up: by then another process uses the same key.
     max_minute_waits: int = 10
+    # An answer that arrived whole but cannot be read is asked for once more.
     malformed_attempts: int = 2
 
     def backoff(self, attempt: int) -> float:
