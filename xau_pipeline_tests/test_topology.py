@@ -274,7 +274,7 @@ def schedule_for(topology: Topology, asset_path: list[str]) -> dict:
     return schedules[0]
 
 
-# --- the tests, on one topology, each standing alone ---------------------------------------------------------
+# --- the tests, on one topology, each standing alone -----------------------------------------
 
 
 def test_the_instance_is_deploy_dagster_yaml_with_the_default_run_launcher(topology):
