@@ -21,9 +21,9 @@ from xau_pipeline.market.bars import Bar
 from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.database import temporary_database
 from xau_pipeline.store.gaps import MISSING_SLOTS, PLAN_FOR_LONG_WINDOWS, find_gaps
 from xau_pipeline.store.upsert import upsert_bars
+from xau_pipeline_dev.testing import temporary_database
 
 SERVER = os.environ.get("XAU_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 M15 = TIMEFRAMES_BY_NAME["M15"]

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from xau_pipeline.settings import apply_dagster_environment
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.database import normalize_url
 from xau_pipeline_dev.testing import temporary_database
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 # The Dagster environment `make run` and deploy/ give the pipeline, whether pytest runs alone or
 # under `make test`.
@@ -124,13 +131,54 @@ def stand_in(session_stand_in):
 NO_CREDIT_LIMITS = {"credits_per_minute": 10_000, "credits_per_day": 100_000}
 
 
-@pytest.fixture(scope="session")
-def dagster_instance():
-    """One in-memory Dagster instance for the session (Dagster is heavy to set up)."""
-    import dagster as dg
+def project_storage(url: str) -> dict:
+    """dagster.yaml's `storage` section, production's (`storage: custom:`, xau_pipeline/dagster_storage.py),
+    on `url` instead of the `XAU_DAGSTER_PG_URL` it reads."""
+    storage = yaml.safe_load((REPO / "dagster.yaml").read_text())["storage"]
+    storage["custom"]["config"] = {"postgres_url": url}
+    return storage
 
-    with dg.DagsterInstance.ephemeral() as instance:
+
+def storage_config(storage: str, url: str) -> dict:
+    """`project`: dagster.yaml's storage (`make run`'s: day evaluations stored in batches); `postgres`:
+    Dagster's own `storage: postgres:` (the Helm chart's: one at a time); on `url`."""
+    return project_storage(url) if storage == "project" else {"postgres": {"postgres_url": url}}
+
+
+@contextmanager
+def dagster_instance_on(storage: str, server_url: str, directory: Path) -> Iterator[tuple[dg.DagsterInstance, str]]:
+    """A Dagster instance on `storage` (`project` or `postgres`, see storage_config) in a database of its
+    own on `server_url`, dropped after it, and that database's URL; its dagster.yaml in `directory`.
+
+    Not entered as a context manager: entering sets Dagster's current definitions-state storage (a
+    context variable) to the instance's, and the instances Dagster builds and closes out of order (a
+    schedule's resources, one per tick) leave it on a closed one, which the next `Definitions` then reads.
+    """
+    import dagster as dg  # imported when a test needs it: Dagster is slow to import
+
+    with temporary_database(server_url, "xau_test_dagster") as url:
+        config = {"storage": storage_config(storage, url), "telemetry": {"enabled": False}}
+        (directory / "dagster.yaml").write_text(yaml.safe_dump(config))
+        instance = dg.DagsterInstance.from_config(str(directory))
+        try:
+            yield instance, url
+        finally:
+            instance.dispose()
+
+
+@pytest.fixture(scope="session")
+def session_dagster_instance(database_url, tmp_path_factory) -> Iterator[dg.DagsterInstance]:
+    """One Dagster instance for the session on the storage production uses (dagster.yaml's), in a
+    database of its own."""
+    with dagster_instance_on("project", database_url, tmp_path_factory.mktemp("dagster_home")) as (instance, _):
         yield instance
+
+
+@pytest.fixture
+def dagster_instance(session_dagster_instance) -> dg.DagsterInstance:
+    """The session's Dagster instance, its runs and event logs wiped before each test."""
+    session_dagster_instance.wipe()
+    return session_dagster_instance
 
 
 @pytest.fixture

@@ -215,9 +215,8 @@ def incidents(store):
 
 
 @pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.DagsterInstance.ephemeral() as instance:
-        yield instance
+def instance(dagster_instance) -> dg.DagsterInstance:
+    return dagster_instance
 
 
 def alert_settings(webhook: Webhook, smtp: SmtpServer) -> Settings:

@@ -197,11 +197,13 @@ def test_cursor_paging_has_no_overlaps_or_holes(api, backfilled):
         else:
             path = None
     window = stored(backfilled, start=datetime(2024, 2, 6, tzinfo=UTC), end=datetime(2024, 2, 9, tzinfo=UTC))
+    assert len(window) > 3 * 37  # several full pages to follow, not one empty page
     assert pages == len(window) // 37 + 1  # the last page is the first one not full
     assert_equal_to_rows(seen, window)
     # The cursor by hand, as a client would page back with it.
     first = get(api, "/candles/M15", params={"limit": 50}).json()
     second = get(api, "/candles/M15", params={"limit": 50, "before": first[-1]["timestamp"]}).json()
+    assert len(first) == len(second) == 50
     assert_equal_to_rows(first + second, rows[:100])
 
 
@@ -215,6 +217,7 @@ def test_csv_equals_json(api, backfilled):
 
     params = {"limit": 250, "start": "2024-02-06"}
     as_json = get(api, "/candles/M15", params=params).json()
+    assert len(as_json) == 250  # a full page to compare, not two empty answers
     by_param = get(api, "/candles/M15", params={**params, "format": "csv"})
     by_accept = get(api, "/candles/M15", params=params, headers={"Accept": "text/csv"})
     for response in (by_param, by_accept):
@@ -222,7 +225,9 @@ def test_csv_equals_json(api, backfilled):
         assert parse(response.text) == as_json
     # Without a limit, CSV streams the whole window: every row, as the JSON pages give them.
     everything = get(api, "/candles/M15", params={"format": "csv"})
-    assert_equal_to_rows(parse(everything.text), stored(backfilled))
+    rows = stored(backfilled)
+    assert len(rows) > params["limit"]  # more than a page: the stream goes past it
+    assert_equal_to_rows(parse(everything.text), rows)
     assert get(api, "/candles/M15", params={"format": "csv", "start": "2030-01-01"}).text.count("\n") == 1
 
 

@@ -358,16 +358,15 @@ def test_the_rest_of_a_day_after_its_d1_bar_costs_no_call(store, stand_in):
     assert report.calls == 0
 
 
-def test_after_a_failed_run_the_catch_up_waits_before_trying_again(store, stand_in, stopped_clock):
+def test_after_a_failed_run_the_catch_up_waits_before_trying_again(store, stand_in, stopped_clock, dagster_instance):
     """A wrong key: the run fails at its first call (a rejected call costs a credit); the next ticks
     do not launch another for AFTER_A_FAILURE, and say why."""
-    with dg.DagsterInstance.ephemeral() as instance:
-        defs, resources = harness(store, stand_in, api_key="not-the-key")
-        (request,) = tick(defs, instance)[0].run_requests
-        assert not execute(request, instance, resources, raise_on_error=False).success
-        result, _ = tick(defs, instance)
-        assert not result.run_requests
-        assert "failed (see its log); next try at" in result.skip_message
+    defs, resources = harness(store, stand_in, api_key="not-the-key")
+    (request,) = tick(defs, dagster_instance)[0].run_requests
+    assert not execute(request, dagster_instance, resources, raise_on_error=False).success
+    result, _ = tick(defs, dagster_instance)
+    assert not result.run_requests
+    assert "failed (see its log); next try at" in result.skip_message
 
 
 def test_xau_catch_up_off_starts_the_sensor_stopped_and_a_bad_value_is_refused():

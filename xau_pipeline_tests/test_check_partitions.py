@@ -5,15 +5,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
 
 from xau_pipeline.defs.candles.asset_factory import build_candle_asset
 from xau_pipeline.defs.candles.partitions import daily_partitions, partition_range_tags
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
-from xau_pipeline_dev.testing import temporary_database
 from xau_pipeline_tests.check_statuses import CHECK_PARTITION_STATUSES, statuses_by_check
-from xau_pipeline_tests.conftest import REPO
+from xau_pipeline_tests.conftest import dagster_instance_on
 
 # Dagster materializations and a code server for the GraphQL context.
 pytestmark = pytest.mark.slow
@@ -24,23 +22,11 @@ WEEK = ["2024-03-11", "2024-03-12", "2024-03-13", "2024-03-14", "2024-03-15"]  #
 HOLE = (datetime(2024, 3, 12, 10, tzinfo=UTC), datetime(2024, 3, 12, 11, tzinfo=UTC))  # Tuesday
 
 
-def storage_config(storage: str, url: str) -> dict:
-    """dagster.yaml's storage (`make run`'s: day evaluations stored in batches), or Dagster's own
-    `storage: postgres:` (the Helm chart's: one at a time), on `url`."""
-    if storage == "postgres":
-        return {"postgres": {"postgres_url": url}}
-    project = yaml.safe_load((REPO / "dagster.yaml").read_text())["storage"]
-    project["custom"]["config"] = {"postgres_url": url}
-    return project
-
-
 @pytest.fixture(params=["project", "postgres"])
 def instance(request, database_url, tmp_path):
     """A Dagster instance on PostgreSQL of its own (the code server needs a persistent one)."""
-    with temporary_database(database_url, "xau_test_dagster") as url:
-        overrides = {"storage": storage_config(request.param, url), "telemetry": {"enabled": False}}
-        with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path)) as fresh:
-            yield fresh
+    with dagster_instance_on(request.param, database_url, tmp_path) as (fresh, _):
+        yield fresh
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ day's materialization, and all are stored as one batch in one transaction on the
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-import yaml
 
 from xau_pipeline.dagster_internals import (
     day_evaluation,
@@ -13,8 +12,7 @@ from xau_pipeline.dagster_internals import (
     stores_evaluations_in_batches,
 )
 from xau_pipeline.defs.candles.partitions import partition_range_tags
-from xau_pipeline_dev.testing import temporary_database
-from xau_pipeline_tests.conftest import REPO
+from xau_pipeline_tests.conftest import dagster_instance_on
 
 BATCHING = (
     f"Dagster {dg.__version__} no longer stores a ranged run's per-day check evaluations as one batch through "
@@ -75,12 +73,8 @@ def batch_probe(context: dg.AssetExecutionContext):
 @pytest.fixture
 def project_instance(database_url, tmp_path):
     """A Dagster instance on the project's storage (dagster.yaml's), in a database of its own."""
-    with temporary_database(database_url, "xau_test_batch") as url:
-        storage = yaml.safe_load((REPO / "dagster.yaml").read_text())["storage"]
-        storage["custom"]["config"] = {"postgres_url": url}
-        overrides = {"storage": storage, "telemetry": {"enabled": False}}
-        with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path)) as instance:
-            yield instance, url
+    with dagster_instance_on("project", database_url, tmp_path) as (instance, url):
+        yield instance, url
 
 
 def test_a_ranged_runs_day_evaluations_are_stored_in_one_batch_each_on_its_days_execution_row(
@@ -130,16 +124,14 @@ def test_on_dagsters_own_storage_day_evaluations_are_logged_one_at_a_time(databa
     """Dagster's `storage: postgres:` (the Helm chart's) refuses a batch of check evaluations: they
     are logged as `context.log_event` logs them, with no refusal printed."""
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
-    with temporary_database(database_url, "xau_test_unbatched") as url:
-        overrides = {"storage": {"postgres": {"postgres_url": url}}, "telemetry": {"enabled": False}}
-        with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path)) as instance:
-            assert not stores_evaluations_in_batches(instance)
-            result = dg.materialize([batch_probe], instance=instance, tags=partition_range_tags(DAYS[0], DAYS[-1]))
-            assert result.success
-            engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-            with engine.connect() as connection:
-                stored, transactions = connection.execute(EVALUATIONS, {"run": result.run_id}).one()
-            engine.dispose()
+    with dagster_instance_on("postgres", database_url, tmp_path) as (instance, url):
+        assert not stores_evaluations_in_batches(instance)
+        result = dg.materialize([batch_probe], instance=instance, tags=partition_range_tags(DAYS[0], DAYS[-1]))
+        assert result.success
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with engine.connect() as connection:
+            stored, transactions = connection.execute(EVALUATIONS, {"run": result.run_id}).one()
+        engine.dispose()
     assert (stored, transactions) == (len(CHECKS) * len(DAYS),) * 2
     assert "Exception while storing event batch" not in capfd.readouterr().err
 
@@ -148,24 +140,19 @@ def test_on_dagsters_own_storage_day_evaluations_are_logged_one_at_a_time(databa
 def test_each_days_target_is_its_newest_stored_materialization(database_url, tmp_path, storage):
     """On the project's event log, one query of ids; on Dagster's, its records: the same targets, a
     day materialized again by a later run targeting the later one, a day never materialized none."""
-    with temporary_database(database_url, "xau_test_targets") as url:
-        config = yaml.safe_load((REPO / "dagster.yaml").read_text())["storage"]
-        config["custom"]["config"] = {"postgres_url": url}
-        chosen = config if storage == "project" else {"postgres": {"postgres_url": url}}
-        overrides = {"storage": chosen, "telemetry": {"enabled": False}}
-        with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path)) as instance:
-            assert stores_evaluations_in_batches(instance) == (storage == "project")
-            ranged = dg.materialize([batch_probe], instance=instance, tags=partition_range_tags(DAYS[0], DAYS[-1]))
-            again = dg.materialize([batch_probe], instance=instance, partition_key=DAYS[1])
-            assert ranged.success and again.success
-            key = dg.AssetKey("batch_probe")
-            targets = latest_materializations(instance, key, [*DAYS, "2024-03-20"])
-            newest = {
-                day: instance.fetch_materializations(
-                    dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), 1
-                ).records[0]
-                for day in DAYS
-            }
+    with dagster_instance_on(storage, database_url, tmp_path) as (instance, _):
+        assert stores_evaluations_in_batches(instance) == (storage == "project")
+        ranged = dg.materialize([batch_probe], instance=instance, tags=partition_range_tags(DAYS[0], DAYS[-1]))
+        again = dg.materialize([batch_probe], instance=instance, partition_key=DAYS[1])
+        assert ranged.success and again.success
+        key = dg.AssetKey("batch_probe")
+        targets = latest_materializations(instance, key, [*DAYS, "2024-03-20"])
+        newest = {
+            day: instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), 1
+            ).records[0]
+            for day in DAYS
+        }
     assert sorted(targets) == DAYS
     assert {day: (t.storage_id, t.run_id) for day, t in targets.items()} == {
         day: (r.storage_id, r.run_id) for day, r in newest.items()

@@ -24,8 +24,7 @@ from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.settings import Settings, SettingsError
 from xau_pipeline_dev.testing import temporary_database
 from xau_pipeline_tests.check_statuses import CHECK_PARTITION_STATUSES, statuses_by_check
-from xau_pipeline_tests.conftest import NO_CREDIT_LIMITS, REPO
-from xau_pipeline_tests.test_check_partitions import storage_config
+from xau_pipeline_tests.conftest import NO_CREDIT_LIMITS, REPO, dagster_instance_on
 
 DEFS = Path(__file__).with_name("checks_defs.py")
 M15 = build_candle_asset(Symbol("XAU/USD"), TIMEFRAMES_BY_NAME["M15"], daily_partitions("2024-01-01"))
@@ -104,8 +103,8 @@ def test_the_schedule_carries_the_age_and_ticks_away_from_the_live_runs_minutes(
     schedule = build_maintenance_schedule(Settings.from_env({"XAU_DAGSTER_RETENTION_DAYS": "21"}))
     assert schedule.job_name == JOB_NAME
     assert schedule.execution_timezone == "UTC"
-    minute = int(str(schedule.cron_schedule).split()[0])
-    assert minute % 15 != 1, "the candle schedules start their runs at :01/:16/:31/:46"
+    # 03:10 UTC (README), away from the candle runs' :02/:17/:32/:47 (test_schedules.SHIPPED_SCHEDULES).
+    assert schedule.cron_schedule == "10 3 * * *"
     request = schedule.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=datetime.now(UTC)))
     (run,) = request.run_requests or []
     assert run.run_config["ops"]["prune_dagster_storage"]["config"]["retention_days"] == 21
@@ -163,11 +162,10 @@ def test_an_instance_of_dagster_yaml_runs_no_freshness_daemon_and_purges_ticks_a
 
 
 @pytest.fixture(params=["project", "postgres"])
-def instance(request, dagster_url, tmp_path):
+def instance(request, database_url, tmp_path):
     """A Dagster instance on PostgreSQL of its own: the project's storage (dagster.yaml) or Dagster's
     own `storage: postgres:` (the Helm chart's)."""
-    overrides = {"storage": storage_config(request.param, dagster_url), "telemetry": {"enabled": False}}
-    with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path)) as fresh:
+    with dagster_instance_on(request.param, database_url, tmp_path) as (fresh, _):
         yield fresh
 
 

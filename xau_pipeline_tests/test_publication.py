@@ -156,7 +156,9 @@ def test_fresh_tells_waiting_for_publication_from_stale(newest_stored, now, stat
     assert found.next_due == forming[1] + SETTLE
 
 
-def test_the_publication_sensor_requests_a_live_run_for_a_late_bar(stand_in, store, resources, monkeypatch):
+def test_the_publication_sensor_requests_a_live_run_for_a_late_bar(
+    stand_in, store, resources, monkeypatch, dagster_instance
+):
     import dagster as dg
 
     from xau_pipeline.defs.automation import publication_sensor
@@ -174,11 +176,10 @@ def test_the_publication_sensor_requests_a_live_run_for_a_late_bar(stand_in, sto
 
     def tick(at: datetime):
         monkeypatch.setattr(publication_sensor, "utc_now", lambda: at)
-        with dg.DagsterInstance.ephemeral() as instance:
-            context = dg.build_sensor_context(
-                instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
-            )
-            return sensor.evaluate_tick(context)
+        context = dg.build_sensor_context(
+            instance=dagster_instance, repository_def=defs.get_repository_def(), resources=defs.resources
+        )
+        return sensor.evaluate_tick(context)
 
     early = tick(asked + REASK_EVERY - timedelta(seconds=5))
     assert not early.run_requests and "1 bar(s) not final yet" in early.skip_message

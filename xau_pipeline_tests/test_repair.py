@@ -98,7 +98,7 @@ def sensor_for(store, stand_in_url="http://127.0.0.1:9", days=3, timeframe=M15, 
     return sensor, defs, recent
 
 
-def test_the_sensor_respects_the_repair_share(store):
+def test_the_sensor_respects_the_repair_share(store, dagster_instance):
     sensor, defs, _ = sensor_for(store, credits_per_day=100, repair_credit_share=0.05)
     with store.engine.begin() as connection:
         connection.execute(
@@ -115,11 +115,10 @@ def test_the_sensor_respects_the_repair_share(store):
                 for _ in range(5)
             ],
         )
-    with dg.DagsterInstance.ephemeral() as instance:
-        context = dg.build_sensor_context(
-            instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
-        )
-        result = sensor.evaluate_tick(context)
+    context = dg.build_sensor_context(
+        instance=dagster_instance, repository_def=defs.get_repository_def(), resources=defs.resources
+    )
+    result = sensor.evaluate_tick(context)
     assert not result.run_requests
     assert "repair share of today's credits is spent (5 of 5 used by repairs" in result.skip_message
 
@@ -138,17 +137,16 @@ def test_repairs_share_one_bound_newest_first():
     assert repair_requests(RepairPlan(never_fetched=["2024-03-05"]), "op", "a", NOW)[0].partition_key == "2024-03-05"
 
 
-def test_never_fetched_days_are_left_to_the_catch_up_and_due_provider_gaps_refetched(store):
+def test_never_fetched_days_are_left_to_the_catch_up_and_due_provider_gaps_refetched(store, dagster_instance):
     """Days never fetched: no repair run (the history catch-up fetches them at the plan's pace), and the tick
     says so; a provider gap tried over an hour ago: one forced run for its day."""
     sensor, defs, recent = sensor_for(store, days=5)
 
     def tick():
-        with dg.DagsterInstance.ephemeral() as instance:
-            context = dg.build_sensor_context(
-                instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
-            )
-            return sensor.evaluate_tick(context)
+        context = dg.build_sensor_context(
+            instance=dagster_instance, repository_def=defs.get_repository_def(), resources=defs.resources
+        )
+        return sensor.evaluate_tick(context)
 
     result = tick()
     assert not result.run_requests
@@ -167,7 +165,7 @@ def test_never_fetched_days_are_left_to_the_catch_up_and_due_provider_gaps_refet
         assert requests == []
 
 
-def test_one_sensor_per_timeframe_repairs_every_symbol_but_one_whose_repair_is_in_progress(store):
+def test_one_sensor_per_timeframe_repairs_every_symbol_but_one_whose_repair_is_in_progress(store, dagster_instance):
     """Gold and silver both hold a provider gap due for a retry; silver's last repair run is still going:
     the timeframe's one sensor asks for gold's alone, tagged with its series."""
     gold, silver = Symbol("XAU/USD", "24x7"), Symbol("XAG/USD", "24x7")
@@ -185,18 +183,17 @@ def test_one_sensor_per_timeframe_repairs_every_symbol_but_one_whose_repair_is_i
     tried = datetime.now(UTC) - timedelta(hours=2)
     for symbol in (gold, silver):
         store.write(symbol.name, M15, [], [FetchedWindow(start, start + timedelta(days=1), tried, 0)])
-    with dg.DagsterInstance.ephemeral() as instance:
-        tags = {"dagster/sensor_name": sensor.name, REPAIR_SERIES_TAG: "xagusd/candles_m15"}
-        instance.add_run(dg.DagsterRun(job_name="earlier_repair", status=dg.DagsterRunStatus.STARTED, tags=tags))
-        context = dg.build_sensor_context(
-            instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
-        )
-        (request,) = sensor.evaluate_tick(context).run_requests
+    tags = {"dagster/sensor_name": sensor.name, REPAIR_SERIES_TAG: "xagusd/candles_m15"}
+    dagster_instance.add_run(dg.DagsterRun(job_name="earlier_repair", status=dg.DagsterRunStatus.STARTED, tags=tags))
+    context = dg.build_sensor_context(
+        instance=dagster_instance, repository_def=defs.get_repository_def(), resources=defs.resources
+    )
+    (request,) = sensor.evaluate_tick(context).run_requests
     assert request.asset_selection == [assets[gold].key] and request.partition_key == day_key
     assert request.tags[REPAIR_SERIES_TAG] == "xauusd/candles_m15"
 
 
-def test_after_its_first_scan_a_series_is_scanned_from_where_a_fetch_changed_it(store, monkeypatch):
+def test_after_its_first_scan_a_series_is_scanned_from_where_a_fetch_changed_it(store, monkeypatch, dagster_instance):
     """The first tick scans the whole fetched history; the next ones from the newest day, or from the
     oldest window fetched since (here the catch-up's, into a day it had never fetched, which left a
     provider gap), or from the oldest gap still pending; once a day, all of it again."""
@@ -226,11 +223,13 @@ def test_after_its_first_scan_a_series_is_scanned_from_where_a_fetch_changed_it(
     cursor: list[str | None] = [None]
 
     def tick():
-        with dg.DagsterInstance.ephemeral() as instance:
-            context = dg.build_sensor_context(
-                instance=instance, cursor=cursor[0], repository_def=defs.get_repository_def(), resources=defs.resources
-            )
-            result = sensor.evaluate_tick(context)
+        context = dg.build_sensor_context(
+            instance=dagster_instance,
+            cursor=cursor[0],
+            repository_def=defs.get_repository_def(),
+            resources=defs.resources,
+        )
+        result = sensor.evaluate_tick(context)
         cursor[0] = result.cursor
         return result
 

@@ -3,6 +3,8 @@ carries every one of them to the runs: a setting added and not forwarded fails h
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator, Mapping
 
 import pytest
@@ -15,6 +17,7 @@ from xau_pipeline.settings import (
     SETTING_VARIABLES,
     Settings,
 )
+from xau_pipeline_tests.conftest import REPO
 from xau_pipeline_tests.topology import DEPLOY, compose, deploy_instance
 
 # Read by the instance files and Dagster, not by Settings: a run needs them as its daemon has them.
@@ -115,3 +118,11 @@ def test_the_helm_values_give_every_setting_to_every_pod_and_run():
             else:
                 assert variable in plain, variable
         assert set(DAGSTER_ENVIRONMENT) <= plain
+
+
+def test_pytest_alone_and_make_test_run_under_the_dagster_environment_of_make_run():
+    """conftest applies settings.DAGSTER_ENVIRONMENT when pytest imports it (each `make test` worker
+    too); the Makefile sets no Dagster variable of its own (DAGSTER_HOME aside), so the two agree."""
+    assert {name: os.environ.get(name) for name in DAGSTER_ENVIRONMENT} == DAGSTER_ENVIRONMENT
+    makefile = (REPO / "Makefile").read_text()
+    assert set(re.findall(r"\bDAGSTER_[A-Z_]+", makefile)) == {"DAGSTER_HOME"}

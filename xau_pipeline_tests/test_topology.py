@@ -2,8 +2,9 @@
 processes over gRPC, each run in a process of its own, PostgreSQL for all state, the stand-in for
 Twelve Data; and what survives a code server restart, a daemon SIGKILL and a run worker SIGKILL.
 
-One set of processes serves the whole module (the tests run in order and share it). All of it is
-derived from deploy/ (xau_pipeline_tests/topology.py).
+One set of processes serves the whole module; each test stands alone on it (its own days of the
+history, or the module's `backfill` fixture), in any order. All of it is derived from deploy/
+(xau_pipeline_tests/topology.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import re
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 
 import psutil
 import pytest
@@ -32,7 +34,6 @@ M15 = ["xauusd", "candles_m15"]
 ALL_ASSETS = [["xauusd", f"candles_{tf}"] for tf in ("m15", "h1", "h4", "d1")]
 TIMEFRAMES = (("15min", "M15"), ("1h", "H1"), ("4h", "H4"), ("1day", "D1"))  # Twelve Data interval, ours
 RUN_TIMEOUT = 90
-BACKFILLS: list[str] = []  # the backfill of the second test, whose status a later test reads
 TERMINAL_RUN = ("SUCCESS", "FAILURE", "CANCELED")
 
 
@@ -104,6 +105,27 @@ def instance(databases, topology):
         patch.setenv("XAU_DAGSTER_PG_URL", databases[1])
         with dg.DagsterInstance.from_config(str(topology.home)) as opened:
             yield opened
+
+
+class Backfill(NamedTuple):
+    id: str
+    first: str
+    last: str
+    runs: list[dict]
+    calls: list[sa.Row]  # the api_calls rows of kind `backfill` stored while its runs ran
+
+
+@pytest.fixture(scope="module")
+def backfill(topology, candles) -> Backfill:
+    """A backfill of the four series over three days launched over GraphQL, its runs all ended with
+    success: launched by the first test that asks for it."""
+    first, last = day(150), day(152)
+    calls_before = len(ledger(candles))
+    backfill_id = launch_backfill(topology, ALL_ASSETS, first, last)
+    runs = wait_for_backfill_runs(topology, backfill_id)
+    # The backfill's calls (a schedule tick may fetch the newest bars meanwhile).
+    calls = [row for row in ledger(candles)[calls_before:] if row.kind == "backfill"]
+    return Backfill(backfill_id, first, last, runs, calls)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -253,7 +275,7 @@ def schedule_for(topology: Topology, asset_path: list[str]) -> dict:
     return schedules[0]
 
 
-# --- the tests, in order, on one topology -------------------------------------------------------
+# --- the tests, on one topology, each standing alone -----------------------------------------
 
 
 def test_the_instance_is_deploy_dagster_yaml_with_the_default_run_launcher(topology):
@@ -268,21 +290,14 @@ def test_the_instance_is_deploy_dagster_yaml_with_the_default_run_launcher(topol
     assert "PostgresRunStorage" in info["info"] and "PostgresScheduleStorage" in info["info"]
 
 
-def test_a_backfill_launched_over_graphql_stores_its_range(topology, stand_in, candles):
-    first, last = day(150), day(152)
-    calls_before = len(ledger(candles))
-    backfill_id = launch_backfill(topology, ALL_ASSETS, first, last)
-    runs = wait_for_backfill_runs(topology, backfill_id)
+def test_a_backfill_launched_over_graphql_stores_its_range(backfill, stand_in, candles):
     for interval, timeframe in TIMEFRAMES:
-        expected = served_bars(stand_in, interval, first, last)
+        expected = served_bars(stand_in, interval, backfill.first, backfill.last)
         assert expected > 0
-        assert stored_bars(candles, timeframe, first, last) == expected, timeframe
-    # The backfill's calls (a schedule tick may fetch the newest bars meanwhile).
-    new_calls = [row for row in ledger(candles)[calls_before:] if row.kind == "backfill"]
-    assert len(new_calls) == 4, new_calls  # one window per series: the minimum
-    assert all(row.outcome.startswith("ok") for row in new_calls), new_calls
-    assert {row.run_id for row in new_calls} <= {run["runId"] for run in runs}
-    BACKFILLS.append(backfill_id)
+        assert stored_bars(candles, timeframe, backfill.first, backfill.last) == expected, timeframe
+    assert len(backfill.calls) == 4, backfill.calls  # one window per series: the minimum
+    assert all(row.outcome.startswith("ok") for row in backfill.calls), backfill.calls
+    assert {row.run_id for row in backfill.calls} <= {run["runId"] for run in backfill.runs}
 
 
 def test_the_daemon_killed_mid_run_loses_no_run_no_tick_and_pays_no_credit_twice(topology, stand_in, candles, instance):
@@ -387,15 +402,13 @@ def test_a_run_worker_killed_is_marked_failed_and_the_rerun_pays_only_for_what_i
     assert paid_twice(candles) == []
 
 
-def test_the_backfill_is_marked_complete_by_the_backfill_daemon(topology):
-    (backfill_id,) = BACKFILLS
-
+def test_the_backfill_is_marked_complete_by_the_backfill_daemon(topology, backfill):
     def completed():
-        backfill = topology.graphql(BACKFILL_STATUS, id=backfill_id)["partitionBackfillOrError"]
-        return backfill if backfill["status"] != "REQUESTED" else None
+        status = topology.graphql(BACKFILL_STATUS, id=backfill.id)["partitionBackfillOrError"]
+        return status if status["status"] != "REQUESTED" else None
 
-    backfill = wait_for("the backfill's status", completed, 45, topology.logs)
-    assert backfill["status"] == "COMPLETED_SUCCESS", backfill
+    status = wait_for("the backfill's status", completed, 45, topology.logs)
+    assert status["status"] == "COMPLETED_SUCCESS", status
 
 
 def test_the_code_server_restarted_the_webserver_reconnects_and_the_next_run_uses_the_new_process(
