@@ -22,7 +22,7 @@ from xau_pipeline.market.bars import Bar
 from xau_pipeline.market.market_hours import calendar
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.candle_store import CandleStore
-from xau_pipeline.store.gaps import GRID_MISMATCH, NOT_CLOSED
+from xau_pipeline.store.gaps import GRID_MISMATCH
 from xau_pipeline.store.upsert import upsert_bars
 from xau_pipeline_dev.testing import bar_phase, temporary_database
 
@@ -82,7 +82,7 @@ def main() -> None:
                 began = time.perf_counter()
                 after = store.gaps("XAUUSD", tf, cme, start, end, now, grid=detected.grid)
                 report_ms = (time.perf_counter() - began) * 1000
-            closed_before = before.missing - before.count(NOT_CLOSED)
+            closed_before = before.missing  # a bar still forming is neither expected nor missing
             print(
                 f"{name + ' ' + label:<22}{len(bars):>7}  "
                 f"{closed_before:>24} / {before.off_session:>5} / {before.count(GRID_MISMATCH):>5}        "
