@@ -22,6 +22,7 @@ from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
 from xau_pipeline.store.credit_budget import LOST_OUTCOME, BudgetSettings
 from xau_pipeline.twelvedata.client import TwelveDataClient
+from xau_pipeline.twelvedata.retry_policy import RetryPolicy
 from xau_pipeline.twelvedata.windows import WindowPlanner, merge_gaps
 from xau_pipeline_tests.conftest import REPO, TEST_API_KEY
 
@@ -42,7 +43,9 @@ def scalar(store: CandleStore, sql: str):
 
 def client_for(stand_in, store, run_id: str) -> TwelveDataClient:
     budget = store.credit_budget(NO_LIMITS, "backfill", run_id)
-    return TwelveDataClient(TEST_API_KEY, stand_in.url, budget=budget, backoff_seconds=0.01, timeout_seconds=10)
+    return TwelveDataClient(
+        TEST_API_KEY, stand_in.url, budget=budget, timeout_seconds=10, retry=RetryPolicy(backoff_seconds=0.01)
+    )
 
 
 def assert_windows_whole(store: CandleStore, stand_in) -> None:

@@ -23,6 +23,7 @@ from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.store.freshness import FRESH, STALE, WAITING, freshness
 from xau_pipeline.store.gaps import NOT_PUBLISHED, PROVIDER_EMPTY
 from xau_pipeline.twelvedata.client import TwelveDataClient
+from xau_pipeline.twelvedata.retry_policy import RetryPolicy
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
 M15 = TIMEFRAMES_BY_NAME["M15"]
@@ -36,7 +37,9 @@ DELAY = timedelta(seconds=100)
 def at(stand_in, moment: datetime) -> TwelveDataClient:
     """A client whose clock, and the stand-in's, read `moment`."""
     stand_in.configure(time_offset_seconds=(moment - utc_now()).total_seconds())
-    return TwelveDataClient(TEST_API_KEY, stand_in.url, backoff_seconds=0.01, timeout_seconds=5, clock=lambda: moment)
+    return TwelveDataClient(
+        TEST_API_KEY, stand_in.url, timeout_seconds=5, clock=lambda: moment, retry=RetryPolicy(backoff_seconds=0.01)
+    )
 
 
 def fetch(stand_in, store, moment: datetime):

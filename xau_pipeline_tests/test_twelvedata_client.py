@@ -28,6 +28,7 @@ from xau_pipeline.twelvedata.errors import (
     ServiceUnavailableError,
     UnknownSymbolError,
 )
+from xau_pipeline.twelvedata.retry_policy import RetryPolicy
 from xau_pipeline_dev.twelvedata_standin import Fault
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
@@ -55,7 +56,7 @@ def fetch(client, store, api_symbol, timeframe, start, end):
 
 
 def client_for(stand_in, **kwargs) -> TwelveDataClient:
-    kwargs.setdefault("backoff_seconds", 0.01)
+    kwargs.setdefault("retry", RetryPolicy(backoff_seconds=0.01))
     kwargs.setdefault("timeout_seconds", 5)
     return TwelveDataClient(kwargs.pop("api_key", TEST_API_KEY), stand_in.url, **kwargs)
 
@@ -241,7 +242,7 @@ def test_retries_are_bounded(stand_in, store):
     for _ in range(10):
         stand_in.push_fault(Fault("html_502"))
     sleeps = []
-    client = client_for(stand_in, max_attempts=4, backoff_seconds=1, sleep=sleeps.append)
+    client = client_for(stand_in, sleep=sleeps.append, retry=RetryPolicy(max_attempts=4, backoff_seconds=1))
     with pytest.raises(ServiceUnavailableError, match="after 4 attempts.*HTML"):
         fetch(client, store, "XAU/USD", H1, WEDNESDAY, WEDNESDAY + DAY)
     assert stand_in.time_series_calls() == 4
@@ -284,7 +285,14 @@ def test_the_key_appears_in_no_log_or_error(stand_in, store, caplog):
     texts = []
     for _ in range(2):
         try:
-            fetch(client_for(stand_in, log=log, max_attempts=3), store, "XAU/USD", H1, WEDNESDAY, WEDNESDAY + DAY)
+            fetch(
+                client_for(stand_in, log=log, retry=RetryPolicy(max_attempts=3, backoff_seconds=0.01)),
+                store,
+                "XAU/USD",
+                H1,
+                WEDNESDAY,
+                WEDNESDAY + DAY,
+            )
         except Exception as exc:
             texts.append(repr(exc) + str(exc))
     try:

@@ -21,6 +21,7 @@ from xau_pipeline.twelvedata.errors import (
     PlanNotAllowedError,
     UnknownSymbolError,
 )
+from xau_pipeline.twelvedata.retry_policy import RetryPolicy
 from xau_pipeline_dev.twelvedata_standin import Fault
 from xau_pipeline_tests.conftest import TEST_API_KEY
 
@@ -86,7 +87,11 @@ def test_each_error_text_of_the_evidence_is_classified_and_costs_a_credit(stand_
     stand_in.push_fault(Fault("error", code=code, message=message))
     budget = CreditBudget(store.engine, BudgetSettings(per_minute=1000, per_day=100000), "backfill", run_id="r")
     client = TwelveDataClient(
-        TEST_API_KEY, stand_in.url, budget=budget, max_minute_waits=0, sleep=lambda _: None, backoff_seconds=0.01
+        TEST_API_KEY,
+        stand_in.url,
+        budget=budget,
+        sleep=lambda _: None,
+        retry=RetryPolicy(max_minute_waits=0, backoff_seconds=0.01),
     )
     if error is None:
         page = client.time_series("XAU/USD", "1h", START, END)

@@ -11,6 +11,7 @@ from xau_pipeline.settings import Settings
 from xau_pipeline.store.candle_store import CandleStore
 from xau_pipeline.store.credit_budget import BudgetSettings, CreditBudget
 from xau_pipeline.twelvedata.client import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, TwelveDataClient
+from xau_pipeline.twelvedata.retry_policy import RetryPolicy
 
 # The budget's defaults are Settings' (XAU_* and TWELVE_DATA_* unset).
 DEFAULT_BUDGET = Settings(database_url="").budget
@@ -67,8 +68,7 @@ class TwelveDataResource(dg.ConfigurableResource):
             self.base_url,
             timeout_seconds=self.timeout_seconds,
             max_response_bytes=self.max_response_bytes,
-            max_attempts=self.max_attempts,
-            backoff_seconds=self.backoff_seconds,
+            retry=RetryPolicy(max_attempts=self.max_attempts, backoff_seconds=self.backoff_seconds),
             log=log,
             budget=budget,
         )

@@ -126,10 +126,7 @@ class TwelveDataClient:
         *,
         timeout_seconds: float = DEFAULT_DEADLINE_SECONDS,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        max_attempts: int = 5,
-        backoff_seconds: float = 2.0,
-        backoff_max_seconds: float = 60.0,
-        max_minute_waits: int = 10,
+        retry: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], None] = time.sleep,
         log: logging.Logger | logging.LoggerAdapter | None = None,
@@ -142,14 +139,14 @@ class TwelveDataClient:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise InvalidRequestError(f"the Twelve Data base URL must be http:// or https://, got {base_url!r}")
-        if timeout_seconds <= 0 or max_response_bytes < 1024 or max_attempts < 1:
-            raise ValueError("timeout_seconds > 0, max_response_bytes >= 1024 and max_attempts >= 1 are required")
+        if timeout_seconds <= 0 or max_response_bytes < 1024:
+            raise ValueError("timeout_seconds > 0 and max_response_bytes >= 1024 are required")
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         # The total deadline of one attempt: connect, send and the whole body.
         self.timeout_seconds = timeout_seconds
         self.max_response_bytes = max_response_bytes
-        self.retry = RetryPolicy(max_attempts, backoff_seconds, backoff_max_seconds, max_minute_waits)
+        self.retry = retry or RetryPolicy()
         self.clock = clock
         self.sleep = sleep
         self.log = log or logger

@@ -41,6 +41,10 @@ class RetryPolicy:
     # An answer that arrived whole but cannot be read is asked for once more.
     malformed_attempts: int = 2
 
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts >= 1 is required")
+
     def backoff(self, attempt: int) -> float:
         """The pause after failed attempt `attempt` (1, 2, ...): doubling, capped."""
         return min(self.backoff_seconds * 2 ** (attempt - 1), self.backoff_max_seconds)
