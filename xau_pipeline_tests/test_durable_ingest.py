@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -44,7 +44,11 @@ def scalar(store: CandleStore, sql: str):
 def client_for(stand_in, store, run_id: str) -> TwelveDataClient:
     budget = store.credit_budget(NO_LIMITS, "backfill", run_id)
     return TwelveDataClient(
-        TEST_API_KEY, stand_in.url, budget=budget, timeout_seconds=10, retry=RetryPolicy(backoff_seconds=0.01)
+        TEST_API_KEY,
+        stand_in.url,
+        budget=budget,
+        timeout_seconds=10,
+        retry=RetryPolicy(first_pause=timedelta(seconds=0.01)),
     )
 
 

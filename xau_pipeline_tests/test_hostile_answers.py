@@ -131,7 +131,7 @@ def run_ingest(hostile, store, timeframe=H1, start=WEDNESDAY, end=WEDNESDAY + DA
     budget = store.credit_budget(
         BudgetSettings(per_minute=10_000, per_day=100_000, schedule_share=0, repair_share=0), "backfill", "hostile"
     )
-    client_kwargs.setdefault("retry", RetryPolicy(backoff_seconds=0.01))
+    client_kwargs.setdefault("retry", RetryPolicy(first_pause=timedelta(seconds=0.01)))
     client_kwargs.setdefault("timeout_seconds", 5)
     client = TwelveDataClient(TEST_API_KEY, hostile.url, budget=budget, **client_kwargs)
     try:
@@ -246,7 +246,9 @@ def test_a_conflicting_repeat_does_not_overwrite_a_stored_bar(hostile, store):
     before = table(store, "candles")
     hostile.script = [answer([*values, {**values[0], "close": "2150.0"}])]
     budget = store.credit_budget(BudgetSettings(per_minute=10_000, per_day=100_000), "backfill")
-    client = TwelveDataClient(TEST_API_KEY, hostile.url, budget=budget, retry=RetryPolicy(backoff_seconds=0.01))
+    client = TwelveDataClient(
+        TEST_API_KEY, hostile.url, budget=budget, retry=RetryPolicy(first_pause=timedelta(seconds=0.01))
+    )
     report = ingest(client, store, GOLD, H1, WEDNESDAY, WEDNESDAY + DAY, force=True)
     assert report.complete and report.counts.updated == 0
     assert [tuple(r[:8]) for r in table(store, "candles")] == [tuple(r[:8]) for r in before]
@@ -300,7 +302,9 @@ def test_a_trickled_body_fails_within_the_deadline_as_transient(hostile, store):
 
     hostile.script = [trickle]
     began = time.monotonic()
-    report = run_ingest(hostile, store, timeout_seconds=1.0, retry=RetryPolicy(max_attempts=2, backoff_seconds=0.01))
+    report = run_ingest(
+        hostile, store, timeout_seconds=1.0, retry=RetryPolicy(max_attempts=2, first_pause=timedelta(seconds=0.01))
+    )
     elapsed = time.monotonic() - began
     assert isinstance(report.error, ServiceUnavailableError)
     # The message is the last attempt's: its deadline, or (seen once with the suite on two busy
@@ -321,7 +325,9 @@ def test_trickled_headers_fail_within_the_deadline(hostile, store):
 
     hostile.script = [slow_headers]
     began = time.monotonic()
-    report = run_ingest(hostile, store, timeout_seconds=1.0, retry=RetryPolicy(max_attempts=1, backoff_seconds=0.01))
+    report = run_ingest(
+        hostile, store, timeout_seconds=1.0, retry=RetryPolicy(max_attempts=1, first_pause=timedelta(seconds=0.01))
+    )
     assert isinstance(report.error, ServiceUnavailableError)
     assert time.monotonic() - began < 2.0
     assert_booked_as_reached(store, hostile, report)

@@ -38,7 +38,11 @@ def at(stand_in, moment: datetime) -> TwelveDataClient:
     """A client whose clock, and the stand-in's, read `moment`."""
     stand_in.configure(time_offset_seconds=(moment - utc_now()).total_seconds())
     return TwelveDataClient(
-        TEST_API_KEY, stand_in.url, timeout_seconds=5, clock=lambda: moment, retry=RetryPolicy(backoff_seconds=0.01)
+        TEST_API_KEY,
+        stand_in.url,
+        timeout_seconds=5,
+        clock=lambda: moment,
+        retry=RetryPolicy(first_pause=timedelta(seconds=0.01)),
     )
 
 

@@ -56,7 +56,7 @@ def fetch(client, store, api_symbol, timeframe, start, end):
 
 
 def client_for(stand_in, **kwargs) -> TwelveDataClient:
-    kwargs.setdefault("retry", RetryPolicy(backoff_seconds=0.01))
+    kwargs.setdefault("retry", RetryPolicy(first_pause=timedelta(seconds=0.01)))
     kwargs.setdefault("timeout_seconds", 5)
     return TwelveDataClient(kwargs.pop("api_key", TEST_API_KEY), stand_in.url, **kwargs)
 
@@ -242,7 +242,9 @@ def test_retries_are_bounded(stand_in, store):
     for _ in range(10):
         stand_in.push_fault(Fault("html_502"))
     sleeps = []
-    client = client_for(stand_in, sleep=sleeps.append, retry=RetryPolicy(max_attempts=4, backoff_seconds=1))
+    client = client_for(
+        stand_in, sleep=sleeps.append, retry=RetryPolicy(max_attempts=4, first_pause=timedelta(seconds=1))
+    )
     with pytest.raises(ServiceUnavailableError, match="after 4 attempts.*HTML"):
         fetch(client, store, "XAU/USD", H1, WEDNESDAY, WEDNESDAY + DAY)
     assert stand_in.time_series_calls() == 4
@@ -286,7 +288,7 @@ def test_the_key_appears_in_no_log_or_error(stand_in, store, caplog):
     for _ in range(2):
         try:
             fetch(
-                client_for(stand_in, log=log, retry=RetryPolicy(max_attempts=3, backoff_seconds=0.01)),
+                client_for(stand_in, log=log, retry=RetryPolicy(max_attempts=3, first_pause=timedelta(seconds=0.01))),
                 store,
                 "XAU/USD",
                 H1,

@@ -91,7 +91,7 @@ def test_each_error_text_of_the_evidence_is_classified_and_costs_a_credit(stand_
         stand_in.url,
         budget=budget,
         sleep=lambda _: None,
-        retry=RetryPolicy(max_minute_waits=0, backoff_seconds=0.01),
+        retry=RetryPolicy(max_minute_waits=0, first_pause=timedelta(seconds=0.01)),
     )
     if error is None:
         page = client.time_series("XAU/USD", "1h", START, END)

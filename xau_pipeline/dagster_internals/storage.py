@@ -16,7 +16,7 @@ could not load either.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster_postgres import DagsterPostgresStorage, PostgresRunStorage, PostgresScheduleStorage
 
@@ -30,6 +30,10 @@ from xau_pipeline.dagster_internals.registry import (
     warning_line,
 )
 
+if TYPE_CHECKING:  # types only: nothing private is imported when the code location loads
+    from dagster._serdes.config_class import ConfigurableClassData
+    from dagster_postgres.auth import PgTokenProvider
+
 LOG = logging.getLogger(__name__)
 
 
@@ -40,8 +44,8 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         self,
         postgres_url: str,
         should_autocreate_tables: bool = True,
-        inst_data: Any = None,
-        token_provider: Any = None,
+        inst_data: ConfigurableClassData | None = None,
+        token_provider: PgTokenProvider | None = None,
     ) -> None:
         from xau_pipeline.dagster_internals.event_log import PooledPostgresEventLogStorage
 
@@ -55,21 +59,11 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         self._schedules = PostgresScheduleStorage(postgres_url, should_autocreate_tables, token_provider=token_provider)
         super(DagsterPostgresStorage, self).__init__()
 
-    @property
-    def inst_data(self) -> Any:
-        return self._pooled_inst_data
-
-    @property
-    def event_log_storage(self) -> Any:
-        return self._event_log
-
-    @property
-    def run_storage(self) -> Any:
-        return self._runs
-
-    @property
-    def schedule_storage(self) -> Any:
-        return self._schedules
+    # What the parent's properties return, from this class's own attributes.
+    inst_data = property(lambda self: self._pooled_inst_data)
+    event_log_storage = property(lambda self: self._event_log)
+    run_storage = property(lambda self: self._runs)
+    schedule_storage = property(lambda self: self._schedules)
 
     # The parent's builds a DagsterPostgresStorage by name; this one may too (the fallback).
     @classmethod

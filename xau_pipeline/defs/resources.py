@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import dagster as dg
 from pydantic import Field
@@ -68,7 +69,7 @@ class TwelveDataResource(dg.ConfigurableResource):
             self.base_url,
             timeout_seconds=self.timeout_seconds,
             max_response_bytes=self.max_response_bytes,
-            retry=RetryPolicy(max_attempts=self.max_attempts, backoff_seconds=self.backoff_seconds),
+            retry=RetryPolicy(max_attempts=self.max_attempts, first_pause=timedelta(seconds=self.backoff_seconds)),
             log=log,
             budget=budget,
         )

@@ -33,9 +33,9 @@ class RetryPolicy:
 
     # Attempts in all for a transient failure: a 5xx, a timeout, a dropped connection.
     max_attempts: int = 5
-    # The first pause, doubled after each failed attempt up to the cap.
-    backoff_seconds: float = 2.0
-    backoff_max_seconds: float = 60.0
+    # The first pause, doubled after each failed attempt up to the longest.
+    first_pause: timedelta = timedelta(seconds=2)
+    longest_pause: timedelta = timedelta(seconds=60)
     # Minutes waited out for a 429 before giving up: by then another process uses the same key.
     max_minute_waits: int = 10
     # An answer that arrived whole but cannot be read is asked for once more.
@@ -47,7 +47,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """The pause after failed attempt `attempt` (1, 2, ...): doubling, capped."""
-        return min(self.backoff_seconds * 2 ** (attempt - 1), self.backoff_max_seconds)
+        return min(self.first_pause * 2 ** (attempt - 1), self.longest_pause).total_seconds()
 
 
 def until_next_minute(now: datetime) -> float:
