@@ -75,12 +75,12 @@ def main() -> None:
                 with store.engine.begin() as connection:
                     upsert_bars(connection, "XAUUSD", name, bars)
                 phase = bar_phase(store, "XAUUSD", tf)
-                before = store.gaps("XAUUSD", tf, cme, start, end, now, phase=phase)
+                before = store.gaps("XAUUSD", tf, cme, (start, end), now, phase=phase)
                 began = time.perf_counter()
                 detected = store.grid("XAUUSD", tf)
                 detected_ms = (time.perf_counter() - began) * 1000
                 began = time.perf_counter()
-                after = store.gaps("XAUUSD", tf, cme, start, end, now, grid=detected.grid)
+                after = store.gaps("XAUUSD", tf, cme, (start, end), now, grid=detected.grid)
                 report_ms = (time.perf_counter() - began) * 1000
             closed_before = before.missing  # a bar still forming is neither expected nor missing
             print(

@@ -239,12 +239,12 @@ class Ticks:
         self.store, self.instance = store, instance
 
     def tick(self) -> str:
-        context = dg.build_sensor_context(
+        with dg.build_sensor_context(
             instance=self.instance, resources={"candle_store": CandleStoreResource(database_url=self.store.url)}
-        )
-        result = self.sensor.evaluate_tick(context)
-        assert not result.run_requests
-        return result.skip_message or ""
+        ) as context:
+            result = self.sensor.evaluate_tick(context)
+            assert not result.run_requests
+            return result.skip_message or ""
 
 
 class Checks:

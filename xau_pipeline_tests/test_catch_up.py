@@ -64,11 +64,11 @@ def harness(store, stand_in, api_key=TEST_API_KEY, **budget):
 
 
 def tick(defs, instance, cursor=None):
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources, cursor=cursor
-    )
-    result = SENSOR.evaluate_tick(context)
-    return result, context.cursor
+    ) as context:
+        result = SENSOR.evaluate_tick(context)
+        return result, context.cursor
 
 
 def execute(request, instance, resources, raise_on_error=True):

@@ -74,7 +74,7 @@ def test_no_false_gap_no_wrong_bar_and_m15_consistency_on_each_feed(stand_in, st
     for timeframe in (M15, H1, H4, D1):
         bars = served(stand_in, timeframe, start, end)
         assert stored(store, timeframe, start, end) == bars, timeframe.name  # every served bar, none wrong
-        report = store.gaps(GOLD.name, timeframe, policy, start, end, now)
+        report = store.gaps(GOLD.name, timeframe, policy, (start, end), now)
         assert (report.missing, report.mismatch) == (0, None), (timeframe.name, report.gaps[:3])
         # The feed's bars outside gold's hours (weekends, the daily break) are stored as off-session.
         assert report.stored == len(bars) and report.off_session == len(bars) - report.expected
@@ -102,7 +102,7 @@ def test_a_closed_edge_left_by_a_full_page_of_a_24_7_feed_is_asked_for(stand_in,
     assert [(w.start, w.end) for w in report.windows][-1] == (start, datetime(2023, 1, 1, 10, tzinfo=UTC))
     bars = served(stand_in, M15, start, end)
     assert stored(store, M15, start, end) == bars
-    gaps = store.gaps(GOLD.name, M15, calendar(GOLD.calendar), start, end, datetime.now(UTC))
+    gaps = store.gaps(GOLD.name, M15, calendar(GOLD.calendar), (start, end), datetime.now(UTC))
     assert (gaps.missing, gaps.stored, gaps.off_session) == (0, len(bars), len(bars) - gaps.expected)
     assert gaps.off_session > 40 * 8  # the edge's 40 bars, and the weekends inside the window
     monkeypatch.setenv("XAU_DATABASE_URL", store.url)
@@ -110,7 +110,7 @@ def test_a_closed_edge_left_by_a_full_page_of_a_24_7_feed_is_asked_for(stand_in,
     assert cli.main(["gaps", "M15", "--start", "2023-01-01", "--end", "2023-02-22"]) == 0
     lines = capsys.readouterr().out.splitlines()
     day_gaps = store.gaps(
-        GOLD.name, M15, calendar(GOLD.calendar), start, datetime(2023, 2, 22, tzinfo=UTC), datetime.now(UTC)
+        GOLD.name, M15, calendar(GOLD.calendar), (start, datetime(2023, 2, 22, tzinfo=UTC)), datetime.now(UTC)
     )
     assert f"off-session: {day_gaps.off_session}" in lines and any(line.startswith("missing:     0 ") for line in lines)
 

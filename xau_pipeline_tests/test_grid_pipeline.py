@@ -88,13 +88,15 @@ def test_each_grid_loads_exactly_with_no_false_gap_across_the_dst_switch(stand_i
     assert detection.grid == (new_york_close_grid(timeframe.bar) if anchored else utc_grid(timeframe.bar))
     policy = calendar(symbol.calendar)
     now = datetime.now(UTC)
-    after = store.gaps(symbol.name, timeframe, policy, start, end, now, grid=detection.grid)
+    after = store.gaps(symbol.name, timeframe, policy, (start, end), now, grid=detection.grid)
     assert (after.missing, after.off_session, after.stored, after.expected) == (0, 0, len(served), len(served))
     assert after.mismatch is None
     # The default (no phase, no grid) detects the same grid.
-    assert store.gaps(symbol.name, timeframe, policy, start, end, now).missing == 0
+    assert store.gaps(symbol.name, timeframe, policy, (start, end), now).missing == 0
 
-    before = store.gaps(symbol.name, timeframe, policy, start, end, now, phase=bar_phase(store, symbol.name, timeframe))
+    before = store.gaps(
+        symbol.name, timeframe, policy, (start, end), now, phase=bar_phase(store, symbol.name, timeframe)
+    )
     assert (before.missing, before.off_session) == FIXED_PHASE_BEFORE[(feed, timeframe.name)][week]
     if before.missing:
         # Phase 4: every phantom gap is one grid-mismatch line, none is fetched.
@@ -187,14 +189,14 @@ def test_repair_skips_phantom_gaps_even_on_a_fixed_phase(stand_in, store, monkey
     "missing" H4 slots would all be grid mismatches: nothing is planned, no credit spent."""
     symbol, start, end = load(stand_in, store, "new_york", H4, "march")
     phase, now = bar_phase(store, symbol.name, H4), end + timedelta(hours=2)
-    mismatch = store.gaps(symbol.name, H4, calendar(symbol.calendar), start, end, now, phase=phase).mismatch
+    mismatch = store.gaps(symbol.name, H4, calendar(symbol.calendar), (start, end), now, phase=phase).mismatch
     assert mismatch is not None and mismatch.line == (
         "grid mismatch: 31 slot(s) of the 4h anchored UTC 01:00 grid are empty beside 30 stored bar(s) off it; "
         "the stored bars fit 4h anchored America/New_York 17:00. Not gaps: nothing to fetch."
     )
     real_gaps = store.gaps
     monkeypatch.setattr(store, "gaps", lambda *args, **kwargs: real_gaps(*args, **kwargs, phase=phase))
-    assert store.gaps(symbol.name, H4, calendar(symbol.calendar), start, end, now).count(GRID_MISMATCH) == 31
+    assert store.gaps(symbol.name, H4, calendar(symbol.calendar), (start, end), now).count(GRID_MISMATCH) == 31
     partitions = dg.DailyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d"), timezone="UTC")
     plan = plan_repairs(store, symbol, H4, partitions, now)
     assert (plan.never_fetched, plan.provider_retry, plan.given_up) == ([], [], [])
@@ -222,7 +224,7 @@ def test_dagster_backfill_across_the_november_switch_on_either_grid(dagster_inst
         stored = store.newest(gold.name, tf, start, end, limit=1000)
         assert [r.timestamp for r in reversed(stored)] == [b["datetime"] for b in served]
         grid = store.grid(gold.name, tf).grid
-        report = store.gaps(gold.name, tf, calendar("cme_gold"), start, end, datetime.now(UTC), grid=grid)
+        report = store.gaps(gold.name, tf, calendar("cme_gold"), (start, end), datetime.now(UTC), grid=grid)
         assert (report.missing, report.off_session, report.expected) == (0, 0, len(served))
     if feed == "new_york":
         # Sunday 3 November, the switch: the D1 bar from 17:00 New York (22:00 UTC, standard time again).
@@ -257,16 +259,16 @@ def test_schedules_fire_after_the_real_close_of_the_served_grid(
         "twelvedata": TwelveDataResource(api_key="unused"),
     }
     defs = dg.Definitions(assets=[asset], schedules=[schedule], resources=resources)
-    context = dg.build_schedule_context(
+    with dg.build_schedule_context(
         instance=dagster_instance,
         scheduled_execution_time=tick,
         repository_def=defs.get_repository_def(),
         resources=resources,
-    )
-    result = schedule.evaluate_tick(context)
-    if bar_open is None:
-        assert not result.run_requests and result.skip_message.startswith(f"no {timeframe.name} bar of the grid")
-    else:
-        (request,) = result.run_requests
-        assert request.run_key == f"{timeframe.key_suffix}:{bar_open}"
-        assert request.partition_key == bar_open[:10]
+    ) as context:
+        result = schedule.evaluate_tick(context)
+        if bar_open is None:
+            assert not result.run_requests and result.skip_message.startswith(f"no {timeframe.name} bar of the grid")
+        else:
+            (request,) = result.run_requests
+            assert request.run_key == f"{timeframe.key_suffix}:{bar_open}"
+            assert request.partition_key == bar_open[:10]

@@ -61,7 +61,7 @@ def stored(store, slot: datetime):
 
 
 def reason(store, slot: datetime, now: datetime) -> str | None:
-    report = store.gaps(GOLD.name, M15, calendar(GOLD.calendar), DAY, DAY + timedelta(days=1), now)
+    report = store.gaps(GOLD.name, M15, calendar(GOLD.calendar), (DAY, DAY + timedelta(days=1)), now)
     return next((gap.reason for gap in report.gaps if gap.slot == slot), None)
 
 
@@ -183,10 +183,10 @@ def test_the_publication_sensor_requests_a_live_run_for_a_late_bar(
 
     def tick(at: datetime):
         monkeypatch.setattr(publication_sensor, "utc_now", lambda: at)
-        context = dg.build_sensor_context(
+        with dg.build_sensor_context(
             instance=dagster_instance, repository_def=defs.get_repository_def(), resources=defs.resources
-        )
-        return sensor.evaluate_tick(context)
+        ) as context:
+            return sensor.evaluate_tick(context)
 
     early = tick(asked + REASK_EVERY - timedelta(seconds=5))
     assert not early.run_requests and "1 bar(s) not final yet" in early.skip_message

@@ -185,9 +185,9 @@ def test_real_bars_on_either_grid_have_no_false_gap(
     start, end = series[0].open_time, series[-1].open_time
     detected = store.grid(SYMBOL, tf)
     assert detected.grid == grid
-    after = store.gaps(SYMBOL, tf, cme, start, end, now, grid=detected.grid)
+    after = store.gaps(SYMBOL, tf, cme, (start, end), now, grid=detected.grid)
     assert (after.missing, after.off_session, after.stored) == (0, 0, bars - 1)
-    before = store.gaps(SYMBOL, tf, cme, start, end, now, phase=bar_phase(store, SYMBOL, tf))
+    before = store.gaps(SYMBOL, tf, cme, (start, end), now, phase=bar_phase(store, SYMBOL, tf))
     assert (before.missing, before.off_session, before.count(GRID_MISMATCH)) == (
         fixed_phase_missing,
         fixed_phase_off_session,

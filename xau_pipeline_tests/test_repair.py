@@ -115,12 +115,12 @@ def test_the_sensor_respects_the_repair_share(store, dagster_instance):
                 for _ in range(5)
             ],
         )
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=dagster_instance, repository_def=defs.get_repository_def(), resources=defs.resources
-    )
-    result = sensor.evaluate_tick(context)
-    assert not result.run_requests
-    assert "repair share of today's credits is spent (5 of 5 used by repairs" in result.skip_message
+    ) as context:
+        result = sensor.evaluate_tick(context)
+        assert not result.run_requests
+        assert "repair share of today's credits is spent (5 of 5 used by repairs" in result.skip_message
 
 
 def test_repairs_share_one_bound_newest_first():
@@ -143,10 +143,10 @@ def test_never_fetched_days_are_left_to_the_catch_up_and_due_provider_gaps_refet
     sensor, defs, recent = sensor_for(store, days=5)
 
     def tick():
-        context = dg.build_sensor_context(
+        with dg.build_sensor_context(
             instance=dagster_instance, repository_def=defs.get_repository_def(), resources=defs.resources
-        )
-        return sensor.evaluate_tick(context)
+        ) as context:
+            return sensor.evaluate_tick(context)
 
     result = tick()
     assert not result.run_requests
@@ -185,12 +185,12 @@ def test_one_sensor_per_timeframe_repairs_every_symbol_but_one_whose_repair_is_i
         store.write(symbol.name, M15, [], [FetchedWindow(start, start + timedelta(days=1), tried, 0)])
     tags = {"dagster/sensor_name": sensor.name, REPAIR_SERIES_TAG: "xagusd/candles_m15"}
     dagster_instance.add_run(dg.DagsterRun(job_name="earlier_repair", status=dg.DagsterRunStatus.STARTED, tags=tags))
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=dagster_instance, repository_def=defs.get_repository_def(), resources=defs.resources
-    )
-    (request,) = sensor.evaluate_tick(context).run_requests
-    assert request.asset_selection == [assets[gold].key] and request.partition_key == day_key
-    assert request.tags[REPAIR_SERIES_TAG] == "xauusd/candles_m15"
+    ) as context:
+        (request,) = sensor.evaluate_tick(context).run_requests
+        assert request.asset_selection == [assets[gold].key] and request.partition_key == day_key
+        assert request.tags[REPAIR_SERIES_TAG] == "xauusd/candles_m15"
 
 
 def test_after_its_first_scan_a_series_is_scanned_from_where_a_fetch_changed_it(store, monkeypatch, dagster_instance):
@@ -223,15 +223,15 @@ def test_after_its_first_scan_a_series_is_scanned_from_where_a_fetch_changed_it(
     cursor: list[str | None] = [None]
 
     def tick():
-        context = dg.build_sensor_context(
+        with dg.build_sensor_context(
             instance=dagster_instance,
             cursor=cursor[0],
             repository_def=defs.get_repository_def(),
             resources=defs.resources,
-        )
-        result = sensor.evaluate_tick(context)
-        cursor[0] = result.cursor
-        return result
+        ) as context:
+            result = sensor.evaluate_tick(context)
+            cursor[0] = result.cursor
+            return result
 
     first = today - timedelta(days=10)
     write(first, never, clock[0] - timedelta(hours=3))

@@ -50,13 +50,13 @@ def tick(timeframe: str, at: datetime):
     repository_def, resources, instance = REPOSITORY
     # Only the H4 and D1 schedules take a resource (building resources costs a Dagster instance per tick).
     needs_store = grid_follows_the_store(TIMEFRAMES_BY_NAME[timeframe])
-    context = dg.build_schedule_context(
+    with dg.build_schedule_context(
         instance=instance,
         scheduled_execution_time=at,
         repository_def=repository_def,
         resources=resources if needs_store else None,
-    )
-    return SCHEDULES[timeframe].evaluate_tick(context)
+    ) as context:
+        return SCHEDULES[timeframe].evaluate_tick(context)
 
 
 @pytest.mark.parametrize(
@@ -234,8 +234,8 @@ def test_one_schedule_ticks_for_every_symbol_with_one_run_per_closed_bar():
     repository_def = defs.get_repository_def()
 
     def requests(at: datetime):
-        context = dg.build_schedule_context(scheduled_execution_time=at, repository_def=repository_def)
-        return schedule.evaluate_tick(context).run_requests
+        with dg.build_schedule_context(scheduled_execution_time=at, repository_def=repository_def) as context:
+            return schedule.evaluate_tick(context).run_requests
 
     (weekday,) = requests(datetime(2024, 3, 13, 10, 17, tzinfo=UTC))
     assert weekday.run_key == "candles_m15:2024-03-13T10:00Z" and weekday.partition_key == "2024-03-13"

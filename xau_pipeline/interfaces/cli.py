@@ -154,7 +154,7 @@ def _gaps(args: argparse.Namespace, settings: Settings) -> int:
     except GapWindowTooLongError as exc:
         raise UsageError(str(exc)) from None
     store = _store(settings)
-    report = store.gaps(symbol, tf, calendar(calendar_name), start, end, now)
+    report = store.gaps(symbol, tf, calendar(calendar_name), (start, end), now)
     phase_minutes = int(report.phase.total_seconds()) // 60
     shown = (NEVER_FETCHED, PROVIDER_EMPTY, NOT_PUBLISHED) + ((GRID_MISMATCH,) if report.count(GRID_MISMATCH) else ())
     reasons = ", ".join(f"{reason} {report.count(reason)}" for reason in shown)

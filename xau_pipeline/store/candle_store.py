@@ -213,18 +213,18 @@ class CandleStore:
         symbol: str,
         timeframe: Timeframe,
         calendar: TradingCalendar,
-        start: datetime,
-        end: datetime,
+        window: tuple[datetime, datetime],
         now: datetime,
-        phase: timedelta | None = None,
+        *,
         grid: Grid | None = None,
+        phase: timedelta | None = None,
     ) -> gaps.GapReport:
-        """Expected bars of [start, end) with no stored candle, classified (see store/gaps.py).
+        """Expected bars of `window` [start, end) with no stored candle, classified (see store/gaps.py).
 
         The slots lie on `grid` if given, else on the UTC grid `phase`, else on the detected grid."""
         with self._connect() as connection:
             return gaps.find_gaps(
-                connection, symbol, timeframe.name, timeframe.bar, calendar, start, end, now, phase, grid
+                connection, symbol, timeframe.name, timeframe.bar, calendar, *window, now, phase, grid
             )
 
     def stored_share(
@@ -233,7 +233,7 @@ class CandleStore:
         """(expected, stored) closed bars of [start, now) on the series' detected grid (see store/gaps.py)."""
         with self._connect() as connection:
             grid = series_grid.detect_series_grid(connection, symbol, timeframe.name, timeframe.bar).grid
-            return gaps.stored_share(connection, symbol, timeframe.name, timeframe.bar, calendar, start, now, grid)
+            return gaps.stored_share(connection, grid, symbol, timeframe.name, timeframe.bar, calendar, start, now)
 
     def invalid_bars(
         self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime, max_jump: Decimal

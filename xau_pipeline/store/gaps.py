@@ -250,13 +250,13 @@ def gap_reason(close: datetime, fetches: int, now: datetime) -> str:
 
 def stored_share(
     connection: sa.Connection,
+    grid: Grid,
     symbol: str,
     timeframe: str,
     bar: timedelta,
     calendar: TradingCalendar,
     start: datetime,
     now: datetime,
-    grid: Grid,
 ) -> tuple[int, int]:
     """(expected, stored): the slots of [start, now) on `grid` whose bar had closed by `now`, and how
     many of them hold a stored bar."""

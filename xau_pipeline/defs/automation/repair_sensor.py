@@ -101,7 +101,7 @@ def plan_repairs(
     end = now - REPAIR_GRACE
     if end <= start:
         return RepairPlan()
-    report = store.gaps(symbol.name, timeframe, calendar(symbol.calendar), start, end, now)
+    report = store.gaps(symbol.name, timeframe, calendar(symbol.calendar), (start, end), now)
     never, retry, given_up = set(), set(), set()
     pending: list[datetime] = []
     for gap in report.gaps:

@@ -174,7 +174,9 @@ class CandleChecks:
         start, end = self.window(key)
         end = min(end, closed_horizon(self.grid, self.now))
         if self._range is None:
-            return self.store.gaps(self.symbol.name, self.timeframe, self.policy, start, end, self.now, grid=self.grid)
+            return self.store.gaps(
+                self.symbol.name, self.timeframe, self.policy, (start, end), self.now, grid=self.grid
+            )
 
         def read() -> dict[str, list[Gap]]:
             assert self._range is not None
@@ -182,7 +184,7 @@ class CandleChecks:
             by_day: dict[str, list[Gap]] = defaultdict(list)
             if first < last:
                 report = self.store.gaps(
-                    self.symbol.name, self.timeframe, self.policy, first, last, self.now, grid=self.grid
+                    self.symbol.name, self.timeframe, self.policy, (first, last), self.now, grid=self.grid
                 )
                 for gap in report.gaps:
                     by_day[utc_day(gap.slot)].append(gap)
@@ -194,7 +196,7 @@ class CandleChecks:
         expected = self.policy.count_expected(start, end, self.timeframe.bar, grid=grid) if start < end else 0
         # The range's mismatch counts the whole range: a day with phantoms is asked about alone (rare).
         mismatch = (
-            self.store.gaps(self.symbol.name, self.timeframe, self.policy, start, end, self.now, grid=grid).mismatch
+            self.store.gaps(self.symbol.name, self.timeframe, self.policy, (start, end), self.now, grid=grid).mismatch
             if any(g.reason == GRID_MISMATCH for g in gaps)
             else None
         )

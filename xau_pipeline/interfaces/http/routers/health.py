@@ -87,7 +87,7 @@ def history_share(
     many of them are stored (xau_pipeline.defs.automation.catch_up_sensor's progress)."""
     tf = TIMEFRAMES_BY_NAME[tf_name]
     grid = series_grid.detect_series_grid(connection, symbol, tf.name, tf.bar).grid
-    return gaps.stored_share(connection, symbol, tf.name, tf.bar, policy, since, now, grid)
+    return gaps.stored_share(connection, grid, symbol, tf.name, tf.bar, policy, since, now)
 
 
 def _share_fields(share: tuple[int, int] | None) -> dict[str, Any]:
