@@ -107,7 +107,8 @@ class SettingsError(ValueError):
 class Settings:
     """The pipeline's configuration (see README: configuration)."""
 
-    database_url: str
+    # May hold a password: left out of the repr (safe_url shows it masked).
+    database_url: str = field(repr=False)
     # Whether XAU_DATABASE_URL is set (it may hold a password: then only its name is shown).
     database_url_from_env: bool = False
     api_base_url: str = DEFAULT_BASE_URL

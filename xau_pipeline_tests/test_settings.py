@@ -218,3 +218,9 @@ def test_defaults_live_in_settings():
     )
     resource = TwelveDataResource(api_key="k")
     assert resource.budget_settings() == default.budget
+
+
+def test_no_password_of_the_database_url_is_in_the_settings_repr():
+    settings = Settings.from_env({"XAU_DATABASE_URL": "postgresql://etl:hunter2-db@db.example:5432/xau"})
+    assert settings.database_url.endswith("@db.example:5432/xau")
+    assert "hunter2-db" not in repr(settings) and "hunter2-db" not in str(settings)
