@@ -199,7 +199,7 @@ def _credits(args: argparse.Namespace, settings: Settings) -> int:
     limits = pool_limits(budget.per_minute, max_concurrent_runs=-1)
     print(
         f"{POOL} pool:     {limits.twelvedata} runs at a time, {limits.catch_up} of them catch-up, for "
-        f"{budget.per_minute} credits a minute (at most the instance's max_concurrent_runs; docs/architecture.md, Scale)"
+        f'{budget.per_minute} credits a minute (at most the instance\'s max_concurrent_runs; docs/architecture.md, "Credits: the budget and the pool")'
     )
     return 0
 

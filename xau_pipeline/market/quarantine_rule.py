@@ -3,7 +3,7 @@
 A bar is stored only if its datetime reads as a plain UTC open time (no offset suffix), its open
 lies on its series' grid, its prices are finite and above 0, low <= open, close <= high, and its
 datetime is not repeated with other values in the same answer. Anything else is kept, with its raw
-values and the reason, in `candle_quarantine` (see docs/architecture.md: quarantine).
+values and the reason, in `candle_quarantine` (see docs/architecture.md, "Quarantine: what may enter `candles`").
 """
 
 from __future__ import annotations

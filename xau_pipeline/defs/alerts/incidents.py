@@ -1,4 +1,4 @@
-"""Alert incidents kept in the candle database (table `alert_incidents`, migration 0005).
+"""Alert incidents kept in the candle database (table `alert_incidents`, migration 0006).
 
 Each change is committed as it happens: an incident opened, resolved, or a notice taken by a
 channel. A daemon restart, or a tick that fails half-way, neither loses an incident nor tells

@@ -5,7 +5,7 @@ a bar asked for then is final in one call; a bar published later is the publicat
 
 One schedule per timeframe over every symbol: a tick asks for one run per closed bar, selecting the
 assets of all symbols whose bar closed then (with 50 symbols, 4 schedules and a handful of runs an
-hour rather than 200 schedules and a run per symbol; see docs/architecture.md, "Scale").
+hour rather than 200 schedules and a run per symbol; see docs/architecture.md, "Schedules and sensors").
 
 M15 and H1 bars close on fixed UTC minutes whatever the feed's grid, so their crons tick exactly
 then. Where H4 and D1 bars close depends on the series' grid (xau_pipeline.market.bar_grid): 00/04/08... UTC
