@@ -29,11 +29,11 @@ PARTITIONS_TAB = (
     "the check's Partitions tab"
 )
 BATCH = (
-    "then rerun test_check_target.py; until then a ranged run logs its per-day evaluations one at a time "
+    "then rerun test_day_evaluations.py; until then a ranged run logs its per-day evaluations one at a time "
     "(docs/measurements.md, 'Per-day evaluations: what they cost')"
 )
 POOL = (
-    "then rerun test_dagster_storage.py and test_check_target.py; until then dagster.yaml's storage is "
+    "then rerun test_dagster_storage.py and test_day_evaluations.py; until then dagster.yaml's storage is "
     "dagster-postgres's plain one (a connection per stored event, evaluations one at a time)"
 )
 
