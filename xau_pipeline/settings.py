@@ -153,7 +153,7 @@ class Settings:
                 env = launch_settings.Layered(env, launched.variables)
             return cls._read(env, launched, secrets)
         except SettingsError as exc:
-            raise SettingsError(redact(str(exc), *secrets), *exc.variables) from None
+            raise _redacted(exc, secrets) from None
 
     @classmethod
     def _read(cls, env: Mapping[str, str], launched: LaunchedPipeline | None, secrets: tuple[str, ...]) -> Settings:
@@ -210,14 +210,14 @@ class Settings:
         try:
             launched = _launched(env)
         except SettingsError as exc:
-            problems.append(exc)
+            problems.append(_redacted(exc, secrets))
             launched = None
         below = dict(launched.variables) if launched is not None else {}
         while True:
             try:
                 return cls._read(launch_settings.Layered(env, below), launched, secrets), problems
             except SettingsError as exc:
-                problems.append(exc)
+                problems.append(_redacted(exc, secrets))
                 for name in exc.variables:
                     env.pop(name, None)
                     below.pop(name, None)
@@ -248,6 +248,11 @@ def _launched(env: Mapping[str, str]) -> LaunchedPipeline | None:
         return None
     shared = {name: launched.variables[name] for name in SHARED_VARIABLES if name in launched.variables}
     return replace(launched, variables=shared)
+
+
+def _redacted(exc: SettingsError, secrets: tuple[str, ...]) -> SettingsError:
+    """`exc` with every secret of the environment masked in its message."""
+    return SettingsError(redact(str(exc), *secrets), *exc.variables)
 
 
 def secrets_of(env: Mapping[str, str]) -> tuple[str, ...]:

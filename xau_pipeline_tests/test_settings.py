@@ -191,6 +191,9 @@ def test_settings_hold_the_secrets_no_message_may_show_and_redact_their_own_erro
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({**env, "TWELVE_DATA_BASE_URL": "ftp://key-123@example.com"})
     assert "key-123" not in str(caught.value) and "***" in str(caught.value)
+    # The lenient read (doctor's) reports the same problem as masked.
+    _, problems = Settings.from_env_lenient({**env, "TWELVE_DATA_BASE_URL": "ftp://key-123@example.com"})
+    assert problems and all("key-123" not in str(problem) for problem in problems)
 
 
 def test_only_settings_reads_the_environment():

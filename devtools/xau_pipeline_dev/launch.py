@@ -37,6 +37,7 @@ from xau_pipeline import launch_settings
 from xau_pipeline.defs.candles.twelvedata_pool import POOL, with_plan_limits
 from xau_pipeline.settings import Settings, SettingsError, apply_dagster_environment, shared_settings
 from xau_pipeline.store.candle_store import CandleStore, StoreUnavailableError
+from xau_pipeline.store.database import embedded_data_dir
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
@@ -137,7 +138,7 @@ def prepare_databases(root: Path, stack: ExitStack) -> tuple[str, str]:
     if candles_url is None:
         from xau_pipeline_dev import embedded_postgres
 
-        data_dir = embedded_data_dir(root)
+        data_dir = embedded_data_dir(os.environ, root)
         started = time.perf_counter()
         try:
             server = embedded_postgres.start(data_dir)
@@ -157,11 +158,6 @@ def prepare_databases(root: Path, stack: ExitStack) -> tuple[str, str]:
         dagster_url = _with_schema(candles_url, DAGSTER_SCHEMA)
     say(f"candles in {safe_url(candles_url)}; Dagster's runs and events in {safe_url(dagster_url)}")
     return candles_url, dagster_url
-
-
-def embedded_data_dir(root: Path) -> Path:
-    """Where the embedded PostgreSQL keeps its files: XAU_PGDATA, else <project>/.pgdata."""
-    return Path(os.environ.get("XAU_PGDATA") or root / ".pgdata")
 
 
 def share_settings(data_dir: Path, mode: str) -> Path:
@@ -471,7 +467,7 @@ def launch(mode: str) -> int:
             settings = load_settings()
             if embedded:
                 say(
-                    f"settings for the command line run from this folder in {share_settings(embedded_data_dir(root), mode)}"
+                    f"settings for the command line run from this folder in {share_settings(embedded_data_dir(os.environ, root), mode)}"
                 )
             os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(root, settings))
             apply_dagster_environment()

@@ -27,9 +27,10 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def embedded_data_dir(environ: Mapping[str, str]) -> Path:
-    """Where `make run` keeps its embedded PostgreSQL: XAU_PGDATA, else `.pgdata` in this folder."""
-    return Path(environ.get("XAU_PGDATA") or ".pgdata")
+def embedded_data_dir(environ: Mapping[str, str], folder: Path = Path()) -> Path:
+    """Where `make run` keeps its embedded PostgreSQL: XAU_PGDATA, else `.pgdata` in `folder` (the
+    project's folder, where `make run` and the command line beside it run)."""
+    return Path(environ.get("XAU_PGDATA") or folder / ".pgdata")
 
 
 def configured_database_url(env: Mapping[str, str]) -> str:
