@@ -32,13 +32,13 @@ from xau_pipeline.interfaces import cli
 from xau_pipeline.interfaces.http import queries
 from xau_pipeline.interfaces.http.errors import _database_problem
 from xau_pipeline.interfaces.http.models import CandleResponse
-from xau_pipeline.interfaces.http.params import MAX_LIMIT
 from xau_pipeline.interfaces.http.server import check_bind, is_loopback
 from xau_pipeline.market.bars import Bar
 from xau_pipeline.market.symbols import Symbol
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
 from xau_pipeline.read_api_links import chart_url
 from xau_pipeline.settings import Settings
+from xau_pipeline.store.candle_query import MAX_LIMIT
 from xau_pipeline.store.gaps import NEVER_FETCHED, PROVIDER_EMPTY
 from xau_pipeline.store.upsert import upsert_bars
 from xau_pipeline.twelvedata.client import TwelveDataClient

@@ -30,6 +30,7 @@ from xau_pipeline.market.timeframes import TIMEFRAMES, Timeframe, timeframe
 from xau_pipeline.read_api_links import parse_port
 from xau_pipeline.redact import one_line
 from xau_pipeline.settings import Settings, SettingsError
+from xau_pipeline.store.candle_query import DEFAULT_LIMIT, MAX_LIMIT
 from xau_pipeline.store.candle_store import CandleStore, SchemaNotCurrentError, StoreUnavailableError
 from xau_pipeline.store.credit_budget import KINDS, credits_by_kind, credits_left
 from xau_pipeline.store.database import safe_url
@@ -38,8 +39,6 @@ from xau_pipeline.store.gaps import GRID_MISMATCH, NEVER_FETCHED, NOT_PUBLISHED,
 
 EXIT_USAGE = 2
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 5000
 FORMATS = ("table", "csv", "json")
 
 

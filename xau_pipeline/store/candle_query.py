@@ -13,6 +13,9 @@ import sqlalchemy as sa
 
 from xau_pipeline.store.tables import candles
 
+# How many candles a read returns unless asked (the API, the CLI), and the most one read returns.
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 5000
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume", "final")
 OHLC = ("timestamp", "open", "high", "low", "close")
 # The candles table as `c`, so that column expressions written in SQL (the API's text forms) can name it.

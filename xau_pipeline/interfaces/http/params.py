@@ -18,11 +18,7 @@ from xau_pipeline.market.symbols import DEFAULT_CALENDAR, stored_name
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME, Timeframe
 from xau_pipeline.store.gap_window import GapWindowTooLongError, check_gap_window
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 5000
-DEFAULT_CHART_BARS = 500
 DEFAULT_STATEMENT_TIMEOUT_MS = 5000
-HEALTH_STATEMENT_TIMEOUT_MS = 2000
 EARLIEST = EPOCH
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 # parse_time's forms, spelled out for the OpenAPI schema: years 1970-2199, ASCII digits. (Which
@@ -32,8 +28,6 @@ TIME_PATTERN = (
     r"([Tt]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?([Zz]|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])?)?$"
 )
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9/._-]{0,31}$"
-CSV_COLUMNS = ("symbol", "timeframe", "timestamp", "open", "high", "low", "close", "volume", "final")
-CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 
 
 class InputError(ValueError):
@@ -46,7 +40,7 @@ SymbolQuery = Annotated[
 TimeframePath = Annotated[TimeframeName, Path(description="M15, H1, H4 or D1.")]
 
 
-def _time_query(description: str) -> Any:
+def time_query(description: str) -> Any:
     return Query(
         default=None,
         pattern=TIME_PATTERN,
@@ -55,7 +49,7 @@ def _time_query(description: str) -> Any:
     )
 
 
-def _time(value: str | None, what: str) -> datetime | None:
+def parse_moment(value: str | None, what: str) -> datetime | None:
     if value is None:
         return None
     try:
@@ -67,18 +61,14 @@ def _time(value: str | None, what: str) -> datetime | None:
     return moment
 
 
-def _window(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
-    start_at, end_at = _time(start, "start"), _time(end, "end")
+def parse_window(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
+    start_at, end_at = parse_moment(start, "start"), parse_moment(end, "end")
     if start_at is not None and end_at is not None and start_at > end_at:
         raise InputError(f"start {iso_utc(start_at)} is after end {iso_utc(end_at)}")
     return start_at, end_at
 
 
-def _symbol(text: str) -> str:
-    return stored_name(text)
-
-
-def _check_span(tf: Timeframe, start: datetime, end: datetime) -> None:
+def check_span(tf: Timeframe, start: datetime, end: datetime) -> None:
     try:
         check_gap_window(tf.name, tf.bar, start, end)
     except GapWindowTooLongError as exc:
@@ -123,7 +113,7 @@ def asked_series(
     api: Annotated[ApiContext, Depends(api_context)], timeframe: TimeframePath, symbol: SymbolQuery = "XAUUSD"
 ) -> AskedSeries:
     """A dependency of the routes that read one series."""
-    name = _symbol(symbol)
+    name = stored_name(symbol)
     calendar_name, trading_calendar = api.calendar_of(name)
     return AskedSeries(api, TIMEFRAMES_BY_NAME[timeframe.value], name, calendar_name, trading_calendar, api.clock())
 

@@ -16,18 +16,17 @@ from fastapi.responses import Response, StreamingResponse
 from xau_pipeline.interfaces.http import queries
 from xau_pipeline.interfaces.http.models import CandleResponse
 from xau_pipeline.interfaces.http.params import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
     ApiContext,
     SymbolQuery,
     TimeframePath,
-    _symbol,
-    _time,
-    _time_query,
-    _window,
     api_context,
+    parse_moment,
+    parse_window,
+    time_query,
 )
+from xau_pipeline.market.symbols import stored_name
 from xau_pipeline.market.timeframes import TIMEFRAMES_BY_NAME
+from xau_pipeline.store.candle_query import DEFAULT_LIMIT, MAX_LIMIT
 
 log = logging.getLogger("xau_pipeline.interfaces.http")
 
@@ -53,9 +52,9 @@ def get_candles(
     api: Annotated[ApiContext, Depends(api_context)],
     timeframe: TimeframePath,
     symbol: SymbolQuery = "XAUUSD",
-    start: str | None = _time_query("First bar open to include."),
-    end: str | None = _time_query("Bars opening at or after this are left out."),
-    before: str | None = _time_query(
+    start: str | None = time_query("First bar open to include."),
+    end: str | None = time_query("Bars opening at or after this are left out."),
+    before: str | None = time_query(
         "Paging cursor: only bars opening before this. Pass the oldest `timestamp` of a page to get the next one."
     ),
     limit: Annotated[
@@ -77,9 +76,9 @@ def get_candles(
     ] = False,
 ) -> Response:
     tf = TIMEFRAMES_BY_NAME[timeframe.value]
-    start_at, end_at = _window(start, end)
-    before_at = _time(before, "before")
-    name = _symbol(symbol)
+    start_at, end_at = parse_window(start, end)
+    before_at = parse_moment(before, "before")
+    name = stored_name(symbol)
     as_csv = format == "csv" or (format is None and _wants_csv(request.headers.get("accept", "")))
     if as_csv:
         query = queries.text_rows_query(name, tf.name, start_at, end_at, before_at, limit, final_only)

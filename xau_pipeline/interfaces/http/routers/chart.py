@@ -13,13 +13,13 @@ from fastapi.responses import HTMLResponse, Response
 
 from xau_pipeline.interfaces.http import chart, queries
 from xau_pipeline.interfaces.http.params import (
-    MAX_LIMIT,
     SeriesParameters,
-    _check_span,
-    _time_query,
-    _window,
+    check_span,
+    parse_window,
+    time_query,
 )
 from xau_pipeline.market.timeframes import Timeframe
+from xau_pipeline.store.candle_query import MAX_LIMIT
 from xau_pipeline.store.gap_window import DEFAULT_GAP_WINDOW
 from xau_pipeline.store.gaps import find_gaps
 
@@ -40,8 +40,8 @@ script_router = APIRouter()
 )
 def get_chart(
     asked: SeriesParameters,
-    start: str | None = _time_query("Window start (default: as far back as `limit` bars reach)."),
-    end: str | None = _time_query("Window end, exclusive (default: just after the newest bar shown)."),
+    start: str | None = time_query("Window start (default: as far back as `limit` bars reach)."),
+    end: str | None = time_query("Window end, exclusive (default: just after the newest bar shown)."),
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description=f"The newest this many bars of the window (max {MAX_LIMIT}).")
     ] = DEFAULT_CHART_BARS,
@@ -49,14 +49,14 @@ def get_chart(
 ) -> HTMLResponse:
     api = asked.api
     tf, name, trading_calendar, now = asked.tf, asked.name, asked.calendar, asked.now
-    start_at, end_at = _window(start, end)
+    start_at, end_at = parse_window(start, end)
     query = queries.candle_query(name, tf.name, start_at, end_at, None, limit, True, final_only)
     with queries.read_only(api.engine, api.timeout_ms) as connection:
         rows = list(reversed(connection.execute(query).all()))
         window = _chart_window(rows, tf, start_at, end_at, limit, now)
         report = None
         if window[0] < window[1]:
-            _check_span(tf, *window)
+            check_span(tf, *window)
             report = find_gaps(connection, name, tf.name, tf.bar, trading_calendar, *window, now)
     off_session: set[datetime] = set()
     if report is not None and report.off_session:

@@ -8,9 +8,9 @@ from xau_pipeline.interfaces.http import queries
 from xau_pipeline.interfaces.http.models import GapReportResponse, MissingBar
 from xau_pipeline.interfaces.http.params import (
     SeriesParameters,
-    _check_span,
-    _time_query,
-    _window,
+    check_span,
+    parse_window,
+    time_query,
 )
 from xau_pipeline.store.gap_window import gap_window
 from xau_pipeline.store.gaps import NEVER_FETCHED, NOT_PUBLISHED, PROVIDER_EMPTY, find_gaps
@@ -26,13 +26,13 @@ router = APIRouter(tags=["candles"])
 )
 def get_gaps(
     asked: SeriesParameters,
-    start: str | None = _time_query("Window start (default: 7 days before the end)."),
-    end: str | None = _time_query("Window end, exclusive (default: now)."),
+    start: str | None = time_query("Window start (default: 7 days before the end)."),
+    end: str | None = time_query("Window end, exclusive (default: now)."),
 ) -> GapReportResponse:
     api = asked.api
     tf, name, trading_calendar, now = asked.tf, asked.name, asked.calendar, asked.now
-    start_at, end_at = gap_window(*_window(start, end), now)
-    _check_span(tf, start_at, end_at)
+    start_at, end_at = gap_window(*parse_window(start, end), now)
+    check_span(tf, start_at, end_at)
     with queries.read_only(api.engine, api.timeout_ms) as connection:
         report = find_gaps(connection, name, tf.name, tf.bar, trading_calendar, start_at, end_at, now)
         cover = day_cover(connection, name, start_at, end_at) if tf.name == "D1" else None
