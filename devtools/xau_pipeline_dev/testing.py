@@ -75,9 +75,9 @@ def serving_in_thread(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-        engine = getattr(getattr(config.app, "state", None), "engine", None)
-        if engine is not None:
-            engine.dispose()
+        api = getattr(getattr(config.app, "state", None), "api", None)
+        if api is not None:
+            api.engine.dispose()
 
 
 def bar_phase(store: CandleStore, symbol: str, timeframe: Timeframe) -> timedelta:

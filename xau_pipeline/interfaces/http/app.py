@@ -64,7 +64,6 @@ def create_app(
         version="1",
         description=DESCRIPTION,
     )
-    app.state.engine = engine
     app.state.api = ApiContext(
         engine=engine,
         timeout_ms=statement_timeout_ms,
